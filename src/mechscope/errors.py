@@ -1,0 +1,10 @@
+"""Errors that mechscope raises for bad input.
+
+Every error names the problem and the fix in one line; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class MechscopeError(ValueError):
+    """Bad input: the message says what is wrong and how to fix it."""

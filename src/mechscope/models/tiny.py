@@ -1,0 +1,88 @@
+"""Tiny random-initialised models, one per supported family, built in code from HF configs.
+
+They need no download and run in milliseconds: the parity and property tests use them, and so can
+users writing their own tests. ``tiny_model("llama")`` returns an HF model in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import (
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    MixtralConfig,
+    PreTrainedModel,
+    Qwen2Config,
+)
+from transformers import AutoModelForCausalLM as _Auto
+
+VOCAB = 101
+COMMON = {"vocab_size": VOCAB, "max_position_embeddings": 64}
+LLAMA_LIKE = {
+    "hidden_size": 48,
+    "intermediate_size": 80,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    **COMMON,
+}
+
+CONFIGS: dict[str, Callable[[], Any]] = {
+    "gpt2": lambda: GPT2Config(
+        n_embd=48,
+        n_layer=3,
+        n_head=4,
+        n_positions=64,
+        vocab_size=VOCAB,
+        bos_token_id=0,
+        eos_token_id=0,
+    ),
+    "llama": lambda: LlamaConfig(**LLAMA_LIKE),
+    "mistral": lambda: MistralConfig(**LLAMA_LIKE, sliding_window=None),
+    "qwen2": lambda: Qwen2Config(**LLAMA_LIKE),
+    "gpt_neox": lambda: GPTNeoXConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        **COMMON,
+    ),
+    "gpt_neox_sequential": lambda: GPTNeoXConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        use_parallel_residual=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        **COMMON,
+    ),
+    "mixtral": lambda: MixtralConfig(
+        **{**LLAMA_LIKE, "num_hidden_layers": 2},
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    ),
+}
+
+
+def tiny_model(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A random tiny model of one family (see ``CONFIGS`` for the kinds)."""
+    torch.manual_seed(seed)
+    config = CONFIGS[kind]()
+    model = _Auto.from_config(config, dtype=dtype)
+    # Random init leaves LayerNorm at (1, 0) and some biases at 0: perturb so every path matters.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name or "ln" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()

@@ -1,0 +1,162 @@
+"""Attaching user functions to sites as scoped PyTorch hooks on the HF modules.
+
+A hook function has TransformerLens's signature ``fn(activation, hook) -> replacement | None``.
+A replacement must have the activation's shape and be finite; it flows downstream exactly as the
+model's own value would. A backward function ``fn(grad, hook) -> grad | None`` sees the gradient
+of the site's canonical tensor. :func:`attach` returns handles; callers remove them in ``finally``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mechscope.errors import MechscopeError
+from mechscope.families.base import Dims, Family
+from mechscope.sites.table import Site
+
+Tensor = torch.Tensor
+HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """What a hook function is told about where it runs (``hook.name``, ``hook.layer()``)."""
+
+    name: str
+    layer_index: int | None
+
+    def layer(self) -> int | None:
+        return self.layer_index
+
+
+@dataclass
+class Calls:
+    """The forward and backward functions attached to one site, run in order."""
+
+    site: Site
+    fwd: list[HookFn] = field(default_factory=list)
+    bwd: list[HookFn] = field(default_factory=list)
+
+    def run(self, t: Tensor) -> tuple[Tensor, bool]:
+        """Run the functions on the canonical tensor; say whether the model must use a new one."""
+        point = HookPoint(self.site.name, self.site.layer)
+        changed = False
+        for fn in self.fwd:
+            r = fn(t, point)
+            if r is not None:
+                _check_replacement(self.site.name, t, r)
+                t, changed = r, True
+        if self.bwd:
+            if not t.requires_grad:
+                raise MechscopeError(
+                    f"backward hook on {self.site.name} got no gradient; run outside torch.no_grad()"
+                )
+            for fn in self.bwd:
+                t.register_hook(lambda g, fn=fn: fn(g, point))
+            changed = True
+        return t, changed
+
+
+def _check_replacement(name: str, old: Tensor, new: Any) -> None:
+    if not isinstance(new, torch.Tensor):
+        raise MechscopeError(f"hook on {name} returned {type(new).__name__}, not a tensor or None")
+    if new.shape != old.shape:
+        raise MechscopeError(
+            f"hook on {name} returned shape {tuple(new.shape)}, expected {tuple(old.shape)}"
+        )
+    if new.is_floating_point() and not torch.isfinite(new).all():
+        raise MechscopeError(f"hook on {name} returned NaN or inf values; check the intervention")
+
+
+# -- generic module hooks -------------------------------------------------------------------
+
+
+def _first(o: Any) -> Tensor:
+    return o[0] if isinstance(o, tuple) else o
+
+
+def _replace_first(o: Any, t: Tensor) -> Any:
+    return (t, *o[1:]) if isinstance(o, tuple) else t
+
+
+def _same(x: Tensor) -> Tensor:
+    return x
+
+
+def _keep(_: Tensor, t: Tensor) -> Tensor:
+    return t
+
+
+def hook_output(module: nn.Module, calls: Calls, get=_same, put=_keep) -> Any:
+    """Forward hook on a module's output (its first element if a tuple)."""
+
+    def hook(_m: nn.Module, _args: Any, out: Any) -> Any:
+        x = _first(out)
+        t, changed = calls.run(get(x))
+        return _replace_first(out, put(x, t)) if changed else None
+
+    return module.register_forward_hook(hook)
+
+
+def hook_input(module: nn.Module, calls: Calls, get=_same, put=_keep) -> Any:
+    """Forward pre-hook on a module's first input (positional or ``hidden_states=``)."""
+
+    def hook(_m: nn.Module, args: tuple, kwargs: dict) -> Any:
+        x = args[0] if args else kwargs["hidden_states"]
+        t, changed = calls.run(get(x))
+        if not changed:
+            return None
+        if args:
+            return (put(x, t), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": put(x, t)}
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def heads_view(n: int, d: int) -> tuple[Callable, Callable]:
+    """get/put between [batch pos n*d] and [batch pos n d]."""
+    return (lambda x: x.view(*x.shape[:-1], n, d)), (lambda x, t: t.reshape(x.shape))
+
+
+def fused_slice(layout: str, i: int, n: int, d: int) -> tuple[Callable, Callable]:
+    """get/put for q (i=0), k (1) or v (2) inside a fused qkv projection output."""
+    if layout == "gpt2_fused":  # [q | k | v], each n*d wide
+
+        def get(x: Tensor) -> Tensor:
+            return x[..., i * n * d : (i + 1) * n * d].unflatten(-1, (n, d))
+
+        def put(x: Tensor, t: Tensor) -> Tensor:
+            parts = list(x.split(n * d, dim=-1))
+            parts[i] = t.flatten(-2)
+            return torch.cat(parts, dim=-1)
+
+    else:  # neox: per head [q | k | v], each d wide
+
+        def get(x: Tensor) -> Tensor:
+            return x.unflatten(-1, (n, 3, d))[..., i, :]
+
+        def put(x: Tensor, t: Tensor) -> Tensor:
+            parts = list(x.unflatten(-1, (n, 3, d)).unbind(-2))
+            parts[i] = t
+            return torch.stack(parts, dim=-2).flatten(-3)
+
+    return get, put
+
+
+@dataclass
+class Model:
+    """What attaching needs: the HF model, its family and dims."""
+
+    hf: nn.Module
+    family: Family
+    dims: Dims
+
+    def module(self, path: str, layer: int | None = None) -> nn.Module:
+        if layer is not None:
+            path = f"{self.family.layers}.{layer}.{path}"
+        return self.hf.get_submodule(path)

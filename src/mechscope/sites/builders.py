@@ -1,0 +1,246 @@
+"""One builder per site kind: where its tensor lives in the HF modules and how to write it back.
+
+Each builder takes the model, the layer and the site's :class:`Calls` and returns hook handles.
+Sites that the model never materialises (per-head results, resid_mid, final-norm scale, expert
+outputs) are computed from the module's inputs only when a hook asks for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from mechscope.sites import attention
+from mechscope.sites.attach import (
+    Calls,
+    Model,
+    _first,
+    _replace_first,
+    fused_slice,
+    heads_view,
+    hook_input,
+    hook_output,
+)
+
+Tensor = torch.Tensor
+Builder = Callable[[Model, Any, Calls], list[Any]]
+
+
+class _AttrHandle:
+    """Removes one entry from an attention module's hook lists."""
+
+    def __init__(self, module: nn.Module, kind: str, calls: Calls) -> None:
+        self.module, self.kind, self.calls = module, kind, calls
+        hooks = module.__dict__.setdefault(attention.HOOKS_ATTR, {})
+        hooks.setdefault(kind, []).append(calls)
+
+    def remove(self) -> None:
+        hooks = self.module.__dict__.get(attention.HOOKS_ATTR, {})
+        entries = hooks.get(self.kind, [])
+        if self.calls in entries:
+            entries.remove(self.calls)
+
+
+def _qkv(i: int) -> Builder:
+    def build(m: Model, layer: int, calls: Calls) -> list[Any]:
+        f, d = m.family, m.dims
+        n = d.n_heads if i == 0 else d.n_kv_heads
+        if f.qkv == "separate":
+            path = (f.q, f.k, f.v)[i]
+            get, put = heads_view(n, d.d_head)
+        else:
+            path = f.q
+            get, put = fused_slice(f.qkv, i, n, d.d_head)
+        return [hook_output(m.module(path, layer), calls, get, put)]
+
+    return build
+
+
+def _attn_internal(kind: str) -> Builder:
+    def build(m: Model, layer: int, calls: Calls) -> list[Any]:
+        return [_AttrHandle(m.module(m.family.attn, layer), kind, calls)]
+
+    return build
+
+
+def _o_per_head(module: nn.Module, n: int, d: int) -> Tensor:
+    """The output projection as [head d_head d_model], for nn.Linear and GPT-2's Conv1D."""
+    w = module.weight
+    if isinstance(module, nn.Linear):  # [d_model, head*d_head]
+        return w.view(w.shape[0], n, d).permute(1, 2, 0)
+    return w.view(n, d, w.shape[-1])  # Conv1D: [head*d_head, d_model]
+
+
+def _build_z(m: Model, layer: int, calls: Calls) -> list[Any]:
+    get, put = heads_view(m.dims.n_heads, m.dims.d_head)
+    return [hook_input(m.module(m.family.o, layer), calls, get, put)]
+
+
+def _build_result(m: Model, layer: int, calls: Calls) -> list[Any]:
+    n, d = m.dims.n_heads, m.dims.d_head
+
+    def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
+        z = args[0].unflatten(-1, (n, d))
+        result = torch.einsum("bphd,hdm->bphm", z, _o_per_head(module, n, d))
+        t, changed = calls.run(result)
+        if not changed:
+            return None
+        bias = getattr(module, "bias", None)
+        return t.sum(-2) if bias is None else t.sum(-2) + bias
+
+    return [m.module(m.family.o, layer).register_forward_hook(hook)]
+
+
+def _build_resid_mid(m: Model, layer: int, calls: Calls) -> list[Any]:
+    """resid_mid = resid_pre + attn_out; a replacement X is written as attn_out := X - resid_pre."""
+    stash: dict[str, Tensor] = {}
+
+    def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        stash["resid_pre"] = args[0] if args else kwargs["hidden_states"]
+
+    def post(_m: nn.Module, _args: Any, out: Any) -> Any:
+        resid_pre = stash.pop("resid_pre")
+        t, changed = calls.run(resid_pre + _first(out))
+        return _replace_first(out, t - resid_pre) if changed else None
+
+    layer_mod = m.module(m.family.layers).get_submodule(str(layer))
+    return [
+        layer_mod.register_forward_pre_hook(pre, with_kwargs=True),
+        m.module(m.family.attn, layer).register_forward_hook(post),
+    ]
+
+
+def _moe_shape_stash(m: Model, layer: int) -> tuple[dict[str, Any], Any]:
+    stash: dict[str, Any] = {}
+
+    def pre(_m: nn.Module, args: tuple) -> None:
+        stash["shape"] = args[0].shape[:-1]
+
+    return stash, m.module(m.family.mlp, layer).register_forward_pre_hook(pre)
+
+
+def _build_router(m: Model, layer: int, calls: Calls) -> list[Any]:
+    moe = m.family.moe
+    assert moe is not None
+    stash, handle = _moe_shape_stash(m, layer)
+
+    def hook(router: nn.Module, _args: Any, out: tuple) -> Any:
+        logits = out[0]
+        t, changed = calls.run(logits.view(*stash["shape"], -1))
+        if not changed:
+            return None
+        flat = t.reshape(logits.shape)
+        weights, indices = moe.route(router, flat)
+        return (flat, weights, indices)
+
+    return [handle, m.module(moe.router, layer).register_forward_hook(hook)]
+
+
+def _build_expert_out(m: Model, layer: int, calls: Calls) -> list[Any]:
+    moe = m.family.moe
+    assert moe is not None
+    stash, handle = _moe_shape_stash(m, layer)
+
+    def hook(experts: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
+        x, indices, weights = args[:3]
+        per = moe.expert_outputs(experts, x, indices, weights)  # [tokens expert d_model]
+        t, changed = calls.run(per.view(*stash["shape"], *per.shape[1:]))
+        return t.sum(-2).reshape(out.shape).to(out.dtype) if changed else None
+
+    return [handle, m.module(moe.experts, layer).register_forward_hook(hook)]
+
+
+def build_final_norm(m: Model, scale: Calls | None, normalized: Calls | None) -> list[Any]:
+    """ln_final.hook_scale [batch pos 1] and hook_normalized (before the norm's weight)."""
+    norm = m.module(m.family.final_norm)
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-5)
+    centre = m.dims.norm == "layer"
+
+    def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
+        x = args[0].float()
+        xc = x - x.mean(-1, keepdim=True) if centre else x
+        s = (xc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+        changed_s = changed_n = False
+        if scale:
+            s, changed_s = scale.run(s)
+        t = xc / s
+        if normalized:
+            t, changed_n = normalized.run(t)
+        if not (changed_s or changed_n):
+            return None
+        y = module.weight * t.to(out.dtype)
+        bias = getattr(module, "bias", None)
+        return y if bias is None else y + bias
+
+    return [norm.register_forward_hook(hook)]
+
+
+def _out(path_of: Callable[[Any], str | None]) -> Builder:
+    def build(m: Model, layer: int | None, calls: Calls) -> list[Any]:
+        return [hook_output(m.module(path_of(m.family), layer), calls)]
+
+    return build
+
+
+def _in(path_of: Callable[[Any], str | None]) -> Builder:
+    def build(m: Model, layer: int | None, calls: Calls) -> list[Any]:
+        return [hook_input(m.module(path_of(m.family), layer), calls)]
+
+    return build
+
+
+def _layer_in(m: Model, layer: int, calls: Calls) -> list[Any]:
+    return [hook_input(m.module(m.family.layers).get_submodule(str(layer)), calls)]
+
+
+def _layer_out(m: Model, layer: int, calls: Calls) -> list[Any]:
+    return [hook_output(m.module(m.family.layers).get_submodule(str(layer)), calls)]
+
+
+BUILDERS: dict[str, Builder] = {
+    "embed": lambda m, _, c: [hook_output(m.module(m.family.embed), c)],
+    "pos_embed": lambda m, _, c: [hook_output(m.module(m.family.pos_embed), c)],
+    "resid_pre": _layer_in,
+    "q": _qkv(0),
+    "k": _qkv(1),
+    "v": _qkv(2),
+    "scores": _attn_internal("scores"),
+    "pattern": _attn_internal("pattern"),
+    "z": _build_z,
+    "result": _build_result,
+    "attn_out": _out(lambda f: f.attn),
+    "resid_mid": _build_resid_mid,
+    "mlp_pre": _out(lambda f: f.mlp_in),
+    "mlp_pre_linear": _out(lambda f: f.mlp_up),
+    "mlp_post": _in(lambda f: f.mlp_out),
+    "router_logits": _build_router,
+    "expert_out": _build_expert_out,
+    "mlp_out": _out(lambda f: f.mlp),
+    "resid_post": _layer_out,
+}
+
+
+def attach(m: Model, requests: dict[str, Calls]) -> list[Any]:
+    """Attach every requested site's calls; returns the handles (remove them in ``finally``)."""
+    handles: list[Any] = []
+    try:
+        for calls in requests.values():
+            if calls.site.kind in ("final_scale", "final_normalized"):
+                continue
+            handles += BUILDERS[calls.site.kind](m, calls.site.layer, calls)
+        scale = requests.get("ln_final.hook_scale")
+        normalized = requests.get("ln_final.hook_normalized")
+        if scale or normalized:
+            handles += build_final_norm(m, scale, normalized)
+    except BaseException:
+        detach(handles)
+        raise
+    return handles
+
+
+def detach(handles: list[Any]) -> None:
+    for h in reversed(handles):
+        h.remove()

@@ -1,0 +1,117 @@
+"""The canonical site names (TransformerLens's hook names) of a model, with their shapes.
+
+Each :class:`Site` names a place in the forward pass. ``kind`` says how it is reached (see
+:mod:`mechscope.sites.attach`); ``axes`` is its shape in the words of :mod:`mechscope.axes`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mechscope.errors import MechscopeError
+from mechscope.families.base import Dims, Family
+
+SiteSelector = str | Iterable[str] | Callable[[str], bool] | None
+
+
+@dataclass(frozen=True)
+class Site:
+    """One named hook point."""
+
+    name: str
+    kind: str
+    layer: int | None
+    axes: tuple[str, ...]
+
+    def shape(self, dims: Dims) -> list[int | str]:
+        """The shape with model dimensions filled in (batch and positions stay symbolic)."""
+        sizes = {
+            "d_model": dims.d_model,
+            "d_head": dims.d_head,
+            "d_mlp": dims.d_mlp,
+            "d_vocab": dims.d_vocab,
+            "expert": dims.n_experts,
+            "one": 1,
+        }
+        out: list[int | str] = []
+        for axis in self.axes:
+            if axis == "head":
+                out.append(dims.n_kv_heads if self.kind in ("k", "v") else dims.n_heads)
+            else:
+                out.append(sizes.get(axis, axis))
+        return out
+
+
+BPD = ("batch", "pos", "d_model")
+BPHD = ("batch", "pos", "head", "d_head")
+BHQK = ("batch", "head", "query_pos", "key_pos")
+
+
+def _layer_sites(family: Family, dims: Dims, layer: int) -> list[Site]:
+    p = f"blocks.{layer}."
+    rows = [
+        ("hook_resid_pre", "resid_pre", BPD),
+        ("attn.hook_q", "q", BPHD),
+        ("attn.hook_k", "k", BPHD),
+        ("attn.hook_v", "v", BPHD),
+        ("attn.hook_attn_scores", "scores", BHQK),
+        ("attn.hook_pattern", "pattern", BHQK),
+        ("attn.hook_z", "z", BPHD),
+        ("attn.hook_result", "result", ("batch", "pos", "head", "d_model")),
+        ("hook_attn_out", "attn_out", BPD),
+    ]
+    if not dims.parallel:
+        rows.append(("hook_resid_mid", "resid_mid", BPD))
+    if family.moe is None:
+        rows.append(("mlp.hook_pre", "mlp_pre", ("batch", "pos", "d_mlp")))
+        if family.mlp_up:
+            rows.append(("mlp.hook_pre_linear", "mlp_pre_linear", ("batch", "pos", "d_mlp")))
+        rows.append(("mlp.hook_post", "mlp_post", ("batch", "pos", "d_mlp")))
+    else:
+        rows.append(("mlp.hook_router_logits", "router_logits", ("batch", "pos", "expert")))
+        rows.append(("mlp.hook_expert_out", "expert_out", ("batch", "pos", "expert", "d_model")))
+    rows += [("hook_mlp_out", "mlp_out", BPD), ("hook_resid_post", "resid_post", BPD)]
+    return [Site(p + name, kind, layer, axes) for name, kind, axes in rows]
+
+
+def site_table(family: Family, dims: Dims) -> dict[str, Site]:
+    """Every site of a model, in forward order."""
+    sites = [Site("hook_embed", "embed", None, BPD)]
+    if family.pos_embed:
+        sites.append(Site("hook_pos_embed", "pos_embed", None, BPD))
+    for layer in range(dims.n_layers):
+        sites += _layer_sites(family, dims, layer)
+    sites.append(Site("ln_final.hook_scale", "final_scale", None, ("batch", "pos", "one")))
+    sites.append(Site("ln_final.hook_normalized", "final_normalized", None, BPD))
+    return {s.name: s for s in sites}
+
+
+def unknown_site_error(name: str, table: dict[str, Site]) -> MechscopeError:
+    near = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
+    hint = f"; nearest: {', '.join(near)}" if near else "; run `mechscope info MODEL` to list them"
+    return MechscopeError(f"unknown hook name {name!r}{hint}")
+
+
+def select_sites(table: dict[str, Site], names: SiteSelector) -> list[str]:
+    """Resolve a selector (None = all, a name, a glob, a list of names/globs, or a predicate)."""
+    if names is None:
+        return list(table)
+    if callable(names):
+        return [n for n in table if names(n)]
+    patterns = [names] if isinstance(names, str) else list(names)
+    chosen: list[str] = []
+    for pattern in patterns:
+        if any(c in pattern for c in "*?["):
+            hits = fnmatch.filter(table, pattern)
+            if not hits:
+                raise MechscopeError(f"hook name pattern {pattern!r} matches no site")
+        elif pattern in table:
+            hits = [pattern]
+        else:
+            raise unknown_site_error(pattern, table)
+        chosen += [h for h in hits if h not in chosen]
+    order = {n: i for i, n in enumerate(table)}
+    return sorted(chosen, key=order.__getitem__)
