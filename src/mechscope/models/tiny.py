@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM as _Auto
 from transformers import (
     GPT2Config,
     GPTNeoXConfig,
@@ -19,7 +20,6 @@ from transformers import (
     PreTrainedModel,
     Qwen2Config,
 )
-from transformers import AutoModelForCausalLM as _Auto
 
 VOCAB = 101
 COMMON = {"vocab_size": VOCAB, "max_position_embeddings": 64}
