@@ -177,6 +177,7 @@ def _convert_gguf(path: Path, sha: str, folder: Path, progress: bool) -> None:
         tokenizer.save_pretrained(tmp)
         record = {"sha256": sha, "file": path.name, "transformers": transformers.__version__}
         (tmp / _SOURCE_JSON).write_text(json.dumps(record, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         _publish(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

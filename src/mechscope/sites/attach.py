@@ -69,8 +69,9 @@ def _check_replacement(name: str, old: Tensor, new: Any) -> None:
         raise MechscopeError(
             f"hook on {name} returned shape {tuple(new.shape)}, expected {tuple(old.shape)}"
         )
-    if new.is_floating_point() and not torch.isfinite(new).all():
-        raise MechscopeError(f"hook on {name} returned NaN or inf values; check the intervention")
+    # -inf is allowed: it is how attention scores are masked.
+    if new.is_floating_point() and (torch.isnan(new).any() or torch.isposinf(new).any()):
+        raise MechscopeError(f"hook on {name} returned NaN or +inf values; check the intervention")
 
 
 # -- generic module hooks -------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""Views of a :class:`~mechscope.lenses.LogitLensResult`: a coloured table and a target plot.
+
+Like every view, these take result arrays and token strings, never a model; ``decode`` turns a
+token id into its text (e.g. ``lambda i: tokenizer.decode([i])``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from matplotlib.figure import Figure
+
+from mechscope.errors import MechscopeError
+from mechscope.lenses.logit_lens import LogitLensResult
+from mechscope.viz.html import Cell, Markup, heat_color, show_token, table
+
+__all__ = ["lens_table", "lens_target_figure"]
+
+
+def lens_table(
+    result: LogitLensResult,
+    str_tokens: Sequence[str],
+    decode: Callable[[int], str],
+    *,
+    last: int = 6,
+) -> Markup:
+    """Layers x the ``last`` positions: each cell is the top-1 token and its probability.
+
+    Column headers are the input tokens; a cell is the lens's guess for the token after it.
+    Cells are shaded by probability; hovering shows the top-k. With a target, a last column gives
+    its rank (0 = top-1) at the final position.
+    """
+    n_pos = result.top_ids.shape[1]
+    positions = range(max(0, n_pos - last), n_pos)
+    header = ["layer", *(show_token(str_tokens[p]) for p in positions)]
+    if result.target is not None:
+        header.append(f"rank of {show_token(decode(result.target))}")
+    rows = []
+    for row, layer in enumerate(result.layers):
+        cells: list[object] = [f"{result.site} {int(layer)}"]
+        for p in positions:
+            ids, probs = result.top_ids[row, p], result.top_probs[row, p]
+            tip = ", ".join(f"{decode(int(i))!r} {float(q):.3f}" for i, q in zip(ids, probs))
+            text = f"{show_token(decode(int(ids[0])))} {float(probs[0]):.2f}"
+            cells.append(Cell(text, heat_color(float(probs[0])), tip, "tok"))
+        if result.target_rank is not None:
+            cells.append(int(result.target_rank[row, -1]))
+        rows.append(cells)
+    return table(rows, header)
+
+
+def lens_target_figure(result: LogitLensResult, target_label: str, *, pos: int = -1) -> Figure:
+    """Probability and rank of the target token by layer, at position ``pos``."""
+    if result.target_rank is None or result.target_prob is None:
+        raise MechscopeError("the lens result has no target; pass target= to logit_lens")
+    layers = result.layers
+    fig = Figure(figsize=(9, 3.2))
+    ax_prob, ax_rank = fig.subplots(1, 2)
+    ax_prob.plot(layers, result.target_prob[:, pos], marker="o", markersize=3)
+    ax_prob.set(xlabel="layer", ylabel="probability", ylim=(0, 1))
+    ax_prob.set_title(f"P({target_label}) by layer")
+    ax_rank.plot(layers, result.target_rank[:, pos] + 1, marker="o", markersize=3, color="C1")
+    ax_rank.set(xlabel="layer", ylabel="rank (1 = top)", yscale="log")
+    ax_rank.set_title(f"rank of {target_label} by layer")
+    ax_rank.invert_yaxis()  # up is better in both panels
+    for ax in (ax_prob, ax_rank):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
