@@ -109,13 +109,16 @@ def test_alias_matches_direct_gguf_load(builtin: Builtin) -> None:
 
 
 @pytest.mark.slow
-def test_second_load_reuses_cache(builtin: Builtin, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_load_reuses_cache(
+    builtin: Builtin, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     mtime = builtin.folder.stat().st_mtime_ns
     calls = _stub_gguf_load(monkeypatch, builtin)
     model, tokenizer, prov = load_hf(
         "SmolLM2-135M-Instruct", cache_dir=builtin.cache_dir, progress=False
     )
     assert calls == [] and prov["cache"] == str(builtin.folder)
+    assert capfd.readouterr().err == ""  # progress=False: no bars, no notice
     assert builtin.folder.stat().st_mtime_ns == mtime
     assert torch.equal(_logits(model, tokenizer), _logits(builtin.model, builtin.tokenizer))
 
@@ -143,6 +146,18 @@ def test_corrupt_cache_is_rebuilt(
     assert len(records) == 1 and "converting again" in records[0].getMessage()
     assert weights.stat().st_size == builtin.folder.joinpath("model.safetensors").stat().st_size
     assert torch.equal(_logits(model, tokenizer), _logits(builtin.ref, builtin.ref_tokenizer))
+
+
+@pytest.mark.slow
+def test_first_conversion_prints_one_notice(
+    builtin: Builtin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: Any
+) -> None:
+    _stub_gguf_load(monkeypatch, builtin)
+    _, _, prov = load_hf("smollm2-135m", cache_dir=tmp_path, progress=True)
+    notice = f"converting SmolLM2-135M-Instruct.Q4_1.gguf once into {prov['cache']} (about 20 s)"
+    assert capfd.readouterr().err.startswith(notice + "\n")
+    load_hf("smollm2-135m", cache_dir=tmp_path, progress=True)
+    assert "converting" not in capfd.readouterr().err
 
 
 @pytest.mark.slow
