@@ -16,6 +16,7 @@ nostalgebraist, "interpreting GPT: the logit lens", LessWrong (2020).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,8 @@ class LogitLensResult:
 
     site: str  # which residual site was read: resid_pre, resid_mid or resid_post
     layers: np.ndarray  # [layer] block index of each row
-    tokens: np.ndarray  # [pos] input token ids
+    tokens: np.ndarray  # the prompt's token ids, all of them
+    positions: np.ndarray  # [pos] the positions read (indices into tokens)
     top_ids: np.ndarray  # [layer pos k] most likely next tokens, best first
     top_probs: np.ndarray  # [layer pos k] their probabilities
     target: int | None = None  # token id whose rank and probability are tracked
@@ -53,7 +55,15 @@ class LogitLensResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of plain lists."""
         out: dict[str, Any] = {"site": self.site, "target": self.target}
-        for name in ("layers", "tokens", "top_ids", "top_probs", "target_rank", "target_prob"):
+        for name in (
+            "layers",
+            "tokens",
+            "positions",
+            "top_ids",
+            "top_probs",
+            "target_rank",
+            "target_prob",
+        ):
             value = getattr(self, name)
             out[name] = None if value is None else value.tolist()
         return out
@@ -70,6 +80,17 @@ def _as_tokens(model: HookedModel, tokens: Tensor | str) -> Tensor:
             f"got {tuple(tokens.shape)}"
         )
     return tokens
+
+
+def _positions(positions: Sequence[int] | None, n_pos: int) -> list[int]:
+    if positions is None:
+        return list(range(n_pos))
+    bad = [p for p in positions if not -n_pos <= p < n_pos]
+    if bad or not positions:
+        raise MechscopeError(
+            f"positions must be a non-empty list within [-{n_pos}, {n_pos}), got {list(positions)}"
+        )
+    return [p % n_pos for p in positions]
 
 
 def _residuals(model: HookedModel, tokens: Tensor, site: str) -> Tensor:
@@ -104,11 +125,13 @@ def logit_lens(
     target: int | None = None,
     top_k: int = 5,
     site: str = "resid_post",
+    positions: Sequence[int] | None = None,
 ) -> LogitLensResult:
     """Top-k tokens (and the target's rank and probability) read from every layer of one prompt.
 
     ``tokens`` is ``[pos]``, ``[1 pos]`` or a string. ``site`` is ``resid_post`` (row L is the
-    output of block L), ``resid_pre`` (row 0 is the embedding) or ``resid_mid``.
+    output of block L), ``resid_pre`` (row 0 is the embedding) or ``resid_mid``. ``positions``
+    (negative counts from the end) limits the reading to some positions; None reads them all.
     """
     d_vocab = model.dims.d_vocab
     if not 1 <= top_k <= d_vocab:
@@ -118,7 +141,8 @@ def logit_lens(
     tokens = _as_tokens(model, tokens)
     top_ids, top_probs, ranks, probs = [], [], [], []
     with torch.inference_mode():
-        resid = _residuals(model, tokens, site)  # [layer pos d_model]
+        read = _positions(positions, tokens.shape[1])
+        resid = _residuals(model, tokens, site)[:, read]  # [layer pos d_model]
         n_layers, n_pos = resid.shape[:2]
         chunk = max(1, _CHUNK_ELEMENTS // (n_pos * d_vocab))
         for start in range(0, n_layers, chunk):
@@ -134,6 +158,7 @@ def logit_lens(
         site=site,
         layers=np.arange(n_layers),
         tokens=tokens[0].cpu().numpy(),
+        positions=np.asarray(read),
         top_ids=torch.cat(top_ids).cpu().numpy(),
         top_probs=torch.cat(top_probs).cpu().numpy(),
         target=target,

@@ -6,10 +6,11 @@ users writing their own tests. ``tiny_model("llama")`` returns an HF model in ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM as _Auto
 from transformers import (
     GPT2Config,
@@ -18,6 +19,7 @@ from transformers import (
     MistralConfig,
     MixtralConfig,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
     Qwen2Config,
 )
 
@@ -86,3 +88,15 @@ def tiny_model(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> 
             if name.endswith("bias") or "norm" in name or "ln" in name:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
+
+
+def tiny_tokenizer(words: Iterable[str] = (), n_vocab: int = VOCAB) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer with exactly ``n_vocab`` tokens: ``words`` first, then fillers.
+
+    Text is split on whitespace and punctuation; unknown words map to ``[UNK]``.
+    """
+    vocab = ["[UNK]", "[PAD]", *sorted(set(words))]
+    vocab += [f"w{i}" for i in range(n_vocab - len(vocab))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")

@@ -8,6 +8,7 @@ function and appending it to ``SECTIONS``. Sections run under ``torch.inference_
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
@@ -61,25 +62,15 @@ def predictions(model: HookedModel, ctx: ReportContext) -> str:
     prompts, k = list(ctx.config.prompts), ctx.config.top_k
     tokens, mask = model.tokenize(prompts)
     logits = model(tokens, attention_mask=mask)  # [batch pos d_vocab]
-    last = mask.sum(1) - 1
+    last = (mask.sum(1) - 1).to(logits.device)
     probs = logits[torch.arange(len(prompts)), last].float().softmax(-1)  # [batch d_vocab]
     top = probs.topk(min(k, probs.shape[-1]), dim=-1)
     rows, record = [], []
     for prompt, ids, ps in zip(prompts, top.indices.tolist(), top.values.tolist(), strict=True):
         words = [_decode(model, i) for i in ids]
-        record.append(
-            {
-                "prompt": prompt,
-                "top": [{"id": i, "token": w, "prob": p} for i, w, p in zip(ids, words, ps)],
-            }
-        )
-        cells = [Cell(f"{show_token(w)} {p:.2f}", heat_color(p), f"{w!r} {p:.4f}", "tok")]
-        rows.append(
-            [
-                prompt,
-                *(cells[0] if j == 0 else _cell(w, p) for j, (w, p) in enumerate(zip(words, ps))),
-            ]
-        )
+        top_k = [{"id": i, "token": w, "prob": p} for i, w, p in zip(ids, words, ps, strict=True)]
+        record.append({"prompt": prompt, "top": top_k})
+        rows.append([prompt, *(_cell(w, p) for w, p in zip(words, ps, strict=True))])
     ctx.data["predictions"] = record
     header = ["prompt", *(f"#{i + 1}" for i in range(top.indices.shape[1]))]
     return table(rows, header)
@@ -105,7 +96,8 @@ def logit_lens_section(model: HookedModel, ctx: ReportContext) -> str:
     cfg = ctx.config
     tokens = model.to_tokens(cfg.lens_prompt)
     target, why = _lens_target(model, tokens, cfg.lens_target)
-    result = logit_lens(model, tokens, target=target, top_k=cfg.top_k)
+    last = range(-min(cfg.lens_positions, tokens.shape[1]), 0)
+    result = logit_lens(model, tokens, target=target, top_k=cfg.top_k, positions=last)
     str_tokens = model.to_str_tokens(tokens[0])
     label = repr(_decode(model, target))
     ctx.data["logit_lens"] = {
@@ -122,7 +114,7 @@ def logit_lens_section(model: HookedModel, ctx: ReportContext) -> str:
         f"probability (hover for the top {cfg.top_k}). Tracked token: "
         f'<span class="tok">{escape(label)}</span>, {escape(why)}.</p>'
     )
-    decode = lambda i: _decode(model, i)  # noqa: E731
+    decode = functools.partial(_decode, model)
     table_html = lens_table(result, str_tokens, decode, last=cfg.lens_positions)
     return Markup(intro + table_html + figure_img(fig, f"probability and rank of {label}"))
 

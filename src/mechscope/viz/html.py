@@ -13,9 +13,10 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Cell",
@@ -48,6 +49,9 @@ img { max-width: 100%; }
 """
 
 
+_INVISIBLE = {" ": "␣", "\xa0": "⍽", "\n": "↵", "\r": "␍", "\t": "→"}
+
+
 class Markup(str):
     """HTML that is already safe and is inserted as is."""
 
@@ -68,8 +72,11 @@ def escape(value: Any) -> Markup:
 
 
 def show_token(token: str) -> str:
-    """A token with its invisible characters made visible: space as ␣, newline ↵, tab →."""
-    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→") or "∅"
+    """A token with its invisible characters made visible: space ␣, no-break space ⍽, newline ↵,
+    tab →; the empty string is ∅."""
+    for char, mark in _INVISIBLE.items():
+        token = token.replace(char, mark)
+    return token or "∅"
 
 
 def heat_color(value: float, vmin: float = 0.0, vmax: float = 1.0) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from mechscope.errors import MechscopeError
 from mechscope.lenses.logit_lens import LogitLensResult
@@ -24,22 +25,25 @@ def lens_table(
     *,
     last: int = 6,
 ) -> Markup:
-    """Layers x the ``last`` positions: each cell is the top-1 token and its probability.
+    """Layers x the ``last`` positions read: each cell is the top-1 token and its probability.
 
     Column headers are the input tokens; a cell is the lens's guess for the token after it.
     Cells are shaded by probability; hovering shows the top-k. With a target, a last column gives
     its rank (0 = top-1) at the final position.
     """
     n_pos = result.top_ids.shape[1]
-    positions = range(max(0, n_pos - last), n_pos)
-    header = ["layer", *(show_token(str_tokens[p]) for p in positions)]
+    columns = range(max(0, n_pos - last), n_pos)
+    header = [
+        f"layer ({result.site})",
+        *(show_token(str_tokens[result.positions[c]]) for c in columns),
+    ]
     if result.target is not None:
-        header.append(f"rank of {show_token(decode(result.target))}")
+        header.append(f"rank of {show_token(decode(result.target))} (0 = top)")
     rows = []
     for row, layer in enumerate(result.layers):
-        cells: list[object] = [f"{result.site} {int(layer)}"]
-        for p in positions:
-            ids, probs = result.top_ids[row, p], result.top_probs[row, p]
+        cells: list[object] = [int(layer)]
+        for c in columns:
+            ids, probs = result.top_ids[row, c], result.top_probs[row, c]
             tip = ", ".join(f"{decode(int(i))!r} {float(q):.3f}" for i, q in zip(ids, probs))
             text = f"{show_token(decode(int(ids[0])))} {float(probs[0]):.2f}"
             cells.append(Cell(text, heat_color(float(probs[0])), tip, "tok"))
@@ -50,7 +54,7 @@ def lens_table(
 
 
 def lens_target_figure(result: LogitLensResult, target_label: str, *, pos: int = -1) -> Figure:
-    """Probability and rank of the target token by layer, at position ``pos``."""
+    """Probability and rank of the target token by layer, at the ``pos``-th position read."""
     if result.target_rank is None or result.target_prob is None:
         raise MechscopeError("the lens result has no target; pass target= to logit_lens")
     layers = result.layers
@@ -63,6 +67,7 @@ def lens_target_figure(result: LogitLensResult, target_label: str, *, pos: int =
     ax_rank.set(xlabel="layer", ylabel="rank (1 = top)", yscale="log")
     ax_rank.set_title(f"rank of {target_label} by layer")
     ax_rank.invert_yaxis()  # up is better in both panels
+    ax_rank.yaxis.set_major_formatter(ScalarFormatter())
     for ax in (ax_prob, ax_rank):
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -1,0 +1,1 @@
+"""The ``mechscope`` command line (click); see :mod:`mechscope.cli.main`."""

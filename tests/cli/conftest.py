@@ -1,0 +1,39 @@
+"""Tiny model folders (weights, config and a word-level tokenizer) that ``mechscope.load`` reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import BertConfig, BertLMHeadModel
+
+from mechscope.models.tiny import VOCAB, tiny_model, tiny_tokenizer
+from mechscope.report import DEFAULT_PROMPTS
+
+WORDS = sorted({w for p in DEFAULT_PROMPTS for w in p.replace(",", " , ").split()})
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Llama with a tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer(WORDS).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny BERT: transformers loads it as a causal LM, mechscope has no family for it."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        is_decoder=True,
+    )
+    BertLMHeadModel(config).save_pretrained(folder)
+    tiny_tokenizer(WORDS).save_pretrained(folder)
+    return folder
