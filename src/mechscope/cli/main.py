@@ -16,6 +16,7 @@ import click
 from mechscope import __version__
 from mechscope.cli.common import UserError
 from mechscope.cli.info import info
+from mechscope.cli.patch import patch
 from mechscope.cli.report import report
 from mechscope.errors import MechscopeError
 
@@ -41,6 +42,7 @@ def cli() -> None:
 
 cli.add_command(info)
 cli.add_command(report)
+cli.add_command(patch)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
