@@ -1,0 +1,63 @@
+"""``mechscope patch`` on a tiny saved model with a user JSONL task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mechscope.cli.main import cli
+
+CLEAN = "When Mary and John went to the store , John gave a drink to"
+CORRUPT = "When John and Mary went to the store , Mary gave a drink to"
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("task") / "ioi.jsonl"
+    rows = [
+        {"clean": CLEAN, "corrupt": CORRUPT, "answer": " Mary", "wrong": " John"},
+        {"clean": CORRUPT, "corrupt": CLEAN, "answer": " John", "wrong": " Mary"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_patch_json_keys_and_exact_endpoints(tiny_folder: Path, task_file: Path, tmp_path) -> None:
+    out, html = tmp_path / "p.json", tmp_path / "p.html"
+    result = run(
+        "patch", "-m", str(tiny_folder), "-t", str(task_file), "--sweep", "resid_post",
+        "--json", str(out), "--html", str(html), "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(out.read_text())
+    for key in ("model", "task", "sweep", "method", "metric", "axes", "clean", "corrupt"):
+        assert key in data
+    assert data["axes"] == ["layer", "pos"] and data["method"] == "exact"
+    values = data["normalized"]
+    assert len(values) == 3 and len(values[0]) == 14
+    # patching the clean final residual at the last position restores the clean metric exactly
+    assert values[-1][-1] == pytest.approx(1.0, abs=1e-4)
+    # positions before the first difference carry no information about it
+    assert values[0][0] == pytest.approx(0.0, abs=1e-5)
+    page = html.read_text()
+    assert "data:image/png;base64," in page and "http" not in page
+
+
+def test_patch_bad_input_is_one_line(tiny_folder: Path, tmp_path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"clean": CLEAN, "corrupt": "When John", "answer": " Mary", "wrong": " John"})
+    )
+    result = run("patch", "-m", str(tiny_folder), "-t", str(bad), "--sweep", "resid_pre")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "sweeps by position need equal lengths" in result.stderr
+    result = run("patch", "-m", str(tiny_folder), "-t", "nosuchtask", "--sweep", "resid_pre")
+    assert result.exit_code == 2 and "unknown task" in result.stderr
