@@ -15,6 +15,7 @@ import click
 
 from mechscope import __version__
 from mechscope.cli.common import UserError
+from mechscope.cli.dla import ablate, dla
 from mechscope.cli.info import info
 from mechscope.cli.patch import patch
 from mechscope.cli.report import report
@@ -43,6 +44,8 @@ def cli() -> None:
 cli.add_command(info)
 cli.add_command(report)
 cli.add_command(patch)
+cli.add_command(dla)
+cli.add_command(ablate)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

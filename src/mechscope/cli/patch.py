@@ -92,13 +92,12 @@ def patch(
     """Patch every slice of a site between clean and corrupted prompts; print the top effects."""
     from mechscope.errors import MechscopeError
     from mechscope.patching import patch as run_patch
-    from mechscope.tasks.metrics import get_metric
 
     if sweep == "neuron" and layer is None:
         raise MechscopeError("the neuron sweep needs --layer L")
     hooked = load_model(model, quiet=quiet)
     batch = load_task_batch(hooked, task, n, seed)
-    fn = _bound_metric(hooked, batch, metric, get_metric)
+    fn = bound_metric(hooked, batch, metric)
     if method == "exact":
         result = run_patch(
             hooked, batch.clean_tokens, batch.corrupt_tokens, fn, sweep,
@@ -118,16 +117,18 @@ def patch(
     _print_top(payload)
 
 
-def _bound_metric(model: Any, batch: Any, metric: str, get_metric: Any) -> Any:
-    if metric != "kl":
-        fn = get_metric(metric)
-        return lambda logits: fn(logits, batch)
-    import torch
+def bound_metric(model: Any, batch: Any, metric: str, per_batch: bool = True) -> Any:
+    """The named metric; ``per_batch`` binds the batch (``fn(logits)``), else ``fn(logits, b)``."""
+    from mechscope.tasks.metrics import get_metric
 
-    with torch.no_grad():
-        clean_logits = model.forward(batch.clean_tokens, attention_mask=batch.clean_mask)
-    fn = get_metric("kl", clean_logits)
-    return lambda logits: fn(logits, batch)
+    clean_logits = None
+    if metric == "kl":
+        import torch
+
+        with torch.no_grad():
+            clean_logits = model.forward(batch.clean_tokens, attention_mask=batch.clean_mask)
+    fn = get_metric(metric, clean_logits)
+    return (lambda logits: fn(logits, batch)) if per_batch else fn
 
 
 def result_payload(

@@ -57,7 +57,7 @@ def eager_attention(
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = _mask_scores(torch.matmul(query, key.transpose(-1, -2)) * scaling, attention_mask)
     scores = _run(hooks.get("scores", []), scores)
-    pattern = torch.softmax(scores.float(), dim=-1)
+    pattern = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
     pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
     pattern = _run(hooks.get("pattern", []), pattern.to(query.dtype))
     out = torch.matmul(pattern, value).transpose(1, 2).contiguous()

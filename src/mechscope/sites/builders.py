@@ -160,7 +160,7 @@ def build_final_norm(m: Model, scale: Calls | None, normalized: Calls | None) ->
     centre = m.dims.norm == "layer"
 
     def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
-        x = args[0].float()
+        x = args[0].to(torch.promote_types(args[0].dtype, torch.float32))
         xc = x - x.mean(-1, keepdim=True) if centre else x
         s = (xc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
         changed_s = changed_n = False

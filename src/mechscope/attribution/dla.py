@@ -1,0 +1,251 @@
+"""Direct logit attribution (DLA) of the logit difference to embeddings, layers, heads and neurons.
+
+The final logits are linear in the residual stream once the final norm's divisor is frozen, so the
+logit difference between an answer and a wrong token splits exactly into one term per component
+that writes to the residual stream (Elhage et al. 2021, "A Mathematical Framework for Transformer
+Circuits"; TransformerLens's ``cache.logit_attrs``). Steps:
+
+1. one forward caches, at each prompt's read position only, every component's write: the token
+   (and position) embedding, ``hook_attn_out`` and ``attn.hook_result`` (per head), ``hook_mlp_out``
+   and ``mlp.hook_post`` (neurons; ``mlp.hook_expert_out`` for mixture-of-experts), and the final
+   norm's divisor ``ln_final.hook_scale``;
+2. the direction of each prompt is ``(W_U[answer] - W_U[wrong]) * w_norm`` [batch d_model]; for
+   LayerNorm it is centred, which equals centring each component (the centring projection is
+   symmetric and the mean is linear), so the decomposition stays exact; RMSNorm needs no centring;
+3. a component's attribution is ``write . direction / scale``; a neuron's is its activation times
+   its down-projection row dotted with the direction. The norm's bias and the unembedding's bias
+   give the constant term, and embeddings + attention + MLP + constant = the logit difference.
+
+Results keep the prompt axis last (``batch``), so ``result.heads.mean(-1)`` is ``[layer head]``
+like the ``attn_head`` patching sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mechscope.errors import MechscopeError
+from mechscope.models.hooked import HookedModel
+
+Tensor = torch.Tensor
+
+AXES: dict[str, tuple[str, ...]] = {
+    "embed": ("batch",),
+    "attn": ("layer", "batch"),
+    "attn_bias": ("layer", "batch"),
+    "heads": ("layer", "head", "batch"),
+    "mlp": ("layer", "batch"),
+    "mlp_bias": ("layer", "batch"),
+    "neurons": ("layer", "d_mlp", "batch"),
+    "experts": ("layer", "expert", "batch"),
+    "constant": ("batch",),
+    "logit_diff": ("batch",),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class DLAResult:
+    """Direct logit attributions of ``logit[answer] - logit[wrong]`` at one position per prompt.
+
+    Every field is a float32 CPU tensor with the axes in :attr:`axes` (prompts last). Identities:
+    ``embed + attn.sum(0) + mlp.sum(0) + constant == logit_diff``;
+    ``heads.sum(1) + attn_bias == attn``; ``neurons.sum(1) + mlp_bias == mlp`` (dense MLPs);
+    ``experts.sum(1) == mlp`` (mixture of experts).
+    """
+
+    embed: Tensor  # token (+ position) embedding
+    attn: Tensor  # each attention block's output, including its output bias
+    attn_bias: Tensor  # the output projection's bias alone
+    heads: Tensor  # each head's write z_h W_O,h
+    mlp: Tensor  # each MLP block's output
+    mlp_bias: Tensor  # the down projection's bias alone (0 for MoE blocks)
+    neurons: Tensor | None  # activation x down-projection row; None for MoE or neurons=False
+    experts: Tensor | None  # each expert's weighted write; None for dense MLPs
+    constant: Tensor  # final-norm bias and unembedding bias
+    logit_diff: Tensor  # the model's own logit difference
+    pos: Tensor  # [batch] the position read in each prompt
+    axes: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(AXES))
+
+    def total(self) -> Tensor:
+        """The sum of all components, ``[batch]``; equals :attr:`logit_diff`."""
+        return self.embed + self.attn.sum(0) + self.mlp.sum(0) + self.constant
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of plain lists (None for absent fields), with the axis names."""
+        out: dict[str, Any] = {"axes": {k: list(v) for k, v in self.axes.items()}}
+        for name in (*AXES, "pos"):
+            value = getattr(self, name)
+            out[name] = None if value is None else value.tolist()
+        return out
+
+
+def read_positions(tokens: Tensor, attention_mask: Tensor | None, pos: Tensor | None) -> Tensor:
+    """Each prompt's read position [batch]: ``pos``, or its last real token."""
+    batch, n_pos = tokens.shape
+    if pos is None:
+        if attention_mask is None:
+            return torch.full((batch,), n_pos - 1, dtype=torch.long)
+        cols = torch.arange(n_pos)[None].expand(batch, -1)
+        return torch.where(attention_mask.cpu().bool(), cols, -1).max(-1).values
+    pos = torch.as_tensor(pos, dtype=torch.long).cpu().reshape(-1)
+    if pos.shape != (batch,) or int(pos.min()) < 0 or int(pos.max()) >= n_pos:
+        raise MechscopeError(
+            f"pos must give one position in [0, {n_pos}) per prompt ({batch}), got {pos.tolist()}"
+        )
+    return pos
+
+
+def logit_diff_directions(model: HookedModel, answer_ids: Tensor, wrong_ids: Tensor) -> Tensor:
+    """``W_U[answer] - W_U[wrong]`` [batch d_model] (before the final norm's weight)."""
+    w_u = model.hf.get_submodule(model.family.unembed).weight  # [d_vocab d_model]
+    answer = torch.as_tensor(answer_ids).reshape(-1).to(w_u.device)
+    wrong = torch.as_tensor(wrong_ids).reshape(-1).to(w_u.device)
+    if answer.shape != wrong.shape:
+        raise MechscopeError(
+            f"answer_ids {tuple(answer.shape)} and wrong_ids {tuple(wrong.shape)} differ in shape"
+        )
+    return (w_u[answer] - w_u[wrong]).float()
+
+
+def _rows_of(module: nn.Module) -> Tensor:
+    """A projection's weight as [d_in d_out]: row k is what input unit k writes."""
+    if isinstance(module, nn.Linear):
+        return module.weight.T
+    return module.weight  # GPT-2's Conv1D stores [d_in d_out]
+
+
+def _bias(module: nn.Module) -> Tensor | None:
+    bias = getattr(module, "bias", None)
+    return bias.float() if isinstance(bias, Tensor) else None
+
+
+def _pick_diff(values: Tensor, answer_ids: Tensor, wrong_ids: Tensor) -> Tensor:
+    """``values[answer] - values[wrong]`` per prompt, from ``values`` [batch d_vocab]."""
+    a = torch.as_tensor(answer_ids).reshape(-1, 1).to(values.device)
+    w = torch.as_tensor(wrong_ids).reshape(-1, 1).to(values.device)
+    return (values.gather(-1, a) - values.gather(-1, w))[:, 0]
+
+
+def _site_names(model: HookedModel, neurons: bool) -> list[str]:
+    n = model.dims.n_layers
+    names = ["hook_embed", "ln_final.hook_scale"]
+    names += ["hook_pos_embed"] if "hook_pos_embed" in model.sites else []
+    for kind in ("hook_attn_out", "attn.hook_result", "hook_mlp_out"):
+        names += [f"blocks.{i}.{kind}" for i in range(n)]
+    moe = model.family.moe is not None
+    if moe or neurons:
+        kind = "mlp.hook_expert_out" if moe else "mlp.hook_post"
+        names += [f"blocks.{i}.{kind}" for i in range(n)]
+    return names
+
+
+def _capture(
+    model: HookedModel, tokens: Tensor, mask: Tensor | None, pos: Tensor, names: list[str]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Each prompt's logits [batch d_vocab] and site slices {name: [batch ...]} at ``pos``."""
+    store: dict[str, Tensor] = {}
+    rows = torch.arange(len(pos))
+
+    def keep(t: Tensor, hook: Any) -> None:
+        t = t.expand(len(pos), *t.shape[1:])  # hook_pos_embed is [1 pos d_model]
+        store[hook.name] = t[rows.to(t.device), pos.to(t.device)].float()
+
+    with torch.no_grad(), model.hooks(fwd=[(n, keep) for n in names]):
+        logits = model.forward(tokens, mask)
+    return logits[rows.to(logits.device), pos.to(logits.device)].float(), store
+
+
+def direct_logit_attribution(
+    model: HookedModel,
+    tokens: Tensor,
+    answer_ids: Tensor,
+    wrong_ids: Tensor,
+    *,
+    attention_mask: Tensor | None = None,
+    pos: Tensor | None = None,
+    neurons: bool = True,
+) -> DLAResult:
+    """Direct logit attribution of ``logit[answer] - logit[wrong]`` per component, per prompt.
+
+    Args:
+        model: the model.
+        tokens: token ids [batch pos].
+        answer_ids, wrong_ids: [batch] the answer and the wrong token of each prompt.
+        attention_mask: [batch pos] (1 = real token), for padded batches.
+        pos: [batch] the position read in each prompt; None reads each one's last real token.
+        neurons: also attribute to every MLP neuron (``[layer d_mlp batch]``).
+    """
+    if tokens.ndim != 2:
+        raise MechscopeError(f"tokens must be [batch pos], got {tuple(tokens.shape)}")
+    pos = read_positions(tokens, attention_mask, pos)
+    raw = logit_diff_directions(model, answer_ids, wrong_ids)  # [batch d_model]
+    if raw.shape[0] != len(pos):
+        raise MechscopeError(f"{raw.shape[0]} answer ids for {len(pos)} prompts; give one each")
+    logits, acts = _capture(model, tokens, attention_mask, pos, _site_names(model, neurons))
+    with torch.no_grad():
+        parts = _attribute(model, acts, raw)
+        unembed_bias = _bias(model.hf.get_submodule(model.family.unembed))
+        if unembed_bias is not None:
+            bias = unembed_bias[None].expand(len(pos), -1)
+            parts["constant"] = parts["constant"] + _pick_diff(bias, answer_ids, wrong_ids)
+        parts["logit_diff"] = _pick_diff(logits, answer_ids, wrong_ids)
+    return DLAResult(**{k: _cpu(v) for k, v in parts.items()}, pos=pos)
+
+
+def _cpu(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().float().cpu()
+
+
+def _attribute(model: HookedModel, acts: dict[str, Tensor], raw: Tensor) -> dict[str, Any]:
+    """Every component's attribution from the cached slices and the raw directions."""
+    f, n, batch = model.family, model.dims.n_layers, raw.shape[0]
+    norm = model.hf.get_submodule(f.final_norm)
+    direction = raw * norm.weight.float()
+    if model.dims.norm == "layer":  # centring the direction == centring every component
+        direction = direction - direction.mean(-1, keepdim=True)
+    direction = direction / acts["ln_final.hook_scale"]  # the scale is [batch 1]
+
+    def dot(write: Tensor) -> Tensor:  # [batch ... d_model] -> [... batch]
+        return torch.einsum("b...d,bd->...b", write, direction)
+
+    def layers(kind: str) -> Tensor:
+        return torch.stack([dot(acts[f"blocks.{i}.{kind}"]) for i in range(n)])
+
+    def bias_term(module: nn.Module) -> Tensor:
+        bias = _bias(module)
+        return torch.zeros(batch) if bias is None else dot(bias[None].expand(batch, -1))
+
+    def block(path: str, i: int) -> nn.Module:
+        return model.hf.get_submodule(f"{f.layers}.{i}.{path}")
+
+    norm_bias = _bias(norm)
+    parts: dict[str, Any] = {
+        "embed": dot(acts["hook_embed"] + acts.get("hook_pos_embed", 0)),
+        "attn": layers("hook_attn_out"),
+        "attn_bias": torch.stack([bias_term(block(f.o, i)) for i in range(n)]),
+        "heads": layers("attn.hook_result"),
+        "mlp": layers("hook_mlp_out"),
+        "constant": torch.zeros(batch) if norm_bias is None else raw @ norm_bias,
+        "neurons": None,
+        "experts": None,
+        "mlp_bias": torch.zeros(n, batch),
+    }
+    if f.moe is not None:
+        parts["experts"] = layers("mlp.hook_expert_out")
+        return parts
+    assert f.mlp_out is not None  # a dense family always names its down projection
+    downs = [block(f.mlp_out, i) for i in range(n)]
+    parts["mlp_bias"] = torch.stack([bias_term(m) for m in downs])
+    if "blocks.0.mlp.hook_post" in acts:
+        # neuron k of layer i writes post[k] * rows[k]: attribution post * (rows @ direction)
+        parts["neurons"] = torch.stack(
+            [
+                acts[f"blocks.{i}.mlp.hook_post"].T * (_rows_of(m).float() @ direction.T)
+                for i, m in enumerate(downs)
+            ]
+        )
+    return parts

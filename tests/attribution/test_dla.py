@@ -1,0 +1,108 @@
+"""Direct logit attribution: the components sum to the model's own logit difference.
+
+Identities checked on a tiny model of every family (and on SmolLM2 with an IOI batch):
+embeddings + attention layers + MLP layers + constant == logit difference; heads + output bias ==
+attention layer; neurons + down-projection bias == MLP layer (experts == MLP layer for MoE).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mechscope import HookedModel
+from mechscope.attribution import DLAResult, direct_logit_attribution
+from mechscope.errors import MechscopeError
+from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
+
+B, P = 3, 6
+TOL = 1e-4  # tiny logit differences are ~0.1-1; the identities hold to float32 rounding
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def tiny(request: pytest.FixtureRequest) -> HookedModel:
+    return HookedModel(tiny_model(request.param))
+
+
+def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, VOCAB, (B, P), generator=g)
+    answer = torch.randint(0, VOCAB, (B,), generator=g)
+    wrong = (answer + 1 + torch.randint(0, VOCAB - 1, (B,), generator=g)) % VOCAB
+    return tokens, answer, wrong
+
+
+def check_identities(model: HookedModel, r: DLAResult, tol: float) -> None:
+    n, b = model.dims.n_layers, r.logit_diff.shape[0]
+    assert r.attn.shape == r.mlp.shape == (n, b)
+    assert r.heads.shape == (n, model.dims.n_heads, b)
+    assert r.logit_diff.abs().max() > 10 * tol  # the identity is not trivially 0 == 0
+    torch.testing.assert_close(r.total(), r.logit_diff, atol=tol, rtol=0)
+    torch.testing.assert_close(r.heads.sum(1) + r.attn_bias, r.attn, atol=tol, rtol=0)
+    if model.family.moe is None:
+        assert r.neurons is not None and r.neurons.shape == (n, model.dims.d_mlp, b)
+        torch.testing.assert_close(r.neurons.sum(1) + r.mlp_bias, r.mlp, atol=tol, rtol=0)
+    else:
+        assert r.experts is not None and r.neurons is None
+        torch.testing.assert_close(r.experts.sum(1), r.mlp, atol=tol, rtol=0)
+    for name, axes in r.axes.items():
+        value = getattr(r, name)
+        assert value is None or value.ndim == len(axes), name
+
+
+def test_components_sum_to_logit_diff(tiny: HookedModel) -> None:
+    tokens, answer, wrong = inputs()
+    r = direct_logit_attribution(tiny, tokens, answer, wrong)
+    check_identities(tiny, r, TOL)
+    logits = tiny(tokens)[:, -1]
+    rows = torch.arange(B)
+    torch.testing.assert_close(r.logit_diff, logits[rows, answer] - logits[rows, wrong])
+
+
+def test_padded_batch_reads_each_prompt_at_its_last_token() -> None:
+    model = HookedModel(tiny_model("gpt2"))  # learned positions and LayerNorm: the hard case
+    tokens, answer, wrong = inputs()
+    mask = torch.ones_like(tokens)
+    mask[0, 4:] = 0
+    mask[2, 3:] = 0
+    r = direct_logit_attribution(model, tokens, answer, wrong, attention_mask=mask)
+    assert r.pos.tolist() == [3, 5, 2]
+    check_identities(model, r, TOL)
+    for i, length in enumerate((4, 6, 3)):
+        alone = direct_logit_attribution(model, tokens[i : i + 1, :length], answer[i], wrong[i])
+        torch.testing.assert_close(r.heads[..., i], alone.heads[..., 0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(r.embed[i], alone.embed[0], atol=1e-5, rtol=0)
+
+
+def test_explicit_positions_and_bad_inputs() -> None:
+    model = HookedModel(tiny_model("llama"))
+    tokens, answer, wrong = inputs()
+    r = direct_logit_attribution(model, tokens, answer, wrong, pos=torch.tensor([1, 2, 3]))
+    check_identities(model, r, TOL)
+    with pytest.raises(MechscopeError, match="one position"):
+        direct_logit_attribution(model, tokens, answer, wrong, pos=torch.tensor([1, 2, 9]))
+    with pytest.raises(MechscopeError, match="answer ids"):
+        direct_logit_attribution(model, tokens, answer[:2], wrong[:2])
+    assert direct_logit_attribution(model, tokens, answer, wrong, neurons=False).neurons is None
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["experts"] is None and len(d["heads"]) == model.dims.n_layers
+    assert d["axes"]["heads"] == ["layer", "head", "batch"]
+
+
+@pytest.mark.slow
+def test_smollm2_ioi_identities(smollm2: HookedModel) -> None:
+    from mechscope.tasks import load_task
+
+    batch = load_task("ioi", smollm2, n=8).tokenize(smollm2)
+    r = direct_logit_attribution(
+        smollm2,
+        batch.clean_tokens,
+        batch.answer_ids,
+        batch.wrong_ids,
+        attention_mask=batch.clean_mask,
+    )
+    assert r.pos.tolist() == batch.last_pos.tolist()
+    check_identities(smollm2, r, 1e-3)
+    assert r.logit_diff.mean() > 0  # SmolLM2 prefers the indirect object
