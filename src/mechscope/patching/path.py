@@ -1,0 +1,409 @@
+"""Path patching (Wang et al. 2022, "Interpretability in the Wild", section 3.1 and appendix B).
+
+Path patching measures the effect of *sender* heads or MLPs on *receiver* inputs along direct
+paths only: through the residual stream, not through any other head or MLP. In the paper's
+noising formulation (``direction="noise"``) the base run is clean and the source run corrupted.
+
+1. Run base and source once, caching every layer's ``attn.hook_z`` and ``hook_mlp_out``, the base
+   run's residual stream before each layer and its layer call arguments.
+2. Run the base again from the first sender's layer with the senders' outputs (their ``hook_z``
+   head slices, or ``hook_mlp_out``) set to their source values and every other head and MLP
+   frozen to its base value, so the change reaches later layers only through the residual
+   stream; cache each receiver's input. With everything frozen, a sender before the first
+   receiver's layer changes that layer's residual by exactly its own output change (a head's z
+   change through the HF output projection), so the run starts there from the base residual
+   plus those changes instead of recomputing the layers in between (same numbers, less work).
+3. Run the base again from the first receiver's layer, patching only the receivers' inputs with
+   the values cached in step 2, and measure the metric.
+
+Receivers (string or ``(node, input)`` tuple):
+
+- ``"L9H6.q"`` / ``("L9H6", "q")``, also ``k`` and ``v``: the head's query/key/value input, patched
+  at ``attn.hook_q/k/v`` (in Llama-style models the projection output; RoPE is applied after, as
+  usual). Under grouped-query attention a key/value belongs to a KV head shared by
+  ``n_heads / n_kv_heads`` query heads: "patch head h's k" patches KV head ``h // group``, so every
+  query head of h's group sees the patched key (there is no per-query-head key to patch).
+- ``"MLP9"`` / ``("MLP9", "in")``: the MLP's input. An MLP is a function of its input alone, so
+  step 3 writes, at ``hook_mlp_out``, the output it computed from its step-2 input.
+- ``"L9.resid_pre"`` / ``("L9", "resid_pre")``: the whole residual stream before layer 9.
+- ``"logits"``: the unembedding's input. Step 2's final residual feeds the final norm and the
+  unembedding directly and its logits are the result (no step 3; alongside other receivers it
+  overrides them). The final norm's scale is recomputed from that residual, as the model does,
+  not frozen: with every other component frozen the logits are exactly
+  ``unembed(final_norm(resid_final_base + delta))``, ``delta`` being the senders' output change.
+
+``freeze=False`` freezes nothing, so step 2 is plain activation patching of the senders (a check
+of the plumbing); ``freeze_mlps=False`` freezes heads only, so paths through MLPs count as direct.
+:func:`path_patch_heads` sweeps the sender over every head before the receiver, a layer's heads
+stacked along the batch as variants (as in :mod:`mechscope.patching.engine`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from mechscope.ablation.nodes import Node, expand
+from mechscope.cache import Cache
+from mechscope.errors import MechscopeError
+from mechscope.families import Dims
+from mechscope.models.hooked import HookedModel
+from mechscope.models.inputs import LayerInputs
+from mechscope.patching.engine import Metric, default_chunk, evaluate
+from mechscope.patching.result import Direction, PatchResult
+from mechscope.progress import progress
+
+Tensor = torch.Tensor
+ReceiverKind = Literal["q", "k", "v", "mlp", "resid_pre", "logits"]
+RECEIVER_GRAMMAR = "LxHy.q / .k / .v (a head's input), MLPx (an MLP's input), Lx.resid_pre, logits"
+_RECEIVER = re.compile(
+    r"^(?:L(\d+)H(\d+)\.([QKV])|MLP(\d+)(?:\.IN)?|L(\d+)\.RESID(?:_PRE)?|LOGITS)$"
+)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A receiver input: ``kind`` q/k/v (of query head ``head``), mlp, resid_pre or logits."""
+
+    kind: ReceiverKind
+    layer: int | None = None
+    head: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind in ("q", "k", "v"):
+            return f"L{self.layer}H{self.head}.{self.kind}"
+        if self.kind == "logits":
+            return "logits"
+        return f"MLP{self.layer}" if self.kind == "mlp" else f"L{self.layer}.resid_pre"
+
+
+def parse_receiver(spec: str | tuple[str, str] | Receiver) -> Receiver:
+    """``"L9H6.q"``, ``("L9H6", "k")``, ``"MLP9"``, ``"L9.resid_pre"`` or ``"logits"``."""
+    if isinstance(spec, Receiver):
+        return spec
+    text = ".".join(spec) if isinstance(spec, tuple) else spec
+    m = _RECEIVER.match(text.strip().upper())
+    if not m:
+        raise MechscopeError(f"bad receiver {text!r}; grammar: {RECEIVER_GRAMMAR}")
+    layer, head, qkv, mlp, resid = m.groups()
+    if qkv:
+        return Receiver(qkv.lower(), int(layer), int(head))  # type: ignore[arg-type]
+    if mlp is not None:
+        return Receiver("mlp", int(mlp))
+    return Receiver("resid_pre", int(resid)) if resid is not None else Receiver("logits")
+
+
+def _receivers(spec: Any, dims: Dims) -> tuple[Receiver, ...]:
+    out = tuple(map(parse_receiver, spec if isinstance(spec, list) else [spec]))
+    if not out:
+        raise MechscopeError("give at least one receiver (e.g. 'logits' or 'L9H6.q')")
+    for r in out:
+        if r.layer is not None and r.layer >= dims.n_layers:
+            raise MechscopeError(f"receiver {r}: the model has layers 0..{dims.n_layers - 1}")
+        if r.head is not None and r.head >= dims.n_heads:
+            raise MechscopeError(f"receiver {r}: the model has heads 0..{dims.n_heads - 1}")
+    return out
+
+
+def _last_sender_layer(r: Receiver, dims: Dims, kind: str) -> int:
+    """The last layer whose ``kind`` (head/mlp) may send to ``r`` (exclusive bound)."""
+    if r.layer is None:
+        return dims.n_layers
+    same_layer = r.kind == "mlp" and kind == "head" and not dims.parallel
+    return r.layer + 1 if same_layer else r.layer
+
+
+def _senders(spec: Any, receivers: Sequence[Receiver], dims: Dims) -> tuple[Node, ...]:
+    nodes = expand(spec, dims)
+    for node in nodes:
+        if node.kind == "neuron":
+            raise MechscopeError(f"sender {node}: path patching sends from heads and MLPs only")
+        for r in receivers:
+            if node.layer >= _last_sender_layer(r, dims, node.kind):
+                raise MechscopeError(f"sender {node} does not come before receiver {r}")
+    return nodes
+
+
+@dataclass(frozen=True)
+class _Runs:
+    model: HookedModel
+    metric: Metric
+    inputs: LayerInputs
+    base: Cache
+    source: Cache
+    base_metric: Tensor
+    source_metric: Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.inputs.batch
+
+    def resid(self, layer: int, variants: int) -> Tensor:
+        n = self.model.dims.n_layers
+        name = f"blocks.{n - 1}.hook_resid_post" if layer == n else f"blocks.{layer}.hook_resid_pre"
+        return _tile(self.base[name], variants)
+
+
+def _tile(t: Tensor, n: int) -> Tensor:
+    return t.repeat(n, *([1] * (t.ndim - 1)))
+
+
+def _prepare(
+    model: HookedModel, clean: Tensor, corrupt: Tensor, metric: Metric, direction: str, mask: Any
+) -> _Runs:
+    """Step 1 (base = clean when noising, corrupted when denoising)."""
+    if direction not in ("noise", "denoise"):
+        raise MechscopeError(f"direction must be 'noise' or 'denoise', not {direction!r}")
+    base, source = (clean, corrupt) if direction == "noise" else (corrupt, clean)
+    if base.ndim != 2 or base.shape != source.shape:
+        raise MechscopeError(
+            f"clean and corrupted tokens must be [batch pos] of one shape (aligned positions), "
+            f"got {tuple(base.shape)} and {tuple(source.shape)}"
+        )
+    n = model.dims.n_layers
+    parts = ["blocks.*.attn.hook_z", "blocks.*.hook_mlp_out"]
+    resid = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+    with model.capture_inputs() as inputs:
+        base_logits, base_cache = model.run_with_cache(base, parts + resid, mask)
+    source_logits, source_cache = model.run_with_cache(source, parts, mask)
+    b = base.shape[0]
+    return _Runs(
+        model,
+        metric,
+        inputs,
+        base_cache,
+        source_cache,
+        evaluate(metric, base_logits, b),
+        evaluate(metric, source_logits, b),
+    )
+
+
+def _receiver_site(r: Receiver, dims: Dims) -> tuple[str, int | None]:
+    """The site a receiver's input is read and written at, and its head axis index."""
+    if r.kind == "q":
+        return f"blocks.{r.layer}.attn.hook_q", r.head
+    if r.kind in ("k", "v"):
+        assert r.head is not None
+        return f"blocks.{r.layer}.attn.hook_{r.kind}", r.head // (dims.n_heads // dims.n_kv_heads)
+    return f"blocks.{r.layer}.{'hook_mlp_out' if r.kind == 'mlp' else 'hook_resid_pre'}", None
+
+
+class _Stop(Exception):
+    """Raised by a hook once every receiver input is cached: the rest of step 2 is not needed."""
+
+
+def _writer(runs: _Runs, name: str, variants: int, frozen: bool, patches: list) -> Any:
+    """Hook writing the base value (if frozen) and each variant's sender slices from the source."""
+    b, base, src = runs.batch, runs.base[name], runs.source[name]
+
+    def hook(act: Tensor, _hook: Any) -> Tensor:
+        out = _tile(base, variants) if frozen else act.clone()
+        for i, node in patches:
+            rows = out[i * b : (i + 1) * b]
+            if node.kind == "head":
+                rows[:, :, node.index] = src[:, :, node.index]
+            else:
+                rows[...] = src
+        return out
+
+    return hook
+
+
+def _delta(runs: _Runs, node: Node) -> Tensor:
+    """The sender's change of its output [batch pos d_model], source minus base.
+
+    A head's is its z change pushed through the HF output projection alone (minus the bias).
+    """
+    if node.kind == "mlp":
+        name = f"blocks.{node.layer}.hook_mlp_out"
+        return runs.source[name] - runs.base[name]
+    name = f"blocks.{node.layer}.attn.hook_z"
+    base, dz = runs.base[name], torch.zeros_like(runs.base[name])
+    dz[:, :, node.index] = runs.source[name][:, :, node.index] - base[:, :, node.index]
+    model = runs.model
+    o = model.hf.get_submodule(f"{model.family.layers}.{node.layer}.{model.family.o}")
+    return o(dz.flatten(-2)) - o(torch.zeros_like(dz.flatten(-2)))
+
+
+def _start(
+    runs: _Runs, variants: Sequence[Sequence[Node]], receivers: Sequence[Receiver], jump: bool
+) -> tuple[int, Tensor, list[list[Node]]]:
+    """Where step 2 starts, its residual [variant*batch pos d_model], the senders left to hook.
+
+    With everything frozen (``jump``), a sender before the first receiver changes that
+    receiver's residual by exactly its own output change, so step 2 starts at the first
+    receiver's layer from the base residual plus those changes instead of running the layers
+    in between.
+    """
+    n, b = runs.model.dims.n_layers, runs.batch
+    start = min((s.layer for var in variants for s in var), default=0)
+    if not jump:
+        return start, runs.resid(start, len(variants)), [list(var) for var in variants]
+    start = min(n if r.layer is None else r.layer for r in receivers)
+    resid = runs.resid(start, len(variants))
+    for i, var in enumerate(variants):
+        for s in var:
+            if s.layer < start:
+                resid[i * b : (i + 1) * b] += _delta(runs, s)
+    return start, resid, [[s for s in var if s.layer >= start] for var in variants]
+
+
+def _step2(
+    runs: _Runs,
+    variants: Sequence[Sequence[Node]],
+    receivers: Sequence[Receiver],
+    freeze: bool,
+    freeze_mlps: bool,
+) -> tuple[dict[Receiver, Tensor], Tensor | None]:
+    model, v, n = runs.model, len(variants), runs.model.dims.n_layers
+    start, resid, variants = _start(runs, variants, receivers, freeze and freeze_mlps)
+    captured: dict[Receiver, Tensor] = {}
+    hooks: list[tuple[str, Any]] = []  # capture hooks first: they must see values before freezing
+    for r in receivers:
+        if r.kind != "logits":
+            name, index = _receiver_site(r, model.dims)
+
+            def capture(act: Tensor, _hook: Any, r: Receiver = r, index: Any = index) -> None:
+                captured[r] = (act if index is None else act[:, :, index]).detach().clone()
+
+            hooks.append((name, capture))
+    for layer in range(start, n):
+        for site, kind in (("attn.hook_z", "head"), ("hook_mlp_out", "mlp")):
+            patches = [(i, s) for i, var in enumerate(variants) for s in var if s.layer == layer]
+            patches = [(i, s) for i, s in patches if s.kind == kind]
+            frozen = freeze and (kind == "head" or freeze_mlps)
+            if frozen or patches:
+                name = f"blocks.{layer}.{site}"
+                hooks.append((name, _writer(runs, name, v, frozen, patches)))
+    if all(r.kind != "logits" for r in receivers):
+        last = max(r.layer for r in receivers if r.layer is not None)
+
+        def stop(_act: Tensor, _hook: Any) -> None:
+            raise _Stop
+
+        hooks.append((f"blocks.{last}.hook_resid_post", stop))
+    try:
+        with model.hooks(hooks):
+            return captured, model.run_from(resid, start, runs.inputs)
+    except _Stop:
+        return captured, None
+
+
+def _step3(runs: _Runs, captured: dict[Receiver, Tensor], variants: int) -> Tensor:
+    dims, hooks = runs.model.dims, []
+    for r, value in captured.items():
+        name, index = _receiver_site(r, dims)
+
+        def write(act: Tensor, _hook: Any, value: Tensor = value, index: Any = index) -> Tensor:
+            if index is None:
+                return value
+            out = act.clone()
+            out[:, :, index] = value
+            return out
+
+        hooks.append((name, write))
+    start = min(r.layer for r in captured if r.layer is not None)
+    with runs.model.hooks(hooks):
+        return runs.model.run_from(runs.resid(start, variants), start, runs.inputs)
+
+
+def _run_variants(
+    runs: _Runs,
+    variants: Sequence[Sequence[Node]],
+    receivers: Sequence[Receiver],
+    freeze: bool,
+    freeze_mlps: bool,
+) -> Tensor:
+    """Metric [variant batch] of path patching each variant's senders into the receivers."""
+    captured, logits = _step2(runs, variants, receivers, freeze, freeze_mlps)
+    if logits is None:  # no logits receiver: step 2 stopped early
+        logits = _step3(runs, captured, len(variants))
+    b = runs.batch
+    return torch.stack(
+        [evaluate(runs.metric, logits[i * b : (i + 1) * b], b) for i in range(len(variants))]
+    )
+
+
+def _result(
+    name: str, axes: tuple[str, ...], values: Tensor, runs: _Runs, direction: Direction
+) -> PatchResult:
+    clean, corrupt = runs.base_metric, runs.source_metric
+    if direction == "denoise":
+        clean, corrupt = corrupt, clean
+    return PatchResult(name, axes, values, float(clean.mean()), float(corrupt.mean()), direction)
+
+
+def path_patch(
+    model: HookedModel,
+    clean_tokens: Tensor,
+    corrupt_tokens: Tensor,
+    metric: Metric,
+    senders: str | Iterable[str | Node],
+    receivers: Any = "logits",
+    *,
+    direction: Direction = "noise",
+    attention_mask: Tensor | None = None,
+    freeze: bool = True,
+    freeze_mlps: bool = True,
+) -> PatchResult:
+    """The metric after path patching ``senders`` (a node spec of heads/MLPs) into ``receivers``.
+
+    ``receivers`` is one receiver or a list (see the module docstring); ``metric`` maps logits
+    [batch pos d_vocab] to [batch]. Returns a :class:`PatchResult` with ``axes=()`` (``values``
+    is the mean over prompts; ``normalized()`` is 1 at the clean and 0 at the corrupted metric).
+    """
+    recv = _receivers(receivers, model.dims)
+    nodes = _senders(senders, recv, model.dims)
+    with torch.no_grad():
+        runs = _prepare(model, clean_tokens, corrupt_tokens, metric, direction, attention_mask)
+        values = _run_variants(runs, [nodes], recv, freeze, freeze_mlps)[0]
+    name = f"path:{','.join(map(str, nodes))}->{','.join(map(str, recv))}"
+    return _result(name, (), values.mean(), runs, direction)
+
+
+def path_patch_heads(
+    model: HookedModel,
+    clean_tokens: Tensor,
+    corrupt_tokens: Tensor,
+    metric: Metric,
+    receivers: Any = "logits",
+    *,
+    direction: Direction = "noise",
+    attention_mask: Tensor | None = None,
+    freeze: bool = True,
+    freeze_mlps: bool = True,
+    chunk: int | None = None,
+    layers: Sequence[int] | None = None,
+    quiet: bool = False,
+) -> PatchResult:
+    """Path patching from every single head before the receivers: values [layer head].
+
+    Rows are layers ``0 .. L-1`` with ``L`` the receivers' first layer (all layers for logits;
+    an MLP receiver of a sequential model also takes its own layer's heads), or ``layers``
+    (row i is then ``layers[i]``). ``chunk`` caps the heads per forward (variants).
+    """
+    recv = _receivers(receivers, model.dims)
+    dims = model.dims
+    top = min(_last_sender_layer(r, dims, "head") for r in recv)
+    layers = list(range(top)) if layers is None else list(layers)
+    if any(not 0 <= layer < top for layer in layers):
+        raise MechscopeError(f"sender layers must lie in [0, {top}) for these receivers: {layers}")
+    with torch.no_grad():
+        runs = _prepare(model, clean_tokens, corrupt_tokens, metric, direction, attention_mask)
+        chunk = chunk or default_chunk(model, *clean_tokens.shape)
+        rows = []
+        for layer in progress(layers, desc="path patching", quiet=quiet, unit="layer"):
+            heads = [(Node("head", layer, h),) for h in range(dims.n_heads)]
+            out = [
+                _run_variants(runs, heads[i : i + chunk], recv, freeze, freeze_mlps)
+                for i in range(0, len(heads), chunk)
+            ]
+            rows.append(torch.cat(out).mean(-1))
+    values = torch.stack(rows) if rows else torch.zeros(0, dims.n_heads)
+    return _result(
+        f"path_heads:{','.join(map(str, recv))}", ("layer", "head"), values, runs, direction
+    )

@@ -1,0 +1,127 @@
+"""The sweeps: which site each patches, over which axes, and the registry :data:`SWEEPS`.
+
+Every sweep has TransformerLens's semantics (``transformer_lens.patching.get_act_patch_*``): a
+variant copies one slice of the source run's activation into the base run at one layer.
+
+==============  ===========================  ====================  =================================
+sweep           site (layer L)               axes                  TransformerLens get_act_patch_...
+==============  ===========================  ====================  =================================
+resid_pre       hook_resid_pre               (layer, pos)          resid_pre
+resid_mid       hook_resid_mid               (layer, pos)          resid_mid
+resid_post      hook_resid_post              (layer, pos)          resid_pre, shifted by a layer
+attn_out        hook_attn_out                (layer, pos)          attn_out
+mlp_out         hook_mlp_out                 (layer, pos)          mlp_out
+attn_head       attn.hook_z, all positions   (layer, head)         attn_head_out_all_pos
+attn_head_pos   attn.hook_z                  (layer, pos, head)    attn_head_out_by_pos
+q, k, v         attn.hook_q/k/v, all pos.    (layer, head)         attn_head_{q,k,v}_all_pos
+pattern         attn.hook_pattern            (layer, head)         attn_head_pattern_all_pos
+neuron          mlp.hook_post, all pos.      (neuron,), one layer  none
+==============  ===========================  ====================  =================================
+
+Under grouped-query attention the k and v sweeps run over the key/value heads (``n_kv_heads``),
+as TransformerLens does (``cfg.n_key_value_heads``): one key/value head serves several query heads.
+Residual-stream sweeps edit the residual a forward starts from (resid_post at L is resid_pre at
+L+1, or the input of the final norm after the last layer); the others hook the site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from mechscope.errors import MechscopeError
+from mechscope.patching.engine import Index, Request, Runs, prepare, run_variants
+
+Tensor = torch.Tensor
+Swept = tuple[tuple[str, ...], Tensor, Runs]  # axes, metric [*axes batch], the unpatched runs
+SweepFn = Callable[[Request, "int | None"], Swept]
+
+ALL = slice(None)
+
+
+def _layers(req: Request, layer: int | None) -> list[int]:
+    n = req.model.dims.n_layers
+    if layer is not None:
+        raise MechscopeError("layer= applies only to the neuron sweep; the others sweep all layers")
+    return list(range(n))
+
+
+def _sweep(
+    req: Request,
+    site: str,
+    layers: Sequence[int],
+    indices: Sequence[Index],
+    residual: int | None = None,
+    positional: bool = False,
+) -> tuple[Tensor, Runs]:
+    """Metric [layer variant batch]. ``residual=k``: the site is resid_pre of layer L+k.
+
+    ``positional``: each index patches the one position ``index[1]`` (so positions before it
+    need no recomputation).
+    """
+    names = [site.format(layer) for layer in layers]
+    runs = prepare(req, names, positional)
+    positions = [index[1] for index in indices] if positional else None
+    out = []
+    for layer, name in zip(layers, names):
+        src = runs.source[name]
+        if residual is None:
+            out.append(run_variants(runs, layer, name, src, indices, positions))
+        else:
+            out.append(run_variants(runs, layer + residual, None, src, indices, positions))
+    return torch.stack(out), runs
+
+
+def _by_pos(site: str, residual: int | None = None) -> SweepFn:
+    def sweep(req: Request, layer: int | None) -> Swept:
+        pos = req.base.shape[1]
+        indices = [(ALL, p) for p in range(pos)]
+        values, runs = _sweep(req, site, _layers(req, layer), indices, residual, True)
+        return ("layer", "pos"), values, runs
+
+    return sweep
+
+
+def _by_head(site: str, kv: bool = False, pattern: bool = False) -> SweepFn:
+    def sweep(req: Request, layer: int | None) -> Swept:
+        dims = req.model.dims
+        heads = dims.n_kv_heads if kv else dims.n_heads
+        # pattern is [batch head query_pos key_pos]; q, k, v, z are [batch pos head d_head]
+        indices = [(ALL, h) if pattern else (ALL, ALL, h) for h in range(heads)]
+        values, runs = _sweep(req, site, _layers(req, layer), indices)
+        return ("layer", "head"), values, runs
+
+    return sweep
+
+
+def _head_pos(req: Request, layer: int | None) -> Swept:
+    pos, heads = req.base.shape[1], req.model.dims.n_heads
+    indices = [(ALL, p, h) for p in range(pos) for h in range(heads)]
+    values, runs = _sweep(req, "blocks.{}.attn.hook_z", _layers(req, layer), indices, None, True)
+    return ("layer", "pos", "head"), values.unflatten(1, (pos, heads)), runs
+
+
+def _neuron(req: Request, layer: int | None) -> Swept:
+    n = req.model.dims.n_layers
+    if layer is None or not 0 <= layer < n:
+        raise MechscopeError(f"the neuron sweep needs layer= in [0, {n}), got {layer}")
+    indices = [(ALL, ALL, i) for i in range(req.model.dims.d_mlp)]
+    values, runs = _sweep(req, "blocks.{}.mlp.hook_post", [layer], indices)
+    return ("neuron",), values[0], runs
+
+
+SWEEPS: dict[str, SweepFn] = {
+    "resid_pre": _by_pos("blocks.{}.hook_resid_pre", residual=0),
+    "resid_mid": _by_pos("blocks.{}.hook_resid_mid"),
+    "resid_post": _by_pos("blocks.{}.hook_resid_post", residual=1),
+    "attn_out": _by_pos("blocks.{}.hook_attn_out"),
+    "mlp_out": _by_pos("blocks.{}.hook_mlp_out"),
+    "attn_head": _by_head("blocks.{}.attn.hook_z"),
+    "attn_head_pos": _head_pos,
+    "q": _by_head("blocks.{}.attn.hook_q"),
+    "k": _by_head("blocks.{}.attn.hook_k", kv=True),
+    "v": _by_head("blocks.{}.attn.hook_v", kv=True),
+    "pattern": _by_head("blocks.{}.attn.hook_pattern", pattern=True),
+    "neuron": _neuron,
+}
