@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,18 @@ def bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertLMHeadModel(config).save_pretrained(folder)
     tiny_tokenizer(WORDS).save_pretrained(folder)
     return folder
+
+
+CLEAN = "When Mary and John went to the store , John gave a drink to"
+CORRUPT = "When John and Mary went to the store , Mary gave a drink to"
+
+
+@pytest.fixture(scope="session")
+def task_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("task") / "ioi.jsonl"
+    rows = [
+        {"clean": CLEAN, "corrupt": CORRUPT, "answer": " Mary", "wrong": " John"},
+        {"clean": CORRUPT, "corrupt": CLEAN, "answer": " John", "wrong": " Mary"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path

@@ -14,17 +14,6 @@ CLEAN = "When Mary and John went to the store , John gave a drink to"
 CORRUPT = "When John and Mary went to the store , Mary gave a drink to"
 
 
-@pytest.fixture(scope="module")
-def task_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("task") / "ioi.jsonl"
-    rows = [
-        {"clean": CLEAN, "corrupt": CORRUPT, "answer": " Mary", "wrong": " John"},
-        {"clean": CORRUPT, "corrupt": CLEAN, "answer": " John", "wrong": " Mary"},
-    ]
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
-
-
 def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 

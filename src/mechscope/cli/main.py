@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from mechscope import __version__
+from mechscope.cli.circuit import circuit
 from mechscope.cli.common import UserError
 from mechscope.cli.dla import ablate, dla
 from mechscope.cli.info import info
@@ -46,6 +47,7 @@ cli.add_command(report)
 cli.add_command(patch)
 cli.add_command(dla)
 cli.add_command(ablate)
+cli.add_command(circuit)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,74 @@
+"""``mechscope circuit``, ``dla`` and ``ablate`` on a tiny saved model with a user JSONL task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mechscope.cli.main import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_circuit_json_and_full_graph_faithfulness(
+    tiny_folder: Path, task_file: Path, tmp_path, method: str
+) -> None:
+    out, html = tmp_path / "c.json", tmp_path / "c.html"
+    result = run(
+        "circuit", "-m", str(tiny_folder), "-t", str(task_file), "--method", method,
+        "--threshold", "0", "--json", str(out), "--html", str(html), "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(out.read_text())
+    for key in ("n_edges", "total_edges", "faithfulness", "nodes", "edges", "curve"):
+        assert key in data
+    assert data["n_edges"] == data["total_edges"] == len(data["edges"])
+    assert set(data["edges"][0]) >= {"src", "dst", "score"}
+    assert data["faithfulness"] == pytest.approx(1.0, abs=1e-4)  # the whole graph is the model
+    assert "<svg" in html.read_text() and "http" not in html.read_text().replace(
+        "http://www.w3.org", ""
+    )
+
+
+def test_circuit_rejects_edges_and_threshold(tiny_folder: Path, task_file: Path) -> None:
+    result = run(
+        "circuit",
+        "-m",
+        str(tiny_folder),
+        "-t",
+        str(task_file),
+        "--edges",
+        "3",
+        "--threshold",
+        "0.1",
+    )
+    assert result.exit_code == 2 and "either --edges" in result.stderr
+
+
+def test_dla_sums_to_the_logit_difference(tiny_folder: Path, task_file: Path, tmp_path) -> None:
+    out = tmp_path / "d.json"
+    result = run("dla", "-m", str(tiny_folder), "-t", str(task_file), "--json", str(out), "-q")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["total"] == pytest.approx(data["logit_diff"], abs=1e-4)
+    assert len(data["heads"]) == 3 and len(data["top_heads"]) == 10
+
+
+def test_ablate_everything_kept_changes_nothing(tiny_folder: Path, task_file: Path, tmp_path):
+    out = tmp_path / "a.json"
+    nodes = "L0,L1,L2"
+    result = run(
+        "ablate", "-m", str(tiny_folder), "-t", str(task_file), "--nodes", nodes,
+        "--keep-only", "--json", str(out), "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["after"] == pytest.approx(data["before"], abs=1e-5)
+    result = run("ablate", "-m", str(tiny_folder), "-t", str(task_file), "--nodes", "L7H0")
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
