@@ -145,6 +145,12 @@ def parse_args() -> argparse.Namespace:
         default=",".join(str(f) for f in GRID),
         help="fractions of all edges to evaluate (0.5%% and 1%% are always added)",
     )
+    p.add_argument(
+        "--no-bos",
+        action="store_true",
+        help="tokenize without BOS (the library always prepends it; mechscope's tasks do not "
+        "by default)",
+    )
     p.add_argument("--json-out", help="also write the JSON summary to this file")
     return p.parse_args()
 
@@ -191,6 +197,19 @@ class _TorchOnDevice:
 
     def zeros(self, *args, **kwargs):
         return self._torch.zeros(*args, **self._fix(kwargs))
+
+
+def patch_no_bos(eap) -> None:
+    """Make the library tokenize without BOS (its ``tokenize_plus`` hard-codes ``prepend_bos``)."""
+    from transformer_lens.utils import get_attention_mask
+
+    def tokenize_plus(model, inputs, max_length=None):
+        tokens = model.to_tokens(inputs, prepend_bos=False, padding_side="right")
+        attention_mask = get_attention_mask(model.tokenizer, tokens, False)
+        return tokens, attention_mask, attention_mask.sum(1), attention_mask.size(1)
+
+    for module in (eap.attribute, eap.evaluate, eap.utils):
+        module.tokenize_plus = tokenize_plus
 
 
 def patch_cuda_allocations(eap, device) -> None:
@@ -310,8 +329,8 @@ def load_model(folder: Path):
     model.cfg.use_attn_result = True
     model.cfg.use_hook_mlp_in = True
     model.cfg.ungroup_grouped_query_attention = True
-    for p in model.parameters():
-        p.requires_grad_(False)
+    # Parameters keep requires_grad=True, as in the library's own notebooks: plain EAP's backward
+    # pass needs something that requires grad (EAP-IG makes its interpolated input a leaf).
     return model
 
 
@@ -368,8 +387,8 @@ def make_dataloader(model, rows: list[dict], batch_size: int):
     items = []
     for i, row in enumerate(rows):
         clean, corrupt = prompt_text(model, row["clean"]), prompt_text(model, row["corrupt"])
-        n_clean = model.to_tokens(clean, prepend_bos=True).shape[1]
-        n_corrupt = model.to_tokens(corrupt, prepend_bos=True).shape[1]
+        n_clean = model.to_tokens(clean).shape[1]
+        n_corrupt = model.to_tokens(corrupt).shape[1]
         if n_clean != n_corrupt:
             sys.exit(f"prompt {i}: clean is {n_clean} tokens, corrupt {n_corrupt}; they must match")
         items.append(
@@ -420,6 +439,8 @@ def main() -> None:
     model = load_model(folder)
     load_seconds = time.perf_counter() - t0
     patch_cuda_allocations(eap, model.cfg.device)
+    if args.no_bos:
+        patch_no_bos(eap)
 
     import transformer_lens
     import transformers
@@ -499,6 +520,7 @@ def main() -> None:
         "edges": n_edges,
         "prompts": len(rows),
         "ig_steps": args.ig_steps,
+        "bos": not args.no_bos,
         "eap_ig_seconds": _round(seconds.get(ig), 2),
         "eap_seconds": _round(seconds.get(plain), 2),
         "clean_logit_diff": round(clean, 4),
