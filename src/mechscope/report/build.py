@@ -60,7 +60,7 @@ def build_report(
     ctx = ReportContext(config=config, out_dir=out)
     parts: list[tuple[str, str]] = []
     bar = progress(sections or SECTIONS, desc="report", quiet=quiet, unit="section")
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the circuit section needs gradients
         for section in bar:
             bar.set_postfix_str(section.name)
             parts.append((section.name, section.fn(model, ctx)))

@@ -25,6 +25,9 @@ class ReportConfig:
     lens_target: str | None = " Mary"  # token tracked by the lens; None: the model's top-1
     top_k: int = 5  # predictions shown per prompt
     lens_positions: int = 6  # last positions shown in the logit-lens table
+    circuit_task: str = "ioi"  # the task of the circuit section (a name or a .jsonl file)
+    circuit_prompts: int = 8  # prompts of the circuit section
+    circuit_fraction: float = 0.01  # edges kept in the report's EAP-IG circuit
 
     def __post_init__(self) -> None:
         if not self.prompts:

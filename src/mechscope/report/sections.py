@@ -2,7 +2,7 @@
 
 A section is ``fn(model, ctx) -> HTML fragment``: it runs an analysis, records JSON-ready numbers
 in ``ctx.data`` and renders them with :mod:`mechscope.viz`. Add a section by writing such a
-function and appending it to ``SECTIONS``. Sections run under ``torch.inference_mode()``.
+function and appending it to ``SECTIONS``. Sections run under ``torch.no_grad()``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from mechscope.lenses import logit_lens
 from mechscope.models.hooked import HookedModel
+from mechscope.report.circuit_section import circuit_section
 from mechscope.report.context import ReportContext, Section
 from mechscope.viz import (
     Cell,
@@ -123,4 +124,5 @@ SECTIONS: list[Section] = [
     Section("Model", model_card),
     Section("Next-token predictions", predictions),
     Section("Logit lens", logit_lens_section),
+    Section("Circuit", circuit_section),
 ]

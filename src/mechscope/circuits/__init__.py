@@ -1,0 +1,37 @@
+"""Automatic circuit discovery: the EAP graph, EAP / EAP-IG edge scores, circuits, faithfulness.
+
+Usage::
+
+    scored = attribute(model, batch, method="eap-ig", steps=5)  # every edge, with scores
+    circuit = scored.top_fraction(0.01)  # or .top_n / .threshold / .greedy
+    faithfulness(model, batch, circuit)  # 0 = corrupted run, 1 = clean run
+    render.save(circuit, "circuit.html")  # self-contained picture
+    acdc(model, batch, threshold=0.01)  # the slow exact reference (tiny models)
+"""
+
+from mechscope.circuits import render
+from mechscope.circuits.acdc import acdc
+from mechscope.circuits.circuit import Circuit, compare
+from mechscope.circuits.eap import METHODS, attribute
+from mechscope.circuits.faithfulness import (
+    Evaluator,
+    faithfulness,
+    faithfulness_curve,
+    smallest_faithful,
+)
+from mechscope.circuits.graph import Graph, edge_count
+
+__all__ = [
+    "METHODS",
+    "Circuit",
+    "acdc",
+    "Evaluator",
+    "Graph",
+    "attribute",
+    "compare",
+    "edge_count",
+    "faithfulness",
+    "faithfulness_curve",
+    "render",
+    "smallest_faithful",
+]
