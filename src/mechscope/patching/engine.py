@@ -14,7 +14,8 @@ model is the definition; the engine gives the same numbers with less work:
    any other site is rewritten by a hook in layer ``L`` that writes each row block's slice.
 4. A variant patched at position ``p`` recomputes only positions ``>= p`` (attention is causal;
    see :mod:`mechscope.patching.prefix`). Variants are grouped by position, latest first, and a
-   forward starts at the group's earliest position ``p0``.
+   forward starts at the group's earliest position ``p0``; groups stay small enough that this
+   recomputes at most ``WASTE`` times the rows the variants need on their own.
 5. A forward holds at most ``chunk * B * pos`` token rows (``chunk`` variants of every
    position), which bounds memory; the metric is evaluated on each variant's ``B`` rows.
 """
@@ -39,6 +40,7 @@ Index = tuple[Any, ...]  # an index into an activation [batch ...], applied to b
 
 MAX_ROWS = 4096  # token rows per forward
 MAX_LOGITS = 2**26  # logit entries per forward (256 MB in float32)
+WASTE = 1.25  # position reuse: recompute at most this many times the rows the variants need
 
 
 @dataclass(frozen=True)
@@ -153,20 +155,27 @@ def run_variants(
 
 
 def _groups(runs: Runs, positions: Sequence[int] | None, n: int) -> list[tuple[int, list[int]]]:
-    """(first recomputed position, variant ids) per forward."""
+    """(first recomputed position, variant ids) per forward.
+
+    With position reuse, variants are taken latest position first; a group grows while its rows
+    ``len * (pos - p0)`` stay within the row budget and within WASTE times the rows its variants
+    need on their own (``sum(pos - p)``), so that late positions are not recomputed from early.
+    """
     if positions is None or runs.prefix is None:
         return [(0, list(range(i, min(i + runs.chunk, n)))) for i in range(0, n, runs.chunk)]
     pos = runs.base_logits.shape[1]
     budget = runs.chunk * pos  # token rows per prompt in one forward
     groups: list[tuple[int, list[int]]] = []
     ids: list[int] = []
+    need = 0
     for i in sorted(range(n), key=lambda i: -positions[i]):
-        if ids and (len(ids) + 1) * (pos - positions[i]) > budget:
+        rows = (len(ids) + 1) * (pos - positions[i])
+        if ids and (rows > budget or rows > WASTE * (need + pos - positions[i])):
             groups.append((positions[ids[-1]], ids))
-            ids = []
+            ids, need = [], 0
         ids.append(i)
-    if ids:
-        groups.append((positions[ids[-1]], ids))
+        need += pos - positions[i]
+    groups.append((positions[ids[-1]], ids))
     return groups
 
 

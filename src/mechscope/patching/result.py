@@ -38,5 +38,8 @@ class PatchResult:
             )
 
     def normalized(self) -> torch.Tensor:
-        """``(values - corrupt) / (clean - corrupt)``: 0 is the corrupted metric, 1 the clean one."""
+        """``(values - corrupt) / (clean - corrupt)``: 0 is the corrupted metric, 1 the clean one.
+
+        Meaningless (inf or NaN) when the clean and corrupted metrics coincide.
+        """
         return (self.values - self.corrupt) / (self.clean - self.corrupt)
