@@ -15,6 +15,7 @@ from mechscope.circuits.circuit import Circuit, compare
 from mechscope.circuits.eap import METHODS, attribute
 from mechscope.circuits.faithfulness import (
     Evaluator,
+    curve_sizes,
     faithfulness,
     faithfulness_curve,
     smallest_faithful,
@@ -29,6 +30,7 @@ __all__ = [
     "Graph",
     "attribute",
     "compare",
+    "curve_sizes",
     "edge_count",
     "faithfulness",
     "faithfulness_curve",

@@ -231,6 +231,11 @@ def faithfulness(
     return Evaluator(model, batch, metric, circuit.graph).faithfulness(circuit.mask)
 
 
+def curve_sizes(total_edges: int, fractions: Sequence[float]) -> list[int]:
+    """Distinct edge counts (at least 1) for fractions of ``total_edges``, ascending."""
+    return sorted({max(1, round(f * total_edges)) for f in fractions})
+
+
 def faithfulness_curve(
     model: HookedModel,
     batch: TaskBatch,

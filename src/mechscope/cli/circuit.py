@@ -40,7 +40,14 @@ def circuit(
     quiet: bool,
 ) -> None:
     """Score every edge of the model's graph and keep a circuit; report its faithfulness."""
-    from mechscope.circuits import acdc, attribute, faithfulness, faithfulness_curve, render
+    from mechscope.circuits import (
+        acdc,
+        attribute,
+        curve_sizes,
+        faithfulness,
+        faithfulness_curve,
+        render,
+    )
     from mechscope.errors import MechscopeError
 
     if edges is not None and threshold is not None:
@@ -57,7 +64,7 @@ def circuit(
     chosen = chosen.with_faithfulness(faithfulness(hooked, batch, chosen, fn))
     payload: dict[str, Any] = {**chosen.to_dict(), "model": model, "task": task, "metric": metric}
     if curve and method != "acdc":
-        sizes = sorted({max(1, round(f * scored.total_edges)) for f in CURVE_FRACTIONS})
+        sizes = curve_sizes(scored.total_edges, CURVE_FRACTIONS)
         points = faithfulness_curve(hooked, batch, scored, sizes, fn)
         payload["curve"] = [{"n_edges": k, "faithfulness": v} for k, v in points]
     write_json(json_out, payload)

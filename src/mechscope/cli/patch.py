@@ -151,13 +151,19 @@ def result_payload(
     }
 
 
+def _shown(payload: dict[str, Any]) -> tuple[Any, str]:
+    """The values to show (normalised when defined) and their label."""
+    if payload["normalized"] is not None:
+        return payload["normalized"], "normalised metric"
+    return payload["values"], payload["metric"]
+
+
 def _write_html(path: str, payload: dict[str, Any]) -> None:
     import numpy as np
 
     from mechscope.viz.heatmap import heatmap_page
 
-    values = payload["normalized"] if payload["normalized"] is not None else payload["values"]
-    label = "normalised metric" if payload["normalized"] is not None else payload["metric"]
+    values, label = _shown(payload)
     html = heatmap_page(
         f"{payload['method']} patching: {payload['sweep']}",
         np.asarray(values),
@@ -174,9 +180,7 @@ def _write_html(path: str, payload: dict[str, Any]) -> None:
 def _print_top(payload: dict[str, Any], k: int = 10) -> None:
     import numpy as np
 
-    values = np.asarray(
-        payload["normalized"] if payload["normalized"] is not None else payload["values"]
-    )
+    values = np.asarray(_shown(payload)[0])
     click.echo(
         f"{payload['sweep']} ({payload['method']}, {payload['direction']}): "
         f"clean {payload['clean']:.3f}, corrupted {payload['corrupt']:.3f}"

@@ -45,7 +45,13 @@ def _curve_figure(points: list[tuple[int, float]], total: int):
 def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     """Patching heatmaps, top heads by DLA, and the EAP-IG circuit with its faithfulness curve."""
     from mechscope.attribution import attribution_patch, direct_logit_attribution
-    from mechscope.circuits import attribute, faithfulness, faithfulness_curve, render
+    from mechscope.circuits import (
+        attribute,
+        curve_sizes,
+        faithfulness,
+        faithfulness_curve,
+        render,
+    )
     from mechscope.patching import patch
     from mechscope.tasks import load_task
     from mechscope.tasks.metrics import logit_diff
@@ -72,7 +78,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     n_keep = max(1, round(cfg.circuit_fraction * scored.total_edges))
     circuit = scored.top_n(n_keep)
     circuit = circuit.with_faithfulness(faithfulness(model, batch, circuit))
-    sizes = sorted({max(1, round(f * scored.total_edges)) for f in CURVE_FRACTIONS})
+    sizes = curve_sizes(scored.total_edges, CURVE_FRACTIONS)
     curve = faithfulness_curve(model, batch, scored, sizes)
     dla_heads = dla.heads.mean(-1).numpy()
     top = np.argsort(-np.abs(dla_heads).ravel())[:10]
