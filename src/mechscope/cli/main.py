@@ -7,6 +7,7 @@ with code 2, like click's own usage errors; nothing prints a traceback for it.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,17 +15,50 @@ from typing import Any
 import click
 
 from mechscope import __version__
-from mechscope.cli.circuit import circuit
 from mechscope.cli.common import UserError
-from mechscope.cli.dla import ablate, dla
-from mechscope.cli.info import info
-from mechscope.cli.patch import patch
-from mechscope.cli.report import report
 from mechscope.errors import MechscopeError
+
+# name -> "module:attribute"; a command's module is imported only when it runs (or --help lists it)
+COMMANDS = {
+    "info": "mechscope.cli.info:info",
+    "report": "mechscope.cli.report:report",
+    "patch": "mechscope.cli.patch:patch",
+    "dla": "mechscope.cli.dla:dla",
+    "ablate": "mechscope.cli.dla:ablate",
+    "circuit": "mechscope.cli.circuit:circuit",
+    "heads": "mechscope.cli.heads:heads",
+    "attention": "mechscope.cli.attention:attention",
+    "lens": "mechscope.cli.lens:lens",
+    "probe": "mechscope.cli.probe:probe",
+    "neurons": "mechscope.cli.neurons:neurons",
+    "harvest": "mechscope.cli.harvest:harvest",
+    "sae": "mechscope.cli.sae:sae",
+    "steer": "mechscope.cli.steer:steer",
+    "toy": "mechscope.cli.toy:toy",
+}
+
+
+def _load_command(name: str) -> click.Command | None:
+    module, _, attr = COMMANDS[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:  # a command of a later issue, not built yet
+            return None
+        raise
 
 
 class _Group(click.Group):
-    """Turns a :class:`MechscopeError` raised by any command into a one-line exit-2 error."""
+    """Commands from :data:`COMMANDS`, loaded lazily.
+
+    Turns a :class:`MechscopeError` raised by any command into a one-line exit-2 error.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _load_command(name) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _load_command(cmd_name) if cmd_name in COMMANDS else None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,14 +74,6 @@ def cli() -> None:
 
     MODEL is a hub id, a local folder, a .gguf file or the alias smollm2-135m (built in).
     """
-
-
-cli.add_command(info)
-cli.add_command(report)
-cli.add_command(patch)
-cli.add_command(dla)
-cli.add_command(ablate)
-cli.add_command(circuit)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
