@@ -46,7 +46,7 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
 def token_cache_dir(corpus: Corpus, tokenizer: Any, split: str) -> Path:

@@ -1,0 +1,64 @@
+"""``mechscope sae eval``: an SAE's reconstruction, sparsity and spliced-model loss."""
+
+from __future__ import annotations
+
+import click
+
+from mechscope import DEFAULT_MODEL
+from mechscope.cli.common import load_model, quiet_option
+from mechscope.cli.patch import write_json
+
+ROWS = (
+    ("l0", "L0 (active latents per token)"),
+    ("fvu", "fraction of variance unexplained"),
+    ("mse", "mean squared error"),
+    ("cos", "cosine similarity"),
+    ("dead_fraction", "dead latents"),
+    ("dense_fraction", "dense latents (>10% of tokens)"),
+    ("ce_loss_clean", "CE loss, clean"),
+    ("ce_loss_spliced", "CE loss, SAE spliced in"),
+    ("ce_loss_zero", "CE loss, site zeroed"),
+    ("ce_loss_recovered", "CE loss recovered"),
+    ("kl", "KL(clean || spliced)"),
+)
+
+
+@click.command("eval")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
+@click.option(
+    "--sae", "sae_dir", required=True, type=click.Path(), help="SAE folder (SAELens layout)."
+)
+@click.option("--corpus", default=None, help="Text to evaluate on (default: built-in, test split).")
+@click.option("--tokens", default=16_384, show_default=True, help="Tokens to evaluate on.")
+@click.option("--seq-len", default=128, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
+@quiet_option
+def sae_eval(
+    model: str,
+    sae_dir: str,
+    corpus: str | None,
+    tokens: int,
+    seq_len: int,
+    batch_size: int,
+    json_out: str | None,
+    quiet: bool,
+) -> None:
+    """Evaluate an SAE or transcoder: L0, FVU, dead latents, and CE loss with it spliced in."""
+    from mechscope.corpus import load_corpus
+    from mechscope.sae import load_sae
+    from mechscope.sae.splice import evaluate_sae
+
+    sae = load_sae(sae_dir)
+    text = load_corpus(corpus)
+    hooked = load_model(model, quiet=quiet)
+    split = "test" if corpus is None else "all"  # the built-in corpus has held-out documents
+    result = evaluate_sae(
+        hooked, sae, text, n_tokens=tokens, seq_len=seq_len, batch_size=batch_size, split=split,
+        progress=not quiet,
+    )  # fmt: skip
+    payload = {"model": model, "sae": sae_dir, "corpus": text.name, **result.to_dict()}
+    write_json(json_out, payload)
+    click.echo(f"{sae.cfg.arch} SAE at {result.hook_name}, {result.n_tokens} tokens of {text.name}")
+    for key, label in ROWS:
+        click.echo(f"  {label:<34} {payload[key]:.4g}")
