@@ -1,0 +1,97 @@
+"""Memory and speed of the neuron pass: every MLP neuron of one SmolLM2 layer over corpus tokens.
+
+Runs :func:`mechscope.neurons.scan` over the built-in corpus, printing after each checkpoint the
+tokens scanned, tokens/s and the process's resident memory (current RSS from /proc, and the
+highest RSS sampled every 20 ms by a thread) minus the RSS measured after loading the model and
+before the pass. Flat RSS
+growth across checkpoints shows memory does not grow with tokens. Usage:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_neurons.py [--tokens 200000] [--layer 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import threading
+import time
+
+import torch
+
+import mechscope
+from mechscope.corpus import batches, load_corpus
+from mechscope.neurons import mlp_neurons, scan
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Sampler(threading.Thread):
+    """The largest RSS seen, sampled every 20 ms during the pass (peak RSS of the pass alone)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.high, self.stop = rss_mb(), threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            self.high = max(self.high, rss_mb())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=200_000)
+    parser.add_argument("--layer", type=int, default=15)
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = mechscope.load("smollm2-135m", progress=False)
+    corpus = load_corpus()
+    readout = mlp_neurons(model, args.layer)
+    with torch.no_grad():  # warm up once so allocator pools exist before the baseline
+        model(torch.zeros((args.batch_size, args.seq_len), dtype=torch.long))
+    base, base_peak = rss_mb(), peak_mb()
+    print(f"model loaded: RSS {base:.0f} MB, peak {base_peak:.0f} MB; layer {args.layer}, "
+          f"k={args.k}, seq_len={args.seq_len}, batch={args.batch_size}, "
+          f"threads={args.threads}")  # fmt: skip
+    checkpoints = sorted({c for c in (50_000, 100_000, 200_000, 500_000) if c < args.tokens})
+    checkpoints.append(args.tokens)
+    sampler = Sampler()
+    sampler.start()
+    seen, start = 0, time.perf_counter()
+    stream = batches(corpus, model.tokenizer, batch_size=args.batch_size, seq_len=args.seq_len,
+                     n_tokens=args.tokens)  # fmt: skip
+
+    def counted():
+        nonlocal seen
+        for b in stream:
+            yield b
+            seen += b.numel()
+            if checkpoints and seen >= checkpoints[0]:
+                checkpoints.pop(0)
+                rate = seen / (time.perf_counter() - start)
+                print(f"{seen:>8d} tokens  {rate:6.0f} tok/s  RSS +{rss_mb() - base:6.1f} MB  "
+                      f"sampled peak +{sampler.high - base:6.1f} MB", flush=True)  # fmt: skip
+
+    result = scan(model, readout, counted(), k=args.k)
+    elapsed = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
+    print(
+        f"done: {result.n_tokens} tokens in {elapsed:.0f} s ({result.n_tokens / elapsed:.0f} "
+        f"tok/s); RSS peak during the pass +{sampler.high - base:.1f} MB over the loaded "
+        f"model (getrusage peak {peak_mb():.0f} MB, of which loading {base_peak:.0f} MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""One streaming pass over a corpus for every unit of a readout: top windows and histograms.
+
+Steps, per batch of token windows ``[batch seq_len]``:
+
+1. run the model only up to the readout's site: a hook captures the activation and raises, so the
+   later layers, the final norm and the unembedding never run (logits are never needed);
+2. turn the activation into ``[batch pos unit]`` with the readout;
+3. merge each window's maximum per unit into the running top-k (:mod:`.topk`) and add every
+   value to the per-unit histograms (:mod:`.histogram`).
+
+After the pass, the writes of the units go through the unembedding (:mod:`.logits`). Memory is the
+model plus the top-k state (``~8 * unit * k * seq_len`` bytes), the histograms (``8 * unit * bins``)
+and one batch's activations: it does not grow with the number of tokens. This is the approach of
+Neuroscope (Nanda 2022) and of max-activating dataset examples generally (Olah et al. 2017).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mechscope.errors import MechscopeError
+from mechscope.models.hooked import HookedModel
+from mechscope.neurons.histogram import Histogram, empty_histogram, update_histogram
+from mechscope.neurons.logits import LogitEffects, logit_effects
+from mechscope.neurons.readouts import Readout
+from mechscope.neurons.topk import TopK, empty_topk, update_topk
+from mechscope.progress import progress
+
+Tensor = torch.Tensor
+
+__all__ = ["NeuronScan", "capture_site", "scan", "scan_corpus"]
+
+
+class _Captured(Exception):
+    """Raised by the capturing hook to stop the forward pass once the site is read."""
+
+
+@dataclass(frozen=True, eq=False)
+class NeuronScan:
+    """What one pass found for every unit of a readout."""
+
+    readout: Readout
+    top: TopK
+    histogram: Histogram
+    effects: LogitEffects | None  # None when the readout has no write vectors
+    n_tokens: int
+    n_windows: int
+    seq_len: int
+
+    @property
+    def max(self) -> Tensor:
+        """[unit] the largest activation seen."""
+        return self.histogram.hi
+
+    def ranked(self, n: int | None = None) -> list[int]:
+        """Positions (0..n_units-1) of the units with the largest maxima, best first."""
+        order = torch.sort(self.max, descending=True, stable=True).indices
+        return order[:n].tolist()
+
+
+def capture_site(model: HookedModel, site: str, tokens: Tensor) -> Tensor:
+    """The activation at ``site`` for ``tokens`` [batch pos], stopping the forward right there."""
+    store: dict[str, Tensor] = {}
+
+    def grab(t: Tensor, hook: Any) -> None:
+        store["t"] = t.detach()
+        raise _Captured
+
+    with torch.no_grad(), model.hooks(fwd=[(site, grab)]), contextlib.suppress(_Captured):
+        model.forward(tokens)
+    if "t" not in store:
+        raise MechscopeError(f"the forward pass never reached {site}")
+    return store["t"]
+
+
+def scan(
+    model: HookedModel,
+    readout: Readout,
+    batches: Iterable[Tensor],
+    *,
+    k: int = 20,
+    bins: int = 64,
+    n_logit_tokens: int = 10,
+    through_norm: bool = True,
+    total: int | None = None,
+    quiet: bool = True,
+) -> NeuronScan:
+    """Top-``k`` windows, histograms and logit effects of every unit over token ``batches``.
+
+    ``batches`` yields ``[batch seq_len]`` token ids (e.g. :func:`mechscope.corpus.batches`);
+    ``total`` (batches) only sizes the progress bar.
+    """
+    if k < 1 or bins < 2:
+        raise MechscopeError(f"need k >= 1 and bins >= 2, got k={k}, bins={bins}")
+    top: TopK | None = None
+    hist = empty_histogram(readout.n_units, bins)
+    n_windows = seq_len = 0
+    bar = progress(batches, total=total, desc=f"scan {readout.site}", quiet=quiet, unit="batch")
+    for tokens in bar:
+        tokens = torch.as_tensor(tokens)
+        tokens = tokens[None] if tokens.ndim == 1 else tokens
+        acts = readout.read(capture_site(model, readout.site, tokens)).float().cpu()
+        if not torch.isfinite(acts).all():
+            raise MechscopeError(f"non-finite activations at {readout.site}; check the model")
+        if top is None:
+            seq_len = tokens.shape[1]
+            top = empty_topk(readout.n_units, k, seq_len)
+        elif tokens.shape[1] != seq_len:
+            raise MechscopeError(
+                f"every batch must have {seq_len} positions, got {tokens.shape[1]}; "
+                "use fixed-length windows"
+            )
+        top = update_topk(top, acts, tokens, n_windows)
+        hist = update_histogram(hist, acts.reshape(-1, readout.n_units))
+        n_windows += tokens.shape[0]
+    if top is None:
+        raise MechscopeError("no tokens to scan; the corpus gave no window")
+    effects = None
+    if readout.writes is not None:
+        effects = logit_effects(model, readout.writes, n_logit_tokens, through_norm=through_norm)
+    return NeuronScan(readout, top, hist, effects, n_windows * seq_len, n_windows, seq_len)
+
+
+def scan_corpus(
+    model: HookedModel,
+    readout: Readout,
+    corpus: Any = None,
+    *,
+    n_tokens: int = 100_000,
+    seq_len: int = 64,
+    batch_size: int = 16,
+    seed: int | None = 0,
+    **kwargs: Any,
+) -> NeuronScan:
+    """:func:`scan` over ``n_tokens`` tokens of a corpus (a :class:`Corpus`, a spec or None)."""
+    from mechscope.corpus import Corpus, batches, load_corpus
+
+    if model.tokenizer is None:
+        raise MechscopeError("scanning a corpus needs a model with a tokenizer")
+    if not isinstance(corpus, Corpus):
+        corpus = load_corpus(corpus)
+    stream = batches(
+        corpus,
+        model.tokenizer,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        n_tokens=n_tokens,
+        seed=seed,
+    )
+    total = -(-n_tokens // (seq_len * batch_size))
+    return scan(model, readout, stream, total=total, **kwargs)

@@ -1,0 +1,80 @@
+"""Running top-k of max-activating windows for many units at once, merged batch by batch.
+
+For every unit the state keeps the ``k`` windows with the highest maximum activation seen so far:
+the value, the window's number in the stream, the position of the maximum, and (for highlighting)
+the window's tokens and the unit's activation at every position of it. A batch is merged with
+one stable sort per unit over ``k + batch`` candidates, so ties go to the earlier window and the
+result equals a brute-force top-k over all windows at once, whatever the batch size.
+
+Memory is bounded by the state: ``unit * k * seq_len`` activations (float32) and tokens (int32)
+plus three ``[unit k]`` tensors, i.e. about ``8 * unit * k * seq_len`` bytes (15.7 MB for 1536
+neurons, k=20, seq_len=64), and one ``[unit k+batch seq_len]`` buffer per merge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+__all__ = ["TopK", "empty_topk", "update_topk"]
+
+
+@dataclass(frozen=True, eq=False)
+class TopK:
+    """Per unit, the top ``k`` windows by maximum activation, best first.
+
+    Empty slots (fewer than ``k`` windows seen) have value ``-inf`` and window ``-1``.
+    """
+
+    values: Tensor  # [unit k] float32: the window's maximum activation
+    windows: Tensor  # [unit k] int64: the window's number in the stream
+    positions: Tensor  # [unit k] int64: where in the window the maximum is (first if tied)
+    acts: Tensor  # [unit k seq_len] float32: the unit's activation at every position
+    tokens: Tensor  # [unit k seq_len] int32: the window's token ids
+
+    @property
+    def k(self) -> int:
+        return self.values.shape[1]
+
+
+def empty_topk(n_units: int, k: int, seq_len: int) -> TopK:
+    """A state with no window yet."""
+    return TopK(
+        values=torch.full((n_units, k), float("-inf")),
+        windows=torch.full((n_units, k), -1, dtype=torch.long),
+        positions=torch.zeros((n_units, k), dtype=torch.long),
+        acts=torch.zeros((n_units, k, seq_len)),
+        tokens=torch.zeros((n_units, k, seq_len), dtype=torch.int32),
+    )
+
+
+def update_topk(state: TopK, acts: Tensor, tokens: Tensor, first_window: int) -> TopK:
+    """Merge a batch: ``acts`` [batch pos unit] of the windows ``tokens`` [batch pos].
+
+    The batch's windows are numbered ``first_window, first_window + 1, ...``.
+    """
+    acts = acts.float().cpu()
+    batch, seq_len, n_units = acts.shape
+    k = state.k
+    best, where = acts.max(dim=1)  # [batch unit]; max() returns the first maximum on ties
+    numbers = torch.arange(first_window, first_window + batch)
+    values = torch.cat([state.values, best.T], dim=1)  # [unit k+batch]
+    # old entries come first and are sorted (value desc, window asc): a stable sort keeps that
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
+    windows = torch.cat([state.windows, numbers.expand(n_units, batch)], dim=1)
+    positions = torch.cat([state.positions, where.T], dim=1)
+    rows = order[..., None].expand(-1, -1, seq_len)
+    new_acts = torch.cat([state.acts, acts.permute(2, 0, 1)], dim=1)
+    new_tokens = torch.cat(
+        [state.tokens, tokens.to(torch.int32).cpu().expand(n_units, batch, seq_len)], dim=1
+    )
+    return TopK(
+        values=values.gather(1, order),
+        windows=windows.gather(1, order),
+        positions=positions.gather(1, order),
+        acts=new_acts.gather(1, rows),
+        tokens=new_tokens.gather(1, rows),
+    )
