@@ -57,6 +57,12 @@ DRIVE = """<pre id="out"></pre><script>
   var thumb = r.querySelector('.msattn-grid canvas[title="L7H0"]');
   var px = thumb.getContext("2d").getImageData(1, 4, 1, 1).data;  // key 1, query 4
   res.thumb_pixel = [px[0], px[1], px[2]];
+  var sq = r.querySelector("input.msattn-sqrt");
+  sq.checked = true; sq.dispatchEvent(new Event("change"));
+  thumb = r.querySelector('.msattn-grid canvas[title="L7H0"]');
+  px = thumb.getContext("2d").getImageData(1, 4, 1, 1).data;
+  res.sqrt_pixel = [px[0], px[1], px[2]];
+  res.sqrt_weights = ws(r, "k");
   fire(thumb.parentNode, "click");
   res.after_click = r.querySelector(".msattn-readout").textContent;
   res.big = r.querySelector(".msattn-big canvas").width > 0;
@@ -103,6 +109,10 @@ def test_the_view_runs_and_shows_the_weights(tmp_path, make_patterns) -> None:
     v = round(p[2, 0, 4, 1] * 1000) / 1000  # thumbnails use heat_color's white-to-blue scale
     expected = [round(255 - 189 * v), round(255 - 122 * v), round(255 - 11 * v)]
     assert np.abs(np.subtract(res["thumb_pixel"], expected)).max() <= 1
+    v = np.sqrt(v)  # the square-root colour scale changes colours, not the numbers shown
+    expected = [round(255 - 189 * v), round(255 - 122 * v), round(255 - 11 * v)]
+    assert np.abs(np.subtract(res["sqrt_pixel"], expected)).max() <= 1
+    assert res["sqrt_weights"] == res["picked"]
     assert res["after_click"].startswith("L7H0") and res["big"]
     # the first view on the page is untouched by the second's events
     assert res["first_thumbs"] == 2 and close(res["first"], other[0, 0, -1])

@@ -106,3 +106,16 @@ def test_smollm2_patterns(smollm2, ioi_prompt: str) -> None:
         np.testing.assert_array_equal(view.patterns[row], cache[name][0].numpy())
     np.testing.assert_allclose(view.patterns.sum(-1), 1.0, atol=1e-5)
     assert view.str_tokens[1] == " Mary"
+
+
+@pytest.mark.slow
+def test_smollm2_ioi_has_a_head_from_the_last_token_to_the_indirect_object(
+    smollm2, ioi_prompt: str
+) -> None:
+    """Positions line up with tokens: some late head reads " Mary" (position 1) from " to"
+    (IOI name movers, Wang et al. 2022); on SmolLM2 it is L24H4 with weight 0.81."""
+    view = attention_patterns(smollm2, ioi_prompt, layers="18-29")
+    assert view.str_tokens[1] == " Mary" and view.str_tokens[9] == " John"
+    last = view.patterns[:, :, -1, :]  # [layer head key_pos]
+    row, head = np.unravel_index(np.argmax(last[..., 1]), last.shape[:2])
+    assert last[row, head, 1] > 0.5 and last[row, head, 1] > 3 * last[row, head, 9]

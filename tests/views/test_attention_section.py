@@ -37,8 +37,16 @@ def test_section_view_and_summary(tiny_llama, tmp_path) -> None:
         np.testing.assert_allclose(record[key], summary[key], atol=0.5e-3 + 1e-9)
     assert record["last_query_argmax"] == summary["last_query_argmax"].tolist()
     best = np.unravel_index(np.argmax(summary["previous_token"]), summary["previous_token"].shape)
-    assert data["initial"][:2] == [int(best[0]), int(best[1])]
     assert f"L{best[0]}H{best[1]}" in html
+    assert data["initial"][:2] == [int(best[0]), int(best[1])]
+    read = record["strongest_last_token_read"]
+    weights = [
+        (view.patterns[layer, head, -1, key], layer, head, key)
+        for layer in range(3) for head in range(6) for key in range(1, len(view.str_tokens) - 2)
+    ]  # fmt: skip
+    top = max(weights)
+    assert (read["layer"], read["head"], read["key_pos"]) == top[1:]
+    assert read["weight"] == pytest.approx(top[0], abs=0.5e-3)
     json.dumps(record)  # JSON-ready
 
 
@@ -71,3 +79,15 @@ def test_smollm2_section(smollm2, tmp_path) -> None:
     record = ctx.data["attention"]
     # SmolLM2 heads dump most of their attention on the first token (an attention sink)
     assert np.mean(record["first_token"]) > 0.5
+    read = record["strongest_last_token_read"]
+    assert 1 <= read["key_pos"] <= 11 and read["weight"] > 0.5
+
+
+@pytest.mark.parametrize(("prompt", "keys"), [("Mary", set()), ("Mary and John", {"self"})])
+def test_short_prompts(tiny_llama, tmp_path, prompt: str, keys: set) -> None:
+    ctx = ReportContext(config=ReportConfig(lens_prompt=prompt), out_dir=tmp_path)
+    html = attention_section(tiny_llama, ctx)
+    record = ctx.data["attention"]
+    assert len(embedded(html)) == 1 and len(record["str_tokens"]) == len(prompt.split())
+    assert keys <= set(record) and "strongest_last_token_read" not in record
+    assert ("first_token" in record) == bool(keys)

@@ -4,6 +4,8 @@ Steps: one forward of ``ReportConfig.lens_prompt`` caching every layer's ``attn.
 (:func:`mechscope.views.attention_patterns`), a per-head summary (mean weight on the first
 token, on the previous token and on itself, and the key the last token attends to most), and the
 interactive view of :mod:`mechscope.viz.attention` opened on the most previous-token-like head.
+It also names the strongest read from the last token to a token further back than the one
+before it, the first token (the attention sink) aside.
 A prompt too long to embed for every layer is shown for as many layers as fit, with a note.
 """
 
@@ -13,7 +15,7 @@ import numpy as np
 
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.views import attention_patterns, head_summary
+from mechscope.views import AttentionPatterns, attention_patterns, head_summary
 from mechscope.viz import Markup, escape, show_token
 from mechscope.viz.attention import MAX_VALUES, attention_widget
 
@@ -36,41 +38,63 @@ def attention_section(model: HookedModel, ctx: ReportContext) -> str:
     dims = model.dims
     layers = _layers_that_fit(dims.n_layers, dims.n_heads, n_pos)
     view = attention_patterns(model, prompt, layers)
-    summary = head_summary(view.patterns) if n_pos > 1 else None
-    ctx.data["attention"] = {
+    record = {
         "prompt": prompt,
         "str_tokens": view.str_tokens,
         "layers": list(view.layers),
         "n_heads": int(view.patterns.shape[1]),
-        **({k: np.round(v, 3).tolist() for k, v in summary.items()} if summary is not None else {}),
     }
-    initial = None
-    notes = []
-    if summary is not None:
-        prev = summary["previous_token"]
-        row, head = np.unravel_index(int(np.argmax(prev)), prev.shape)
-        initial = (int(row), int(head))
-        sink = summary["first_token"]
-        last = view.str_tokens[-1]
-        notes.append(
-            f"Most previous-token-like head: L{view.layers[row]}H{head} "
-            f"(mean weight {prev[row, head]:.2f} on the token before). Mean weight on the first "
-            f"token over all heads: {sink.mean():.2f} (attention sink). The last token "
-            f"{escape(show_token(last))} attends most to: "
-            + escape(_top_keys(summary["last_query_argmax"], view.str_tokens))
-            + "."
-        )
+    initial, notes = None, []
+    if n_pos > 1:
+        initial, text = _summarise(view, record)
+        notes.append(text)
     if layers is not None:
         notes.append(
             f"The prompt is {n_pos} tokens: only layers {', '.join(map(str, view.layers))} are "
             "shown (use mechscope attention --layers for others)."
         )
+    ctx.data["attention"] = record
     intro = (
         f'<p>Prompt: <span class="tok">{escape(prompt)}</span>. Every head\'s attention pattern '
         "(rows: queries, columns: keys; each row sums to 1). " + " ".join(notes) + "</p>"
     )
     widget = attention_widget(view.str_tokens, view.patterns, layers=view.layers, initial=initial)
     return Markup(intro + widget)
+
+
+def _summarise(view: AttentionPatterns, record: dict) -> tuple[tuple[int, int], str]:
+    """Add the head summary to ``record``; return the head to open on and a sentence (HTML)."""
+    summary = head_summary(view.patterns)
+    record.update({k: np.round(v, 3).tolist() for k, v in summary.items()})
+    prev = summary["previous_token"]
+    row, head = (int(i) for i in np.unravel_index(int(np.argmax(prev)), prev.shape))
+    text = (
+        f"Opened on the most previous-token-like head, L{view.layers[row]}H{head} (mean weight "
+        f"{prev[row, head]:.2f} on the token before). Mean weight on the first token over all "
+        f"heads: {summary['first_token'].mean():.2f} (attention sink). "
+    )
+    if len(view.str_tokens) > 3:
+        r, h, key, weight = _strongest_last_read(view.patterns)
+        token = view.str_tokens[key]
+        record["strongest_last_token_read"] = {
+            "layer": view.layers[r], "head": h, "key_pos": key, "token": token,
+            "weight": round(weight, 3),
+        }  # fmt: skip
+        text += (
+            f"Strongest read from the last token {escape(show_token(view.str_tokens[-1]))} "
+            f"further back than the token before, first token aside: L{view.layers[r]}H{h}, "
+            f"{weight:.2f} on {escape(show_token(token))} (position {key}). "
+        )
+    top = escape(_top_keys(summary["last_query_argmax"], view.str_tokens))
+    return (row, head), text + f"The last token's top key, counted over heads: {top}."
+
+
+def _strongest_last_read(patterns: np.ndarray) -> tuple[int, int, int, float]:
+    """(layer row, head, key, weight): the largest weight from the last query to a key other than
+    the first (the sink), itself and the one before (previous-token heads)."""
+    last = patterns[:, :, -1, 1:-2]  # [layer head key_pos - 3]
+    row, head, key = np.unravel_index(int(np.argmax(last)), last.shape)
+    return int(row), int(head), int(key) + 1, float(last[row, head, key])
 
 
 def _top_keys(argmax: np.ndarray, str_tokens: list[str], k: int = 3) -> str:

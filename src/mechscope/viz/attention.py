@@ -140,14 +140,15 @@ def attention_widget(
         f'<script type="application/json" class="msattn-data">{data}</script>'
         f'<div class="msattn-controls"><label>layer <select class="msattn-layer">{layer_options}'
         f'</select></label><label>head <select class="msattn-head">{head_options}</select>'
-        f'</label><span>grid: {modes}</span><span class="msattn-readout"></span></div>'
-        '<div class="msattn-grid"></div>'
+        f'</label><span>grid: {modes}</span><label><input type="checkbox" class="msattn-sqrt">'
+        ' √ colour scale</label><span class="msattn-readout"></span></div>'
+        '<div class="msattn-body"><div class="msattn-grid"></div><div class="msattn-side">'
         + _strip("msattn-q", "from (query):", str_tokens)
         + _strip("msattn-k", "to (key):", str_tokens)
         + '<p class="note">Hover a query token to colour the keys it attends to; hover a key '
         "token to colour the queries that attend to it; click to keep. Click a thumbnail to "
         "enlarge its head; hover the heatmap (rows: queries, columns: keys) for a weight.</p>"
-        '<div class="msattn-big"><canvas></canvas></div>'
+        '<div class="msattn-big"><canvas></canvas></div></div></div>'
         "<noscript><p>The attention view needs JavaScript; the PNG view needs none.</p></noscript>"
         f"<script>{JS}</script></div>"
     )

@@ -19,11 +19,13 @@ CSS = """
 .msattn-controls { display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; align-items: center;
   margin-bottom: 0.5em; }
 .msattn-readout { font-family: ui-monospace, Menlo, monospace; color: #57606a; }
-.msattn-grid { display: grid; gap: 3px; margin: 0.4em 0 0.8em; justify-content: start;
+.msattn-body { display: flex; flex-wrap: wrap; gap: 0.5em 2em; align-items: flex-start; }
+.msattn-side { flex: 1 1 28em; min-width: 0; position: sticky; top: 0.5em; }
+.msattn-grid { display: grid; gap: 3px; margin: 0.2em 0 0.8em; justify-content: start;
   align-items: end; }
 .msattn-grid figure { margin: 0; text-align: center; cursor: pointer; }
 .msattn-grid figcaption { font-size: 10px; color: #57606a; }
-.msattn-grid canvas { image-rendering: pixelated; border: 2px solid transparent;
+.msattn-grid canvas { image-rendering: pixelated; border: 2px solid #eaeef2;
   background: #fff; display: block; }
 .msattn-grid canvas.msattn-sel { border-color: #d1242f; }
 .msattn-strip { margin: 0.25em 0; line-height: 2.1; }
@@ -45,7 +47,7 @@ JS = r"""
   var D = JSON.parse(root.querySelector("script.msattn-data").textContent);
   var T = D.tokens.length, L = D.layers.length, H = D.n_heads, S = D.scale;
   var st = { l: D.initial[0], h: D.initial[1], lockQ: D.initial[2], lockK: null,
-             q: D.initial[2], k: null, grid: "layer" };
+             q: D.initial[2], k: null, grid: "layer", sqrt: false };
   var $ = function (sel) { return root.querySelector(sel); };
   var $$ = function (sel) { return Array.prototype.slice.call(root.querySelectorAll(sel)); };
   var qToks = $$(".msattn-q .msattn-tok"), kToks = $$(".msattn-k .msattn-tok");
@@ -59,6 +61,7 @@ JS = r"""
   }
   function rgb(v) {  // white -> #4285f4, as mechscope.viz.html.heat_color
     v = Math.max(0, Math.min(1, v));
+    if (st.sqrt) { v = Math.sqrt(v); }  // shows weak weights; the numbers stay the weights
     return [Math.round(255 - 189 * v), Math.round(255 - 122 * v), Math.round(255 - 11 * v)];
   }
   function css(v) { var c = rgb(v); return "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")"; }
@@ -117,7 +120,7 @@ JS = r"""
     toks.forEach(function (el, i) {
       var v = values ? values[i] : 0;
       el.style.background = values ? css(v) : "";
-      el.style.color = v > 0.6 ? "#fff" : "";
+      el.style.color = (st.sqrt ? Math.sqrt(v) : v) > 0.6 ? "#fff" : "";
       el.dataset.w = values ? v.toFixed(3) : "";
       el.classList.toggle("msattn-on", i === on);
     });
@@ -204,6 +207,9 @@ JS = r"""
   big.addEventListener("mouseleave", function () { st.q = st.lockQ; st.k = st.lockK; update(); });
   layerSel.addEventListener("change", function () { pick(+layerSel.value, st.h); });
   headSel.addEventListener("change", function () { pick(st.l, +headSel.value); });
+  $("input.msattn-sqrt").addEventListener("change", function (ev) {
+    st.sqrt = ev.target.checked; buildGrid(); update();
+  });
   $$("input.msattn-mode").forEach(function (el) {
     el.addEventListener("change", function () {
       if (el.checked) { st.grid = el.value; buildGrid(); }
