@@ -8,9 +8,10 @@ is the one the label is about; in a causal LM the activation there depends only 
   ``number``) or after an ordinary word (label ``word``); balanced.
 - ``past_tense``: "is the sentence about a past event?" ``[time adverb,] name verb the object``
   with the verb in the past (``past``), present or future (``not_past``); the last token is the
-  object noun, which says nothing about the tense.
+  object noun (one of 218), which says nothing about the tense.
 - ``plural``: "is the subject plural?" ``The keys near the cabinet``: the label is the number of
-  the subject noun; the text ends on an attractor noun whose own number is random.
+  the subject noun; the text ends on an attractor noun (one of 218, singular or plural at
+  random) whose own number says nothing about the label.
 
 Each generator takes ``n`` (examples) and ``seed`` and is deterministic.
 """
@@ -24,24 +25,14 @@ from mechscope.probes.data import ProbeData
 
 __all__ = ["PROBE_SETS", "is_number", "past_tense", "plural"]
 
-NAMES = [
-    "Anna",
-    "Ben",
-    "Clara",
-    "David",
-    "Emma",
-    "Felix",
-    "Grace",
-    "Henry",
-    "Iris",
-    "Jack",
-    "Laura",
-    "Marco",
-    "Nina",
-    "Oscar",
-    "Paula",
-    "Sam",
-]
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+NAMES = _words(
+    "Anna Ben Clara David Emma Felix Grace Henry Iris Jack Laura Marco Nina Oscar Paula Sam "
+)
 SUBJECTS = [
     *NAMES,
     "The farmer",
@@ -52,45 +43,11 @@ SUBJECTS = [
     "She",
     "He",
 ]
-COUNT_VERBS = [
-    "bought",
-    "counted",
-    "sold",
-    "found",
-    "saw",
-    "painted",
-    "carried",
-    "ordered",
-    "packed",
-    "collected",
-]
-PLURAL_NOUNS = [
-    "apples",
-    "pears",
-    "boxes",
-    "chairs",
-    "books",
-    "bottles",
-    "candles",
-    "coins",
-    "stamps",
-    "shells",
-    "cups",
-    "plates",
-    "tickets",
-    "eggs",
-    "lemons",
-    "pencils",
-    "shirts",
-    "tiles",
-    "nails",
-    "cards",
-    "letters",
-    "flowers",
-    "baskets",
-    "bricks",
-    "keys",
-]
+COUNT_VERBS = _words("bought counted sold found saw painted carried ordered packed collected")
+PLURAL_NOUNS = _words(
+    "apples pears boxes chairs books bottles candles coins stamps shells cups plates tickets "
+    "eggs lemons pencils shirts tiles nails cards letters flowers baskets bricks keys "
+)
 PLACES = [
     "at the market",
     "in the shop",
@@ -101,25 +58,10 @@ PLACES = [
     "in the garden",
     "for the party",
 ]
-NUMBER_WORDS = [
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "fifteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-]
-PLAIN_WORDS = ["old", "small", "red", "fresh", "new", "cheap", "heavy", "broken", "wooden", "shiny"]
+NUMBER_WORDS = _words(
+    "two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty "
+)
+PLAIN_WORDS = _words("old small red fresh new cheap heavy broken wooden shiny")
 
 
 def _number(rng: random.Random) -> str:
@@ -166,38 +108,26 @@ VERBS = [  # (base, past, third person present)
     ("write", "wrote", "writes"),
     ("eat", "ate", "eats"),
 ]
-OBJECTS = [
-    "car",
-    "bicycle",
-    "house",
-    "garden",
-    "letter",
-    "picture",
-    "boat",
-    "window",
-    "fence",
-    "dog",
-    "bread",
-    "cake",
-    "kitchen",
-    "table",
-    "door",
-    "horse",
-    "road",
-    "bridge",
-    "shop",
-    "lamp",
-    "wall",
-    "truck",
-    "book",
-    "map",
-    "song",
-    "apple",
-    "train",
-    "river",
-    "piano",
-    "roof",
-]
+# Many regular nouns (plural: + "s"): the last token of past_tense and plural texts is one of
+# them, so the control task (a random label per last token) cannot be memorised from a few types.
+_OBJECT_WORDS = """
+anchor apple apron arrow axle badge bagel balloon banner barrel basket beacon bead bell belt
+bottle bowl bracelet brick bridge broom bubble bucket bulb button cabin cabinet cable cake camel
+camera candle canoe carpet cart castle cave chain chair chimney cloud coat coin collar comb
+computer cookie cottage crayon crown cup curtain cushion desk diamond door dragon drawer drum
+eagle engine envelope fan feather fence flag flower folder fountain frame garden gate giraffe
+glove goat guitar hammer handle harbor hat helmet hill horn horse hotel island jacket jar jewel
+kettle key kite ladder lamp lantern lemon letter lever lion magnet map marble market medal
+mirror monkey motor mountain mug napkin necklace needle nest note ocean onion orange oven owl
+paddle page pail painting pan panel paper parrot pebble pedal pen pencil piano picture pillow
+pipe planet plate pocket pond poster pot puppet puzzle rabbit radio rail ring river road robot
+rock rocket rope saddle sail sandal saucer scarf school screen seal shelter shield ship shirt
+shoe shovel signal skirt sled slipper snake sock sofa spoon stamp star statue stone stool stove
+street string sweater table tablet teapot tent ticket tiger tile toaster tower tractor trail
+train tray tree truck trumpet tunnel turtle umbrella valley vase violin wagon wall wallet whale
+wheel whistle window wing wire wizard yacht zebra
+"""
+OBJECTS = _words(_OBJECT_WORDS)
 ADVERBS = {
     "past": ["Yesterday", "Last week", "Two days ago", "Last night", "Long ago", "In 1990"],
     "present": ["Every day", "Usually", "Today", "Most mornings", "Often"],
@@ -243,23 +173,6 @@ NOUNS = [  # (singular, plural)
     ("doctor", "doctors"),
     ("plant", "plants"),
 ]
-ATTRACTORS = [
-    ("cabinet", "cabinets"),
-    ("table", "tables"),
-    ("window", "windows"),
-    ("door", "doors"),
-    ("tree", "trees"),
-    ("house", "houses"),
-    ("car", "cars"),
-    ("bench", "benches"),
-    ("wall", "walls"),
-    ("bridge", "bridges"),
-    ("shelf", "shelves"),
-    ("fence", "fences"),
-    ("river", "rivers"),
-    ("tower", "towers"),
-    ("statue", "statues"),
-]
 PREPOSITIONS = ["near", "behind", "next to", "beside", "under", "in front of", "above"]
 
 
@@ -270,7 +183,7 @@ def plural(n: int = 400, seed: int = 0) -> ProbeData:
     for i in range(n):
         many = i % 2 == 0
         subject = rng.choice(NOUNS)[int(many)]
-        attractor = rng.choice(ATTRACTORS)[rng.randint(0, 1)]
+        attractor = rng.choice(OBJECTS) + rng.choice(["", "s"])
         texts.append(f"The {subject} {rng.choice(PREPOSITIONS)} the {attractor}")
         labels.append("plural" if many else "singular")
     return _data("plural", texts, labels)
