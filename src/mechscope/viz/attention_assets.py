@@ -28,10 +28,10 @@ CSS = """
 .msattn-grid canvas { image-rendering: pixelated; border: 2px solid #eaeef2;
   background: #fff; display: block; }
 .msattn-grid canvas.msattn-sel { border-color: #d1242f; }
-.msattn-strip { margin: 0.25em 0; line-height: 2.1; }
+.msattn-strip { margin: 0.25em 0; line-height: 1.9; }
 .msattn-strip b { display: inline-block; min-width: 9.5em; font-weight: 600; color: #57606a; }
 .msattn-tok { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre;
-  padding: 1px 2px; margin: 0 1px; border: 1px solid #d0d7de; border-radius: 3px;
+  display: inline-block; line-height: 1.3; padding: 1px 2px; margin: 0 1px; border: 1px solid #d0d7de; border-radius: 3px;
   cursor: pointer; }
 .msattn-tok.msattn-on { outline: 2px solid #d1242f; }
 .msattn-big { overflow: auto; max-width: 100%; }
@@ -149,8 +149,8 @@ JS = r"""
     ctx.font = font;
     var lab = 0;
     D.tokens.forEach(function (t) { lab = Math.max(lab, ctx.measureText(t).width); });
-    lab = Math.min(Math.ceil(lab) + 10, 160);
     var cell = Math.max(5, Math.min(28, Math.floor(560 / T)));
+    lab = cell >= 8 ? Math.min(Math.ceil(lab) + 10, 160) : 4;  // no room for labels: hover
     var W = lab + cell * T + 4, Hh = lab + cell * T + 4, dpr = window.devicePixelRatio || 1;
     big.width = W * dpr; big.height = Hh * dpr;
     big.style.width = W + "px"; big.style.height = Hh + "px";
