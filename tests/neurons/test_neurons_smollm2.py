@@ -18,7 +18,7 @@ pytestmark = [
 
 def test_smollm2_layer_scan_equals_brute_force(smollm2) -> None:
     corpus = load_corpus()
-    stream = list(batches(corpus, smollm2.tokenizer, batch_size=8, seq_len=32, n_tokens=1024))
+    stream = list(batches(corpus, smollm2.tokenizer, batch_size=8, seq_len=32, n_tokens=512))
     readout = mlp_neurons(smollm2, 3)
     result = scan(smollm2, readout, stream, k=3)
     tokens = torch.cat(stream)
@@ -26,7 +26,7 @@ def test_smollm2_layer_scan_equals_brute_force(smollm2) -> None:
         _, cache = smollm2.run_with_cache(tokens, names=[readout.site])
     acts = cache[readout.site].float()  # [window pos d_mlp]: every neuron, all at once
     values, windows, positions = brute_topk(acts, 3)
-    assert result.n_tokens == 1024 and result.top.values.shape == (1536, 3)
+    assert result.n_tokens == 512 and result.top.values.shape == (1536, 3)
     assert torch.allclose(result.top.values, values, atol=1e-4)
     agree = (result.top.windows == windows) & (result.top.positions == positions)
     assert agree.float().mean() > 0.999  # only float near-ties between windows may swap

@@ -20,7 +20,7 @@ STYLE = """<style>
 .nwin span { border-radius: 2px; }
 .nwin span.peak { outline: 1.5px solid #1b1f24; }
 .nval { color: #57606a; display: inline-block; min-width: 5em; }
-.ntoks span { margin-right: 0.6em; }
+.ntoks span { margin-right: 0.6em; display: inline-block; }
 </style>"""
 
 
@@ -38,7 +38,7 @@ def window_html(tokens: list[str], acts: list[float], position: int, scale: floa
     spans = []
     for i, (tok, act) in enumerate(zip(tokens, acts, strict=True)):
         cls = ' class="peak"' if i == position else ""
-        text = escape(tok.replace("\n", "↵\n") if "\n" in tok else tok)
+        text = escape(tok.replace("\n", "↵"))  # one window stays one paragraph
         spans.append(
             f'<span{cls} style="background:{_shade(act, scale)}" '
             f'title="{escape(show_token(tok))}: {act:.4g}">{text}</span>'
