@@ -121,13 +121,29 @@ def test_repeat_run_reuses_a_complete_store(
     assert (tmp_path / first.manifest.shards[0].file).stat().st_mtime_ns == stamp
 
 
+def test_a_store_can_be_extended_or_cut(tiny: HookedModel, toy_corpus: Corpus, tmp_path) -> None:
+    kw = {"seq_len": 32, "shard_tokens": 320, "progress": False}  # 10 windows per shard
+    fresh = {n: harvest(tiny, SITE, toy_corpus, n, tmp_path / str(n), **kw) for n in (700, 1500)}
+    grown = harvest(tiny, SITE, toy_corpus, 700, tmp_path / "g", **kw)
+    first = [(tmp_path / "g" / s.file).stat().st_mtime_ns for s in grown.manifest.shards[:2]]
+    grown = harvest(tiny, SITE, toy_corpus, 1500, tmp_path / "g", **kw)
+    assert grown.manifest.shards == fresh[1500].manifest.shards  # shard 2 (60 rows) was redone
+    assert grown.manifest.norm_scales == fresh[1500].manifest.norm_scales
+    assert [
+        (tmp_path / "g" / s.file).stat().st_mtime_ns for s in grown.manifest.shards[:2]
+    ] == first
+    cut = harvest(tiny, SITE, toy_corpus, 700, tmp_path / "g", **kw)
+    assert cut.manifest.shards == fresh[700].manifest.shards
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == sorted(
+        ["manifest.json", *(s.file for s in cut.manifest.shards)]
+    )
+
+
 def test_other_settings_in_the_folder_is_an_error(
     tiny: HookedModel, toy_corpus: Corpus, tmp_path
 ) -> None:
     harvest(tiny, SITE, toy_corpus, 500, tmp_path, seq_len=32, progress=False)
-    with pytest.raises(
-        MechscopeError, match=r"other settings \(n_tokens, seed differ\).*--overwrite"
-    ):
+    with pytest.raises(MechscopeError, match=r"other settings \(seed differ\).*--overwrite"):
         harvest(tiny, SITE, toy_corpus, 600, tmp_path, seq_len=32, seed=1, progress=False)
     store = harvest(
         tiny, SITE, toy_corpus, 600, tmp_path, seq_len=32, seed=1, overwrite=True, progress=False

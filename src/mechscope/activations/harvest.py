@@ -100,8 +100,11 @@ def _config(model: Any, sites: list[str], corpus: Corpus, **kw: Any) -> dict[str
     }
 
 
-def _prepare_folder(folder: Path, config: dict[str, Any], overwrite: bool) -> set[int]:
-    """Check ``folder`` against ``config``; clean crash leftovers; return the done shard indices."""
+def _prepare_folder(
+    folder: Path, config: dict[str, Any], overwrite: bool
+) -> tuple[Manifest | None, list[ShardInfo]]:
+    """Check ``folder`` against ``config``; clean crash leftovers; return the old manifest and its
+    intact shards. Only ``n_tokens`` may differ: a store can be extended or cut short."""
     folder.mkdir(parents=True, exist_ok=True)
     ours = [p for p in folder.iterdir() if p.name.startswith(("shard-", ".shard-", ".manifest"))]
     if overwrite:
@@ -114,22 +117,26 @@ def _prepare_folder(folder: Path, config: dict[str, Any], overwrite: bool) -> se
                 f"{folder} is not empty and holds no activation store ({others[0]}, ...); "
                 "pick an empty or new folder"
             )
-        return set()
+        return None, []
     old = read_manifest(folder)
-    diff = sorted(k for k in {*old.config, *config} if old.config.get(k) != config.get(k))
+    keys = {*old.config, *config} - {"n_tokens"}
+    diff = sorted(k for k in keys if old.config.get(k) != config.get(k))
     if diff:
         raise MechscopeError(
             f"{folder} holds a harvest with other settings ({', '.join(diff)} differ); "
             "pick another output folder or pass --overwrite"
         )
-    listed = {s.file for s in old.shards}
-    for p in folder.iterdir():  # temporary files and shards the manifest does not list
+    return old, [s for s in old.shards if _size(folder / s.file) == s.bytes]
+
+
+def _drop_unlisted(folder: Path, shards: tuple[ShardInfo, ...]) -> None:
+    """Remove temporary files and shard files the manifest does not list (crash leftovers)."""
+    listed = {s.file for s in shards}
+    for p in folder.iterdir():
         if p.name.startswith((".shard-", ".manifest")) or (
             p.name.startswith("shard-") and p.name not in listed
         ):
             p.unlink(missing_ok=True)
-    ok = {s.index for s in old.shards if _size(folder / s.file) == s.bytes}
-    return ok
 
 
 def _size(path: Path) -> int:
@@ -238,18 +245,19 @@ def harvest(
         batch_size=batch_size, shard_windows=shard_windows, dtype=dtype, n_tokens=n_tokens,
     )  # fmt: skip
     folder = Path(out_dir)
-    done = _prepare_folder(folder, config, overwrite)
-    old = read_manifest(folder) if (folder / MANIFEST).exists() else None
-    if old is not None and old.complete and len(done) == len(old.shards):
+    old, intact = _prepare_folder(folder, config, overwrite)
+    if old is not None and old.complete and old.config == config and len(intact) == len(old.shards):
         return ActivationStore.open(folder)
+    expected = dict(_shard_rows(n_tokens, shard_windows * per_window))
     provenance = getattr(model, "provenance", {}) or {}
     manifest = Manifest(
         config,
         dims,
-        tuple(s for s in old.shards if s.index in done) if old else (),
+        tuple(s for s in intact if expected.get(s.index) == s.n_tokens),
         extra={"model_path": str(provenance.get("path", "")), "torch": torch.__version__},
     )
     save_manifest(folder, manifest)
+    _drop_unlisted(folder, manifest.shards)
     _run(model, corpus, manifest, folder, per_window, progress)
     return ActivationStore.open(folder)
 
