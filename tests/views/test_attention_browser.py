@@ -78,7 +78,8 @@ def run_page(tmp_path, body: str) -> dict:
     path = tmp_path / "view.html"
     path.write_text(page("test", [("a", body)]).replace("<body>", "<body>" + ERRORS, 1))
     path.write_text(path.read_text().replace("</body>", DRIVE + "</body>"))
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom"]  # fmt: skip
     done = subprocess.run([*args, path.as_uri()], capture_output=True, text=True, timeout=120)
     match = re.search(r'<pre id="out">(.*?)</pre>', done.stdout, re.S)
     assert match and match.group(1), f"no result from the page; stderr: {done.stderr[-2000:]}"
