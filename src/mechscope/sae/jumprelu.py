@@ -1,0 +1,94 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity
+with JumpReLU Sparse Autoencoders").
+
+Steps: ``latents = pre * H(pre - threshold)`` with a learned per-latent ``threshold = exp(log_threshold) > 0``; loss
+= squared error + ``l0_coefficient * sum_i H(pre_i - threshold_i)``. The Heaviside step has no
+useful gradient, so both the activation and the L0 penalty use straight-through estimators whose
+pseudo-derivative with respect to the threshold is a rectangle kernel of width ``bandwidth``:
+``d/dθ JumpReLU(z) = -(θ/ε) K((z-θ)/ε)`` and ``d/dθ H(z-θ) = -(1/ε) K((z-θ)/ε)`` with
+``K(u) = 1[|u| < 1/2]``. The pre-activations get the true gradient of JumpReLU (``H(z-θ)``) and
+none from the L0 term. Decoder rows are kept at unit norm.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mechscope.sae.base import SAE, SAEConfig, SAEOutput, register
+
+__all__ = ["JumpReluSAE", "jumprelu", "step"]
+
+
+def _rectangle(u: Tensor) -> Tensor:
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = grad * (pre > threshold)
+        grad_t = -(threshold / eps) * _rectangle((pre - threshold) / eps) * grad
+        return grad_pre, grad_t.reshape(-1, threshold.shape[-1]).sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_t = -(1.0 / eps) * _rectangle((pre - threshold) / eps) * grad
+        return None, grad_t.reshape(-1, threshold.shape[-1]).sum(0), None
+
+
+def jumprelu(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    """``pre * H(pre - threshold)`` with the rectangle-kernel STE for the threshold."""
+    return _JumpReLU.apply(pre, threshold, bandwidth)  # type: ignore[no-any-return]
+
+
+def step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    """``H(pre - threshold)`` with the rectangle-kernel STE for the threshold (the L0 penalty)."""
+    return _Step.apply(pre, threshold, bandwidth)  # type: ignore[no-any-return]
+
+
+@register("jumprelu")
+class JumpReluSAE(SAE):
+    """JumpReLU latents with a learned per-latent threshold and an L0 penalty."""
+
+    def __init__(self, cfg: SAEConfig, *, seed: int | None = 0) -> None:
+        super().__init__(cfg, seed=seed)
+        # Learned in log space (as SAELens does): Adam's steps are then relative changes of the
+        # threshold, which keeps it from jumping past every pre-activation and killing the latent.
+        init = torch.full((cfg.d_sae,), math.log(cfg.threshold), dtype=self.W_enc.dtype)
+        self.log_threshold = nn.Parameter(init)
+
+    @property
+    def threshold(self) -> Tensor:
+        """``[d_sae]`` per-latent thresholds, ``exp(log_threshold)``."""
+        return self.log_threshold.exp()
+
+    def activate(self, pre_acts: Tensor) -> Tensor:
+        return jumprelu(pre_acts, self.threshold, self.cfg.bandwidth)
+
+    def penalties(
+        self, out: SAEOutput, residual: Tensor, dead: Tensor | None, coef_scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        l0 = step(out.pre_acts, self.threshold, self.cfg.bandwidth).sum(-1).mean()
+        return {"l0_loss": self.cfg.l0_coefficient * coef_scale * l0}
