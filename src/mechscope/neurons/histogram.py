@@ -91,9 +91,9 @@ def fit_exponent(lo: Tensor, hi: Tensor, start: Tensor, bins: int) -> Tensor:
 def update_histogram(h: Histogram, x: Tensor) -> Histogram:
     """Add values ``x`` [n unit] (every row one token)."""
     x = x.float().cpu()
-    bins = h.counts.shape[1]
-    lo = torch.minimum(h.lo, x.min(0).values)
-    hi = torch.maximum(h.hi, x.max(0).values)
+    n_units, bins = h.counts.shape
+    low, high = torch.aminmax(x, dim=0)
+    lo, hi = torch.minimum(h.lo, low), torch.maximum(h.hi, high)
     exponent = fit_exponent(lo, hi, h.exponent, bins)
     offset = _bin(lo, exponent)
     # move the old counts onto the coarser grid: absolute bin a -> floor(a / 2**shift)
@@ -102,17 +102,17 @@ def update_histogram(h: Histogram, x: Tensor) -> Histogram:
     moved = torch.div(old, (2**shift)[:, None], rounding_mode="floor") - offset[:, None]
     counts = torch.zeros_like(h.counts)
     counts.scatter_add_(1, moved.clamp(0, bins - 1), h.counts)  # empty bins may clamp: they add 0
-    new = (_bin(x, exponent) - offset).T  # [unit n]
-    counts.scatter_add_(1, new, torch.ones_like(new))
-    xd = x.double()
+    # one flat bincount over (unit, bin) pairs: [n unit] -> unit * bins + bin
+    flat = _bin(x, exponent) - offset + torch.arange(n_units) * bins
+    counts += torch.bincount(flat.flatten(), minlength=n_units * bins).view(n_units, bins)
     return Histogram(
         counts=counts,
         exponent=exponent,
         offset=offset,
         lo=lo,
         hi=hi,
-        total=h.total + xd.sum(0),
-        total_sq=h.total_sq + (xd**2).sum(0),
+        total=h.total + x.sum(0).double(),  # float32 within a batch, float64 across batches
+        total_sq=h.total_sq + (x * x).sum(0).double(),
         positive=h.positive + (x > 0).sum(0),
         n=h.n + x.shape[0],
     )
