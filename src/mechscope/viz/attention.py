@@ -204,7 +204,7 @@ def attention_figure(
     n_pos = p.shape[-1]
     ticks = len(rows) * len(cols) <= 4 and n_pos <= 48
     panel = 5.0 if ticks else 1.3
-    fig = Figure(figsize=(0.6 + panel * len(cols), 0.5 + panel * len(rows)))
+    fig = Figure(figsize=(1.2 + panel * len(cols), 0.6 + panel * len(rows)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), len(cols), squeeze=False))
     shown = [show_token(t) for t in str_tokens]
     for i, r in enumerate(rows):
@@ -215,13 +215,13 @@ def attention_figure(
             if ticks:
                 ax.set_xticks(range(n_pos), shown, rotation=90, fontsize=8)
                 ax.set_yticks(range(n_pos), shown, fontsize=8)
-                ax.set_xlabel("key")
-                ax.set_ylabel("query")
+                ax.set_xlabel("key" if i == len(rows) - 1 else "")
+                ax.set_ylabel("query" if j == 0 else "")
             else:
                 ax.set_xticks([])
                 ax.set_yticks([])
-    if ticks:
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="attention weight")
+    shrink = 0.6 if ticks else min(0.6, 3 / len(rows))  # about 3 panels tall in a big grid
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=shrink, label="attention weight")
     if title:
         fig.suptitle(title)
     return fig
