@@ -23,6 +23,7 @@ Steps of :func:`pattern_scores`:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -46,6 +47,20 @@ def masked_score(pattern: Tensor, mask: Tensor) -> Tensor:
     hit = torch.einsum("bhqk,bqk->bh", pattern, m)
     n_queries = mask.any(-1).sum(-1).clamp(min=1).to(pattern.dtype)  # [batch]
     return hit / n_queries[:, None]
+
+
+def _reducer(built: dict[str, Tensor], totals: dict[str, Tensor], n_layers: int) -> Callable:
+    """The pattern hook: add each layer's summed scores [head] to ``totals``; stop after the last."""
+
+    def reduce(pattern: Tensor, hook: Any) -> None:
+        layer = int(hook.name.split(".")[1])
+        p = pattern.detach().float()
+        for name, mask in built.items():
+            totals[name][layer] += masked_score(p, mask.to(p.device)).sum(0).cpu()
+        if layer == n_layers - 1:
+            raise _Done
+
+    return reduce
 
 
 def pattern_scores(
@@ -72,16 +87,9 @@ def pattern_scores(
                     "use repeated sequences (mechscope.heads.repeated_tokens)"
                 )
 
-        def reduce(pattern: Tensor, hook) -> None:  # noqa: ANN001
-            layer = int(hook.name.split(".")[1])
-            p = pattern.detach().float()
-            for name, mask in built.items():
-                totals[name][layer] += masked_score(p, mask.to(p.device)).sum(0).cpu()
-            if layer == n_layers - 1:
-                raise _Done
-
         try:
-            with torch.no_grad(), model.hooks([("blocks.*.attn.hook_pattern", reduce)]):
+            hook = _reducer(built, totals, n_layers)
+            with torch.no_grad(), model.hooks([("blocks.*.attn.hook_pattern", hook)]):
                 model(chunk)
         except _Done:
             pass
