@@ -65,3 +65,34 @@ def test_without_control_and_folds(tiny, random_texts) -> None:
     (score,) = result.scores
     assert score.cv_mean is None and score.control_accuracy is None and score.selectivity is None
     assert np.isfinite(score.accuracy)
+
+
+def test_one_forward_per_batch_that_stops_after_the_last_site(tiny, random_texts) -> None:
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(random_texts(10, seed=2))]
+    rows += [{"text": rows[0]["text"], "label": 1, "position": 0}]  # same text: no extra run
+    calls = {"model": 0, "last_layer": 0}
+
+    def count(key: str):
+        def hook(*_: object, **__: object) -> None:
+            calls[key] += 1
+
+        return hook
+
+    layers = tiny.hf.get_submodule(tiny.family.layers)
+    handles = [
+        tiny.hf.register_forward_pre_hook(count("model")),
+        layers[2].register_forward_pre_hook(count("last_layer")),
+    ]
+    try:
+        got = harvest(
+            tiny,
+            from_rows(rows),
+            ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"],
+            batch_size=4,
+            quiet=True,
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == {"model": 3, "last_layer": 0}  # ceil(10 texts / 4); layer 2 never runs
+    assert got.features["blocks.0.hook_resid_post"].shape == (11, tiny.dims.d_model)
