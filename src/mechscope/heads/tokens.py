@@ -8,7 +8,9 @@ target) and exactly one token after that occurrence (the induction target), as i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -18,16 +20,21 @@ from mechscope.models.hooked import HookedModel
 Tensor = torch.Tensor
 
 
-def token_pool(model: HookedModel, need: int) -> list[int]:
-    """Token ids to draw from: the tokenizer's ordinary word tokens, else every non-special id."""
+@functools.lru_cache(maxsize=4)
+def _word_tokens(tok: Any) -> tuple[int, ...]:
     from mechscope.tasks.induction import word_tokens
 
+    try:
+        return tuple(word_tokens(tok))
+    except MechscopeError:
+        return ()
+
+
+def token_pool(model: HookedModel, need: int) -> list[int]:
+    """Token ids to draw from: the tokenizer's ordinary word tokens, else every non-special id."""
     tok = model.tokenizer
     if tok is not None:
-        try:
-            words = word_tokens(tok)
-        except MechscopeError:
-            words = []
+        words = list(_word_tokens(tok))  # decoding a 50k vocabulary takes ~1 s: done once
         if len(words) >= need:
             return words
         special = set(getattr(tok, "all_special_ids", []) or [])
