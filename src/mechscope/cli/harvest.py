@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import click
 
@@ -91,7 +92,7 @@ def harvest(
     count = parse_tokens(n_tokens)
     hooked = load_model(model, quiet=quiet)
     text = load_corpus(corpus)
-    before = _done_tokens(out_dir, read_manifest)
+    before = _old_shards(out_dir, read_manifest)
     start = time.perf_counter()
     store = run_harvest(
         hooked, list(sites), text, count, out_dir, seq_len=seq_len, batch_size=batch_size,
@@ -100,9 +101,10 @@ def harvest(
     )  # fmt: skip
     seconds = time.perf_counter() - start
     m = store.manifest
-    new = m.n_tokens - (0 if overwrite else before)
+    kept = 0 if overwrite else sum(s.n_tokens for s in m.shards if s in before)
+    new = m.n_tokens - kept
     rate = f", {new / seconds:,.0f} tokens/s" if new > 0 and seconds > 0 else ""
-    resumed = f" (resumed at {before:,})" if before and not overwrite and new > 0 else ""
+    resumed = f" (resumed at {kept:,})" if kept and new > 0 else ""
     click.echo(
         f"{out_dir}: {m.n_tokens:,} tokens x {', '.join(f'{s} [{m.dims[s]}]' for s in m.sites)}, "
         f"{len(m.shards)} shards, {m.dtype}{resumed}{rate}"
@@ -111,13 +113,14 @@ def harvest(
         click.echo(f"note: the corpus ran out after {m.n_tokens:,} of {count:,} tokens", err=True)
 
 
-def _done_tokens(out_dir: str, read_manifest: object) -> int:
+def _old_shards(out_dir: str, read_manifest: Any) -> list[Any]:
+    """The shards a store in ``out_dir`` lists already (none if there is no store)."""
     from mechscope.errors import MechscopeError
 
     try:
-        return read_manifest(out_dir).n_tokens  # type: ignore[operator]
+        return list(read_manifest(out_dir).shards)
     except MechscopeError:
-        return 0
+        return []
 
 
 __all__ = ["harvest", "parse_tokens"]
