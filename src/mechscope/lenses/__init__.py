@@ -1,7 +1,8 @@
 """Lenses: read intermediate residual streams as next-token predictions.
 
-Every lens is one file with the signature ``lens(model, tokens, *, target=None, top_k=5, site=...)
--> result dataclass`` and is listed in :data:`LENSES`.
+Every lens is one file with the signature ``lens(model, tokens, *, target=None, top_k=5, ...)
+-> LogitLensResult`` and is listed in :data:`LENSES`: ``logit`` (the model's own final norm and
+unembedding) and ``tuned`` (a learned affine translator per layer first; pass ``lens=``).
 """
 
 from __future__ import annotations
@@ -9,8 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mechscope.lenses.logit_lens import SITES, LogitLensResult, lens_logits, logit_lens
+from mechscope.lenses.evaluate import LensKL, held_out_kl
+from mechscope.lenses.logit_lens import SITES, LogitLensResult, lens_logits, logit_lens, read_lens
+from mechscope.lenses.tuned_lens import TunedLens, model_fingerprint, tuned_lens
+from mechscope.lenses.tuned_train import TrainConfig, train_tuned_lens
 
-LENSES: dict[str, Callable[..., Any]] = {"logit": logit_lens}
+LENSES: dict[str, Callable[..., Any]] = {"logit": logit_lens, "tuned": tuned_lens}
 
-__all__ = ["LENSES", "SITES", "LogitLensResult", "lens_logits", "logit_lens"]
+__all__ = [
+    "LENSES",
+    "SITES",
+    "LensKL",
+    "LogitLensResult",
+    "TrainConfig",
+    "TunedLens",
+    "held_out_kl",
+    "lens_logits",
+    "logit_lens",
+    "model_fingerprint",
+    "read_lens",
+    "train_tuned_lens",
+    "tuned_lens",
+]

@@ -7,16 +7,19 @@ Steps:
    time, passed through the model's own final norm and unembedding (``run_from`` at
    ``layer == n_layers`` calls the HF modules themselves, so nothing is re-implemented);
 3. softmax over the vocabulary gives, per layer and position, the top-k next tokens and, for an
-   optional target token, its rank (0 = most likely) and probability.
+   optional target token, its rank (0 = most likely) and probability;
+4. ``KL(final || lens)`` in nats per layer and position compares each reading with the model's
+   own output distribution.
 
-At the last layer of ``resid_post`` this is exactly the model's output, which the tests check.
+At the last layer of ``resid_post`` this is exactly the model's output (KL 0), which the tests
+check. :func:`read_lens` is shared with the tuned lens, which translates each residual first.
 
 nostalgebraist, "interpreting GPT: the logit lens", LessWrong (2020).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,10 @@ SITES = ("resid_pre", "resid_mid", "resid_post")
 # Logits held at once, in floats: bounds memory on long prompts and large vocabularies.
 _CHUNK_ELEMENTS = 1 << 25
 
-__all__ = ["SITES", "LogitLensResult", "lens_logits", "logit_lens"]
+# (resid [n pos d_model], layers [n]) -> translated resid; the tuned lens's translators
+Translate = Callable[[Tensor, Tensor], Tensor]
+
+__all__ = ["SITES", "LogitLensResult", "Translate", "lens_logits", "logit_lens", "read_lens"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,10 +57,18 @@ class LogitLensResult:
     target: int | None = None  # token id whose rank and probability are tracked
     target_rank: np.ndarray | None = None  # [layer pos] 0 = the target is the top-1 token
     target_prob: np.ndarray | None = None  # [layer pos]
+    kl: np.ndarray | None = None  # [layer pos] KL(final || lens) in nats
+    lens: str = "logit"  # which lens read the residuals: logit or tuned
+
+    def mean_kl(self) -> np.ndarray:
+        """[layer] KL(final || lens) averaged over the positions read."""
+        if self.kl is None:
+            raise MechscopeError("this lens result has no KL")
+        return self.kl.mean(axis=1)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of plain lists."""
-        out: dict[str, Any] = {"site": self.site, "target": self.target}
+        out: dict[str, Any] = {"lens": self.lens, "site": self.site, "target": self.target}
         for name in (
             "layers",
             "tokens",
@@ -63,6 +77,7 @@ class LogitLensResult:
             "top_probs",
             "target_rank",
             "target_prob",
+            "kl",
         ):
             value = getattr(self, name)
             out[name] = None if value is None else value.tolist()
@@ -93,15 +108,21 @@ def _positions(positions: Sequence[int] | None, n_pos: int) -> list[int]:
     return [p % n_pos for p in positions]
 
 
-def _residuals(model: HookedModel, tokens: Tensor, site: str) -> Tensor:
-    """The cached residual stream of every layer, [layer pos d_model]."""
+def check_site(model: HookedModel, site: str) -> str:
+    """``site`` if the model has it at every layer, else a :class:`MechscopeError`."""
     if site not in SITES:
         raise MechscopeError(f"site must be one of {', '.join(SITES)}, not {site!r}")
     pattern = f"blocks.*.hook_{site}"
     if f"blocks.0.hook_{site}" not in model.sites:
         raise MechscopeError(f"{model.family.name} models have no {site} site; use resid_post")
-    _, cache = model.run_with_cache(tokens, names=pattern)
-    return stack(cache, pattern)[:, 0]
+    return pattern
+
+
+def _residuals(model: HookedModel, tokens: Tensor, site: str) -> tuple[Tensor, Tensor]:
+    """The cached residual stream of every layer [layer pos d_model] and the logits [pos d_vocab]."""
+    pattern = check_site(model, site)
+    logits, cache = model.run_with_cache(tokens, names=pattern)
+    return stack(cache, pattern)[:, 0], logits[0].float()
 
 
 def _unembed(model: HookedModel, resid: Tensor) -> Tensor:
@@ -115,7 +136,7 @@ def lens_logits(model: HookedModel, tokens: Tensor | str, *, site: str = "resid_
     """Logit-lens logits of one prompt, [layer pos d_vocab] (all of them: mind the memory)."""
     tokens = _as_tokens(model, tokens)
     with torch.inference_mode():
-        return _unembed(model, _residuals(model, tokens, site))
+        return _unembed(model, _residuals(model, tokens, site)[0])
 
 
 def logit_lens(
@@ -132,25 +153,47 @@ def logit_lens(
     ``tokens`` is ``[pos]``, ``[1 pos]`` or a string. ``site`` is ``resid_post`` (row L is the
     output of block L), ``resid_pre`` (row 0 is the embedding) or ``resid_mid``. ``positions``
     (negative counts from the end) limits the reading to some positions; None reads them all.
+    The result's ``kl`` is KL(final || lens) per layer and position.
     """
+    return read_lens(model, tokens, target=target, top_k=top_k, site=site, positions=positions)
+
+
+def read_lens(
+    model: HookedModel,
+    tokens: Tensor | str,
+    *,
+    target: int | None = None,
+    top_k: int = 5,
+    site: str = "resid_post",
+    positions: Sequence[int] | None = None,
+    translate: Translate | None = None,
+    lens: str = "logit",
+) -> LogitLensResult:
+    """:func:`logit_lens`, with each layer's residual passed through ``translate`` first."""
     d_vocab = model.dims.d_vocab
     if not 1 <= top_k <= d_vocab:
         raise MechscopeError(f"top_k must lie in [1, {d_vocab}], got {top_k}")
     if target is not None and not 0 <= target < d_vocab:
         raise MechscopeError(f"target token id must lie in [0, {d_vocab}), got {target}")
     tokens = _as_tokens(model, tokens)
-    top_ids, top_probs, ranks, probs = [], [], [], []
+    top_ids, top_probs, ranks, probs, kls = [], [], [], [], []
     with torch.inference_mode():
         read = _positions(positions, tokens.shape[1])
-        resid = _residuals(model, tokens, site)[:, read]  # [layer pos d_model]
+        resid, final = _residuals(model, tokens, site)
+        resid, final = resid[:, read], final[read].log_softmax(-1)  # final: [pos d_vocab]
         n_layers, n_pos = resid.shape[:2]
         chunk = max(1, _CHUNK_ELEMENTS // (n_pos * d_vocab))
         for start in range(0, n_layers, chunk):
-            logits = _unembed(model, resid[start : start + chunk])  # [chunk pos d_vocab]
-            p = logits.softmax(-1)
+            part = resid[start : start + chunk]
+            if translate is not None:
+                part = translate(part, torch.arange(start, start + part.shape[0]))
+            logits = _unembed(model, part)  # [chunk pos d_vocab]
+            logp = logits.log_softmax(-1)
+            p = logp.exp()
             top = p.topk(top_k, dim=-1)
             top_ids.append(top.indices)
             top_probs.append(top.values)
+            kls.append((final.exp() * (final - logp)).sum(-1).clamp_min(0))
             if target is not None:
                 ranks.append((logits > logits[..., target, None]).sum(-1))
                 probs.append(p[..., target])
@@ -164,4 +207,6 @@ def logit_lens(
         target=target,
         target_rank=torch.cat(ranks).cpu().numpy() if ranks else None,
         target_prob=torch.cat(probs).cpu().numpy() if probs else None,
+        kl=torch.cat(kls).cpu().numpy(),
+        lens=lens,
     )
