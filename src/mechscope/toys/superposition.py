@@ -40,8 +40,10 @@ Tensor = torch.Tensor
 # A feature counts as represented when its column of W has at least this norm (the paper's bars).
 REPRESENTED = 0.5
 EVAL_SAMPLES = 16384
+POLYGONS = {3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon"}
 
 __all__ = [
+    "POLYGONS",
     "REPRESENTED",
     "Geometry",
     "ToyResult",
@@ -356,11 +358,13 @@ class Geometry:
     dimensions_per_feature: float
 
     def describe(self) -> str:
+        """E.g. ``5 represented, pentagon`` or ``4 represented, square, 2 antipodal pairs``."""
         parts = [f"{len(self.represented)} represented"]
         if self.polygon:
-            parts.append(f"regular {self.polygon}-gon")
+            parts.append(POLYGONS.get(self.polygon, f"regular {self.polygon}-gon"))
         if self.antipodal:
-            parts.append(f"{len(self.antipodal)} antipodal pair(s)")
+            n = len(self.antipodal)
+            parts.append(f"{n} antipodal pair{'s' if n > 1 else ''}")
         return ", ".join(parts)
 
 

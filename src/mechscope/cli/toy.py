@@ -1,0 +1,171 @@
+"""``mechscope toy``: toy models with a known answer (``toy superposition``: Elhage et al. 2022)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mechscope.cli.common import quiet_option
+from mechscope.errors import MechscopeError
+
+DEFAULT_SPARSITIES = "0,0.5,0.8,0.9,0.95,0.99"
+PHASE_MARKS = (".", "D", "S")  # not represented, dedicated, superposition
+
+
+@click.group()
+def toy() -> None:
+    """Toy models whose answer is known: train them, look at their geometry."""
+
+
+@toy.command("superposition")
+@click.option("--features", "-n", default=5, show_default=True, help="Features n.")
+@click.option("--hidden", "-m", default=2, show_default=True, help="Hidden dimensions m < n.")
+@click.option(
+    "--sparsity",
+    "sparsities",
+    default=DEFAULT_SPARSITIES,
+    show_default=True,
+    help="Comma-separated sparsities S (a feature is present with probability 1 - S).",
+)
+@click.option("--importance", default=0.9, show_default=True, help="Decay r: I_i = r**i.")
+@click.option("--steps", default=2000, show_default=True, help="Adam steps of the sweep.")
+@click.option("--replicas", default=4, show_default=True, help="Starts per sparsity (best kept).")
+@click.option("--phase-steps", default=1000, show_default=True, help="Steps of the phase diagram.")
+@click.option(
+    "--grid",
+    default=8,
+    show_default=True,
+    help="Phase diagram cells per axis (even: no r = 1 tie).",
+)
+@click.option("--phase/--no-phase", default=True, help="Also the 2-features-in-1 phase diagram.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here.")
+@click.option("--png", "png_out", type=click.Path(dir_okay=False), help="Write a PNG here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
+@quiet_option
+def superposition(
+    features: int,
+    hidden: int,
+    sparsities: str,
+    importance: float,
+    steps: int,
+    replicas: int,
+    phase_steps: int,
+    grid: int,
+    phase: bool,
+    seed: int,
+    html_out: str | None,
+    png_out: str | None,
+    json_out: str | None,
+    quiet: bool,
+) -> None:
+    """Train toy models of superposition over a sparsity sweep, and the phase diagram."""
+    import numpy as np
+
+    from mechscope.toys.phase import phase_diagram
+    from mechscope.toys.superposition import train_toy
+
+    sweep = _parse_sparsities(sparsities)
+    result = train_toy(
+        features,
+        hidden,
+        sweep,
+        importance,
+        steps=steps,
+        seed=seed,
+        replicas=replicas,
+        batch_size=256,
+        quiet=quiet,
+    )
+    diagram = None
+    if phase:
+        if grid < 2:
+            raise MechscopeError(f"--grid must be at least 2, got {grid}")
+        importances, densities = np.geomspace(0.1, 10.0, grid), np.geomspace(1.0, 0.01, grid)
+        diagram = phase_diagram(importances, densities, steps=phase_steps, seed=seed, quiet=quiet)
+    _write(result, diagram, html_out, png_out, json_out)
+    _summary(result, diagram, importance)
+
+
+def _parse_sparsities(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise MechscopeError(f"--sparsity {text!r} is not a comma-separated list like 0,0.9,0.99")
+    return values
+
+
+def _write(
+    result: Any, diagram: Any, html_out: str | None, png_out: str | None, json_out: str | None
+) -> None:
+    import json
+
+    from mechscope.viz.html import save_png
+    from mechscope.viz.superposition import overview_figure, superposition_page
+
+    if json_out:
+        payload = {"sweep": result.to_dict()}
+        if diagram is not None:
+            payload["phase_diagram"] = diagram.to_dict()
+        Path(json_out).write_text(json.dumps(payload, indent=1))
+        click.echo(f"wrote {json_out}", err=True)
+    if html_out:
+        Path(html_out).write_text(superposition_page(result, diagram), encoding="utf-8")
+        click.echo(f"wrote {html_out}", err=True)
+    if png_out:
+        save_png(overview_figure(result, diagram), png_out)
+        click.echo(f"wrote {png_out}", err=True)
+
+
+def _summary(result: Any, diagram: Any, importance: float) -> None:
+    from mechscope.toys.superposition import geometry
+
+    click.echo(
+        f"{result.n_features} features in {result.n_hidden} dimensions, importance "
+        f"{importance}**i, {result.steps} steps, seed {result.seed}"
+    )
+    polygons: dict[int, list[str]] = {}
+    antipodal = []
+    for s, w in zip(result.sparsities, result.W, strict=True):
+        g = geometry(w)
+        click.echo(
+            f"  S = {float(s):<6.4g} {g.describe()}, {g.dimensions_per_feature:.2f} dims/feature"
+        )
+        if g.polygon:
+            polygons.setdefault(g.polygon, []).append(f"{float(s):g}")
+        if g.antipodal:
+            antipodal.append(f"{float(s):g}")
+    if result.n_hidden == 2:
+        for k, at in sorted(polygons.items()):
+            click.echo(f"regular {k}-gon at S = {', '.join(at)}")
+        pentagon = "yes" if 5 in polygons else "no"
+        click.echo(f"pentagon: {pentagon}")
+    click.echo(f"antipodal pairs: {'at S = ' + ', '.join(antipodal) if antipodal else 'none'}")
+    if diagram is not None:
+        _phase_summary(diagram)
+
+
+def _phase_summary(diagram: Any) -> None:
+    from mechscope.toys.phase import PHASES
+
+    click.echo(
+        "phase of feature 2 (2 features, 1 dimension); rows: relative importance, "
+        "columns: density 1-S"
+    )
+    click.echo("        " + " ".join(f"{d:>5.3g}" for d in diagram.density))
+    for r, row in zip(diagram.relative_importance, diagram.phase, strict=True):
+        click.echo(f"  {r:>5.3g} " + " ".join(f"{PHASE_MARKS[int(c)]:>5s}" for c in row))
+    legend = ", ".join(f"{m} = {p}" for m, p in zip(PHASE_MARKS, PHASES, strict=True))
+    click.echo(f"  ({legend})")
+    if diagram.expected is not None:
+        click.echo(
+            f"agreement with the exact expected-loss optimum: {diagram.agreement():.0%} "
+            f"of {diagram.phase.size} cells"
+        )
+
+
+__all__ = ["superposition", "toy"]
