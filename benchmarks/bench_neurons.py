@@ -7,6 +7,10 @@ before the pass. Flat RSS
 growth across checkpoints shows memory does not grow with tokens. Usage:
 
     OMP_NUM_THREADS=1 python benchmarks/bench_neurons.py [--tokens 200000] [--layer 15]
+
+``--compare`` instead times, on the same batches and interleaved (so a shared machine's load hits
+all alike), a full forward (logits) against the neuron pass stopped at layers 2, 15 and 29, in
+process CPU seconds per 1,000 tokens and wall tokens/s.
 """
 
 from __future__ import annotations
@@ -44,6 +48,35 @@ class Sampler(threading.Thread):
             self.high = max(self.high, rss_mb())
 
 
+def compare(model, corpus, args) -> None:
+    from mechscope.neurons import capture_site
+    from mechscope.neurons.histogram import empty_histogram, update_histogram
+    from mechscope.neurons.topk import empty_topk, update_topk
+
+    stream = list(batches(corpus, model.tokenizer, batch_size=args.batch_size,
+                          seq_len=args.seq_len, n_tokens=args.tokens))  # fmt: skip
+    readouts = {f"scan layer {i}": mlp_neurons(model, i) for i in (2, 15, 29)}
+    cpu = dict.fromkeys(["full forward", *readouts], 0.0)
+    wall = dict.fromkeys(cpu, 0.0)
+    for tokens in stream:
+        for name in cpu:
+            c0, w0 = time.process_time(), time.perf_counter()
+            if name == "full forward":
+                with torch.no_grad():
+                    model(tokens)
+            else:
+                r = readouts[name]
+                acts = r.read(capture_site(model, r.site, tokens)).float()
+                update_topk(empty_topk(r.n_units, args.k, args.seq_len), acts, tokens, 0)
+                update_histogram(empty_histogram(r.n_units), acts.reshape(-1, r.n_units))
+            cpu[name] += time.process_time() - c0
+            wall[name] += time.perf_counter() - w0
+    n = sum(t.numel() for t in stream)
+    for name in cpu:
+        print(f"{name:>14s}: {1000 * cpu[name] / n:6.2f} CPU-s per 1k tokens, "
+              f"{n / wall[name]:6.0f} tok/s wall ({n} tokens)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=200_000)
@@ -52,11 +85,15 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compare", action="store_true", help="full forward vs early stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = mechscope.load("smollm2-135m", progress=False)
     corpus = load_corpus()
     readout = mlp_neurons(model, args.layer)
+    if args.compare:
+        compare(model, corpus, args)
+        return
     with torch.no_grad():  # warm up once so allocator pools exist before the baseline
         model(torch.zeros((args.batch_size, args.seq_len), dtype=torch.long))
     base, base_peak = rss_mb(), peak_mb()
