@@ -122,7 +122,7 @@ def _write(
 
 
 def _summary(result: Any, diagram: Any, importance: float) -> None:
-    from mechscope.toys.superposition import geometry
+    from mechscope.toys.superposition import POLYGONS, geometry
 
     click.echo(
         f"{result.n_features} features in {result.n_hidden} dimensions, importance "
@@ -141,7 +141,7 @@ def _summary(result: Any, diagram: Any, importance: float) -> None:
             antipodal.append(f"{float(s):g}")
     if result.n_hidden == 2:
         for k, at in sorted(polygons.items()):
-            click.echo(f"regular {k}-gon at S = {', '.join(at)}")
+            click.echo(f"{POLYGONS.get(k, f'regular {k}-gon')} at S = {', '.join(at)}")
         pentagon = "yes" if 5 in polygons else "no"
         click.echo(f"pentagon: {pentagon}")
     click.echo(f"antipodal pairs: {'at S = ' + ', '.join(antipodal) if antipodal else 'none'}")

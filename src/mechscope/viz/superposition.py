@@ -154,7 +154,7 @@ def _draw_phase(ax, relative_importance, density, phase, expected) -> None:
     ax.set_xlabel("feature density 1 - S")
     ax.set_ylabel("relative importance of feature 2")
     handles = [_patch(c, name) for c, name in zip(PHASE_COLORS, PHASES, strict=True)]
-    ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.9)
+    ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.9)
 
 
 def _log_edges(values: np.ndarray) -> np.ndarray:
