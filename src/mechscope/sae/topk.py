@@ -26,6 +26,7 @@ class TopKSAE(SAE):
 
     uses_auxk = True
     aux_coefficient: float = 1 / 32  # set by the trainer
+    sparse_training: bool = True  # False: plain dense autograd (for comparison; no AuxK)
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         values, idx = pre_acts.topk(self.cfg.k, dim=-1, sorted=False)  # type: ignore[arg-type]
@@ -40,7 +41,9 @@ class TopKSAE(SAE):
         return rows, cols
 
     def forward(self, x: Tensor) -> SAEOutput:  # type: ignore[override]
-        if not (self.training and torch.is_grad_enabled() and x.dim() == 2):
+        if not (
+            self.sparse_training and self.training and torch.is_grad_enabled() and x.dim() == 2
+        ):
             return super().forward(x)
         self.check_input(x)
         x_c = self.scale_in(x)

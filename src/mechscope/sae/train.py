@@ -10,7 +10,9 @@ Steps of :func:`fit`, per batch (``[batch d_in]``, or ``(x_in, x_out)`` for a tr
 3. when the architecture keeps unit-norm decoder rows, the gradient's component along each row is
    removed before the Adam step and the rows are renormalised after it;
 4. bookkeeping: tokens since each latent last fired, L0, FVU, dead fraction; a progress bar; a
-   checkpoint every ``checkpoint_every`` steps (see :mod:`mechscope.sae.checkpoint`).
+   checkpoint every ``checkpoint_every`` steps (see :mod:`mechscope.sae.checkpoint`);
+5. optionally, every ``resample_every`` steps, dead latents are re-initialised
+   (:mod:`mechscope.sae.resample`).
 
 Trainers see tensors, not sources: the caller owns the activation store. Resuming skips the first
 ``step`` batches of the iterator, so pass the same deterministic iterator from its start.
@@ -31,6 +33,7 @@ from mechscope.errors import MechscopeError
 from mechscope.progress import progress as progress_bar
 from mechscope.sae.base import SAE, SAEOutput
 from mechscope.sae.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from mechscope.sae.resample import resample_dead
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "lr_at"]
 
@@ -53,6 +56,8 @@ class TrainConfig:
     aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK)
     dead_window_tokens: int = 1_000_000  # a latent silent for this many tokens is dead
     grad_clip: float | None = None  # max global gradient norm
+    resample_every: int | None = None  # steps between resamplings of dead latents (None: never)
+    resample_until: float = 0.5  # fraction of the steps after which resampling stops
     init_b_dec: bool = True  # start b_dec at the mean of the first batch (of the targets)
     seed: int = 0
     checkpoint_every: int | None = None  # steps between checkpoints (with checkpoint_dir)
@@ -139,7 +144,17 @@ def fit(
         x, target = _split(sae, batch)
         if step == 0 and cfg.init_b_dec:
             _init_b_dec(sae, x if target is None else target)
-        record = train_step(sae, opt, x, target, state, cfg, step)
+        record, out = train_step(sae, opt, x, target, state, cfg, step)
+        if (
+            cfg.resample_every
+            and (step + 1) % cfg.resample_every == 0
+            and step + 1 <= cfg.resample_until * cfg.total_steps
+        ):
+            dead = state.tokens_since_fired >= cfg.dead_window_tokens
+            record["resampled"] = float(
+                resample_dead(sae, opt, x, target, out, dead, seed=cfg.seed * 1_000_003 + step)
+            )
+            state.tokens_since_fired[dead] = 0
         recent = (recent + [record])[-20:]
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.total_steps:
             state.history.append(record)
@@ -164,8 +179,8 @@ def train_step(
     state: TrainState,
     cfg: TrainConfig,
     step: int,
-) -> dict[str, float]:
-    """One optimiser step on one batch; updates ``state`` and returns the step's numbers."""
+) -> tuple[dict[str, float], SAEOutput]:
+    """One optimiser step on one batch; updates ``state``; returns the step's numbers and output."""
     lr = lr_at(cfg, step)
     for group in opt.param_groups:
         group["lr"] = lr
@@ -183,9 +198,10 @@ def train_step(
     if sae.unit_norm_decoder:
         sae.normalise_decoder()
     sae.after_step(out)
-    return _bookkeeping(
+    record = _bookkeeping(
         x if target is None else target, out, terms, state, lr, cfg.dead_window_tokens
     )
+    return record, out
 
 
 @torch.no_grad()

@@ -1,0 +1,199 @@
+"""The trainer: schedule, unit-norm decoders, dead-latent bookkeeping, exact resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import synthetic as syn
+import torch
+
+from mechscope.errors import MechscopeError
+from mechscope.sae import SAE, SAEConfig, TrainConfig, fit
+from mechscope.sae.train import lr_at
+
+
+def small(arch: str, **kw) -> SAE:
+    cfg = SAEConfig(
+        arch=arch, d_in=16, d_sae=48, k=3 if "topk" in arch else None, normalize_scale=0.5, **kw
+    )
+    return SAE(cfg, seed=1)
+
+
+def data(n: int, seed: int = 2):
+    return syn.batches(syn.dictionary(32, 16, seed=5), n, 64, seed=seed)
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, decay="linear", decay_fraction=0.2)
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 50) == 1.0 and lr_at(cfg, 79) == 1.0
+    assert lr_at(cfg, 80) == pytest.approx(1.0) and lr_at(cfg, 90) == pytest.approx(0.5)
+    assert lr_at(cfg, 99) == pytest.approx(0.05)
+    cos = TrainConfig(steps=110, lr=1.0, warmup_steps=10, decay="cosine")
+    assert lr_at(cos, 10) == pytest.approx(1.0) and lr_at(cos, 60) == pytest.approx(0.5)
+    assert TrainConfig(tokens=1000, batch_size=64).total_steps == 15
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({}, "exactly one of steps or tokens"),
+        ({"steps": 5, "tokens": 5}, "exactly one of steps or tokens"),
+        ({"tokens": 10, "batch_size": 64}, "at least one step"),
+        ({"steps": 5, "decay": "step"}, "unknown learning-rate decay"),
+        ({"steps": 5, "lr": -1.0}, "learning rate"),
+    ],
+)
+def test_train_config_errors(kw, match):
+    with pytest.raises(MechscopeError, match=match):
+        TrainConfig(**kw)
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
+def test_fit_runs_and_keeps_invariants(arch):
+    sae = small(arch)
+    res = fit(
+        sae,
+        data(30),
+        TrainConfig(steps=30, lr=3e-3, log_every=10, dead_window_tokens=640),
+        progress=False,
+    )
+    assert res.steps == 30 and res.tokens == 30 * 64 and not sae.training
+    assert [h["step"] for h in res.history] == [10.0, 20.0, 30.0]
+    assert res.history[-1]["fvu"] < res.history[0]["fvu"] * 1.5 and 0 <= res.dead_fraction <= 1
+    if sae.unit_norm_decoder:
+        torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(48))
+    if arch == "topk":
+        assert res.l0 <= 3
+    if arch == "batchtopk":
+        assert float(sae.threshold) > 0  # learned for inference
+
+
+def test_batches_run_out_early():
+    res = fit(small("topk"), data(4), TrainConfig(steps=10), progress=False)
+    assert res.steps == 4
+
+
+def test_dead_latents_get_auxk():
+    """Latents that never fire are marked dead after the window and the AuxK term appears."""
+    sae = small("topk")
+    with torch.no_grad():
+        sae.b_enc[:24] = -100.0  # half the latents can never win the top-k
+    res = fit(
+        sae,
+        data(12),
+        TrainConfig(steps=12, lr=1e-3, log_every=1, dead_window_tokens=256),
+        progress=False,
+    )
+    early, late = res.history[2], res.history[-1]
+    assert "auxk_loss" not in early and early["dead_fraction"] == 0.0
+    assert late["dead_fraction"] >= 0.5 and late["auxk_loss"] > 0
+
+
+def test_pairs_and_tensors_are_checked():
+    with pytest.raises(MechscopeError, match="transcoder"):
+        fit(
+            small("relu"),
+            iter([(torch.randn(4, 16), torch.randn(4, 16))]),
+            TrainConfig(steps=1),
+            progress=False,
+        )
+    tc = small("relu", out_hook_name="blocks.0.hook_mlp_out")
+    with pytest.raises(MechscopeError, match="pairs"):
+        fit(tc, iter([torch.randn(4, 16)]), TrainConfig(steps=1), progress=False)
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
+def test_resume_is_exact(tmp_path, arch):
+    """2N steps straight == N steps, a crash, and a resume (same iterator from its start)."""
+    cfg = TrainConfig(
+        steps=16, lr=3e-3, warmup_steps=3, checkpoint_every=8, log_every=4, dead_window_tokens=320
+    )
+    straight = small(arch)
+    fit(straight, data(16), cfg, progress=False)
+
+    first = small(arch)
+    half = TrainConfig(**{**cfg.__dict__, "steps": 8})  # the run that "crashes" after step 8
+    fit(first, data(16), half, checkpoint_dir=tmp_path, progress=False)
+    assert json.loads((tmp_path / "latest.json").read_text()) == {"checkpoint": "step-8"}
+    resumed = small(arch, l1_coefficient=5.0)  # fresh weights: everything comes from the checkpoint
+    res = fit(resumed, data(16), cfg, checkpoint_dir=tmp_path, progress=False)
+    assert res.steps == 16 and [h["step"] for h in res.history] == [4.0, 8.0, 12.0, 16.0]
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "step-16"]
+
+
+def test_resume_checks(tmp_path):
+    cfg = TrainConfig(steps=4, checkpoint_every=2)
+    fit(small("topk"), data(4), cfg, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(MechscopeError, match="checkpoint .* is for arch='topk'"):
+        fit(small("relu"), data(4), cfg, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(MechscopeError, match="iterator ended after 2 batches"):
+        fit(small("topk"), data(2), TrainConfig(steps=8), checkpoint_dir=tmp_path, progress=False)
+
+
+def test_resample_dead_latents():
+    """Dead latents point at badly reconstructed tokens afterwards; Adam's moments for them are zero."""
+    from mechscope.sae.resample import resample_dead
+
+    sae = small("jumprelu")
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+    x = next(data(1))
+    out = sae(x)
+    sae.loss(x, out)["loss"].backward()
+    opt.step()
+    dead = torch.zeros(48, dtype=torch.bool)
+    dead[[3, 7, 40]] = True
+    before = sae.W_dec.detach().clone()
+    assert resample_dead(sae, opt, x, None, out, dead, seed=0) == 3
+    resid = sae.scale_in(x) - sae.scale_in(out.x_hat.detach())
+    resid = resid / resid.norm(dim=-1, keepdim=True)
+    for i in (3, 7, 40):
+        assert torch.isclose(
+            (resid @ sae.W_dec[i]).max(), torch.tensor(1.0), atol=1e-5
+        )  # one token's residual
+        assert torch.allclose(sae.threshold[i], torch.tensor(sae.cfg.threshold))
+        assert opt.state[sae.W_dec]["exp_avg"][i].abs().max() == 0
+        assert opt.state[sae.W_enc]["exp_avg_sq"][:, i].abs().max() == 0
+    assert torch.equal(sae.W_dec[~dead], before[~dead])
+
+
+def with_dead_latents(arch: str) -> SAE:
+    sae = small(arch)
+    with torch.no_grad():
+        sae.b_enc[:8] = -50.0  # these latents cannot fire until resampled
+    return sae
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_resume_is_exact_with_resampling(tmp_path, arch):
+    cfg = TrainConfig(
+        steps=12,
+        lr=3e-3,
+        checkpoint_every=6,
+        dead_window_tokens=128,
+        resample_every=3,
+        resample_until=1.0,
+        log_every=1,
+    )
+    straight = with_dead_latents(arch)
+    fit(straight, data(12), cfg, progress=False)
+    first = with_dead_latents(arch)
+    fit(
+        first,
+        data(12),
+        TrainConfig(**{**cfg.__dict__, "steps": 6}),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    resumed = small(arch)
+    res = fit(resumed, data(12), cfg, checkpoint_dir=tmp_path, progress=False)
+    assert sum(h.get("resampled", 0) for h in res.history) >= 8  # resampling did happen
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
