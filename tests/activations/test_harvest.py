@@ -179,6 +179,7 @@ def test_bad_input(tiny: HookedModel, toy_corpus: Corpus, tmp_path, kwargs, mess
             progress=False,
             **args,
         )
+    assert not (tmp_path / "manifest.json").exists()  # refused before touching the folder
 
 
 def test_non_empty_folder_without_a_store_is_refused(

@@ -197,6 +197,26 @@ def _shard_rows(n_tokens: int, shard_rows: int) -> Iterator[tuple[int, int]]:
         yield i, min(shard_rows, n_tokens - i * shard_rows)
 
 
+def _check_args(
+    model: Any, sites: list[str], dtype: str, seq_len: int, prepend_bos: bool, *counts: int
+) -> None:
+    if not sites or len(set(sites)) != len(sites):
+        raise MechscopeError(f"sites must be one or more distinct site names, got {sites}")
+    if dtype not in DTYPES:
+        raise MechscopeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    for label, value in zip(("n_tokens", "batch_size", "shard_tokens"), counts, strict=True):
+        if not isinstance(value, int) or value < 1:
+            raise MechscopeError(f"{label} must be a positive integer, got {value!r}")
+    if model.tokenizer is None:
+        raise MechscopeError("this model has no tokenizer; harvest needs one to cut the corpus")
+    if prepend_bos and model.tokenizer.bos_token_id is None:
+        raise MechscopeError("this tokenizer has no BOS token; use prepend_bos=False")
+    if seq_len < 1 + int(prepend_bos):
+        raise MechscopeError(f"seq_len={seq_len} is too short; use at least {1 + int(prepend_bos)}")
+    if seq_len > model.dims.n_ctx:
+        raise MechscopeError(f"seq_len={seq_len} exceeds the model's context of {model.dims.n_ctx}")
+
+
 def harvest(
     model: Any,
     sites: str | Sequence[str],
@@ -220,25 +240,9 @@ def harvest(
     "blocks.6.hook_mlp_out"]`` for a transcoder); every site gets the same token rows.
     """
     sites = [sites] if isinstance(sites, str) else list(sites)
-    if not sites or len(set(sites)) != len(sites):
-        raise MechscopeError(f"sites must be one or more distinct site names, got {sites}")
-    if dtype not in DTYPES:
-        raise MechscopeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    for label, value in (
-        ("n_tokens", n_tokens),
-        ("batch_size", batch_size),
-        ("shard_tokens", shard_tokens),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise MechscopeError(f"{label} must be a positive integer, got {value!r}")
-    if model.tokenizer is None:
-        raise MechscopeError("this model has no tokenizer; harvest needs one to cut the corpus")
-    if seq_len > model.dims.n_ctx:
-        raise MechscopeError(f"seq_len={seq_len} exceeds the model's context of {model.dims.n_ctx}")
+    _check_args(model, sites, dtype, seq_len, prepend_bos, n_tokens, batch_size, shard_tokens)
     dims = _site_dims(model, sites)
     per_window = seq_len - int(prepend_bos)
-    if per_window < 1:
-        raise MechscopeError(f"seq_len={seq_len} is too short; use at least 2")
     shard_windows = max(1, shard_tokens // per_window)
     config = _config(
         model, sites, corpus, split=split, seed=seed, seq_len=seq_len, prepend_bos=prepend_bos,
