@@ -23,6 +23,7 @@ from mechscope.toys.superposition import (
     importance_matrix,
     regular_polygon,
     superposition,
+    train_instances,
     train_toy,
 )
 
@@ -85,6 +86,8 @@ def test_bad_inputs_are_one_line_errors() -> None:
         regular_polygon(np.ones((3, 5)))
     with pytest.raises(MechscopeError, match="replicas"):
         train_toy(5, 2, [0.5], steps=5, replicas=0)
+    with pytest.raises(MechscopeError, match="must both be"):
+        train_instances(2, np.full((2, 5), 0.5), np.ones((2, 4)))
 
 
 # ---- planted ground truth: trained toy models ------------------------------------------

@@ -128,9 +128,9 @@ def phase_diagram(
 ) -> PhaseDiagram:
     """Train n=2, m=1 toy models over the grid in one batched run and classify feature 2.
 
-    Many replicas of small batches beat few of large ones here: from a random start, training
-    often settles on one feature alone where the antipodal pair is far better (a saddle the
-    paper also meets), and the lowest-loss replica of eight escapes it in every cell we tried.
+    Many replicas of small batches beat few of large ones here: a start with ``W_1`` and ``W_2``
+    of one sign often ends with one feature alone where the antipodal pair is far better; the
+    lowest-loss replica of eight avoided that in every cell of seeds 0-3 on the default grid.
     """
     imp, dens = _grid(relative_importance, density)
     n_cells = imp.size * dens.size
@@ -165,7 +165,8 @@ def expected_loss(
     """Exact expected loss ``[instance]`` of n=2 toy models ``W [instance m 2]``, ``b [instance 2]``.
 
     Sums the four presence cases; the uniform values are integrated by ``nodes``-point
-    Gauss-Legendre quadrature (the ReLU kink makes it accurate to about 1e-4, not exact).
+    Gauss-Legendre quadrature (not exact across the ReLU kink: 0.14% relative error for the pair
+    ``W = [1, -1]``, ``b = 0`` at 24 nodes, 0.035% at 48).
     """
     t, w = np.polynomial.legendre.leggauss(nodes)
     u = torch.as_tensor((t + 1) / 2, dtype=W.dtype)

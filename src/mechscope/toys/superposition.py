@@ -178,10 +178,18 @@ def train_instances(
 
     Returns ``(W [instance m n], b [instance n], eval_losses [instance], history [log instance])``.
     """
+    probabilities, importance = np.asarray(probabilities), np.asarray(importance)
+    if probabilities.ndim != 2 or importance.shape != probabilities.shape:
+        raise MechscopeError(
+            f"probabilities {probabilities.shape} and importance {importance.shape} must both be "
+            "[instance n]"
+        )
+    if np.any((probabilities <= 0) | (probabilities > 1)):
+        raise MechscopeError("feature probabilities must be in (0, 1]")
     n_instances, n_features = probabilities.shape
     _check_sizes(n_features, n_hidden, steps, lr, batch_size)
     gen = torch.Generator().manual_seed(seed)
-    std = math.sqrt(2.0 / (n_hidden + n_features))  # Xavier normal, as in the paper's code
+    std = math.sqrt(2.0 / (n_hidden + n_features))  # Xavier normal
     W = (torch.randn(n_instances, n_hidden, n_features, generator=gen) * std).requires_grad_()
     b = torch.zeros(n_instances, n_features, requires_grad=True)
     prob = torch.as_tensor(probabilities, dtype=torch.float32)
