@@ -20,7 +20,7 @@ def tiny_lm() -> HookedModel:
 
 @pytest.fixture(scope="session")
 def tiny_corpus() -> Corpus:
-    """400 documents of 40 words (about 20 held out as the test split)."""
+    """200 documents of 160 words (about 10 held out as the test split)."""
     rng = random.Random(0)
-    docs = [" ".join(rng.choice(WORDS) for _ in range(40)) for _ in range(400)]
+    docs = [" ".join(rng.choice(WORDS) for _ in range(160)) for _ in range(200)]
     return Corpus.from_texts(docs, name="tiny-words")

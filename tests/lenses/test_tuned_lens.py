@@ -22,7 +22,7 @@ from mechscope.lenses import (
 )
 from mechscope.models.tiny import tiny_model
 
-CFG = TrainConfig(tokens=4096, seq_len=32, batch_size=8, lr=0.05, checkpoint_every=2)
+CFG = TrainConfig(tokens=4096, seq_len=32, batch_size=8, lr=0.05, sample=0, checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,27 @@ def test_tuned_lens_refuses_another_models_shape(trained: TunedLens) -> None:
     gpt2 = HookedModel(tiny_model("gpt_neox_sequential"))  # 2 layers
     with pytest.raises(MechscopeError, match="translators"):
         tuned_lens(gpt2, prompt(), lens=trained)
+
+
+def test_cached_tuned_lens_trains_once(
+    tmp_path, monkeypatch, tiny_lm: HookedModel, tiny_corpus: Corpus
+) -> None:
+    import mechscope.lenses.cached as cached
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    first = cached.cached_tuned_lens(
+        tiny_lm, tokens=512, corpus=tiny_corpus, config=CFG, progress=False
+    )
+    path = cached.tuned_lens_path(tiny_lm, 512, tiny_corpus)
+    assert path.parent == tmp_path / "tuned_lens" and path.is_file()
+    assert path.name.startswith(model_fingerprint(tiny_lm) + "-512")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(cached, "train_tuned_lens", no_training)
+    again = cached.cached_tuned_lens(
+        tiny_lm, tokens=512, corpus=tiny_corpus, config=CFG, progress=False
+    )
+    torch.testing.assert_close(again.weight, first.weight, rtol=0, atol=0)
+    assert again.config["tokens_trained"] == 512

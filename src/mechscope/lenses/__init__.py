@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mechscope.lenses.cached import REPORT_TOKENS, cached_tuned_lens, tuned_lens_path
 from mechscope.lenses.evaluate import LensKL, held_out_kl
 from mechscope.lenses.logit_lens import SITES, LogitLensResult, lens_logits, logit_lens, read_lens
 from mechscope.lenses.tuned_lens import TunedLens, model_fingerprint, tuned_lens
@@ -19,11 +20,13 @@ LENSES: dict[str, Callable[..., Any]] = {"logit": logit_lens, "tuned": tuned_len
 
 __all__ = [
     "LENSES",
+    "REPORT_TOKENS",
     "SITES",
     "LensKL",
     "LogitLensResult",
     "TrainConfig",
     "TunedLens",
+    "cached_tuned_lens",
     "held_out_kl",
     "lens_logits",
     "logit_lens",
@@ -31,4 +34,5 @@ __all__ = [
     "read_lens",
     "train_tuned_lens",
     "tuned_lens",
+    "tuned_lens_path",
 ]

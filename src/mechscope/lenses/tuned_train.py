@@ -3,7 +3,9 @@
 Steps, per batch of windows from :func:`mechscope.corpus.batches` (train split):
 
 1. one forward of the frozen model caches the residual stream of every layer and the final
-   log-probabilities (no gradient);
+   log-probabilities (no gradient); ``sample`` positions of the batch are drawn at random (the
+   unembedding of every layer, forward and backward, costs far more than the forward, so reading
+   more windows and fewer positions of each gives more varied data for the same time);
 2. for each layer, a chunk of positions at a time, the translated residual goes through the
    model's own final norm and unembedding, and the loss is KL(final || lens) averaged over
    positions (computed as soft-target cross-entropy minus the final entropy); its gradient
@@ -51,17 +53,17 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 class TrainConfig:
     """How a tuned lens is trained; ``tokens`` is the budget (corpus tokens read)."""
 
-    tokens: int = 65_536  # corpus tokens (train split) read in all
+    tokens: int = 4096  # corpus tokens (train split) read in all
     seq_len: int = 128  # tokens per window
-    batch_size: int = 4  # windows per optimizer step
-    lr: float = 1e-3  # peak learning rate
+    batch_size: int = 2  # windows per optimizer step
+    lr: float = 0.1  # peak step size, relative to each layer's residual (see _optimizer)
     optimizer: str = "adam"  # "adam" or "sgd" (Nesterov momentum 0.9, as in the paper)
     weight_decay: float = 0.0
     warmup: float = 0.1  # share of the steps with a linear warmup
     site: str = "resid_post"  # the residual site the lens reads
     seed: int = 0  # order of the corpus windows
     train_dtype: str = "bfloat16"  # dtype of the unembedding in training: bfloat16 or float32
-    sample: int = 0  # positions of each batch drawn at random for the loss; 0: all of them
+    sample: int = 64  # positions of each batch drawn at random for the loss; 0: all of them
     chunk: int = 256  # positions unembedded at once (bounds memory: chunk x d_vocab floats)
     checkpoint_every: int = 20  # steps between checkpoints when training to a file
 
@@ -222,6 +224,8 @@ def train_tuned_lens(
     opt = _optimizer(lens, cfg, residual_scales(model, first, cfg.site))
     base_lr = [group["lr"] for group in opt.param_groups]
     partial = Path(f"{out}.partial") if out is not None else None
+    if partial is not None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
     start = _resume(partial, lens, opt) if partial is not None else 0
     bar = progress_bar(
         itertools.chain([first], data), total=cfg.steps, desc="tuned lens", quiet=quiet, unit="step"

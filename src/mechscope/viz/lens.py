@@ -15,7 +15,7 @@ from mechscope.errors import MechscopeError
 from mechscope.lenses.logit_lens import LogitLensResult
 from mechscope.viz.html import Cell, Markup, heat_color, show_token, table
 
-__all__ = ["lens_table", "lens_target_figure"]
+__all__ = ["lens_kl_figure", "lens_table", "lens_target_figure"]
 
 
 def lens_table(
@@ -70,5 +70,21 @@ def lens_target_figure(result: LogitLensResult, target_label: str, *, pos: int =
     ax_rank.yaxis.set_major_formatter(ScalarFormatter())
     for ax in (ax_prob, ax_rank):
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def lens_kl_figure(
+    layers: Sequence[int], curves: dict[str, Sequence[float]], *, title: str = ""
+) -> Figure:
+    """KL(final || lens) in nats by layer, one line per lens (e.g. ``{"logit": ..., "tuned": ...}``)."""
+    fig = Figure(figsize=(6.5, 3.4))
+    ax = fig.subplots()
+    for i, (name, values) in enumerate(curves.items()):
+        ax.plot(list(layers), list(values), marker="o", markersize=3, color=f"C{i}", label=name)
+    ax.set(xlabel="layer", ylabel="KL(final || lens), nats", ylim=(0, None))
+    ax.set_title(title or "KL to the final distribution by layer")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     return fig
