@@ -148,7 +148,8 @@ def lens_step(
     n = resid.shape[1]
     kl = torch.zeros(resid.shape[0])
     dtype = _DTYPES[cfg.train_dtype]
-    with frozen(model), model.capture_inputs() as inputs:
+    # enable_grad: callers such as the report run under no_grad
+    with frozen(model), model.capture_inputs() as inputs, torch.enable_grad():
         for layer in lens.trained_layers():
             for a in range(0, n, cfg.chunk):
                 h = lens.translate(resid[layer, None, a : a + cfg.chunk], [layer])
