@@ -20,8 +20,8 @@ def toy() -> None:
 
 
 @toy.command("superposition")
-@click.option("--features", "-n", default=5, show_default=True, help="Features n.")
-@click.option("--hidden", "-m", default=2, show_default=True, help="Hidden dimensions m < n.")
+@click.option("--features", default=5, show_default=True, help="Features n.")
+@click.option("--hidden", default=2, show_default=True, help="Hidden dimensions m < n.")
 @click.option(
     "--sparsity",
     "sparsities",

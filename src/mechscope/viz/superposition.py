@@ -118,28 +118,38 @@ def gram_figure(W: np.ndarray, titles: Sequence[str] | None = None) -> Figure:
     return fig
 
 
-def norms_figure(W: np.ndarray, titles: Sequence[str] | None = None) -> Figure:
-    """Bars of ``||W_i||`` per feature and instance, coloured by superposition (clipped at 1)."""
+def _draw_norms(ax, W: np.ndarray, title: str, xmax: float) -> None:
     from matplotlib import colormaps
 
+    n = W.shape[1]
+    share = np.clip(superposition(W), 0, 1)
+    ax.barh(
+        np.arange(n), feature_norms(W), color=colormaps["plasma"](0.9 * share), edgecolor="none"
+    )
+    ax.set(xlim=(0, xmax), ylim=(n - 0.5, -0.5))
+    ax.set_yticks(range(0, n, max(1, n // 10)))
+    ax.axvline(1.0, color="#888888", lw=0.6, ls=":")
+    ax.set_title(f"{title}\n{dimensions_per_feature(W):.2f} dims/feature", fontsize=9)
+    ax.set_xlabel("||W_i||", fontsize=8)
+
+
+def norms_figure(W: np.ndarray, titles: Sequence[str] | None = None) -> Figure:
+    """Bars of ``||W_i||`` per feature and instance, coloured by superposition (clipped at 1)."""
     W = np.asarray(W, dtype=float)
     titles = list(titles) if titles is not None else [f"instance {i}" for i in range(len(W))]
     n = W.shape[2]
     fig = Figure(figsize=(2.1 * len(W) + 0.8, 0.6 + 0.16 * n + 0.6))
     axes = np.atleast_1d(fig.subplots(1, len(W), sharey=True))
-    cmap = colormaps["plasma"]
-    norms, shared = feature_norms(W), np.clip(superposition(W), 0, 1)
-    for ax, norm, share, title, w in zip(axes, norms, shared, titles, W, strict=True):
-        ax.barh(np.arange(n), norm, color=cmap(0.9 * share), edgecolor="none")
-        ax.set(xlim=(0, max(1.25, float(norms.max()) * 1.05)), ylim=(n - 0.5, -0.5))
-        ax.set_yticks(range(0, n, max(1, n // 10)))
-        ax.axvline(1.0, color="#888888", lw=0.6, ls=":")
-        ax.set_title(f"{title}\n{dimensions_per_feature(w):.2f} dims/feature", fontsize=9)
-        ax.set_xlabel("||W_i||", fontsize=8)
+    xmax = max(1.25, float(feature_norms(W).max()) * 1.05)
+    for ax, w, title in zip(axes, W, titles, strict=True):
+        _draw_norms(ax, w, title, xmax)
     axes[0].set_ylabel("feature (most important on top)", fontsize=8)
-    fig.suptitle("feature norms (colour: superposition, dark = own dimension)", fontsize=10)
+    fig.suptitle(NORMS_CAPTION, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+NORMS_CAPTION = "feature norms (colour: superposition, dark = own dimension, yellow = shared)"
 
 
 def _draw_phase(ax, relative_importance, density, phase, expected) -> None:
@@ -264,23 +274,25 @@ def overview_figure(result: ToyResult, diagram: PhaseDiagram | None = None) -> F
     fig = Figure(figsize=(2.4 * (cols + extra) + 0.4, 3.0 * rows + 0.5))
     grid = fig.add_gridspec(rows, cols + extra)
     titles = sweep_titles(result.sparsities)
-    norms = feature_norms(result.W)
+    xmax = max(1.25, float(feature_norms(result.W).max()) * 1.05)
     for i in range(k):
         ax = fig.add_subplot(grid[i // cols, i % cols])
         if result.n_hidden == 2:
             _draw_directions(ax, result.W[i], result.importance[i], titles[i])
         else:
-            ax.barh(np.arange(result.n_features), norms[i], color="#4c72b0")
-            ax.set(ylim=(result.n_features - 0.5, -0.5), xlabel="||W_i||")
-            ax.set_title(titles[i], fontsize=9)
+            _draw_norms(ax, result.W[i], titles[i], xmax)
     if diagram is not None:
         ax = fig.add_subplot(grid[:, cols:])
         _draw_phase(ax, diagram.relative_importance, diagram.density, diagram.phase,
                     diagram.expected)  # fmt: skip
         ax.set_title("phase of feature 2 (2 features in 1 dimension)", fontsize=9)
+    caption = (
+        "feature directions (colour: importance, yellow = most important)"
+        if result.n_hidden == 2
+        else NORMS_CAPTION
+    )
     fig.suptitle(
-        f"{result.n_features} features in {result.n_hidden} dimensions across sparsity "
-        "(colour: importance, yellow = most important)",
+        f"{result.n_features} features in {result.n_hidden} dimensions across sparsity: {caption}",
         fontsize=10,
     )
     fig.tight_layout()
