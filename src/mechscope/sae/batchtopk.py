@@ -48,7 +48,8 @@ class BatchTopKSAE(TopKSAE):
 
     @torch.no_grad()
     def after_step(self, out: SAEOutput) -> None:
-        active = out.latents[out.latents > 0]
+        values = out.sparse.values.detach() if out.sparse is not None else out.latents
+        active = values[values > 0]
         if active.numel() == 0:
             return
         self.threshold_steps += 1

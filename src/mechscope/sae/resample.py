@@ -7,7 +7,7 @@ has not fired for ``dead_window_tokens`` tokens is given a fresh direction:
    reconstruction error (a generator seeded by the step, so resuming stays exact);
 2. the decoder row becomes the unit direction of that token's residual ``target - x_hat`` (what
    the SAE fails to explain), the encoder column the same direction (for a transcoder: the unit
-   direction of its input) scaled to the mean norm of the living latents' encoder columns;
+   direction of its input) scaled to 0.2 x the mean norm of the living latents' encoder columns;
 3. ``b_enc`` (and a JumpReLU threshold) go back to their initial values and Adam's moments for
    those entries are zeroed.
 
@@ -24,6 +24,8 @@ from torch import Tensor
 from mechscope.sae.base import SAE, SAEOutput
 
 __all__ = ["resample_dead"]
+
+ENCODER_SCALE = 0.2  # Bricken et al.: new encoder columns at 0.2 x the living latents' mean norm
 
 
 @torch.no_grad()
@@ -54,7 +56,7 @@ def resample_dead(
     alive = ~dead
     norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
     sae.W_dec[idx] = dirs.to(sae.W_dec.dtype)
-    sae.W_enc[:, idx] = (enc_dirs.T * norm).to(sae.W_enc.dtype)
+    sae.W_enc[:, idx] = (enc_dirs.T * norm * ENCODER_SCALE).to(sae.W_enc.dtype)
     sae.b_enc[idx] = 0.0
     log_threshold = getattr(sae, "log_threshold", None)
     if log_threshold is not None:

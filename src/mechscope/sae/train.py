@@ -214,9 +214,9 @@ def _bookkeeping(
     window: int,
 ) -> dict[str, float]:
     n = target.shape[0]
-    fired = out.latents > 0
+    fired_latents, l0 = _firing(out)
     state.tokens_since_fired += n
-    state.tokens_since_fired[fired.any(0)] = 0
+    state.tokens_since_fired[fired_latents] = 0
     state.step += 1
     state.tokens += n
     t = target.to(out.x_hat.dtype)
@@ -225,11 +225,23 @@ def _bookkeeping(
         "step": float(state.step),
         "lr": lr,
         "fvu": float(fvu),
-        "l0": float(fired.sum(-1).float().mean()),
+        "l0": l0 / n,
     }
     record["dead_fraction"] = float((state.tokens_since_fired >= window).float().mean())
     record.update({name: float(value.detach()) for name, value in terms.items()})
     return record
+
+
+def _firing(out: SAEOutput) -> tuple[Tensor, float]:
+    """Latents that fired in the batch (a ``[d_sae]`` mask) and the number of activations."""
+    code = out.sparse
+    if code is not None:  # TopK/BatchTopK training: read the sparse code, skip the dense latents
+        on = code.values.detach() > 0
+        fired = torch.zeros(out.latents.shape[-1], dtype=torch.bool)
+        fired[code.cols[on]] = True
+        return fired, float(on.sum())
+    active = out.latents > 0
+    return active.reshape(-1, active.shape[-1]).any(0), float(active.sum())
 
 
 def _split(sae: SAE, batch: Any) -> tuple[Tensor, Tensor | None]:
