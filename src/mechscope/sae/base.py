@@ -121,8 +121,8 @@ class SAEConfig:
 class SAEOutput(NamedTuple):
     """A forward pass: reconstruction (model units), latents and pre-activations.
 
-    ``sparse`` is set by the fast training path of TopK/BatchTopK (``SparseCode``): there
-    ``latents`` and ``pre_acts`` carry no gradient and the loss uses the sparse code.
+    ``sparse`` is set by the fast training path of TopK/BatchTopK (a ``SparseCode``): there
+    ``latents`` is a sparse COO tensor and ``pre_acts`` carries no gradient; the loss uses the code.
     """
 
     x_hat: Tensor  # [... d_out]

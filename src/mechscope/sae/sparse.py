@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SparseCode", "gather_pre", "sparse_decode", "to_dense"]
+__all__ = ["SparseCode", "gather_pre", "sparse_decode", "to_sparse"]
 
 
 @dataclass
@@ -98,11 +98,13 @@ def sparse_decode(
     )
 
 
-def to_dense(code: SparseCode, d_sae: int) -> Tensor:
-    """The ``[batch d_sae]`` latents (no gradient), for statistics."""
-    dense = torch.zeros(code.n_rows, d_sae, dtype=code.values.dtype)
-    dense[code.rows, code.cols] = code.values.detach()
-    return dense
+def to_sparse(code: SparseCode, d_sae: int) -> Tensor:
+    """The ``[batch d_sae]`` latents as a sparse COO tensor without gradient (``.to_dense()`` for a
+    dense copy); building it costs nothing, unlike a dense ``batch x d_sae`` tensor."""
+    indices = torch.stack([code.rows, code.cols])
+    return torch.sparse_coo_tensor(
+        indices, code.values.detach(), (code.n_rows, d_sae), check_invariants=False
+    )
 
 
 def auxk_loss(

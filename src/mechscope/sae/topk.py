@@ -6,7 +6,8 @@ Decoder rows are kept at unit norm. Dead latents (no activation for a window of 
 AuxK loss: the top ``k_aux = d_in / 2`` dead pre-activations reconstruct the residual error,
 weighted by the trainer's ``aux_coefficient`` (1/32 in the paper).
 
-Training batches (2-D input with grad enabled) take the sparse path of :mod:`mechscope.sae.sparse`.
+Training batches (2-D input, train mode, grad enabled) take the sparse path of
+:mod:`mechscope.sae.sparse`; there ``out.latents`` is a sparse COO tensor (``.to_dense()``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mechscope.sae.base import SAE, SAEOutput, register
-from mechscope.sae.sparse import SparseCode, auxk_loss, make_code, sparse_decode, to_dense
+from mechscope.sae.sparse import SparseCode, auxk_loss, make_code, sparse_decode, to_sparse
 
 __all__ = ["TopKSAE"]
 
@@ -56,7 +57,7 @@ class TopKSAE(SAE):
         x_hat = sparse_decode(code, self.W_dec, self.b_dec)
         if self.cfg.normalize_scale is not None:
             x_hat = x_hat / self.cfg.normalize_scale
-        return SAEOutput(x_hat, to_dense(code, self.cfg.d_sae), pre, code)
+        return SAEOutput(x_hat, to_sparse(code, self.cfg.d_sae), pre, code)
 
     def penalties(
         self, out: SAEOutput, residual: Tensor, dead: Tensor | None, coef_scale: float = 1.0
