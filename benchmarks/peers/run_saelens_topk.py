@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--expansion", type=int, default=16)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--sparse", action="store_true", help="use_sparse_activations=True")
+    parser.add_argument(
+        "--sqrt-d-in",
+        action="store_true",
+        help="scale inputs to mean squared norm d_in (SAELens's expected_average_only_in "
+        "convention) instead of 1; FVU is scale-free, so the figures stay comparable",
+    )
     args = parser.parse_args()
 
     from sae_lens.config import SAETrainerConfig
@@ -67,6 +73,8 @@ def main() -> None:
     folder = Path(args.acts)
     manifest = json.loads((folder / "manifest.json").read_text())
     d_in = manifest["d_in"]
+    if args.sqrt_d_in:
+        manifest["norm_scales"] = {k: v * d_in**0.5 for k, v in manifest["norm_scales"].items()}
     cfg = TopKTrainingSAEConfig(
         d_in=d_in,
         d_sae=args.expansion * d_in,
@@ -99,7 +107,11 @@ def main() -> None:
     fvu = float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     versions = {p: md.version(p) for p in ("sae-lens", "torch")}
     out = {"wall_s": wall, "cpu_s": cpu, "fvu": fvu, "steps": trainer.n_training_steps}
-    print(json.dumps({**out, "sparse": args.sparse, "versions": versions}))
+    print(
+        json.dumps(
+            {**out, "sparse": args.sparse, "sqrt_d_in": args.sqrt_d_in, "versions": versions}
+        )
+    )
 
 
 if __name__ == "__main__":
