@@ -20,3 +20,14 @@ def word_tokenizer(n_vocab: int = VOCAB) -> PreTrainedTokenizerFast:
 @pytest.fixture(scope="module")
 def tiny() -> HookedModel:
     return HookedModel(tiny_model("llama"), word_tokenizer(), provenance={"name": "tiny-llama"})
+
+
+@pytest.fixture(scope="module")
+def small_corpus():
+    """A few thousand words of the prompts' vocabulary: enough for every corpus-driven section."""
+    import random
+
+    from mechscope.corpus import Corpus
+
+    rng = random.Random(0)
+    return Corpus.from_texts([" ".join(rng.choices(WORDS, k=400)) for _ in range(40)])

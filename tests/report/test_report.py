@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -15,16 +16,18 @@ from mechscope.report import SECTIONS, ReportConfig, Section, build_report
 EXTERNAL = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.IGNORECASE)
 
 
-def test_report_files_and_sections(tiny: HookedModel, tmp_path: Path) -> None:
-    path = build_report(tiny, tmp_path / "out", quiet=True)
+def test_report_files_and_sections(tiny: HookedModel, small_corpus, tmp_path: Path) -> None:
+    config = ReportConfig(corpus=small_corpus)
+    path = build_report(tiny, tmp_path / "out", config=config, quiet=True)
     assert path == tmp_path / "out" / "report.html"
     html = path.read_text("utf-8")
     for section in SECTIONS:
         assert f"<h2>{section.name}</h2>" in html
     assert "tiny-llama" in html and "The capital of France is" in html
     assert "data:image/png;base64," in html
-    assert not EXTERNAL.search(html) and "http://" not in html and "https://" not in html
-    assert "<script" not in html and "<link" not in html
+    html_no_ns = html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a fetch
+    assert not EXTERNAL.search(html) and "http://" not in html_no_ns and "https://" not in html
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I) and "<link" not in html
     assert (path.parent / "logit_lens_target.png").stat().st_size > 1000
     data = json.loads((path.parent / "report.json").read_text("utf-8"))
     assert data["model"]["hook_points"] == len(tiny.sites)
@@ -41,10 +44,11 @@ def test_sections_can_be_added(tiny: HookedModel, tmp_path: Path) -> None:
     assert "<h2>Extra</h2>" in html and "<b>extra</b>" in html and "Logit lens" not in html
 
 
-def test_own_prompts_and_escaping(tiny: HookedModel, tmp_path: Path) -> None:
+def test_own_prompts_and_escaping(tiny: HookedModel, small_corpus, tmp_path: Path) -> None:
     config = ReportConfig.for_prompts(["John gave <b>", "Mary"])
+    config = dataclasses.replace(config, corpus=small_corpus)
     html = build_report(tiny, tmp_path, config=config, quiet=True).read_text("utf-8")
-    assert "John gave &lt;b&gt;" in html and "<b>" not in html
+    assert "John gave &lt;b&gt;" in html and "John gave <b>" not in html
     assert "the model&#x27;s own top prediction" in html
 
 

@@ -28,11 +28,24 @@ from mechscope.cli.common import load_model, quiet_option
     help="A prompt to show predictions for (repeatable; the logit lens reads the first). "
     "Default: an IOI, a factual and a counting prompt.",
 )
+@click.option(
+    "--sae",
+    "sae_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="An SAE folder (SAELens layout) for the SAE section; default: a small one trained "
+    "once on the built-in corpus and cached.",
+)
 @quiet_option
-def report(model: str, out: str, prompts: tuple[str, ...], quiet: bool) -> None:
+def report(
+    model: str, out: str, prompts: tuple[str, ...], sae_dir: str | None, quiet: bool
+) -> None:
     """Build an HTML report of a model and print its path."""
+    import dataclasses
+
     from mechscope.report import ReportConfig, build_report  # matplotlib: only when needed
 
     config = ReportConfig.for_prompts(prompts)  # checks the prompts before the slow load
+    config = dataclasses.replace(config, sae=sae_dir)
     path = build_report(load_model(model, quiet=quiet), out, config=config, quiet=quiet)
     click.echo(str(path))

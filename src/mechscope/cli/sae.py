@@ -18,7 +18,9 @@ def sae() -> None:
     """Sparse autoencoders: train (and evaluate) on activations from `mechscope harvest`."""
 
 
-# `mechscope sae eval` lives in mechscope.cli.sae_eval:sae_eval; the lead adds it to this group.
+from mechscope.cli.sae_eval import sae_eval  # noqa: E402
+
+sae.add_command(sae_eval)
 
 
 @sae.command("train")

@@ -28,6 +28,8 @@ class ReportConfig:
     circuit_task: str = "ioi"  # the task of the circuit section (a name or a .jsonl file)
     circuit_prompts: int = 8  # prompts of the circuit section
     circuit_fraction: float = 0.01  # edges kept in the report's EAP-IG circuit
+    corpus: Any = None  # text of the corpus-driven sections (a Corpus or spec; None: built-in)
+    sae: str | None = None  # an SAE folder (SAELens layout); None: train a small one, cached
 
     def __post_init__(self) -> None:
         if not self.prompts:

@@ -32,6 +32,7 @@ def neurons_section(model: HookedModel, ctx: ReportContext, corpus: Any = None) 
     from mechscope.neurons.render import STYLE, layer_summary, neuron_block
 
     layer = model.dims.n_layers // 2
+    corpus = corpus if corpus is not None else ctx.config.corpus
     try:
         readout = mlp_neurons(model, layer)
         seq_len = min(SEQ_LEN, model.dims.n_ctx)

@@ -14,8 +14,13 @@ import torch
 
 from mechscope.lenses import logit_lens
 from mechscope.models.hooked import HookedModel
+from mechscope.report.attention_section import attention_section
 from mechscope.report.circuit_section import circuit_section
 from mechscope.report.context import ReportContext, Section
+from mechscope.report.heads_section import heads_section
+from mechscope.report.lens_section import tuned_lens_section
+from mechscope.report.neurons_section import neurons_section
+from mechscope.report.sae_section import sae_section
 from mechscope.viz import (
     Cell,
     Markup,
@@ -124,5 +129,10 @@ SECTIONS: list[Section] = [
     Section("Model", model_card),
     Section("Next-token predictions", predictions),
     Section("Logit lens", logit_lens_section),
+    Section("Tuned lens", tuned_lens_section),
+    Section("Head detectors", heads_section),
+    Section("Attention", attention_section),
     Section("Circuit", circuit_section),
+    Section("Neurons", neurons_section),
+    Section("Sparse autoencoder", sae_section),
 ]

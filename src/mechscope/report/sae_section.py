@@ -1,0 +1,165 @@
+"""The report's SAE section: an SAE's scores on the model and the top corpus windows of a few latents.
+
+Steps (library calls; the section only renders):
+
+1. the SAE: the one given with ``mechscope report --sae DIR``, else a small TopK SAE on the
+   residual stream after layer ``n_layers // 3``, trained once and cached in
+   ``~/.cache/mechscope/sae/`` (harvest ``HARVEST_TOKENS`` tokens of the built-in corpus with
+   :func:`mechscope.activations.harvest`, train ``STEPS`` steps with :func:`mechscope.sae.fit`;
+   about two minutes for SmolLM2 on two cores, then loaded in a second);
+2. its scores on held-out text (:func:`mechscope.sae.splice.evaluate_sae`): L0, FVU, dead latents,
+   and the cross-entropy with the SAE spliced in versus clean and zero-ablated;
+3. one streaming pass of :func:`mechscope.neurons.scan` over corpus windows reading every latent,
+   then the top windows of ``SHOW`` latents that fire on 0.1%-5% of tokens (rare enough to be
+   specific, common enough to have examples), with the tokens their decoder directions promote.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mechscope.errors import MechscopeError
+from mechscope.models.hooked import HookedModel
+from mechscope.report.context import ReportContext
+from mechscope.viz import Markup, escape, table
+
+__all__ = ["cached_sae", "latent_readout", "sae_section"]
+
+HARVEST_TOKENS = 131_072
+STEPS = 600
+BATCH = 1024
+EXPANSION = 4
+K = 32
+EVAL_TOKENS = 4096
+SCAN_TOKENS = 8192
+SHOW = 4
+DENSITY = (0.001, 0.05)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("MECHSCOPE_CACHE", Path.home() / ".cache" / "mechscope")) / "sae"
+
+
+def cached_sae(model: HookedModel, site: str, corpus: Any = None, *, quiet: bool = True) -> Any:
+    """The report's small TopK SAE at ``site``: loaded from the cache, or trained and cached."""
+    from mechscope.activations import harvest, model_fingerprint
+    from mechscope.corpus import load_corpus
+    from mechscope.sae import SAE, SAEConfig, TrainConfig, fit, load_sae, save_sae
+
+    corpus = corpus if corpus is not None and not isinstance(corpus, str) else load_corpus(corpus)
+    key = f"{model_fingerprint(model)}-{corpus.fingerprint}-{site}-topk{K}-x{EXPANSION}"
+    key += f"-{HARVEST_TOKENS}-{STEPS}"
+    folder = _cache_root() / key
+    if folder.is_dir():
+        try:
+            return load_sae(folder)
+        except MechscopeError:
+            shutil.rmtree(folder, ignore_errors=True)  # damaged: train again
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".tmp-") as tmp:
+        store = harvest(
+            model, site, corpus, HARVEST_TOKENS, Path(tmp) / "acts", split="train",
+            seq_len=min(128, model.dims.n_ctx),
+            progress=not quiet,
+        )  # fmt: skip
+        d = model.dims.d_model
+        cfg = SAEConfig(
+            arch="topk", d_in=d, d_sae=EXPANSION * d, hook_name=site, k=K,
+            normalize_scale=store.norm_scale, model_name=str(model.provenance.get("name", "")),
+            dataset=corpus.name,
+        )  # fmt: skip
+        sae = SAE(cfg)
+        train = TrainConfig(steps=STEPS, batch_size=BATCH, warmup_steps=STEPS // 20)
+        with torch.enable_grad():  # reports run under no_grad
+            fit(sae, store.batches(BATCH, loop=True, seed=0), train, progress=not quiet)
+        save_sae(sae, Path(tmp) / "sae")
+        os.replace(Path(tmp) / "sae", folder)
+    return load_sae(folder)
+
+
+def latent_readout(sae: Any, latents: list[int] | None = None) -> Any:
+    """SAE latents as a :class:`mechscope.neurons.Readout` at the SAE's input site."""
+    from mechscope.neurons import Readout
+    from mechscope.sae.steer import direction
+
+    chosen = list(range(sae.cfg.d_sae)) if latents is None else list(latents)
+    index = torch.tensor(chosen)
+
+    def read(t: torch.Tensor) -> torch.Tensor:
+        return sae.encode(t.float())[..., index]
+
+    writes = None if sae.cfg.out_hook_name else torch.stack([direction(sae, i) for i in chosen])
+    return Readout(sae.cfg.hook_name, "latent", tuple(chosen), read, writes)
+
+
+def _load(model: HookedModel, ctx: ReportContext) -> tuple[Any, str]:
+    from mechscope.sae import load_sae
+
+    given = getattr(ctx.config, "sae", None)
+    if given:
+        return load_sae(given), f"the SAE in <code>{escape(given)}</code>"
+    site = f"blocks.{model.dims.n_layers // 3}.hook_resid_post"
+    how = (
+        f"a small TopK SAE (k={K}, {EXPANSION}x expansion) trained for this report on "
+        f"{HARVEST_TOKENS:,} tokens of the built-in corpus ({STEPS} steps of {BATCH}; cached)"
+    )
+    return cached_sae(model, site, ctx.config.corpus), how
+
+
+def sae_section(model: HookedModel, ctx: ReportContext) -> str:
+    """Evaluation scores of an SAE on the model and the top windows of a few of its latents."""
+    from mechscope.corpus import batches, load_corpus
+    from mechscope.neurons import scan, scan_to_dict
+    from mechscope.neurons.render import STYLE, neuron_block
+    from mechscope.sae.splice import evaluate_sae
+
+    try:
+        sae, how = _load(model, ctx)
+        corpus = ctx.config.corpus
+        corpus = (
+            corpus if corpus is not None and not isinstance(corpus, str) else load_corpus(corpus)
+        )
+        scores = evaluate_sae(
+            model, sae, corpus, n_tokens=EVAL_TOKENS, seq_len=min(128, model.dims.n_ctx),
+            split="test" if corpus.cache_tokens else "all", progress=False,
+        )  # fmt: skip
+        stream = batches(
+            corpus, model.tokenizer, batch_size=16, seq_len=64, n_tokens=SCAN_TOKENS, seed=1
+        )
+        found = scan(model, latent_readout(sae), stream, k=5)
+    except MechscopeError as exc:
+        ctx.data["sae"] = {"skipped": str(exc)}
+        return Markup(f'<p class="note">Skipped: {escape(exc)}</p>')
+    data = scan_to_dict(found, model.tokenizer, show=[])
+    lo, hi = DENSITY
+    eligible = [s for s in data["summary"] if lo <= s["density"] <= hi]
+    picked = [s["index"] for s in sorted(eligible, key=lambda s: -s["max"])[:SHOW]]
+    shown = scan_to_dict(found, model.tokenizer, show=picked)["neurons"]
+    record = scores.to_dict()
+    ctx.data["sae"] = {"config": {k: v for k, v in vars(sae.cfg).items()}, "scores": record,
+                       "latents": shown}  # fmt: skip
+    rows = [
+        ("site", sae.cfg.hook_name),
+        ("latents", f"{sae.cfg.d_sae:,} ({sae.cfg.arch})"),
+        ("L0 (active latents per token)", f"{scores.l0:.1f}"),
+        ("fraction of variance unexplained", f"{scores.fvu:.3f}"),
+        ("dead latents", f"{100 * scores.dead_fraction:.1f}%"),
+        ("CE loss clean / spliced / zero", f"{scores.ce_loss_clean:.3f} / {scores.ce_loss_spliced:.3f} / {scores.ce_loss_zero:.3f}"),
+        ("CE loss recovered", f"{scores.ce_loss_recovered:.3f}"),
+        ("KL(clean || spliced)", f"{scores.kl:.3f}"),
+    ]  # fmt: skip
+    intro = (
+        f"{STYLE}<p>Scores of {how}, on {scores.n_tokens:,} held-out tokens. Below, latents "
+        f"firing on {100 * lo:g}%-{100 * hi:g}% of {found.n_tokens:,} corpus tokens, with "
+        "their top windows (tokens shaded by the latent's activation) and the tokens their "
+        "decoder directions promote. Train your own with <code>mechscope harvest</code> and "
+        "<code>mechscope sae train</code>; pass it with <code>mechscope report --sae DIR</code>.</p>"
+    )
+    blocks = "".join(neuron_block(entry, label="latent") for entry in shown)
+    return Markup(intro + table(rows, ["SAE", ""]) + blocks)
