@@ -240,3 +240,26 @@ def test_load_errors(tmp_path):
     (tmp_path / "ok" / "cfg.json").write_text("{not json")
     with pytest.raises(MechscopeError, match="not valid JSON"):
         load_sae(tmp_path / "ok")
+
+
+def test_jumprelu_thresholds_must_be_non_negative(tmp_path):
+    import pytest
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mechscope.errors import MechscopeError
+    from mechscope.sae import SAE, SAEConfig, load_sae, save_sae
+
+    sae = SAE(SAEConfig(arch="jumprelu", d_in=8, d_sae=16, hook_name="blocks.0.hook_resid_post"))
+    save_sae(sae, tmp_path)
+    tensors = load_file(tmp_path / "sae_weights.safetensors")
+    tensors["threshold"][:3] = 0.0  # zero thresholds load (latents behave as ReLU)
+    save_file(tensors, tmp_path / "sae_weights.safetensors")
+    x = torch.randn(5, 8)
+    loaded = load_sae(tmp_path)
+    pre = loaded.pre_activations(x)
+    assert torch.equal(loaded.encode(x)[:, :3], pre[:, :3].relu())
+    tensors["threshold"][0] = -1.0
+    save_file(tensors, tmp_path / "sae_weights.safetensors")
+    with pytest.raises(MechscopeError, match="thresholds .* must be finite and >= 0"):
+        load_sae(tmp_path)

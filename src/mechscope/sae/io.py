@@ -256,7 +256,14 @@ def _assign(sae: SAE, tensors: dict[str, Tensor], rescale: bool) -> None:
     sae.W_dec.copy_(w_dec)
     sae.b_dec.copy_(tensors["b_dec"].to(dtype))
     if sae.cfg.arch == "jumprelu":
-        sae.log_threshold.copy_(tensors["threshold"].to(dtype).log())
+        threshold = tensors["threshold"].to(dtype)
+        if (threshold < 0).any() or not torch.isfinite(threshold).all():
+            raise MechscopeError(
+                "JumpReLU thresholds in sae_weights.safetensors must be finite and >= 0; "
+                "the file is damaged or not a JumpReLU SAE"
+            )
+        # 0 (a plain ReLU latent) becomes the smallest positive normal number: log must be finite
+        sae.log_threshold.copy_(threshold.clamp(min=torch.finfo(dtype).tiny).log())
     elif sae.cfg.arch == "batchtopk":
         value = float(tensors["threshold"].double().mean())
         sae.threshold.fill_(value)
