@@ -71,7 +71,7 @@ def histogram_svg(
         f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{edges[-1]:.3g}</text>'
     )
     return Markup(
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg width="{width}" height="{height}" '
         f'role="img" aria-label="activation histogram">{"".join(rects)}{zero}{labels}</svg>'
     )
 
