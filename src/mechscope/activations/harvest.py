@@ -46,6 +46,7 @@ from mechscope.activations.manifest import (
 from mechscope.activations.store import ActivationStore, shard_name
 from mechscope.corpus import Corpus, windows
 from mechscope.errors import MechscopeError
+from mechscope.files import sha256_file
 from mechscope.progress import bars_enabled
 
 __all__ = ["DTYPES", "harvest", "model_fingerprint"]
@@ -146,14 +147,6 @@ def _size(path: Path) -> int:
         return -1
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _capture_into(
     model: Any, tokens: Tensor, buffers: dict[str, Tensor], offset: int, n_rows: int, skip: int
 ) -> dict[str, float]:
@@ -184,7 +177,7 @@ def _write_shard(folder: Path, index: int, buffers: dict[str, Tensor], n_rows: i
         save_file({k: v[:n_rows].contiguous() for k, v in buffers.items()}, str(tmp))
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
-        digest = _sha256(tmp)
+        digest = sha256_file(tmp)
         size = tmp.stat().st_size
         os.replace(tmp, folder / name)
     finally:

@@ -8,7 +8,6 @@ loading) also checks sha256 hashes. See docs/activations.md.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from mechscope.activations.manifest import Manifest, ShardInfo, read_manifest
 from mechscope.errors import MechscopeError
+from mechscope.files import sha256_file
 
 __all__ = ["ActivationStore", "shard_name"]
 
@@ -95,11 +95,7 @@ class ActivationStore:
         """Check every shard's size and sha256 against the manifest."""
         for shard in self.manifest.shards:
             self._check_size(shard)
-            h = hashlib.sha256()
-            with (self.folder / shard.file).open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            if h.hexdigest() != shard.sha256:
+            if sha256_file(self.folder / shard.file) != shard.sha256:
                 raise MechscopeError(
                     f"shard {shard.file} in {self.folder} does not match its sha256 in the "
                     "manifest; delete it and run the same `mechscope harvest` command again"

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from mechscope.corpus.sources import Corpus
 from mechscope.errors import MechscopeError
+from mechscope.files import cache_root
 
 __all__ = ["batches", "token_cache_dir", "tokenize_corpus", "windows"]
 
@@ -50,7 +51,7 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 
 def token_cache_dir(corpus: Corpus, tokenizer: Any, split: str) -> Path:
-    root = Path(os.environ.get("MECHSCOPE_CACHE", Path.home() / ".cache" / "mechscope"))
+    root = cache_root()
     key = f"{corpus.name}-{corpus.fingerprint}-{_tokenizer_fingerprint(tokenizer)}-{split}"
     return root / "tokens" / key
 

@@ -9,10 +9,10 @@ not there. Training writes the file atomically and resumes from its checkpoint a
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from mechscope.corpus import Corpus
+from mechscope.files import cache_root
 from mechscope.lenses.tuned_lens import TunedLens, model_fingerprint
 from mechscope.lenses.tuned_train import TrainConfig, train_tuned_lens
 from mechscope.models.hooked import HookedModel
@@ -26,7 +26,7 @@ REPORT_TOKENS = TrainConfig().tokens
 
 def tuned_lens_path(model: HookedModel, tokens: int, corpus: Corpus | None = None) -> Path:
     """Where :func:`cached_tuned_lens` keeps the lens of ``model`` for a budget of ``tokens``."""
-    root = Path(os.environ.get("MECHSCOPE_CACHE", Path.home() / ".cache" / "mechscope"))
+    root = cache_root()
     name = f"{model_fingerprint(model)}-{tokens}"
     if corpus is not None:
         name += f"-{corpus.name}-{corpus.fingerprint}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -49,6 +48,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mechscope.errors import MechscopeError
+from mechscope.files import cache_root, sha256_file
 
 __all__ = ["BUILTIN_ALIAS", "load_hf"]
 
@@ -84,7 +84,7 @@ def load_hf(
     provenance: dict[str, Any] = {"source": source, "name": name_or_path, "path": path}
     with _progress_bars(progress):
         if source in ("alias", "gguf"):
-            sha = _sha256(Path(path))
+            sha = sha256_file(path)
             folder = _cache_root(cache_dir) / "gguf" / sha[:16]
             model, tokenizer = _load_gguf_cached(Path(path), sha, folder, dtype, progress)
             provenance.update(sha256=sha, cache=str(folder))
@@ -127,16 +127,7 @@ def _builtin_gguf() -> Path:
 
 
 def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
-    root = cache_dir or os.environ.get("MECHSCOPE_CACHE") or "~/.cache/mechscope"
-    return Path(root).expanduser()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return Path(cache_dir).expanduser() if cache_dir else cache_root()
 
 
 def _load_gguf_cached(

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from mechscope.errors import MechscopeError
+from mechscope.files import cache_root
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
 from mechscope.viz import Markup, escape, table
@@ -42,10 +43,6 @@ SHOW = 4
 DENSITY = (0.001, 0.05)
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("MECHSCOPE_CACHE", Path.home() / ".cache" / "mechscope")) / "sae"
-
-
 def cached_sae(model: HookedModel, site: str, corpus: Any = None, *, quiet: bool = True) -> Any:
     """The report's small TopK SAE at ``site``: loaded from the cache, or trained and cached."""
     from mechscope.activations import harvest, model_fingerprint
@@ -55,7 +52,7 @@ def cached_sae(model: HookedModel, site: str, corpus: Any = None, *, quiet: bool
     corpus = corpus if corpus is not None and not isinstance(corpus, str) else load_corpus(corpus)
     key = f"{model_fingerprint(model)}-{corpus.fingerprint}-{site}-topk{K}-x{EXPANSION}"
     key += f"-{HARVEST_TOKENS}-{STEPS}"
-    folder = _cache_root() / key
+    folder = cache_root() / "sae" / key
     if folder.is_dir():
         try:
             return load_sae(folder)
