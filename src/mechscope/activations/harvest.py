@@ -23,7 +23,6 @@ the MLP block reads, ``blocks.L.hook_resid_mid``, paired with ``blocks.L.hook_ml
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import math
 import os
@@ -47,6 +46,7 @@ from mechscope.activations.store import ActivationStore, shard_name
 from mechscope.corpus import Corpus, windows
 from mechscope.errors import MechscopeError
 from mechscope.files import sha256_file
+from mechscope.models.fingerprint import model_fingerprint
 from mechscope.progress import bars_enabled
 
 __all__ = ["DTYPES", "harvest", "model_fingerprint"]
@@ -56,16 +56,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 class _Stop(Exception):
     """Raised from the last capture hook to end a forward pass early."""
-
-
-def model_fingerprint(model: Any) -> str:
-    """A cheap identity of a model: its config plus the shape and ends of every parameter."""
-    h = hashlib.sha256(model.hf.config.to_json_string(use_diff=False).encode())
-    for name, p in sorted(model.hf.named_parameters()):
-        flat = p.detach().reshape(-1)
-        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
-        h.update(torch.cat([flat[:64], flat[-64:]]).float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _site_dims(model: Any, sites: Sequence[str]) -> dict[str, int]:

@@ -15,7 +15,6 @@ corpus, training settings), written atomically (temporary file + ``os.replace``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -30,28 +29,12 @@ from torch import Tensor, nn
 
 from mechscope.errors import MechscopeError
 from mechscope.lenses.logit_lens import LogitLensResult, check_site, read_lens
+from mechscope.models.fingerprint import model_fingerprint
 from mechscope.models.hooked import HookedModel
 
 __all__ = ["FORMAT", "TunedLens", "model_fingerprint", "tuned_lens"]
 
 FORMAT = "mechscope.tuned_lens/1"  # the "format" key of the saved config
-_SAMPLE = 4096  # values of each parameter hashed into a model's fingerprint
-
-
-def model_fingerprint(model: HookedModel) -> str:
-    """A short hash of a model's weights: names, shapes and a strided sample of every parameter.
-
-    Two different checkpoints (even two random tiny models of one config) get different
-    fingerprints; loading the same checkpoint again gives the same one.
-    """
-    digest = hashlib.sha256()
-    for name, param in model.hf.named_parameters():
-        flat = param.detach().reshape(-1)
-        step = max(1, flat.numel() // _SAMPLE)
-        sample = flat[::step][:_SAMPLE].float().cpu().numpy()
-        digest.update(f"{name}{tuple(param.shape)}".encode())
-        digest.update(sample.tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _model_name(model: HookedModel) -> str:
