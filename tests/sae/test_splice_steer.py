@@ -184,3 +184,11 @@ def test_steering_changes_generation_and_zero_steering_does_not(model):
     pushed = steer(model, sae, "w5 w9 w17", latent=2, scale=200.0, max_new_tokens=5)
     assert pushed.steered != pushed.baseline
     assert pushed.to_dict()["hook_name"] == SITE
+
+
+def test_steering_checks_the_sae_against_the_model(model):
+    d = model.dims.d_model
+    with pytest.raises(MechscopeError, match="wrong SAE dimensions"):
+        steer(model, identity_sae(d + 1), "w5 w9", latent=0, scale=1.0, max_new_tokens=1)
+    with pytest.raises(MechscopeError, match="not a hook point"):
+        steer(model, identity_sae(d, site="blocks.9.hook_resid_post"), "w5", latent=0, scale=1.0)

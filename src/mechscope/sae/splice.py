@@ -40,7 +40,7 @@ from mechscope.models.hooked import HookedModel
 from mechscope.progress import progress as progress_bar
 from mechscope.sae.base import SAE
 
-__all__ = ["DENSE_THRESHOLD", "SAEEval", "evaluate_sae", "splice_hooks"]
+__all__ = ["DENSE_THRESHOLD", "SAEEval", "evaluate_sae", "sae_sites", "splice_hooks"]
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than this share of tokens counts as dense
 
@@ -69,7 +69,8 @@ class SAEEval:
         return asdict(self)
 
 
-def _check_sites(model: HookedModel, sae: SAE) -> tuple[str, str]:
+def sae_sites(model: HookedModel, sae: SAE) -> tuple[str, str]:
+    """The sites the SAE reads and writes, checked against the model's sites and widths."""
     cfg = sae.cfg
     read, write = cfg.hook_name, cfg.out_hook_name or cfg.hook_name
     for name in (read, write):
@@ -83,10 +84,15 @@ def _check_sites(model: HookedModel, sae: SAE) -> tuple[str, str]:
         raise MechscopeError(
             f"wrong SAE dimensions: {read} has d={width}, the SAE expects d_in={cfg.d_in}"
         )
+    width = model.sites[write].shape(model.dims)[-1]
+    if width != cfg.width_out:
+        raise MechscopeError(
+            f"wrong SAE dimensions: {write} has d={width}, the SAE writes d={cfg.width_out}"
+        )
     return read, write
 
 
-def splice_hooks(sae: SAE, read: str, write: str, store: dict[str, Tensor] | None = None) -> list:
+def splice_hooks(sae: SAE, read: str, write: str) -> list:
     """Forward hooks that replace ``write``'s activation by the SAE's reconstruction of ``read``."""
     seen: dict[str, Tensor] = {}
 
@@ -95,10 +101,7 @@ def splice_hooks(sae: SAE, read: str, write: str, store: dict[str, Tensor] | Non
 
     def replace(x: Tensor, hook: Any) -> Tensor:
         source = x if read == write else seen.pop("in")
-        x_hat = sae(source.to(sae.W_dec.dtype)).x_hat.to(x.dtype)
-        if store is not None:
-            store["x_hat"] = x_hat
-        return x_hat
+        return sae(source.to(sae.W_dec.dtype)).x_hat.to(x.dtype)
 
     return [(write, replace)] if read == write else [(read, grab), (write, replace)]
 
@@ -124,7 +127,7 @@ def evaluate_sae(
 ) -> SAEEval:
     """Score ``sae`` on ``n_tokens`` tokens of held-out corpus text (see the module docstring)."""
     corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
-    read, write = _check_sites(model, sae)
+    read, write = sae_sites(model, sae)
     sae = sae.eval()
     sums: dict[str, float] = dict.fromkeys(("ce0", "ce1", "ce2", "kl", "sq", "l0", "cos"), 0.0)
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)

@@ -25,6 +25,7 @@ from torch import Tensor
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.sae.base import SAE
+from mechscope.sae.splice import sae_sites
 
 __all__ = ["MODES", "SteerResult", "generate", "steer", "steering_hook"]
 
@@ -117,14 +118,7 @@ def steer(
     seed: int = 0,
 ) -> SteerResult:
     """Generate from ``prompt`` without and with the latent steered at the SAE's site."""
-    site = sae.cfg.out_hook_name or sae.cfg.hook_name
-    if site not in model.sites:
-        raise MechscopeError(f"the SAE's site {site!r} is not a hook point of this model")
-    width = model.sites[site].shape(model.dims)[-1]
-    if width != sae.cfg.width_out:
-        raise MechscopeError(
-            f"wrong SAE dimensions: {site} has d={width}, the SAE writes d={sae.cfg.width_out}"
-        )
+    _, site = sae_sites(model, sae)
     sae = sae.eval()
     kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     baseline = generate(model, prompt, **kwargs)
