@@ -1,17 +1,24 @@
 """EAP and EAP-IG on SmolLM2-135M-Instruct, IOI, 8 prompts: attribution time and faithfulness.
 
 Prints, for plain EAP and EAP-IG (5 steps): attribution seconds (and in units of one plain
-forward pass of the same batch, which is less sensitive to machine load), faithfulness of the top
-0.5% and 1% of edges, and the smallest top-n circuit reaching 80% faithfulness. The reference
-library (hannamw/EAP-IG on TransformerLens) runs in its own venv (benchmarks/peers/); pass its
-JSON output with ``--peer`` to print it alongside, otherwise the figures quoted in the issue are
-printed, labelled "reference (measured earlier, not this run)".
+forward pass of the same batch, which is less sensitive to machine load), and for each circuit
+selection (``top_n``: the n edges of largest |score|; ``greedy``: grown from the logits, as the
+reference's ``apply_greedy``): faithfulness of 0.5% and 1% of the edges, the smallest size on
+the reference script's grid (0.1% ... 5%) reaching 80%, and the crossing found by bisecting
+inside the first grid interval that brackets 80% (faithfulness is not monotone in the size; see
+``smallest_faithful``). The reference library (hannamw/EAP-IG on TransformerLens) runs in its
+own venv (benchmarks/peers/); pass its JSON output with ``--peer`` to print it alongside,
+otherwise the figures quoted in the issue are printed, labelled "reference (quoted in the issue,
+not this run)".
 
-    python benchmarks/bench_eap_ig.py [--n 8] [--steps 5] [--ungroup] [--json out.json]
-                                      [--peer peer.json]
+    python benchmarks/bench_eap_ig.py [--task ioi|FILE.jsonl] [--n 8] [--bos] [--steps 5]
+        [--ungroup] [--methods eap,eap-ig] [--select top_n,greedy] [--json out.json]
+        [--peer peer.json]
 
 ``--ungroup`` gives every query head its own k and v ports (123,211 edges, as the reference's
-TransformerLens graph); the default has one per key/value head (70,651 edges).
+TransformerLens graph); the default has one per key/value head (70,651 edges). ``--bos``
+prepends BOS to every prompt, as the reference library always does. ``--task FILE.jsonl`` runs
+the prompts the peer script wrote with ``--write-task`` (the same prompts on both sides).
 """
 
 from __future__ import annotations
@@ -24,13 +31,17 @@ import time
 import torch
 
 import mechscope
-from mechscope.circuits import Evaluator, Graph, attribute, smallest_faithful
+from mechscope.circuits import Evaluator, Graph, attribute, curve_sizes
+from mechscope.circuits.faithfulness import first_reaching
 from mechscope.tasks import load_task
 
-REFERENCE = {  # hannamw/EAP-IG, measured earlier (not this run); 123,211 edges (GQA ungrouped)
+REFERENCE = {  # hannamw/EAP-IG as quoted in issue 3 (not this run); 123,211 edges (GQA ungrouped)
     "eap": {"seconds": 19.0, "faith@0.5%": 0.54, "faith@1%": None},
     "eap-ig": {"seconds": 61.0, "faith@0.5%": 0.82, "faith@1%": 0.91},
 }
+GRID = (0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05)
+PEER_KEYS = {"eap": "eap", "eap-ig": "eap_ig"}
+PEER_SELECT = {"top_n": "topn", "greedy": "greedy"}
 
 
 def forward_seconds(model: mechscope.HookedModel, batch: object, repeats: int = 3) -> float:
@@ -42,76 +53,114 @@ def forward_seconds(model: mechscope.HookedModel, batch: object, repeats: int = 
     return (time.perf_counter() - start) / repeats
 
 
-def run(n: int, steps: int, ungroup: bool, methods: list[str]) -> dict:
+def selection_row(ev: Evaluator, scored: object, select: str) -> dict:
+    """Faithfulness at 0.5% / 1%, the smallest grid size reaching 0.8 and the refined crossing."""
+    pick = scored.top_n if select == "top_n" else scored.greedy
+    total = scored.total_edges
+    row = {f"faith@{f:.1%}": ev.faithfulness(pick(round(f * total)).mask) for f in (0.005, 0.01)}
+    found = first_reaching(
+        lambda n: ev.faithfulness(pick(n).mask), curve_sizes(total, GRID), 0.8, refine=True
+    )
+    row["grid_n@80%"] = found.grid_n
+    row["n@80%"] = found.n
+    row["faith@n80"] = found.faithfulness
+    row["pruned_edges@1%"] = pick(round(0.01 * total)).pruned().n_edges
+    row["curve"] = found.curve
+    return row
+
+
+def run(args: argparse.Namespace) -> dict:
     model = mechscope.load("smollm2-135m", progress=False)
-    batch = load_task("ioi", model, n=n).tokenize(model)
-    graph = Graph.from_dims(model.dims, ungroup_kv=ungroup)
+    task = load_task(args.task, model, n=args.n)
+    batch = task.tokenize(model, prepend_bos=args.bos)
+    graph = Graph.from_dims(model.dims, ungroup_kv=args.ungroup)
     fwd = forward_seconds(model, batch)
     ev = Evaluator(model, batch, graph=graph)
     out: dict = {"forward_seconds": fwd, "machine": platform.processor() or platform.machine()}
-    out["threads"] = torch.get_num_threads()
-    out["ungroup_kv"] = ungroup
-    for method in methods:
+    out.update(threads=torch.get_num_threads(), ungroup_kv=args.ungroup, bos=args.bos)
+    out.update(task=args.task, prompts=len(batch), clean=ev.clean_value, corrupt=ev.corrupt_value)
+    print(f"logit diff: clean {ev.clean_value:.4f}, corrupt {ev.corrupt_value:.4f}", flush=True)
+    for method in args.methods.split(","):
         cpu = time.process_time()
-        scored = attribute(model, batch, method=method, steps=steps, graph=graph)
+        scored = attribute(model, batch, method=method, steps=args.steps, graph=graph)
         secs = scored.meta["seconds"]
         row = {"seconds": secs, "cpu_seconds": time.process_time() - cpu, "forwards": secs / fwd}
         row["edges"] = scored.total_edges
-        for f in (0.005, 0.01):
-            row[f"faith@{f:.1%}"] = ev.faithfulness(scored.top_fraction(f).mask)
-        n80, f80 = smallest_faithful(model, batch, scored, 0.8)
-        row.update({"n@80%": n80, "fraction@80%": n80 / scored.total_edges, "faith@n80": f80})
+        for select in args.select.split(","):
+            row[select] = selection_row(ev, scored, select)
         out[method] = row
         print(method, json.dumps(row), flush=True)
     return out
 
 
-def report(out: dict, peer: dict | None) -> None:
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _size(n: int | None, total: int) -> str:
+    return "none up to 5%" if n is None else f"{n} ({n / total:.2%})"
+
+
+def report(out: dict, peer: dict | None, selects: list[str]) -> None:
     print(f"\none plain forward of the batch: {out['forward_seconds']:.2f} s")
-    print("| run | attribution s (CPU s) | faith @0.5% | faith @1% | smallest >= 80% |")
-    print("|---|---|---|---|---|")
+    print(
+        "| run | attribution s (CPU s) | faith @0.5% | faith @1% "
+        "| smallest grid size >= 0.8 | crossing |"
+    )
+    print("|---|---|---|---|---|---|")
     for method in ("eap", "eap-ig"):
         if method not in out:
             continue
         r = out[method]
-        print(
-            f"| mechscope {method} | {r['seconds']:.1f} ({r['cpu_seconds']:.1f}) "
-            f"| {r['faith@0.5%']:.2f} | {r['faith@1.0%']:.2f} "
-            f"| {r['n@80%']} edges ({r['fraction@80%']:.2%} of {r['edges']}) |"
-        )
+        for select in selects:
+            s = r[select]
+            print(
+                f"| mechscope {method}, {select} | {r['seconds']:.1f} ({r['cpu_seconds']:.1f}) "
+                f"| {_f(s['faith@0.5%'])} | {_f(s['faith@1.0%'])} "
+                f"| {_size(s['grid_n@80%'], r['edges'])} | {_size(s['n@80%'], r['edges'])} |"
+            )
     if peer is None:
         for method, r in REFERENCE.items():
-            f1 = "n/a" if r["faith@1%"] is None else f"{r['faith@1%']:.2f}"
             print(
-                f"| reference {method} (measured earlier, not this run) | {r['seconds']:.0f} "
-                f"| {r['faith@0.5%']:.2f} | {f1} | n/a |"
+                f"| reference {method} (quoted in the issue, not this run) | {r['seconds']:.0f} "
+                f"| {_f(r['faith@0.5%'])} | {_f(r['faith@1%'])} | n/a | n/a |"
             )
         return
-    for method, key in (("eap", "eap"), ("eap-ig", "eap_ig")):
-        f = peer.get("faithfulness", {}).get(key, {})
-        secs = peer.get(f"{key}_seconds")
-        m80 = peer.get("min_fraction_80" if key == "eap_ig" else "min_fraction_80_eap")
-        print(
-            f"| peer {method} (hannamw/EAP-IG, {peer.get('edges')} edges) | {secs} "
-            f"| {f.get('0.005')} | {f.get('0.01')} | grid fraction {m80} |"
-        )
+    for method in ("eap", "eap-ig"):
+        key = PEER_KEYS[method]
+        secs = peer.get("seconds", {}).get(key, peer.get(f"{key}_seconds"))
+        for select in selects:
+            r = peer.get("selections", {}).get(PEER_SELECT[select], {}).get(key)
+            if r is None:
+                continue
+            m80 = r["min80"]
+            print(
+                f"| peer {method}, {PEER_SELECT[select]} (hannamw/EAP-IG) | {secs} "
+                f"| {_f(r['faith'].get('0.005'))} | {_f(r['faith'].get('0.01'))} "
+                f"| {'none up to 5%' if m80 is None else f'{m80:.2%}'} | - |"
+            )
+        if secs and method in out:
+            print(f"speed-up {method}: {secs / out[method]['seconds']:.1f}x (peer / mechscope)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="ioi", help="ioi, or a JSONL file")
     parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--bos", action="store_true", help="prepend BOS, as the reference does")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", default=None)
     parser.add_argument("--ungroup", action="store_true", help="one k/v port per query head")
     parser.add_argument("--methods", default="eap,eap-ig")
+    parser.add_argument("--select", default="top_n,greedy", help="top_n and/or greedy")
     parser.add_argument("--peer", default=None, help="JSON written by peers/run_eap_ig.py")
     args = parser.parse_args()
-    out = run(args.n, args.steps, args.ungroup, args.methods.split(","))
+    out = run(args)
     peer = None
     if args.peer:
         with open(args.peer) as f:
             peer = json.load(f)
-    report(out, peer)
+    report(out, peer, args.select.split(","))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

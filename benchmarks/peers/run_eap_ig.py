@@ -151,6 +151,28 @@ def parse_args() -> argparse.Namespace:
         help="tokenize without BOS (the library always prepends it; mechscope's tasks do not "
         "by default)",
     )
+    p.add_argument(
+        "--select",
+        default="topn",
+        help="comma list of circuit selections to evaluate from the same scores: topn "
+        "(apply_topn), greedy (apply_greedy, grown from the logits), and their signed variants "
+        "topn_signed, greedy_signed (absolute=False)",
+    )
+    p.add_argument(
+        "--corrupt-column",
+        default="corrupted",
+        help="for a --task CSV in the library's format (ioi_llama.csv): which corrupted column",
+    )
+    p.add_argument(
+        "--scores-dir",
+        help="save each method's edge scores here (safetensors, keyed by model, prompts, BOS, "
+        "method and steps) and reuse them on a later run instead of attributing again",
+    )
+    p.add_argument(
+        "--write-task",
+        help="write the prompts used (after --n and the CSV filter) to this JSONL file, for "
+        "mechscope's bench (benchmarks/bench_eap_ig.py --task)",
+    )
     p.add_argument("--json-out", help="also write the JSON summary to this file")
     return p.parse_args()
 
@@ -337,9 +359,37 @@ def load_model(folder: Path):
 # --------------------------------------------------------------------------- the task
 
 
-def read_task(path: str | None, n: int | None) -> list[dict]:
+def read_library_csv(path: str, column: str) -> list[dict]:
+    """The library's own IOI CSV (``ioi_llama.csv``: clean, corrupted, corrupted_hard and
+    Llama-3 token ids). The ids belong to another tokenizer, so the answer and wrong names are read
+    off the clean prompt: of the two names in "A and B", the subject is the one named again."""
+    import csv
+    import re
+
+    rows = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle), start=2):
+            clean = row["clean"]
+            match = re.search(r"(\w+) and (\w+)", clean)
+            if match is None or column not in row:
+                sys.exit(f"{path} line {number}: no 'A and B' names or no column {column!r}")
+            a, b = match.groups()
+            rest = clean[match.end() :]
+            s_name = a if re.search(rf"\b{a}\b", rest) else b
+            io = b if s_name == a else a
+            rows.append(
+                {"clean": clean, "corrupt": row[column], "answer": " " + io, "wrong": " " + s_name}
+            )
+    return rows
+
+
+def read_task(path: str | None, n: int | None, column: str = "corrupted", fits=None) -> list[dict]:
+    """Prompts of the task; ``fits(row)`` drops rows of a library CSV this tokenizer cannot use
+    (a name of several tokens, or a corrupted prompt of another length)."""
     if path is None:
         rows = [dict(r) for r in BUILTIN_IOI]
+    elif path.endswith(".csv"):
+        rows = read_library_csv(path, column)
     else:
         rows = []
         with open(path, encoding="utf-8") as handle:
@@ -351,6 +401,8 @@ def read_task(path: str | None, n: int | None) -> list[dict]:
                 if missing:
                     sys.exit(f"{path} line {number} lacks {missing}")
                 rows.append(row)
+    if fits is not None and path is not None and path.endswith(".csv"):
+        rows = [r for r in rows if fits(r)]
     if n is not None:
         rows = rows[:n]
     if not rows:
@@ -429,7 +481,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     eap = import_eap(args.eap_ig)
     from eap.attribute import attribute
-    from eap.evaluate import evaluate_baseline, evaluate_graph
+    from eap.evaluate import evaluate_baseline
     from eap.graph import Graph
 
     folder = find_hf_folder(args.hf_folder)
@@ -457,8 +509,11 @@ def main() -> None:
     log(f"model: {folder} (loaded in {load_seconds:.1f} s)")
     log(f"versions: {versions}; torch threads: {torch.get_num_threads()}")
 
-    rows = read_task(args.task, args.n)
+    rows = read_task(args.task, args.n, args.corrupt_column, partial(row_fits, model))
     dataloader = make_dataloader(model, rows, args.batch_size)
+    if args.write_task:
+        with open(args.write_task, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
     log(
         f"task: {args.task or 'built-in IOI (8 prompts, ABC corruption)'}; {len(rows)} prompts, "
         f"{len(dataloader)} batch(es)"
@@ -466,12 +521,9 @@ def main() -> None:
 
     attrib_metric = partial(logit_diff, loss=True, mean=True)
     eval_metric = partial(logit_diff, loss=False, mean=False)
-    clean = evaluate_baseline(model, dataloader, eval_metric, quiet=True).mean().item()
-    corrupt = (
-        evaluate_baseline(model, dataloader, eval_metric, run_corrupted=True, quiet=True)
-        .mean()
-        .item()
-    )
+    clean_each = evaluate_baseline(model, dataloader, eval_metric, quiet=True)
+    corrupt_each = evaluate_baseline(model, dataloader, eval_metric, run_corrupted=True, quiet=True)
+    clean, corrupt = clean_each.mean().item(), corrupt_each.mean().item()
     log(f"logit diff: clean {clean:.4f}, corrupt {corrupt:.4f}")
 
     graph0 = Graph.from_model(model)
@@ -480,69 +532,152 @@ def main() -> None:
 
     grid = sorted({float(f) for f in args.grid.split(",") if f.strip()} | set(REPORT_FRACTIONS))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    seconds: dict[str, float] = {}
-    faith: dict[str, dict[str, float]] = {}
-    kept: dict[str, dict[str, int]] = {}
-    min80: dict[str, float | None] = {}
+    selections = [x.strip() for x in args.select.split(",") if x.strip()]
+    for sel in selections:
+        if sel not in SELECTIONS:
+            sys.exit(f"unknown selection {sel!r}; choose from {', '.join(SELECTIONS)}")
+    seconds: dict[str, float | None] = {}
+    # results[selection][method key] = {"faith": {frac: f}, "per_prompt": ..., "kept": ...}
+    results: dict[str, dict[str, dict]] = {sel: {} for sel in selections}
     for method in methods:
+        key = METHOD_KEYS.get(method, method)
         graph = Graph.from_model(model)
         kwargs = {"ig_steps": args.ig_steps} if method.startswith("EAP-IG") else {}
-        t0 = time.perf_counter()
-        attribute(model, graph, dataloader, attrib_metric, method=method, quiet=True, **kwargs)
-        seconds[method] = time.perf_counter() - t0
-        log(
-            f"{method}{f' ({args.ig_steps} steps)' if kwargs else ''}: attribution "
-            f"{seconds[method]:.1f} s"
-        )
-        faith[method], kept[method], min80[method] = {}, {}, None
-        for frac in grid:
-            n = max(1, round(frac * n_edges))
-            graph.apply_topn(n, absolute=True)
-            kept[method][f"{frac:g}"] = int(graph.count_included_edges())
-            score = evaluate_graph(model, graph, dataloader, eval_metric, quiet=True).mean().item()
-            f = (score - corrupt) / (clean - corrupt)
-            faith[method][f"{frac:g}"] = f
-            if min80[method] is None and f >= TARGET:
-                min80[method] = frac
-            log(
-                f"  {frac * 100:5.2f}% ({n} edges, {kept[method][f'{frac:g}']} after prune): "
-                f"faithfulness {f:.3f}"
-            )
-        log(
-            f"  smallest grid fraction reaching {TARGET}: "
-            f"{'none' if min80[method] is None else f'{min80[method] * 100:.2f}%'}"
-        )
+        cached = scores_path(args, rows, method)
+        if cached is not None and cached.is_file():
+            from safetensors.torch import load_file
 
-    ig, plain = "EAP-IG-inputs", "EAP"
-    summary = {
-        "peer": "EAP-IG",
-        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, float32)",
-        "edges": n_edges,
-        "prompts": len(rows),
-        "ig_steps": args.ig_steps,
-        "bos": not args.no_bos,
-        "eap_ig_seconds": _round(seconds.get(ig), 2),
-        "eap_seconds": _round(seconds.get(plain), 2),
-        "clean_logit_diff": round(clean, 4),
-        "corrupt_logit_diff": round(corrupt, 4),
-        "faithfulness": {
-            "eap_ig": {k: faith[ig][k] for k in ("0.005", "0.01")} if ig in faith else None,
-            "eap": {k: faith[plain][k] for k in ("0.005", "0.01")} if plain in faith else None,
-        },
-        "min_fraction_80": min80.get(ig),
-        "min_fraction_80_eap": min80.get(plain),
-        "grid": {
-            "eap_ig": faith.get(ig),
-            "eap": faith.get(plain),
-        },
-        "edges_after_prune": {"eap_ig": kept.get(ig), "eap": kept.get(plain)},
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions,
-    }
+            graph.scores[:] = load_file(str(cached))["scores"]
+            seconds[key] = None
+            log(f"{method}: scores read from {cached} (attribution not timed)")
+        else:
+            t0 = time.perf_counter()
+            attribute(model, graph, dataloader, attrib_metric, method=method, quiet=True, **kwargs)
+            seconds[key] = time.perf_counter() - t0
+            log(
+                f"{method}{f' ({args.ig_steps} steps)' if kwargs else ''}: attribution "
+                f"{seconds[key]:.1f} s"
+            )
+            if cached is not None:
+                save_scores(graph.scores, cached)
+        for sel in selections:
+            results[sel][key] = evaluate_grid(
+                model, graph, dataloader, eval_metric, sel, grid, n_edges, clean_each, corrupt_each
+            )
+            r = results[sel][key]
+            m80 = "none" if r["min80"] is None else f"{r['min80'] * 100:.2f}%"
+            log(f"  {sel}: smallest grid fraction reaching {TARGET}: {m80}")
+
+    summary = make_summary(args, rows, n_edges, clean, corrupt, seconds, results, selections)
+    summary["versions"] = versions
+    summary["torch_threads"] = torch.get_num_threads()
     line = json.dumps(summary, sort_keys=False)
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")
     print(line, flush=True)
+
+
+SELECTIONS = ("topn", "greedy", "topn_signed", "greedy_signed")
+METHOD_KEYS = {"EAP-IG-inputs": "eap_ig", "EAP": "eap", "EAP-IG-activations": "eap_ig_activations"}
+
+
+def row_fits(model, row: dict) -> bool:
+    """One-token answer and wrong names, and clean and corrupted prompts of the same length."""
+    tok = model.tokenizer
+    if any(len(tok.encode(row[k], add_special_tokens=False)) != 1 for k in ("answer", "wrong")):
+        return False
+    return len(tok.encode(row["clean"])) == len(tok.encode(row["corrupt"]))
+
+
+def select(graph, how: str, n: int) -> None:
+    """Set ``graph`` to an n-edge circuit: the library's apply_topn or apply_greedy (both prune)."""
+    absolute = not how.endswith("_signed")
+    if how.startswith("greedy"):
+        graph.apply_greedy(n, absolute=absolute)
+    else:
+        graph.apply_topn(n, absolute=absolute)
+
+
+def evaluate_grid(model, graph, dataloader, metric, how, grid, n_edges, clean_each, corrupt_each):
+    """Faithfulness over the grid: of the batch means ((mean circuit - mean corrupt) / (mean clean
+    - mean corrupt), the primary figure) and the mean of per-prompt normalised values."""
+    from eap.evaluate import evaluate_graph
+
+    out: dict = {"faith": {}, "per_prompt": {}, "kept": {}, "min80": None}
+    clean, corrupt = clean_each.mean().item(), corrupt_each.mean().item()
+    for frac in grid:
+        n = max(1, round(frac * n_edges))
+        select(graph, how, n)
+        k = f"{frac:g}"
+        out["kept"][k] = int(graph.count_included_edges())
+        each = evaluate_graph(model, graph, dataloader, metric, quiet=True)
+        f = (each.mean().item() - corrupt) / (clean - corrupt)
+        out["faith"][k] = f
+        out["per_prompt"][k] = ((each - corrupt_each) / (clean_each - corrupt_each)).mean().item()
+        if out["min80"] is None and f >= TARGET:
+            out["min80"] = frac
+        log(
+            f"  {how} {frac * 100:5.2f}% ({n} edges, {out['kept'][k]} after prune): "
+            f"faithfulness {f:.3f} (per-prompt mean {out['per_prompt'][k]:.3f})"
+        )
+    return out
+
+
+def scores_path(args, rows: list[dict], method: str) -> Path | None:
+    if not args.scores_dir:
+        return None
+    spec = json.dumps(
+        [rows, not args.no_bos, method, args.ig_steps, args.hf_folder or ""], sort_keys=True
+    )
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+    return Path(args.scores_dir) / f"{method}-{digest}.safetensors"
+
+
+def save_scores(scores, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"scores": scores.detach().cpu().contiguous()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def make_summary(args, rows, n_edges, clean, corrupt, seconds, results, selections) -> dict:
+    """The JSON line: the first selection's figures under the historical keys, all under
+    ``selections``."""
+    first = results[selections[0]]
+
+    def pick(key: str, what: str, fracs=None):
+        r = first.get(key)
+        if r is None:
+            return None
+        return r[what] if fracs is None else {f: r[what][f] for f in fracs}
+
+    return {
+        "peer": "EAP-IG",
+        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, float32)",
+        "task": args.task or "builtin",
+        "corrupt_column": args.corrupt_column if (args.task or "").endswith(".csv") else None,
+        "edges": n_edges,
+        "prompts": len(rows),
+        "ig_steps": args.ig_steps,
+        "bos": not args.no_bos,
+        "selection": selections[0],
+        "eap_ig_seconds": _round(seconds.get("eap_ig"), 2),
+        "eap_seconds": _round(seconds.get("eap"), 2),
+        "seconds": {k: _round(v, 2) for k, v in seconds.items()},
+        "clean_logit_diff": round(clean, 4),
+        "corrupt_logit_diff": round(corrupt, 4),
+        "faithfulness": {
+            "eap_ig": pick("eap_ig", "faith", ("0.005", "0.01")),
+            "eap": pick("eap", "faith", ("0.005", "0.01")),
+        },
+        "min_fraction_80": pick("eap_ig", "min80"),
+        "min_fraction_80_eap": pick("eap", "min80"),
+        "grid": {"eap_ig": pick("eap_ig", "faith"), "eap": pick("eap", "faith")},
+        "edges_after_prune": {"eap_ig": pick("eap_ig", "kept"), "eap": pick("eap", "kept")},
+        "selections": results,
+    }
 
 
 def _round(x, digits):

@@ -5,7 +5,10 @@ Selection rules (each returns a new :class:`Circuit`):
 - ``top_n(n)`` / ``top_fraction(f)``: the n edges of largest |score|;
 - ``threshold(t)``: every edge with |score| >= t;
 - ``greedy(n)``: grow from the logits backwards, each time adding the best-|score| edge whose
-  receiving node is already in the circuit (so the circuit stays connected to the logits).
+  receiving node is already in the circuit (so the circuit stays connected to the logits), as
+  the reference library's ``Graph.apply_greedy`` (Hanna et al. 2024);
+- ``pruned()``: drop edges that cannot change the patched run (writers with no input edge or
+  no output edge), as the reference's ``Graph.prune``; faithfulness is unchanged.
 
 JSON: ``{"method", "model", "task", "n_edges", "total_edges", "faithfulness", "nodes",
 "edges": [{"src", "dst", "score"}], "graph", "meta"}``; :func:`compare` measures overlap.
@@ -94,32 +97,65 @@ class Circuit:
         return self._with(self.mask & (self.scores.abs() >= t), f"threshold({t})")
 
     def greedy(self, n: int) -> Circuit:
-        """Grow ``n`` edges from the logits backwards (best |score| into a node already in)."""
+        """Grow ``n`` edges from the logits backwards, as the reference's ``apply_greedy``.
+
+        Start with the edges into the logits as candidates; repeatedly take the candidate of
+        largest |score|, and when its writer enters the circuit for the first time, add every
+        edge into that writer's ports (q, k, v, or the MLP input) to the candidates. Every edge
+        therefore feeds the logits or a node already in the circuit; a writer may still have no
+        edge into it (then it runs on its corrupted input: see :meth:`pruned`).
+        """
+        if not 0 <= n <= self.n_edges:
+            raise MechscopeError(f"n must lie in [0, {self.n_edges}], got {n}")
         g = self.graph
-        ports_of: dict[str, list[int]] = {"logits": [len(g.ports) - 1]}
-        for j, port in enumerate(g.ports[:-1]):
-            for node in g.port_nodes(port):
-                ports_of.setdefault(node, []).append(j)
+        reads = _reader_ports(g)  # [node port]: the ports through which each node reads
         allowed, scores = self.mask, self.scores.abs()
         chosen = torch.zeros_like(allowed)
+        entered = torch.zeros(len(g.nodes), dtype=torch.bool)
         heap: list[tuple[float, int, int]] = []
-        seen: set[str] = set()
 
-        def enter(node: str) -> None:
-            if node in seen:
-                return
-            seen.add(node)
-            for j in ports_of.get(node, []):
-                for i in allowed[:, j].nonzero()[:, 0].tolist():
-                    heapq.heappush(heap, (-float(scores[i, j]), i, j))
+        def push(ports: Tensor) -> None:
+            for i, j in (allowed & ports[None, :]).nonzero().tolist():
+                heapq.heappush(heap, (-float(scores[i, j]), i, j))
 
-        enter("logits")
-        while heap and int(chosen.sum()) < n:
+        logits = torch.zeros(len(g.ports), dtype=torch.bool)
+        logits[-1] = True
+        push(logits)
+        taken = 0
+        while heap and taken < n:
             _, i, j = heapq.heappop(heap)
-            if not chosen[i, j]:
-                chosen[i, j] = True
-                enter(g.nodes[i])
+            if chosen[i, j]:  # a grouped k/v port is pushed once per query head that reads it
+                continue
+            chosen[i, j] = True
+            taken += 1
+            if not entered[i]:
+                entered[i] = True
+                push(reads[i])
         return self._with(chosen, f"greedy({n})")
+
+    def pruned(self) -> Circuit:
+        """Drop the edges that cannot change the patched run (the reference's ``Graph.prune``).
+
+        Repeat until nothing changes: a writer with no edge into any of its ports (the input
+        excepted) reads the corrupted residual everywhere, so it writes its corrupted output and
+        its outgoing edges carry nothing; a writer with no outgoing edge is read by nobody in the
+        circuit, so its incoming edges matter to nobody. Remove both kinds of writer and every
+        edge touching them. Faithfulness is unchanged (tested); only ``n_edges`` falls.
+        """
+        g = self.graph
+        reads = _reader_ports(g).float()
+        mask = self.mask.clone()
+        while True:
+            fed = (reads @ mask.any(0).float()) > 0
+            fed[0] = True  # the input embeddings
+            alive = fed & mask.any(1)
+            port_alive = (alive.float() @ reads) > 0
+            port_alive[-1] = True  # the logits
+            keep = mask & alive[:, None] & port_alive[None, :]
+            if torch.equal(keep, mask):
+                break
+            mask = keep
+        return self._with(mask, f"{self.meta.get('selection', 'all')}, pruned")
 
     # -- JSON -------------------------------------------------------------------------------
 
@@ -164,6 +200,16 @@ class Circuit:
     @classmethod
     def load(cls, path: str | Path) -> Circuit:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _reader_ports(g: Graph) -> Tensor:
+    """[node port] bool: port j is one of node i's inputs (a grouped k/v port has several)."""
+    index = {name: i for i, name in enumerate(g.nodes)}
+    reads = torch.zeros(len(g.nodes), len(g.ports), dtype=torch.bool)
+    for j, port in enumerate(g.ports[:-1]):
+        for node in g.port_nodes(port):
+            reads[index[node], j] = True
+    return reads
 
 
 def compare(a: Circuit, b: Circuit) -> dict[str, float]:

@@ -22,7 +22,8 @@ output in this run (so the effect of a patch propagates through the nodes in the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ from mechscope.circuits.nodes import (
     run_nodes,
     stack_nodes,
 )
+from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.tasks.base import TaskBatch
 from mechscope.tasks.metrics import Metric, logit_diff, normalized
@@ -245,9 +247,71 @@ def faithfulness_curve(
     select: str = "top_n",
 ) -> list[tuple[int, float]]:
     """(n edges, faithfulness) of ``scored.top_n(n)`` (or ``greedy``) for each size."""
+    pick = _selector(scored, select)
     ev = Evaluator(model, batch, metric, scored.graph)
-    pick = scored.top_n if select == "top_n" else scored.greedy
     return [(n, ev.faithfulness(pick(n).mask)) for n in sizes]
+
+
+@dataclass(frozen=True)
+class Smallest:
+    """Result of :func:`smallest_faithful`.
+
+    ``n``: the circuit size found (None if no evaluated size reaches ``target``); ``faithfulness``:
+    its faithfulness; ``curve``: every (size, faithfulness) evaluated, ascending by size;
+    ``grid_n``: the smallest grid size reaching the target (``n`` before refinement).
+    """
+
+    n: int | None
+    faithfulness: float | None
+    target: float
+    curve: list[tuple[int, float]]
+    grid_n: int | None
+
+
+def geometric_sizes(total: int, start: float = 0.001, factor: float = 2**0.5) -> list[int]:
+    """Circuit sizes ``start * total * factor**k`` (at least 1, distinct, ascending), up to and
+    including ``total``."""
+    if not 0 < start <= 1 or factor <= 1:
+        raise MechscopeError(f"need 0 < start <= 1 and factor > 1, got {start}, {factor}")
+    sizes, size = [], start * total
+    while size < total:
+        sizes.append(max(1, round(size)))
+        size *= factor
+    return sorted({*sizes, total})
+
+
+def first_reaching(
+    evaluate: Callable[[int], float], sizes: Sequence[int], target: float, refine: bool = True
+) -> Smallest:
+    """Scan ``sizes`` upwards and stop at the first whose faithfulness reaches ``target``.
+
+    Faithfulness is not monotone in the number of edges, so the answer is defined on the grid:
+    every smaller grid size was evaluated and fell short. With ``refine``, bisect between the
+    last grid size below the target and the first at or above it; that gives a crossing (a size
+    ``n`` reaching the target with ``n - 1`` below it) inside the interval, not necessarily the
+    smallest such size there.
+    """
+    curve: list[tuple[int, float]] = []
+    below = 0
+    for n in sorted(set(sizes)):
+        f = evaluate(n)
+        curve.append((n, f))
+        if f >= target:
+            break
+        below = n
+    else:
+        return Smallest(None, None, target, curve, None)
+    grid_n, best_n, best = curve[-1][0], curve[-1][0], curve[-1][1]
+    lo, hi = below, grid_n
+    while refine and hi - lo > 1:
+        mid = (lo + hi) // 2
+        f = evaluate(mid)
+        curve.append((mid, f))
+        if f >= target:
+            hi, best_n, best = mid, mid, f
+        else:
+            lo = mid
+    return Smallest(best_n, best, target, sorted(curve), grid_n)
 
 
 def smallest_faithful(
@@ -256,16 +320,21 @@ def smallest_faithful(
     scored: Circuit,
     target: float = 0.8,
     metric: Metric = logit_diff,
-) -> tuple[int, float]:
-    """Smallest n with faithfulness(top_n(n)) >= target, by bisection (assumes monotone)."""
+    *,
+    sizes: Sequence[int] | None = None,
+    select: str = "top_n",
+    refine: bool = True,
+) -> Smallest:
+    """The smallest circuit (``top_n`` or ``greedy`` of ``scored``) whose faithfulness reaches
+    ``target``, over ``sizes`` (default :func:`geometric_sizes`: 0.1% of the edges upwards by
+    factors of sqrt 2); see :func:`first_reaching` for what is and is not guaranteed."""
+    pick = _selector(scored, select)
     ev = Evaluator(model, batch, metric, scored.graph)
-    lo, hi = 0, scored.n_edges
-    best = ev.faithfulness(scored.top_n(hi).mask)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        f = ev.faithfulness(scored.top_n(mid).mask)
-        if f >= target:
-            hi, best = mid, f
-        else:
-            lo = mid
-    return hi, best
+    grid = geometric_sizes(scored.n_edges) if sizes is None else sizes
+    return first_reaching(lambda n: ev.faithfulness(pick(n).mask), grid, target, refine)
+
+
+def _selector(scored: Circuit, select: str) -> Callable[[int], Circuit]:
+    if select not in ("top_n", "greedy"):
+        raise MechscopeError(f"unknown selection {select!r}; choose top_n or greedy")
+    return scored.top_n if select == "top_n" else scored.greedy
