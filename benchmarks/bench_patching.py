@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         ("resid_pre", "get_act_patch_resid_pre"),
         ("attn_head", "get_act_patch_attn_head_out_all_pos"),
     ):
-        ours, w1, c1 = timed(lambda s=sweep: patch(model, clean, corrupt, metric, s))
+        ours, w1, c1 = timed(
+            lambda s=sweep: patch(model, clean, corrupt, metric, s, read_pos=batch.last_pos)
+        )
         with torch.no_grad():
             tl_fn = getattr(tl_patching, tl_name)
             theirs, w2, c2 = timed(lambda f=tl_fn: f(bridge, corrupt, clean_cache, tl_metric))

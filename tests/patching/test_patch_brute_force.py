@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from mechscope import HookedModel
+from mechscope.errors import MechscopeError
 from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
 from mechscope.patching import SWEEPS, patch
 
@@ -112,5 +113,42 @@ def test_engine_equals_one_forward_per_patch(kind: str, direction: str) -> None:
             assert got.values.shape == want.shape, sweep
             done = ~want.isnan()
             torch.testing.assert_close(got.values[done], want[done], atol=TOL, rtol=0, msg=sweep)
+            # unembedding only the position the metric reads changes nothing
+            last = torch.full((B,), P - 1)
+            read = patch(model, clean, corrupt, metric, sweep, direction=direction, read_pos=last)
+            torch.testing.assert_close(read.values[done], want[done], atol=TOL, rtol=0, msg=sweep)
             assert got.clean == pytest.approx(float(metric(model(clean)).mean()), abs=TOL)
             assert got.corrupt == pytest.approx(float(metric(model(corrupt)).mean()), abs=TOL)
+
+
+def test_read_pos_errors() -> None:
+    model = HookedModel(tiny_model("llama"))
+    clean, corrupt = pair()
+    last = torch.full((B,), P - 1)
+
+    def first(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, 0, 1]
+
+    with torch.no_grad(), pytest.raises(MechscopeError, match="other than read_pos"):
+        patch(model, clean, corrupt, first, "resid_pre", read_pos=last)
+    for bad in (torch.tensor([P - 1]), torch.tensor([P, 0]), torch.tensor([-1, 0])):
+        with pytest.raises(MechscopeError, match="read_pos must hold one position"):
+            patch(model, clean, corrupt, metric, "resid_pre", read_pos=bad)
+
+
+def test_identical_slices_are_not_run() -> None:
+    """A patch whose source slice equals the base slice is the base run: no forward is made."""
+    model = HookedModel(tiny_model("llama"))
+    clean, corrupt = pair()
+    calls = []
+    layer0 = model.hf.model.layers[0]
+    handle = layer0.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    try:
+        with torch.no_grad():
+            got = patch(model, clean, clean.clone(), metric, "attn_head")
+    finally:
+        handle.remove()
+    assert calls == [B, B, B]  # the base, source and key/value recording runs only
+    with torch.no_grad():
+        base = float(metric(model(clean)).mean())
+    torch.testing.assert_close(got.values, torch.full_like(got.values, base))

@@ -102,6 +102,7 @@ def patch(
         result = run_patch(
             hooked, batch.clean_tokens, batch.corrupt_tokens, fn, sweep,
             direction=direction, attention_mask=batch.clean_mask, layer=layer,
+            read_pos=batch.last_pos,
         )  # fmt: skip
     else:
         from mechscope.attribution import attribution_patch

@@ -47,6 +47,7 @@ def patch(
     attention_mask: Tensor | None = None,
     chunk: int | None = None,
     layer: int | None = None,
+    read_pos: Tensor | None = None,
 ) -> PatchResult:
     """Patch every slice of a site, one variant at a time, and measure ``metric`` on each run.
 
@@ -62,6 +63,10 @@ def patch(
         attention_mask: [batch pos], shared by both inputs (1 = real token).
         chunk: maximal number of variants per forward (None: at most ~4096 token rows).
         layer: the layer of the ``neuron`` sweep; the other sweeps cover every layer.
+        read_pos: [batch] the one position per prompt that ``metric`` reads (e.g. the last
+            token, ``TaskBatch.last_pos``). Only those positions are unembedded; the metric
+            receives NaN logits elsewhere (reading them raises an error). Same numbers, less
+            work: the unembedding of every position is about a fifth of a SmolLM2 forward.
     """
     if sweep not in SWEEPS:
         raise MechscopeError(f"unknown sweep {sweep!r}; choose one of {', '.join(SWEEPS)}")
@@ -71,7 +76,7 @@ def patch(
     base, source = (corrupt_tokens, clean_tokens)
     if direction == "noise":
         base, source = source, base
-    req = Request(model, base, source, metric, attention_mask, chunk)
+    req = Request(model, base, source, metric, attention_mask, chunk, read_pos)
     with torch.no_grad():
         axes, values, runs = SWEEPS[sweep](req, layer)
     clean, corrupt = runs.source_metric, runs.base_metric

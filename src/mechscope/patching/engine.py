@@ -18,6 +18,14 @@ model is the definition; the engine gives the same numbers with less work:
    recomputes at most ``WASTE`` times the rows the variants need on their own.
 5. A forward holds at most ``chunk * B * pos`` token rows (``chunk`` variants of every
    position), which bounds memory; the metric is evaluated on each variant's ``B`` rows.
+6. With ``read_pos`` (the one position per prompt that the metric reads, e.g. the last token),
+   only those positions go through the final norm and the unembedding (for SmolLM2 the
+   unembedding costs a fifth of a forward per position); the metric sees logits that are NaN
+   everywhere else, and a metric that reads elsewhere is an error rather than a wrong number.
+
+The sweeps (:mod:`mechscope.patching.sweeps`) also skip variants whose source slice equals the
+base slice (their value is the base metric) and start an all-position patch at the first
+position where the two differ.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from mechscope.cache import Cache
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.models.inputs import LayerInputs
-from mechscope.patching.prefix import Prefix, Recorder, cache_kwarg, record, run_suffix
+from mechscope.patching.prefix import Prefix, Recorder, cache_kwarg, record, suffix_resid, unembed
 
 Tensor = torch.Tensor
 Metric = Callable[[Tensor], Tensor]  # logits [batch pos d_vocab] -> [batch]
@@ -57,6 +65,8 @@ class Runs:
     source_metric: Tensor  # [batch]
     chunk: int  # variants per forward, counted at full length
     prefix: Recorder | None  # the base run's keys and values, for position reuse
+    read_pos: Tensor | None = None  # [batch] the one position the metric reads per prompt
+    scratch: Tensor | None = None  # NaN logits like base_logits, filled at read_pos per variant
 
     @property
     def batch(self) -> int:
@@ -97,10 +107,26 @@ class Request:
     metric: Metric
     attention_mask: Tensor | None = None
     chunk: int | None = None  # variants per forward; None: see default_chunk
+    read_pos: Tensor | None = None  # [batch] the one position the metric reads per prompt
+
+
+def _check_read_pos(read_pos: Tensor | None, shape: tuple[int, ...]) -> Tensor | None:
+    if read_pos is None:
+        return None
+    read_pos = torch.as_tensor(read_pos).long().cpu()
+    if read_pos.shape != shape[:1] or not bool(((read_pos >= 0) & (read_pos < shape[1])).all()):
+        raise MechscopeError(
+            f"read_pos must hold one position in [0, {shape[1]}) per prompt ({shape[0]} values), "
+            f"got {read_pos.tolist()}; pass e.g. the index of each prompt's last token"
+        )
+    return read_pos
 
 
 def prepare(req: Request, site_names: Sequence[str], positional: bool = False) -> Runs:
-    """Step 1: run base and source once, caching what the variants start from and patch in."""
+    """Step 1: run base and source once, caching what the variants start from and patch in.
+
+    The base run also caches ``site_names`` (the sweeps compare them with the source's).
+    """
     model, metric, attention_mask = req.model, req.metric, req.attention_mask
     if req.chunk is not None and req.chunk < 1:
         raise MechscopeError(f"chunk must be at least 1 variant per forward, got {req.chunk}")
@@ -112,8 +138,10 @@ def prepare(req: Request, site_names: Sequence[str], positional: bool = False) -
             )
     n = model.dims.n_layers
     resid = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+    read_pos = _check_read_pos(req.read_pos, tuple(req.base.shape))
+    names = list(dict.fromkeys(resid + list(site_names)))
     with model.capture_inputs() as inputs:
-        base_logits, base = model.run_with_cache(req.base, resid, attention_mask)
+        base_logits, base = model.run_with_cache(req.base, names, attention_mask)
     source_logits, source = model.run_with_cache(req.source, list(site_names), attention_mask)
     batch, pos = req.base.shape
     chunk = req.chunk or default_chunk(model, batch, pos)
@@ -131,6 +159,8 @@ def prepare(req: Request, site_names: Sequence[str], positional: bool = False) -
         source_metric=evaluate(metric, source_logits, batch),
         chunk=chunk,
         prefix=prefix,
+        read_pos=read_pos,
+        scratch=None if read_pos is None else torch.full_like(base_logits, float("nan")),
     )
 
 
@@ -179,28 +209,66 @@ def _groups(runs: Runs, positions: Sequence[int] | None, n: int) -> list[tuple[i
     return groups
 
 
+def shift(index: Index, p0: int) -> Index:
+    """``index`` into a [batch pos ...] activation, moved to its positions ``p0..``."""
+    if p0 == 0 or len(index) < 2 or not isinstance(index[1], int):
+        return index
+    return (index[0], index[1] - p0, *index[2:])
+
+
 def _run_chunk(
     runs: Runs, start: int, site: str | None, src: Tensor, indices: Sequence[Index], p0: int
 ) -> Tensor:
     b, v, model = runs.batch, len(indices), runs.model
+    tail = src[:, p0:]
 
     def write(act: Tensor) -> Tensor:
         act = act.clone()
         for i, index in enumerate(indices):
-            here = (index[0], index[1] - p0, *index[2:]) if p0 else index
-            act[i * b : (i + 1) * b][here] = src[index]
+            here = shift(index, p0)
+            act[i * b : (i + 1) * b][here] = tail[here]
         return act
 
     resid = runs.resid(start)[:, p0:].repeat(v, 1, 1)
     if site is None:
         resid = write(resid)
     hooks = [] if site is None else [(site, lambda act, _hook: write(act))]
+    cache = None
+    if p0:
+        assert runs.prefix is not None
+        cache = Prefix(runs.prefix, p0, v * b)
     with model.hooks(hooks):
-        if p0 == 0:
-            logits = model.run_from(resid, start, runs.inputs)
-        else:
-            assert runs.prefix is not None
-            cache = Prefix(runs.prefix, p0, v * b)
-            logits = run_suffix(model, resid, start, runs.inputs, cache, p0)
+        h = suffix_resid(model, resid, start, runs.inputs, cache, p0)
+    if runs.read_pos is None:
+        logits = unembed(model, h)
+        if p0:
             logits = torch.cat([runs.base_logits[:, :p0].repeat(v, 1, 1), logits], dim=1)
-    return torch.stack([evaluate(runs.metric, logits[i * b : (i + 1) * b], b) for i in range(v)])
+        return torch.stack(
+            [evaluate(runs.metric, logits[i * b : (i + 1) * b], b) for i in range(v)]
+        )
+    return _read_metrics(runs, h, v, p0)
+
+
+def _read_metrics(runs: Runs, h: Tensor, v: int, p0: int) -> Tensor:
+    """Metric per variant [v batch] from final residuals, unembedding only ``read_pos``."""
+    assert runs.read_pos is not None
+    b, n = runs.batch, runs.model.dims.n_layers
+    at = runs.read_pos.to(h.device)
+    rows = torch.arange(b, device=h.device)
+    base_final = runs.resid(n)[rows, at]  # prompts whose read position precedes p0
+    late = (at >= p0)[:, None]
+    picked = h.unflatten(0, (v, b))[:, rows, (at - p0).clamp(min=0)]  # [v b d_model]
+    read = unembed(runs.model, torch.where(late, picked, base_final))  # [v b d_vocab]
+    logits = runs.scratch
+    assert logits is not None
+    out = []
+    for i in range(v):
+        logits[rows, at] = read[i]
+        out.append(evaluate(runs.metric, logits, b))
+    values = torch.stack(out)
+    if bool(values.isnan().any()) and not bool(runs.base_metric.isnan().any()):
+        raise MechscopeError(
+            "the metric read logits at positions other than read_pos (they are not computed); "
+            "pass the positions it reads, or read_pos=None to compute every position"
+        )
+    return values

@@ -78,23 +78,39 @@ def _cut(name: str, value: Any, p0: int, pos: int, device: torch.device) -> Any:
     return value
 
 
-def run_suffix(
+def suffix_resid(
     model: HookedModel, resid: Tensor, start: int, inputs: LayerInputs, cache: Any, p0: int
 ) -> Tensor:
-    """Logits [rows pos-p0 d_vocab] from the residual of positions ``p0..`` before ``start``."""
+    """The residual after the last layer [rows pos-p0 d_model], from positions ``p0..`` at ``start``.
+
+    ``cache=None`` (only with ``p0 == 0``) calls the layers with their recorded arguments.
+    """
     name = cache_kwarg(inputs)
-    assert name is not None
+    assert cache is None and p0 == 0 or name is not None
     pos = p0 + resid.shape[1]
     layers = model.hf.get_submodule(model.family.layers)
     h = resid
     for i in range(start, model.dims.n_layers):
         args, kwargs = inputs.call(i, resid.shape[0])
-        kwargs = {k: _cut(k, v, p0, pos, resid.device) for k, v in kwargs.items()}
-        kwargs[name] = cache
+        if cache is not None:
+            kwargs = {k: _cut(k, v, p0, pos, resid.device) for k, v in kwargs.items()}
+            kwargs[name] = cache
         out = layers[i](h, *args, **kwargs)
         h = out[0] if isinstance(out, tuple) else out
+    return h
+
+
+def unembed(model: HookedModel, h: Tensor) -> Tensor:
+    """Logits of a final residual stream: the model's final norm, then its unembedding."""
     h = model.hf.get_submodule(model.family.final_norm)(h)
     return model.hf.get_submodule(model.family.unembed)(h)
+
+
+def run_suffix(
+    model: HookedModel, resid: Tensor, start: int, inputs: LayerInputs, cache: Any, p0: int
+) -> Tensor:
+    """Logits [rows pos-p0 d_vocab] from the residual of positions ``p0..`` before ``start``."""
+    return unembed(model, suffix_resid(model, resid, start, inputs, cache, p0))
 
 
 def record(model: HookedModel, resid: Tensor, inputs: LayerInputs) -> Recorder:

@@ -47,37 +47,62 @@ def _layers(req: Request, layer: int | None) -> list[int]:
     return list(range(n))
 
 
+def _starts(src: Tensor, base: Tensor, indices: Sequence[Index], pattern: bool) -> list[int | None]:
+    """Per variant: None if its source slice equals the base slice (nothing to patch), else the
+    first position where they differ (a one-position index: that position; pattern: 0)."""
+    out: list[int | None] = []
+    for index in indices:
+        differs = src[index] != base[index]
+        if not bool(differs.any()):
+            out.append(None)
+        elif pattern:
+            out.append(0)
+        elif isinstance(index[1], int):
+            out.append(index[1])
+        else:  # all positions: the slice keeps [batch pos ...]
+            per_pos = differs.flatten(2).any(-1).any(0) if differs.ndim > 2 else differs.any(0)
+            out.append(int(per_pos.nonzero()[0, 0]))
+    return out
+
+
 def _sweep(
     req: Request,
     site: str,
     layers: Sequence[int],
     indices: Sequence[Index],
     residual: int | None = None,
-    positional: bool = False,
+    pattern: bool = False,
 ) -> tuple[Tensor, Runs]:
     """Metric [layer variant batch]. ``residual=k``: the site is resid_pre of layer L+k.
 
-    ``positional``: each index patches the one position ``index[1]`` (so positions before it
-    need no recomputation).
+    Variants whose source slice equals the base slice are not run (their value is the base
+    metric); the others start at the first position where the slices differ, since no position
+    before it changes.
     """
     names = [site.format(layer) for layer in layers]
-    runs = prepare(req, names, positional)
-    positions = [index[1] for index in indices] if positional else None
-    out = []
-    for layer, name in zip(layers, names):
+    runs = prepare(req, names, positional=True)
+    out = runs.base_metric.repeat(len(layers), len(indices), 1)
+    for k, (layer, name) in enumerate(zip(layers, names)):
         src = runs.source[name]
+        starts = _starts(src, runs.base[name], indices, pattern)
+        todo = [i for i, s in enumerate(starts) if s is not None]
+        if not todo:
+            continue
+        positions = [starts[i] for i in todo]
+        picked = [indices[i] for i in todo]
         if residual is None:
-            out.append(run_variants(runs, layer, name, src, indices, positions))
+            values = run_variants(runs, layer, name, src, picked, positions)
         else:
-            out.append(run_variants(runs, layer + residual, None, src, indices, positions))
-    return torch.stack(out), runs
+            values = run_variants(runs, layer + residual, None, src, picked, positions)
+        out[k, todo] = values
+    return out, runs
 
 
 def _by_pos(site: str, residual: int | None = None) -> SweepFn:
     def sweep(req: Request, layer: int | None) -> Swept:
         pos = req.base.shape[1]
         indices = [(ALL, p) for p in range(pos)]
-        values, runs = _sweep(req, site, _layers(req, layer), indices, residual, True)
+        values, runs = _sweep(req, site, _layers(req, layer), indices, residual)
         return ("layer", "pos"), values, runs
 
     return sweep
@@ -89,7 +114,7 @@ def _by_head(site: str, kv: bool = False, pattern: bool = False) -> SweepFn:
         heads = dims.n_kv_heads if kv else dims.n_heads
         # pattern is [batch head query_pos key_pos]; q, k, v, z are [batch pos head d_head]
         indices = [(ALL, h) if pattern else (ALL, ALL, h) for h in range(heads)]
-        values, runs = _sweep(req, site, _layers(req, layer), indices)
+        values, runs = _sweep(req, site, _layers(req, layer), indices, pattern=pattern)
         return ("layer", "head"), values, runs
 
     return sweep
@@ -98,7 +123,7 @@ def _by_head(site: str, kv: bool = False, pattern: bool = False) -> SweepFn:
 def _head_pos(req: Request, layer: int | None) -> Swept:
     pos, heads = req.base.shape[1], req.model.dims.n_heads
     indices = [(ALL, p, h) for p in range(pos) for h in range(heads)]
-    values, runs = _sweep(req, "blocks.{}.attn.hook_z", _layers(req, layer), indices, None, True)
+    values, runs = _sweep(req, "blocks.{}.attn.hook_z", _layers(req, layer), indices)
     return ("layer", "pos", "head"), values.unflatten(1, (pos, heads)), runs
 
 

@@ -67,7 +67,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         return logit_diff(logits, batch)
 
     args = (model, batch.clean_tokens, batch.corrupt_tokens, metric)
-    exact = patch(*args, "resid_pre", attention_mask=batch.clean_mask)
+    exact = patch(*args, "resid_pre", attention_mask=batch.clean_mask, read_pos=batch.last_pos)
     with torch.enable_grad():
         heads = attribution_patch(*args, "attn_head", attention_mask=batch.clean_mask)
         scored = attribute(model, batch, logit_diff, method="eap-ig", steps=5)
