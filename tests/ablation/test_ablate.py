@@ -188,3 +188,23 @@ def test_errors() -> None:
         ablate(model, X, "L0N1")
     with pytest.raises(MechscopeError, match="reference cache"):
         ablation_hooks(model, "L0H0", "mean")
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_resample_rows_never_map_a_prompt_to_itself(n: int) -> None:
+    """The seeded draw is a derangement: with the input as reference, every prompt is ablated."""
+    for seed in range(40):
+        rows = resample_rows(n, n, seed)
+        assert sorted(rows.tolist()) == list(range(n))
+        assert not bool((rows == torch.arange(n)).any()), (n, seed)
+    assert resample_rows(3, 1, seed=0).tolist() == [0, 0, 0]  # one reference prompt: no choice
+    assert resample_rows(4, 4, seed=None).tolist() == [0, 1, 2, 3]
+
+
+def test_resample_against_the_input_itself_ablates_every_prompt() -> None:
+    model = HookedModel(tiny_model("llama"))
+    with torch.no_grad():
+        base = model(X)
+        got = ablate(model, X, "L0,L1,L2", "resample", seed=1)  # reference: the input
+    for i in range(X.shape[0]):
+        assert not torch.allclose(got[i], base[i]), i

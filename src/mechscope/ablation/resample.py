@@ -3,12 +3,14 @@
 Steps (Chan et al. 2022, causal scrubbing; Wang et al. 2022 resample from the ABC set):
 
 1. Run the reference prompts once, caching the ablated sites (``reference [ref pos ...]``).
-2. Draw one random permutation of the reference prompts from ``seed``; input prompt ``i`` takes
-   reference prompt ``perm[i mod ref]``. Every ablated site uses the same permutation, so all of
-   prompt ``i``'s ablated nodes come from one and the same reference prompt.
+2. Draw one random derangement of the reference prompts from ``seed`` (a permutation without
+   fixed points, drawn uniformly by rejection: ``randperm`` until no ``perm[i] == i``, about
+   e = 2.7 draws); input prompt ``i`` takes reference prompt ``perm[i mod ref]``. The reference
+   set is often the input itself (the default), and a fixed point would leave that prompt
+   unablated; with a derangement no prompt is its own reference. Every ablated site uses the
+   same permutation, so all of prompt ``i``'s ablated nodes come from one reference prompt.
 3. ``seed=None`` is the identity (prompt ``i`` takes reference prompt ``i``), which checks the
-   plumbing. When the reference set is the input itself a random permutation may map a prompt to
-   itself, which leaves that prompt unablated; use a separate reference set to avoid it.
+   plumbing. A reference set of one prompt has no derangement: every input takes that prompt.
 
 The reference prompts must have the input's number of positions (activations are taken position
 by position).
@@ -28,7 +30,10 @@ def resample_rows(batch: int, n_ref: int, seed: int | None) -> Tensor:
     rows = torch.arange(batch) % n_ref
     if seed is None:
         return rows
-    perm = torch.randperm(n_ref, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n_ref, generator=g)
+    while n_ref > 1 and bool((perm == torch.arange(n_ref)).any()):
+        perm = torch.randperm(n_ref, generator=g)
     return perm[rows]
 
 
