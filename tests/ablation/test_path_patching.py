@@ -9,7 +9,8 @@ from mechscope import HookedModel
 from mechscope.errors import MechscopeError
 from mechscope.models.tiny import VOCAB, tiny_model
 from mechscope.patching import patch
-from mechscope.patching.path import Receiver, parse_receiver, path_patch, path_patch_heads
+from mechscope.patching.path import path_patch, path_patch_heads
+from mechscope.patching.receivers import Receiver, parse_receiver
 
 B, P = 2, 5
 TOL = 1e-5

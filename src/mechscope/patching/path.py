@@ -40,92 +40,29 @@ stacked along the batch as variants (as in :mod:`mechscope.patching.engine`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from mechscope.ablation.nodes import Node, expand
+from mechscope.ablation.nodes import Node
 from mechscope.cache import Cache
 from mechscope.errors import MechscopeError
 from mechscope.families import Dims
 from mechscope.models.hooked import HookedModel
 from mechscope.models.inputs import LayerInputs
 from mechscope.patching.engine import Metric, default_chunk, evaluate
+from mechscope.patching.receivers import (
+    Receiver,
+    last_sender_layer,
+    parse_receivers,
+    parse_senders,
+)
 from mechscope.patching.result import Direction, PatchResult
 from mechscope.progress import progress
 
 Tensor = torch.Tensor
-ReceiverKind = Literal["q", "k", "v", "mlp", "resid_pre", "logits"]
-RECEIVER_GRAMMAR = "LxHy.q / .k / .v (a head's input), MLPx (an MLP's input), Lx.resid_pre, logits"
-_RECEIVER = re.compile(
-    r"^(?:L(\d+)H(\d+)\.([QKV])|MLP(\d+)(?:\.IN)?|L(\d+)\.RESID(?:_PRE)?|LOGITS)$"
-)
-
-
-@dataclass(frozen=True)
-class Receiver:
-    """A receiver input: ``kind`` q/k/v (of query head ``head``), mlp, resid_pre or logits."""
-
-    kind: ReceiverKind
-    layer: int | None = None
-    head: int | None = None
-
-    def __str__(self) -> str:
-        if self.kind in ("q", "k", "v"):
-            return f"L{self.layer}H{self.head}.{self.kind}"
-        if self.kind == "logits":
-            return "logits"
-        return f"MLP{self.layer}" if self.kind == "mlp" else f"L{self.layer}.resid_pre"
-
-
-def parse_receiver(spec: str | tuple[str, str] | Receiver) -> Receiver:
-    """``"L9H6.q"``, ``("L9H6", "k")``, ``"MLP9"``, ``"L9.resid_pre"`` or ``"logits"``."""
-    if isinstance(spec, Receiver):
-        return spec
-    text = ".".join(spec) if isinstance(spec, tuple) else spec
-    m = _RECEIVER.match(text.strip().upper())
-    if not m:
-        raise MechscopeError(f"bad receiver {text!r}; grammar: {RECEIVER_GRAMMAR}")
-    layer, head, qkv, mlp, resid = m.groups()
-    if qkv:
-        return Receiver(qkv.lower(), int(layer), int(head))  # type: ignore[arg-type]
-    if mlp is not None:
-        return Receiver("mlp", int(mlp))
-    return Receiver("resid_pre", int(resid)) if resid is not None else Receiver("logits")
-
-
-def _receivers(spec: Any, dims: Dims) -> tuple[Receiver, ...]:
-    out = tuple(map(parse_receiver, spec if isinstance(spec, list) else [spec]))
-    if not out:
-        raise MechscopeError("give at least one receiver (e.g. 'logits' or 'L9H6.q')")
-    for r in out:
-        if r.layer is not None and r.layer >= dims.n_layers:
-            raise MechscopeError(f"receiver {r}: the model has layers 0..{dims.n_layers - 1}")
-        if r.head is not None and r.head >= dims.n_heads:
-            raise MechscopeError(f"receiver {r}: the model has heads 0..{dims.n_heads - 1}")
-    return out
-
-
-def _last_sender_layer(r: Receiver, dims: Dims, kind: str) -> int:
-    """The last layer whose ``kind`` (head/mlp) may send to ``r`` (exclusive bound)."""
-    if r.layer is None:
-        return dims.n_layers
-    same_layer = r.kind == "mlp" and kind == "head" and not dims.parallel
-    return r.layer + 1 if same_layer else r.layer
-
-
-def _senders(spec: Any, receivers: Sequence[Receiver], dims: Dims) -> tuple[Node, ...]:
-    nodes = expand(spec, dims)
-    for node in nodes:
-        if node.kind == "neuron":
-            raise MechscopeError(f"sender {node}: path patching sends from heads and MLPs only")
-        for r in receivers:
-            if node.layer >= _last_sender_layer(r, dims, node.kind):
-                raise MechscopeError(f"sender {node} does not come before receiver {r}")
-    return nodes
 
 
 @dataclass(frozen=True)
@@ -356,8 +293,8 @@ def path_patch(
     [batch pos d_vocab] to [batch]. Returns a :class:`PatchResult` with ``axes=()`` (``values``
     is the mean over prompts; ``normalized()`` is 1 at the clean and 0 at the corrupted metric).
     """
-    recv = _receivers(receivers, model.dims)
-    nodes = _senders(senders, recv, model.dims)
+    recv = parse_receivers(receivers, model.dims)
+    nodes = parse_senders(senders, recv, model.dims)
     with torch.no_grad():
         runs = _prepare(model, clean_tokens, corrupt_tokens, metric, direction, attention_mask)
         values = _run_variants(runs, [nodes], recv, freeze, freeze_mlps)[0]
@@ -386,9 +323,9 @@ def path_patch_heads(
     an MLP receiver of a sequential model also takes its own layer's heads), or ``layers``
     (row i is then ``layers[i]``). ``chunk`` caps the heads per forward (variants).
     """
-    recv = _receivers(receivers, model.dims)
+    recv = parse_receivers(receivers, model.dims)
     dims = model.dims
-    top = min(_last_sender_layer(r, dims, "head") for r in recv)
+    top = min(last_sender_layer(r, dims, "head") for r in recv)
     layers = list(range(top)) if layers is None else list(layers)
     if any(not 0 <= layer < top for layer in layers):
         raise MechscopeError(f"sender layers must lie in [0, {top}) for these receivers: {layers}")
