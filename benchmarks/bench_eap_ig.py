@@ -11,7 +11,8 @@ own venv (benchmarks/peers/); pass its JSON output with ``--peer`` to print it a
 otherwise the figures quoted in the issue are printed, labelled "reference (quoted in the issue,
 not this run)".
 
-    python benchmarks/bench_eap_ig.py [--task ioi|FILE.jsonl] [--n 8] [--bos] [--steps 5]
+    python benchmarks/bench_eap_ig.py [--task ioi|FILE.jsonl] [--n 8] [--corruption abc|swap]
+        [--bos] [--steps 5]
         [--ungroup] [--methods eap,eap-ig] [--select top_n,greedy] [--json out.json]
         [--peer peer.json]
 
@@ -71,14 +72,21 @@ def selection_row(ev: Evaluator, scored: object, select: str) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     model = mechscope.load("smollm2-135m", progress=False)
-    task = load_task(args.task, model, n=args.n)
+    options = {"corruption": args.corruption} if args.corruption else {}
+    task = load_task(args.task, model, n=args.n, **options)
     batch = task.tokenize(model, prepend_bos=args.bos)
     graph = Graph.from_dims(model.dims, ungroup_kv=args.ungroup)
     fwd = forward_seconds(model, batch)
     ev = Evaluator(model, batch, graph=graph)
     out: dict = {"forward_seconds": fwd, "machine": platform.processor() or platform.machine()}
     out.update(threads=torch.get_num_threads(), ungroup_kv=args.ungroup, bos=args.bos)
-    out.update(task=args.task, prompts=len(batch), clean=ev.clean_value, corrupt=ev.corrupt_value)
+    out.update(
+        task=args.task,
+        corruption=args.corruption,
+        prompts=len(batch),
+        clean=ev.clean_value,
+        corrupt=ev.corrupt_value,
+    )
     print(f"logit diff: clean {ev.clean_value:.4f}, corrupt {ev.corrupt_value:.4f}", flush=True)
     for method in args.methods.split(","):
         cpu = time.process_time()
@@ -147,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="ioi", help="ioi, or a JSONL file")
     parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--corruption", help="IOI corruption: abc (default) or swap")
     parser.add_argument("--bos", action="store_true", help="prepend BOS, as the reference does")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", default=None)
