@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         if sweep == "attn_head":
             exact_heads, tl_wall, tl_cpu = ours.values, w2, c2
     with torch.enable_grad():
-        attr, w3, c3 = timed(lambda: attribution_patch(model, clean, corrupt, metric, "attn_head"))
+        attr, w3, c3 = timed(
+            lambda: attribution_patch(
+                model, clean, corrupt, metric, "attn_head", read_pos=batch.last_pos
+            )
+        )
     rho = spearman(attr.values, exact_heads)
     rows.append(("attribution attn_head", w3, c3, tl_wall, tl_cpu, f"Spearman {rho:.3f}"))
     print(f"SmolLM2-135M-Instruct, IOI n={len(batch)}, {clean.shape[1]} tokens, "

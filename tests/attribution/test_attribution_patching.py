@@ -257,3 +257,25 @@ def test_smollm2_gradients_equal_autograd(smollm2: HookedModel) -> None:
         want = autograd_estimate(smollm2, sweep, layer, "denoise", tokens, ld)
         got = results[sweep].values[layer] - results[sweep].corrupt
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3, msg=sweep)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neox", "mixtral"])
+def test_read_pos_unembeds_one_position_and_changes_nothing(kind: str) -> None:
+    model = HookedModel(tiny_model(kind))
+    clean, corrupt = pair()
+    last = torch.full((B,), P - 1)
+    with torch.no_grad():
+        full = model(clean)
+        read = model(clean, read_pos=last)
+    torch.testing.assert_close(read[:, -1], full[:, -1])
+    assert bool(read[:, :-1].isnan().all())
+    sweeps = sweeps_of(model)
+    layer = NEURON_LAYER if "neuron" in sweeps else None
+    want = attribution_patch_sweeps(model, clean, corrupt, metric, sweeps, layer=layer)
+    got = attribution_patch_sweeps(
+        model, clean, corrupt, metric, sweeps, layer=layer, read_pos=last
+    )
+    for sweep in sweeps:
+        torch.testing.assert_close(got[sweep].values, want[sweep].values, msg=sweep)
+    with pytest.raises(MechscopeError, match="read_pos must be positions"):
+        model(clean, read_pos=torch.tensor([P, 0]))

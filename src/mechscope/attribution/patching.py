@@ -122,16 +122,26 @@ def _metric_values(metric: Metric, logits: Tensor, batch: int) -> Tensor:
 
 
 def _source_run(
-    model: HookedModel, tokens: Tensor, names: list[str], mask: Tensor | None, metric: Metric
+    model: HookedModel,
+    tokens: Tensor,
+    names: list[str],
+    mask: Tensor | None,
+    metric: Metric,
+    read_pos: Tensor | None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Step 1: the source run's activations and metric [batch], without gradients."""
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names, mask)
+        logits, cache = model.run_with_cache(tokens, names, mask, read_pos=read_pos)
         return dict(cache), _wide(_metric_values(metric, logits, tokens.shape[0])).cpu()
 
 
 def _base_run(
-    model: HookedModel, tokens: Tensor, names: list[str], mask: Tensor | None, metric: Metric
+    model: HookedModel,
+    tokens: Tensor,
+    names: list[str],
+    mask: Tensor | None,
+    metric: Metric,
+    read_pos: Tensor | None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
     """Step 2: the base run's activations, their metric gradients and its metric [batch]."""
     acts: dict[str, Tensor] = {}
@@ -152,7 +162,7 @@ def _base_run(
 
     fwd = [(n, keep) for n in names] + [("hook_embed", keep_embed)]
     with torch.enable_grad(), model.hooks(fwd=fwd, bwd=[(n, keep_grad) for n in names]):
-        logits = model.forward(tokens, mask)
+        logits = model.forward(tokens, mask, read_pos)
         values = _metric_values(metric, logits, tokens.shape[0])
         if not values.requires_grad:
             raise MechscopeError(
@@ -192,6 +202,7 @@ def attribution_patch_sweeps(
     direction: Direction = "denoise",
     attention_mask: Tensor | None = None,
     layer: int | None = None,
+    read_pos: Tensor | None = None,
 ) -> dict[str, AttributionResult]:
     """Several attribution-patching sweeps from one source forward and one base forward+backward.
 
@@ -208,8 +219,8 @@ def attribution_patch_sweeps(
     base, src = corrupt_tokens, clean_tokens
     if direction == "noise":
         base, src = src, base
-    source, source_metric = _source_run(model, src, names, attention_mask, metric)
-    acts, grads, base_metric = _base_run(model, base, names, attention_mask, metric)
+    source, source_metric = _source_run(model, src, names, attention_mask, metric, read_pos)
+    acts, grads, base_metric = _base_run(model, base, names, attention_mask, metric, read_pos)
     clean, corrupt = (source_metric, base_metric)
     if direction == "noise":
         clean, corrupt = corrupt, clean
@@ -238,6 +249,7 @@ def attribution_patch(
     direction: Direction = "denoise",
     attention_mask: Tensor | None = None,
     layer: int | None = None,
+    read_pos: Tensor | None = None,
 ) -> AttributionResult:
     """Estimate :func:`mechscope.patching.patch` to first order, from two forwards and a backward.
 
@@ -251,6 +263,8 @@ def attribution_patch(
             ``"noise"`` (corrupted into clean: gradient on the clean run).
         attention_mask: [batch pos], shared by both inputs (1 = real token).
         layer: the layer of the ``neuron`` sweep; the other sweeps cover every layer.
+        read_pos: [batch] the position each prompt's metric reads (e.g. ``TaskBatch.last_pos``):
+            only those are unembedded, in both runs and the backward (see ``patch``).
 
     Returns an :class:`AttributionResult` whose ``values`` are the base run's mean metric plus the
     estimated change, on the same scale as ``patch(...).values``.
@@ -264,5 +278,6 @@ def attribution_patch(
         direction=direction,
         attention_mask=attention_mask,
         layer=layer,
+        read_pos=read_pos,
     )
     return results[sweep]

@@ -110,6 +110,7 @@ def patch(
         result = attribution_patch(
             hooked, batch.clean_tokens, batch.corrupt_tokens, fn, sweep,
             direction=direction, attention_mask=batch.clean_mask, layer=layer,
+            read_pos=batch.last_pos,
         )  # fmt: skip
     payload = result_payload(hooked, batch, result, model, task, method, metric)
     write_json(json_out, payload)

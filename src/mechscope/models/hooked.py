@@ -137,8 +137,15 @@ class HookedModel:
 
     # -- forwards -------------------------------------------------------------------------
 
-    def forward(self, tokens: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Logits [batch pos d_vocab]; respects the ambient grad mode, like any nn.Module."""
+    def forward(
+        self, tokens: Tensor, attention_mask: Tensor | None = None, read_pos: Tensor | None = None
+    ) -> Tensor:
+        """Logits [batch pos d_vocab]; respects the ambient grad mode, like any nn.Module.
+
+        ``read_pos`` ([batch] positions): unembed only those positions (HF ``logits_to_keep``);
+        the logits of every other position are NaN. For metrics that read one position per
+        prompt, it saves the unembedding of the rest (a fifth of a SmolLM2 forward).
+        """
         if tokens.ndim == 1:
             tokens = tokens[None]
         self._check_tokens(tokens)
@@ -148,7 +155,18 @@ class HookedModel:
             mask = attention_mask.to(device)
             kwargs["attention_mask"] = mask
             kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        return self.hf(**kwargs).logits
+        if read_pos is None:
+            return self.hf(**kwargs).logits
+        keep = torch.as_tensor(read_pos).long().unique().to(device)
+        if keep.ndim != 1 or bool((keep < 0).any()) or bool((keep >= tokens.shape[1]).any()):
+            raise MechscopeError(
+                f"read_pos must be positions in [0, {tokens.shape[1]}), got {read_pos}; pass each "
+                "prompt's last token index"
+            )
+        kept = self.hf(**kwargs, logits_to_keep=keep).logits  # [batch len(keep) d_vocab]
+        logits = kept.new_full((*tokens.shape, kept.shape[-1]), float("nan"))
+        logits[:, keep] = kept
+        return logits
 
     __call__ = forward
 
@@ -191,10 +209,12 @@ class HookedModel:
         attention_mask: Tensor | None = None,
         fwd_hooks: HookSpec = (),
         detach_cache: bool = True,
+        read_pos: Tensor | None = None,
     ) -> tuple[Tensor, Cache]:
         """Logits and a :class:`Cache` of the selected sites only (None selects all).
 
-        Interventions in ``fwd_hooks`` run before caching, so the cache shows their effect.
+        Interventions in ``fwd_hooks`` run before caching, so the cache shows their effect;
+        ``read_pos`` as in :meth:`forward`.
         """
         cache = Cache()
 
@@ -203,7 +223,7 @@ class HookedModel:
 
         names = select_sites(self.sites, names)
         with self.hooks([*fwd_hooks, *((n, store) for n in names)]):
-            logits = self.forward(tokens, attention_mask)
+            logits = self.forward(tokens, attention_mask, read_pos)
         return logits, cache
 
     @contextmanager

@@ -141,8 +141,10 @@ def prepare(req: Request, site_names: Sequence[str], positional: bool = False) -
     read_pos = _check_read_pos(req.read_pos, tuple(req.base.shape))
     names = list(dict.fromkeys(resid + list(site_names)))
     with model.capture_inputs() as inputs:
-        base_logits, base = model.run_with_cache(req.base, names, attention_mask)
-    source_logits, source = model.run_with_cache(req.source, list(site_names), attention_mask)
+        base_logits, base = model.run_with_cache(req.base, names, attention_mask, read_pos=read_pos)
+    source_logits, source = model.run_with_cache(
+        req.source, list(site_names), attention_mask, read_pos=read_pos
+    )
     batch, pos = req.base.shape
     chunk = req.chunk or default_chunk(model, batch, pos)
     prefix = None

@@ -69,7 +69,9 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     args = (model, batch.clean_tokens, batch.corrupt_tokens, metric)
     exact = patch(*args, "resid_pre", attention_mask=batch.clean_mask, read_pos=batch.last_pos)
     with torch.enable_grad():
-        heads = attribution_patch(*args, "attn_head", attention_mask=batch.clean_mask)
+        heads = attribution_patch(
+            *args, "attn_head", attention_mask=batch.clean_mask, read_pos=batch.last_pos
+        )
         scored = attribute(model, batch, logit_diff, method="eap-ig", steps=5)
     dla = direct_logit_attribution(
         model, batch.clean_tokens, batch.answer_ids, batch.wrong_ids,
