@@ -141,11 +141,11 @@ def report(out: dict, peer: dict | None, selects: list[str]) -> None:
             r = peer.get("selections", {}).get(PEER_SELECT[select], {}).get(key)
             if r is None:
                 continue
-            m80 = r["min80"]
+            m80, top = r["min80"], max(float(f) for f in r["faith"])
             print(
                 f"| peer {method}, {PEER_SELECT[select]} (hannamw/EAP-IG) | {secs} "
                 f"| {_f(r['faith'].get('0.005'))} | {_f(r['faith'].get('0.01'))} "
-                f"| {'none up to 5%' if m80 is None else f'{m80:.2%}'} | - |"
+                f"| {f'none up to {top:.1%}' if m80 is None else f'{m80:.2%}'} | - |"
             )
         if secs and method in out:
             print(f"speed-up {method}: {secs / out[method]['seconds']:.1f}x (peer / mechscope)")
