@@ -15,9 +15,12 @@ from mechscope.circuits.circuit import Circuit, compare
 from mechscope.circuits.eap import METHODS, attribute
 from mechscope.circuits.faithfulness import (
     Evaluator,
+    Smallest,
     curve_sizes,
     faithfulness,
     faithfulness_curve,
+    first_reaching,
+    geometric_sizes,
     smallest_faithful,
 )
 from mechscope.circuits.graph import Graph, edge_count
@@ -28,12 +31,15 @@ __all__ = [
     "acdc",
     "Evaluator",
     "Graph",
+    "Smallest",
     "attribute",
     "compare",
     "curve_sizes",
     "edge_count",
     "faithfulness",
     "faithfulness_curve",
+    "first_reaching",
+    "geometric_sizes",
     "render",
     "smallest_faithful",
 ]
