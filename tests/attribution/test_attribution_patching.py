@@ -279,3 +279,5 @@ def test_read_pos_unembeds_one_position_and_changes_nothing(kind: str) -> None:
         torch.testing.assert_close(got[sweep].values, want[sweep].values, msg=sweep)
     with pytest.raises(MechscopeError, match="read_pos must be positions"):
         model(clean, read_pos=torch.tensor([P, 0]))
+    with pytest.raises(MechscopeError, match="other than read_pos"):
+        attribution_patch(model, clean, corrupt, lambda x: x[:, 0, 1], "attn_head", read_pos=last)

@@ -29,6 +29,7 @@ import torch
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.patching import SWEEPS, Metric, PatchResult
+from mechscope.patching.engine import check_read
 from mechscope.patching.result import Direction
 
 Tensor = torch.Tensor
@@ -132,7 +133,8 @@ def _source_run(
     """Step 1: the source run's activations and metric [batch], without gradients."""
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names, mask, read_pos=read_pos)
-        return dict(cache), _wide(_metric_values(metric, logits, tokens.shape[0])).cpu()
+        values = check_read(_metric_values(metric, logits, tokens.shape[0]), read_pos)
+        return dict(cache), _wide(values).cpu()
 
 
 def _base_run(
@@ -163,7 +165,7 @@ def _base_run(
     fwd = [(n, keep) for n in names] + [("hook_embed", keep_embed)]
     with torch.enable_grad(), model.hooks(fwd=fwd, bwd=[(n, keep_grad) for n in names]):
         logits = model.forward(tokens, mask, read_pos)
-        values = _metric_values(metric, logits, tokens.shape[0])
+        values = check_read(_metric_values(metric, logits, tokens.shape[0]), read_pos)
         if not values.requires_grad:
             raise MechscopeError(
                 "the metric does not depend differentiably on the logits (no gradient); "

@@ -91,6 +91,16 @@ def evaluate(metric: Metric, logits: Tensor, batch: int) -> Tensor:
     return out.detach().float().cpu()
 
 
+def check_read(values: Tensor, read_pos: Tensor | None) -> Tensor:
+    """``values`` of a metric whose logits exist only at ``read_pos``: NaN means it read elsewhere."""
+    if read_pos is not None and bool(values.detach().isnan().any()):
+        raise MechscopeError(
+            "the metric gave NaN with read_pos set: it reads logits at positions other than "
+            "read_pos, which are not computed; pass the positions it reads, or read_pos=None"
+        )
+    return values
+
+
 def default_chunk(model: HookedModel, batch: int, pos: int) -> int:
     """Variants per forward so that a forward has at most MAX_ROWS rows and MAX_LOGITS logits."""
     rows = min(MAX_ROWS, MAX_LOGITS // model.dims.d_vocab)
@@ -157,8 +167,8 @@ def prepare(req: Request, site_names: Sequence[str], positional: bool = False) -
         base=base,
         source=source,
         base_logits=base_logits,
-        base_metric=evaluate(metric, base_logits, batch),
-        source_metric=evaluate(metric, source_logits, batch),
+        base_metric=check_read(evaluate(metric, base_logits, batch), read_pos),
+        source_metric=check_read(evaluate(metric, source_logits, batch), read_pos),
         chunk=chunk,
         prefix=prefix,
         read_pos=read_pos,
@@ -267,10 +277,4 @@ def _read_metrics(runs: Runs, h: Tensor, v: int, p0: int) -> Tensor:
     for i in range(v):
         logits[rows, at] = read[i]
         out.append(evaluate(runs.metric, logits, b))
-    values = torch.stack(out)
-    if bool(values.isnan().any()) and not bool(runs.base_metric.isnan().any()):
-        raise MechscopeError(
-            "the metric read logits at positions other than read_pos (they are not computed); "
-            "pass the positions it reads, or read_pos=None to compute every position"
-        )
-    return values
+    return check_read(torch.stack(out), runs.read_pos)
