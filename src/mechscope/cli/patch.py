@@ -37,7 +37,7 @@ def task_options(fn: Any) -> Any:
                 "-t",
                 default="ioi",
                 show_default=True,
-                help="ioi, induction, greater_than, sva, capitals, or a .jsonl file "
+                help="ioi, ioi-swap, induction, greater_than, sva, capitals, or a .jsonl file "
                 '({"clean", "corrupt", "answer", "wrong"} per line).',
             ),
             click.option("--n", "n", default=8, show_default=True, help="Number of prompts."),

@@ -107,7 +107,7 @@ def make_ioi(
         for key, value in zip(meta, (template, order, io, s)):
             meta[key].append(value)
     task = Task(
-        name="ioi",
+        name="ioi" if corruption == "abc" else f"ioi-{corruption}",
         **rows,
         meta={"generator": "ioi", "seed": seed, "corruption": corruption, **meta},
     )

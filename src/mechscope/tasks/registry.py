@@ -6,6 +6,7 @@ Every generator has the signature ``make_<name>(tokenizer, n, seed=0, **options)
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mechscope.tasks.sva import make_sva
 
 TASKS: dict[str, Callable[..., Task]] = {
     "ioi": make_ioi,
+    "ioi-swap": partial(make_ioi, corruption="swap"),
     "induction": make_induction,
     "greater_than": make_greater_than,
     "sva": make_sva,
