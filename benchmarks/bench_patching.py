@@ -7,8 +7,9 @@ For an IOI batch (``load_task("ioi", n=8)``, ABC corruption, logit difference), 
   ``get_act_patch_attn_head_out_all_pos`` on a ``TransformerBridge`` (one forward per patch);
   both compute attention eagerly here (mechscope ``attn="eager"``), and the values must agree
   within 1e-3;
-- mechscope ``attribution_patch(..., "attn_head")`` against the same exact TransformerLens head
-  sweep (goal >= 100x), with its Spearman correlation to the exact values (goal >= 0.8).
+- mechscope ``attribution_patch(..., "attn_head")`` (on mechscope's default model: SDPA
+  attention) against the same exact TransformerLens head sweep (goal >= 100x), with its Spearman
+  correlation to the exact values (goal >= 0.8).
 
 Goals: exact sweeps >= 10x faster than TransformerLens. Process CPU time is reported beside wall
 time (on a shared machine, CPU time with ``--threads 1`` is the steady figure).
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         HUB_ID, hf_model=copy.deepcopy(hf), tokenizer=tokenizer
     )
     model = mechscope.HookedModel(hf, tokenizer, attn="eager")
+    # attribution is an estimate, not held to TransformerLens's attention implementation: it runs
+    # on mechscope's default model (SDPA attention, eager only where a pattern is hooked)
+    default = mechscope.HookedModel(copy.deepcopy(hf), tokenizer)
     batch = load_task("ioi", model, n=args.n).tokenize(model, require_uniform=True)
     clean, corrupt = batch.clean_tokens, batch.corrupt_tokens
 
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         # forwards), then the median of three
         def attribute() -> Any:
             return attribution_patch(
-                model, clean, corrupt, metric, "attn_head", read_pos=batch.last_pos
+                default, clean, corrupt, metric, "attn_head", read_pos=batch.last_pos
             )
 
         attribute()
