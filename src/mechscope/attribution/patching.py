@@ -122,30 +122,32 @@ def _metric_values(metric: Metric, logits: Tensor, batch: int) -> Tensor:
     return out
 
 
-def _source_run(
-    model: HookedModel,
-    tokens: Tensor,
-    names: list[str],
-    mask: Tensor | None,
-    metric: Metric,
-    read_pos: Tensor | None,
-) -> tuple[dict[str, Tensor], Tensor]:
+@dataclass(frozen=True)
+class _Runs:
+    """What both runs share: the model, the sites read, the mask, the metric and its positions."""
+
+    model: HookedModel
+    names: list[str]
+    mask: Tensor | None
+    metric: Metric
+    read_pos: Tensor | None
+
+    def values(self, logits: Tensor, batch: int) -> Tensor:
+        return check_read(_metric_values(self.metric, logits, batch), self.read_pos)
+
+
+def _source_run(runs: _Runs, tokens: Tensor) -> tuple[dict[str, Tensor], Tensor]:
     """Step 1: the source run's activations and metric [batch], without gradients."""
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names, mask, read_pos=read_pos)
-        values = check_read(_metric_values(metric, logits, tokens.shape[0]), read_pos)
-        return dict(cache), _wide(values).cpu()
+        logits, cache = runs.model.run_with_cache(
+            tokens, runs.names, runs.mask, read_pos=runs.read_pos
+        )
+        return dict(cache), _wide(runs.values(logits, tokens.shape[0])).cpu()
 
 
-def _base_run(
-    model: HookedModel,
-    tokens: Tensor,
-    names: list[str],
-    mask: Tensor | None,
-    metric: Metric,
-    read_pos: Tensor | None,
-) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+def _base_run(runs: _Runs, tokens: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
     """Step 2: the base run's activations, their metric gradients and its metric [batch]."""
+    model, names = runs.model, runs.names
     acts: dict[str, Tensor] = {}
     grads: dict[str, Tensor] = {}
     embed: list[Tensor] = []
@@ -164,8 +166,8 @@ def _base_run(
 
     fwd = [(n, keep) for n in names] + [("hook_embed", keep_embed)]
     with torch.enable_grad(), model.hooks(fwd=fwd, bwd=[(n, keep_grad) for n in names]):
-        logits = model.forward(tokens, mask, read_pos)
-        values = check_read(_metric_values(metric, logits, tokens.shape[0]), read_pos)
+        logits = model.forward(tokens, runs.mask, runs.read_pos)
+        values = runs.values(logits, tokens.shape[0])
         if not values.requires_grad:
             raise MechscopeError(
                 "the metric does not depend differentiably on the logits (no gradient); "
@@ -221,8 +223,9 @@ def attribution_patch_sweeps(
     base, src = corrupt_tokens, clean_tokens
     if direction == "noise":
         base, src = src, base
-    source, source_metric = _source_run(model, src, names, attention_mask, metric, read_pos)
-    acts, grads, base_metric = _base_run(model, base, names, attention_mask, metric, read_pos)
+    runs = _Runs(model, names, attention_mask, metric, read_pos)
+    source, source_metric = _source_run(runs, src)
+    acts, grads, base_metric = _base_run(runs, base)
     clean, corrupt = (source_metric, base_metric)
     if direction == "noise":
         clean, corrupt = corrupt, clean
