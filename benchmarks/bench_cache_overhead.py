@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 import mechscope
+from machine import cpu_name
 from mechscope.models.loading import load_hf
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -65,13 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-
     def version(dist: str) -> str:
         try:
             return importlib.metadata.version(dist)
@@ -79,7 +73,7 @@ def machine() -> dict[str, str]:
             return "not installed"
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": str(os.cpu_count()),
         "torch threads": str(torch.get_num_threads()),
         "python": platform.python_version(),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import random
 import statistics
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 import mechscope
+from machine import cpu_name
 from mechscope.heads import head_scores, repeated_tokens
 from mechscope.models.loading import load_hf
 
@@ -119,13 +119,7 @@ def report(args: argparse.Namespace, times: dict, results: dict) -> None:
         print(f"max |ours - TL x pos / seq_len| = {float((ours - theirs).abs().max()):.2e}")
     top = results["induction"].top("induction", 5)
     print("top induction heads: " + ", ".join(f"L{la}H{h} {v:.3f}" for la, h, v in top))
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"machine: {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}")  # fmt: skip
 
 
