@@ -7,7 +7,7 @@ import torch
 
 from mechscope import HookedModel
 from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
-from mechscope.patching.prefix import Prefix, cache_kwarg, record, run_suffix
+from mechscope.patching.prefix import Prefix, cache_kwarg, record, suffix_resid, unembed
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
@@ -30,6 +30,6 @@ def test_suffix_run_reproduces_the_base_logits(kind: str, padded: bool) -> None:
         for start, p0 in [(0, 1), (1, 4), (n - 1, 6)]:
             resid = cache[f"blocks.{start}.hook_resid_pre"][:, p0:].repeat(3, 1, 1)
             prefix = Prefix(recorded, p0, rows=6)
-            got = run_suffix(model, resid, start, inputs, prefix, p0)
+            got = unembed(model, suffix_resid(model, resid, start, inputs, prefix, p0))
             want = logits[:, p0:].repeat(3, 1, 1)
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"{start}, {p0}")

@@ -8,7 +8,7 @@ model is the definition; the engine gives the same numbers with less work:
    (:meth:`HookedModel.capture_inputs`) and caching the residual stream before every layer
    (and after the last). Run the source input once, caching the patched site.
 2. Nothing before the patched layer ``L`` changes, so a variant starts at ``L`` from the base
-   run's cached residual (:meth:`HookedModel.run_from` calls the HF layers ``L..n-1``).
+   run's cached residual (:func:`.prefix.suffix_resid` calls the HF layers ``L..n-1``).
 3. ``V`` variants of the same layer are stacked along the batch: variant ``v`` occupies rows
    ``v*B .. (v+1)*B - 1`` of one forward. A residual-stream patch edits the starting residual;
    any other site is rewritten by a hook in layer ``L`` that writes each row block's slice.

@@ -106,15 +106,8 @@ def unembed(model: HookedModel, h: Tensor) -> Tensor:
     return model.hf.get_submodule(model.family.unembed)(h)
 
 
-def run_suffix(
-    model: HookedModel, resid: Tensor, start: int, inputs: LayerInputs, cache: Any, p0: int
-) -> Tensor:
-    """Logits [rows pos-p0 d_vocab] from the residual of positions ``p0..`` before ``start``."""
-    return unembed(model, suffix_resid(model, resid, start, inputs, cache, p0))
-
-
 def record(model: HookedModel, resid: Tensor, inputs: LayerInputs) -> Recorder:
     """Step 1: every layer's keys and values in the run whose layer-0 residual is ``resid``."""
     recorder = Recorder()
-    run_suffix(model, resid, 0, inputs, recorder, 0)
+    suffix_resid(model, resid, 0, inputs, recorder, 0)
     return recorder

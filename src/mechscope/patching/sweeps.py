@@ -80,7 +80,7 @@ def _sweep(
     before it changes.
     """
     names = [site.format(layer) for layer in layers]
-    runs = prepare(req, names, positional=True)
+    runs = prepare(req, names, positional=not pattern)  # a pattern patch starts at position 0
     out = runs.base_metric.repeat(len(layers), len(indices), 1)
     for k, (layer, name) in enumerate(zip(layers, names)):
         src = runs.source[name]
