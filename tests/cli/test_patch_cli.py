@@ -39,6 +39,22 @@ def test_patch_json_keys_and_exact_endpoints(tiny_folder: Path, task_file: Path,
     assert "data:image/png;base64," in page and "http" not in page
 
 
+def test_patch_attribution_method(tiny_folder: Path, task_file: Path, tmp_path) -> None:
+    paths = {m: tmp_path / f"{m}.json" for m in ("exact", "attribution")}
+    for method, out in paths.items():
+        result = run(
+            "patch", "-m", str(tiny_folder), "-t", str(task_file), "--sweep", "attn_head",
+            "--method", method, "--json", str(out), "-q",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+    exact, approx = (json.loads(paths[m].read_text()) for m in ("exact", "attribution"))
+    assert approx["method"] == "attribution" and approx["axes"] == exact["axes"]
+    assert approx["clean"] == pytest.approx(exact["clean"], abs=1e-5)
+    assert approx["corrupt"] == pytest.approx(exact["corrupt"], abs=1e-5)
+    assert len(approx["values"]) == len(exact["values"])
+    assert approx["values"] != exact["values"]  # a first-order estimate, not the exact sweep
+
+
 def test_patch_bad_input_is_one_line(tiny_folder: Path, tmp_path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(

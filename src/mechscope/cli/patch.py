@@ -99,19 +99,14 @@ def patch(
     batch = load_task_batch(hooked, task, n, seed)
     fn = bound_metric(hooked, batch, metric)
     if method == "exact":
-        result = run_patch(
-            hooked, batch.clean_tokens, batch.corrupt_tokens, fn, sweep,
-            direction=direction, attention_mask=batch.clean_mask, layer=layer,
-            read_pos=batch.last_pos,
-        )  # fmt: skip
+        run = run_patch
     else:
-        from mechscope.attribution import attribution_patch
-
-        result = attribution_patch(
-            hooked, batch.clean_tokens, batch.corrupt_tokens, fn, sweep,
-            direction=direction, attention_mask=batch.clean_mask, layer=layer,
-            read_pos=batch.last_pos,
-        )  # fmt: skip
+        from mechscope.attribution import attribution_patch as run
+    result = run(
+        hooked, batch.clean_tokens, batch.corrupt_tokens, fn, sweep,
+        direction=direction, attention_mask=batch.clean_mask, layer=layer,
+        read_pos=batch.last_pos,
+    )  # fmt: skip
     payload = result_payload(hooked, batch, result, model, task, method, metric)
     write_json(json_out, payload)
     if html_out:
