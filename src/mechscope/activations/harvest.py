@@ -22,7 +22,6 @@ the MLP block reads, ``blocks.L.hook_resid_mid``, paired with ``blocks.L.hook_ml
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
@@ -52,10 +51,6 @@ from mechscope.progress import bars_enabled
 __all__ = ["DTYPES", "harvest", "model_fingerprint"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class _Stop(Exception):
-    """Raised from the last capture hook to end a forward pass early."""
 
 
 def _site_dims(model: Any, sites: Sequence[str]) -> dict[str, int]:
@@ -148,11 +143,9 @@ def _capture_into(
         out = buffers[hook.name][offset : offset + n_rows]
         out.copy_(rows)
         seen[hook.name] = float(out.double().pow(2).sum())
-        if len(seen) == len(buffers):
-            raise _Stop
 
-    hooks = model.hooks([(name, grab) for name in buffers])
-    with contextlib.suppress(_Stop), torch.inference_mode(), hooks:
+    hooks = model.hooks([(name, grab) for name in buffers], stop_after=list(buffers))
+    with torch.inference_mode(), hooks:
         model(tokens)
     if len(seen) != len(buffers):
         missing = sorted(set(buffers) - set(seen))

@@ -101,7 +101,7 @@ def read_positions(tokens: Tensor, attention_mask: Tensor | None, pos: Tensor | 
 
 def logit_diff_directions(model: HookedModel, answer_ids: Tensor, wrong_ids: Tensor) -> Tensor:
     """``W_U[answer] - W_U[wrong]`` [batch d_model] (before the final norm's weight)."""
-    w_u = model.hf.get_submodule(model.family.unembed).weight  # [d_vocab d_model]
+    w_u = model.unembed.weight  # [d_vocab d_model]
     answer = torch.as_tensor(answer_ids).reshape(-1).to(w_u.device)
     wrong = torch.as_tensor(wrong_ids).reshape(-1).to(w_u.device)
     if answer.shape != wrong.shape:
@@ -188,7 +188,7 @@ def direct_logit_attribution(
     logits, acts = _capture(model, tokens, attention_mask, pos, _site_names(model, neurons))
     with torch.no_grad():
         parts = _attribute(model, acts, raw)
-        unembed_bias = _bias(model.hf.get_submodule(model.family.unembed))
+        unembed_bias = _bias(model.unembed)
         if unembed_bias is not None:
             bias = unembed_bias[None].expand(len(pos), -1)
             parts["constant"] = parts["constant"] + _pick_diff(bias, answer_ids, wrong_ids)
@@ -203,7 +203,7 @@ def _cpu(t: Tensor | None) -> Tensor | None:
 def _attribute(model: HookedModel, acts: dict[str, Tensor], raw: Tensor) -> dict[str, Any]:
     """Every component's attribution from the cached slices and the raw directions."""
     f, n, batch = model.family, model.dims.n_layers, raw.shape[0]
-    norm = model.hf.get_submodule(f.final_norm)
+    norm = model.final_norm
     direction = raw * norm.weight.float()
     if model.dims.norm == "layer":  # centring the direction == centring every component
         direction = direction - direction.mean(-1, keepdim=True)
@@ -220,7 +220,7 @@ def _attribute(model: HookedModel, acts: dict[str, Tensor], raw: Tensor) -> dict
         return torch.zeros(batch) if bias is None else dot(bias[None].expand(batch, -1))
 
     def block(path: str, i: int) -> nn.Module:
-        return model.hf.get_submodule(f"{f.layers}.{i}.{path}")
+        return model.block(i).get_submodule(path)
 
     norm_bias = _bias(norm)
     parts: dict[str, Any] = {

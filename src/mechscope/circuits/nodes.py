@@ -51,7 +51,7 @@ def run_nodes(model: HookedModel, tokens: Tensor, mask: Tensor) -> tuple[Tensor,
 
 
 def layer_module(model: HookedModel, layer: int, path: str) -> nn.Module:
-    return model.hf.get_submodule(f"{model.family.layers}.{layer}.{path}")
+    return model.block(layer).get_submodule(path)
 
 
 def qkv_maps(model: HookedModel, layer: int) -> list[tuple[Tensor, Tensor]]:

@@ -45,7 +45,7 @@ def _linear_in(w: Tensor, n: int, d: int) -> Tensor:
 def _raw(model: HookedModel, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     f, dims = model.family, model.dims
     n, n_kv, d = dims.n_heads, dims.n_kv_heads, dims.d_head
-    block = model.hf.get_submodule(f"{f.layers}.{layer}")
+    block = model.block(layer)
     q_mod, o_mod = block.get_submodule(f.q), block.get_submodule(f.o)
     if f.qkv == "gpt2_fused" and not isinstance(q_mod, nn.Linear):  # Conv1D: x @ weight
         w = q_mod.weight  # [d_model 3*n*d]
@@ -86,7 +86,7 @@ def head_weights(model: HookedModel, layer: int) -> HeadWeights:
         q, k, v = (t * gamma[None, :, None] for t in (q, k, v))
         if model.dims.norm == "layer":
             o = o - o.mean(-1, keepdim=True)
-    attn = model.hf.get_submodule(f"{model.family.layers}.{layer}.{model.family.attn}")
+    attn = model.attn(layer)
     qk_norm = any(hasattr(attn, a) for a in ("q_norm", "k_norm", "q_layernorm"))
     return HeadWeights(q, k, v, o, qk_norm)
 
@@ -114,7 +114,7 @@ def unembedding(model: HookedModel, tokens: Tensor | None = None) -> Tensor:
     Centring (TransformerLens's ``center_unembed``) subtracts each source's mean logit, which the
     softmax ignores.
     """
-    w = model.hf.get_submodule(model.family.unembed).weight.detach().float()  # [vocab d_model]
+    w = model.unembed.weight.detach().float()  # [vocab d_model]
     u = w.T * norm_weight(model, model.family.final_norm)[:, None]
     u = u - u.mean(1, keepdim=True)
     return u if tokens is None else u[:, tokens]

@@ -34,6 +34,22 @@ Tensor = torch.Tensor
 HookSpec = Iterable[tuple[str | Callable[[str], bool], HookFn]]
 
 
+class _Stopped(Exception):
+    """Raised by the ``stop_after`` hook; :meth:`HookedModel.hooks` swallows it."""
+
+
+def _stopper(names: list[str]) -> list[tuple[str, HookFn]]:
+    """Hooks that raise :class:`_Stopped` once every site in ``names`` has run."""
+    pending = set(names)
+
+    def done(t: Tensor, hook: Any) -> None:
+        pending.discard(hook.name)
+        if not pending:
+            raise _Stopped
+
+    return [(name, done) for name in names]
+
+
 class HookedModel:
     """A HF causal LM plus its family, dims and site table.
 
@@ -89,6 +105,32 @@ class HookedModel:
             f"{d.n_heads} heads ({d.n_kv_heads} kv), d_mlp={d.d_mlp}, vocab={d.d_vocab})"
         )
 
+    # -- modules ---------------------------------------------------------------------------
+
+    def block(self, layer: int) -> nn.Module:
+        """The HF decoder layer ``layer`` (TransformerLens's ``blocks[layer]``)."""
+        if not 0 <= layer < self.dims.n_layers:
+            raise MechscopeError(f"layer must lie in [0, {self.dims.n_layers}), got {layer}")
+        return self._m.module(self.family.layers).get_submodule(str(layer))
+
+    def attn(self, layer: int) -> nn.Module:
+        """The attention module of layer ``layer``."""
+        return self.block(layer).get_submodule(self.family.attn)
+
+    def mlp(self, layer: int) -> nn.Module:
+        """The MLP (or mixture-of-experts) module of layer ``layer``."""
+        return self.block(layer).get_submodule(self.family.mlp)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm before the unembedding (TransformerLens's ``ln_final``)."""
+        return self._m.module(self.family.final_norm)
+
+    @property
+    def unembed(self) -> nn.Module:
+        """The unembedding (``lm_head``): ``[... d_model] -> [... d_vocab]``."""
+        return self._m.module(self.family.unembed)
+
     # -- tokens ---------------------------------------------------------------------------
 
     def to_tokens(self, text: str | list[str], prepend_bos: bool = False) -> Tensor:
@@ -138,14 +180,25 @@ class HookedModel:
     # -- forwards -------------------------------------------------------------------------
 
     def forward(
-        self, tokens: Tensor, attention_mask: Tensor | None = None, read_pos: Tensor | None = None
+        self,
+        tokens: Tensor,
+        attention_mask: Tensor | None = None,
+        read_pos: Tensor | None = None,
+        stop_at_layer: int | None = None,
     ) -> Tensor:
         """Logits [batch pos d_vocab]; respects the ambient grad mode, like any nn.Module.
 
         ``read_pos`` ([batch] positions): unembed only those positions (HF ``logits_to_keep``);
         the logits of every other position are NaN. For metrics that read one position per
         prompt, it saves the unembedding of the rest (a fifth of a SmolLM2 forward).
+
+        ``stop_at_layer`` (as in TransformerLens): run layers ``0 .. L-1`` only and return the
+        residual stream entering layer ``L`` [batch pos d_model] instead of logits (``L`` in
+        ``[-n_layers, n_layers]``; negative counts from the end; ``n_layers``: before the final
+        norm).
         """
+        if stop_at_layer is not None:
+            return self._stopped_forward(tokens, attention_mask, stop_at_layer)
         if tokens.ndim == 1:
             tokens = tokens[None]
         self._check_tokens(tokens)
@@ -170,6 +223,17 @@ class HookedModel:
 
     __call__ = forward
 
+    def _stopped_forward(self, tokens: Tensor, mask: Tensor | None, layer: int) -> Tensor:
+        n = self.dims.n_layers
+        if not -n <= layer <= n:
+            raise MechscopeError(f"stop_at_layer must lie in [{-n}, {n}], got {layer}")
+        layer = layer % n if layer < 0 else layer
+        site = f"blocks.{layer}.hook_resid_pre" if layer < n else f"blocks.{n - 1}.hook_resid_post"
+        kept: list[Tensor] = []
+        with self.hooks([(site, lambda t, hook: kept.append(t))], stop_after=site):
+            self.forward(tokens, mask)
+        return kept[0]
+
     def _requests(self, fwd: HookSpec, bwd: HookSpec) -> dict[str, Calls]:
         requests: dict[str, Calls] = {}
         for direction, specs in (("fwd", fwd), ("bwd", bwd)):
@@ -180,15 +244,26 @@ class HookedModel:
         return requests
 
     @contextmanager
-    def hooks(self, fwd: HookSpec = (), bwd: HookSpec = ()) -> Iterator[HookedModel]:
+    def hooks(
+        self, fwd: HookSpec = (), bwd: HookSpec = (), stop_after: SiteSelector = None
+    ) -> Iterator[HookedModel]:
         """Attach forward/backward hook functions for the duration of a ``with`` block.
 
         Each spec is ``(name_or_glob_or_predicate, fn)``; ``fn(activation, hook)`` returns a
         replacement or None. Hooks are always removed on exit, also on error.
+
+        ``stop_after`` (a site, glob or list): once every one of these sites has run (after its
+        other hooks), the forward stops and the ``with`` block is left at once, without error;
+        code after the forward call inside the block does not run.
         """
+        fwd = list(fwd)
+        if stop_after is not None:
+            fwd += _stopper(select_sites(self.sites, stop_after))
         handles = attach(self._m, self._requests(fwd, bwd))
         try:
             yield self
+        except _Stopped:
+            pass
         finally:
             detach(handles)
 
@@ -198,9 +273,10 @@ class HookedModel:
         fwd_hooks: HookSpec = (),
         bwd_hooks: HookSpec = (),
         attention_mask: Tensor | None = None,
+        stop_at_layer: int | None = None,
     ) -> Tensor:
         with self.hooks(fwd_hooks, bwd_hooks):
-            return self.forward(tokens, attention_mask)
+            return self.forward(tokens, attention_mask, stop_at_layer=stop_at_layer)
 
     def run_with_cache(
         self,
@@ -210,11 +286,14 @@ class HookedModel:
         fwd_hooks: HookSpec = (),
         detach_cache: bool = True,
         read_pos: Tensor | None = None,
+        stop_at_layer: int | None = None,
     ) -> tuple[Tensor, Cache]:
         """Logits and a :class:`Cache` of the selected sites only (None selects all).
 
         Interventions in ``fwd_hooks`` run before caching, so the cache shows their effect;
-        ``read_pos`` as in :meth:`forward`.
+        ``read_pos`` and ``stop_at_layer`` as in :meth:`forward` (with ``stop_at_layer`` the
+        first value is the residual entering that layer, and the cache holds only the
+        selected sites that ran before it).
         """
         cache = Cache()
 
@@ -223,7 +302,7 @@ class HookedModel:
 
         names = select_sites(self.sites, names)
         with self.hooks([*fwd_hooks, *((n, store) for n in names)]):
-            logits = self.forward(tokens, attention_mask, read_pos)
+            logits = self.forward(tokens, attention_mask, read_pos, stop_at_layer)
         return logits, cache
 
     @contextmanager

@@ -42,7 +42,7 @@ def unembed_matrix(model: HookedModel, writes: Tensor, through_norm: bool = True
         return v
     if model.dims.norm == "layer":
         v = v - v.mean(-1, keepdim=True)
-    weight = getattr(model.hf.get_submodule(model.family.final_norm), "weight", None)
+    weight = getattr(model.final_norm, "weight", None)
     return v if weight is None else v * weight.detach().float().cpu()
 
 
@@ -50,7 +50,7 @@ def logit_effects(
     model: HookedModel, writes: Tensor, k: int = 10, *, through_norm: bool = True
 ) -> LogitEffects:
     """Top-``k`` promoted and suppressed tokens of each write [unit d_model]."""
-    w_u = model.hf.get_submodule(model.family.unembed).weight.detach().float().cpu()
+    w_u = model.unembed.weight.detach().float().cpu()
     v = unembed_matrix(model, writes, through_norm)
     k = min(k, w_u.shape[0])
     parts: list[tuple[Tensor, ...]] = []

@@ -80,7 +80,7 @@ def mlp_neurons(model: HookedModel, layer: int, neurons: Sequence[int] | None = 
             f"at blocks.{layer}.hook_mlp_out with residual_directions instead"
         )
     idx = _indices(neurons, model.dims.d_mlp, "neuron")
-    down = model.hf.get_submodule(f"{family.layers}.{layer}.{family.mlp_out}")
+    down = model.block(layer).get_submodule(family.mlp_out)
     writes = rows_of(down).detach().float()[idx].cpu()
     whole = neurons is None
     index = torch.tensor(idx)
@@ -94,7 +94,7 @@ def mlp_neurons(model: HookedModel, layer: int, neurons: Sequence[int] | None = 
 def o_per_head(model: HookedModel, layer: int) -> Tensor:
     """The output projection as [head d_head d_model] (float32, CPU)."""
     f, d = model.family, model.dims
-    module = model.hf.get_submodule(f"{f.layers}.{layer}.{f.o}")
+    module = model.block(layer).get_submodule(f.o)
     rows = rows_of(module).detach().float().cpu()  # [head*d_head d_model]
     return rows.view(d.n_heads, d.d_head, d.d_model)
 

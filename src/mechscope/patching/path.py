@@ -129,10 +129,6 @@ def _receiver_site(r: Receiver, dims: Dims) -> tuple[str, int | None]:
     return f"blocks.{r.layer}.{'hook_mlp_out' if r.kind == 'mlp' else 'hook_resid_pre'}", None
 
 
-class _Stop(Exception):
-    """Raised by a hook once every receiver input is cached: the rest of step 2 is not needed."""
-
-
 def _writer(runs: _Runs, name: str, variants: int, frozen: bool, patches: list) -> Any:
     """Hook writing the base value (if frozen) and each variant's sender slices from the source."""
     b, base, src = runs.batch, runs.base[name], runs.source[name]
@@ -162,7 +158,7 @@ def _delta(runs: _Runs, node: Node) -> Tensor:
     base, dz = runs.base[name], torch.zeros_like(runs.base[name])
     dz[:, :, node.index] = runs.source[name][:, :, node.index] - base[:, :, node.index]
     model = runs.model
-    o = model.hf.get_submodule(f"{model.family.layers}.{node.layer}.{model.family.o}")
+    o = model.block(node.layer).get_submodule(model.family.o)
     return o(dz.flatten(-2)) - o(torch.zeros_like(dz.flatten(-2)))
 
 
@@ -216,18 +212,13 @@ def _step2(
             if frozen or patches:
                 name = f"blocks.{layer}.{site}"
                 hooks.append((name, _writer(runs, name, v, frozen, patches)))
+    stop = None  # once every receiver input is cached, the rest of step 2 is not needed
     if all(r.kind != "logits" for r in receivers):
-        last = max(r.layer for r in receivers if r.layer is not None)
-
-        def stop(_act: Tensor, _hook: Any) -> None:
-            raise _Stop
-
-        hooks.append((f"blocks.{last}.hook_resid_post", stop))
-    try:
-        with model.hooks(hooks):
-            return captured, model.run_from(resid, start, runs.inputs)
-    except _Stop:
-        return captured, None
+        stop = f"blocks.{max(r.layer for r in receivers if r.layer is not None)}.hook_resid_post"
+    logits = None
+    with model.hooks(hooks, stop_after=stop):
+        logits = model.run_from(resid, start, runs.inputs)
+    return captured, logits
 
 
 def _step3(runs: _Runs, captured: dict[Receiver, Tensor], variants: int) -> Tensor:

@@ -16,7 +16,6 @@ Only the probe positions are kept, never full sequences, so memory is
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,18 +127,13 @@ def _read(
 
     def keep(t: Tensor, hook: Any) -> None:
         out[hook.name] = t[rows, cols].reshape(len(rows), -1).float().cpu()
-        if len(out) == len(sites):
-            raise _Stop  # the later layers and the unembedding are not needed
 
-    with torch.no_grad(), contextlib.suppress(_Stop):
-        model.run_with_hooks(tokens, [(s, keep) for s in sites], attention_mask=mask)
+    # the later layers and the unembedding are not needed
+    with torch.no_grad(), model.hooks([(s, keep) for s in sites], stop_after=list(sites)):
+        model(tokens, attention_mask=mask)
     if len(out) != len(sites):
         raise MechscopeError(f"sites {sorted(set(sites) - set(out))} never ran; cannot probe them")
     return out
-
-
-class _Stop(Exception):
-    """Raised by the last hook of a forward: every site has been read."""
 
 
 def _pad(ids: list[list[int]], model: HookedModel) -> tuple[Tensor, Tensor]:
