@@ -123,6 +123,10 @@ def saelens_tensors(sae: SAE) -> dict[str, Tensor]:
 
 def save_sae(sae: SAE, directory: str | Path) -> Path:
     """Write ``cfg.json`` and ``sae_weights.safetensors`` (SAELens layout) atomically; returns the folder."""
+    if getattr(sae, "W_skip", None) is not None:
+        raise MechscopeError(
+            "SAELens's layout has no skip connection: this transcoder cannot be saved in it"
+        )
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{WEIGHTS_FILE}.tmp"

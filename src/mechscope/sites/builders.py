@@ -213,6 +213,7 @@ BUILDERS: dict[str, Builder] = {
     "result": _build_result,
     "attn_out": _out(lambda f: f.attn),
     "resid_mid": _build_resid_mid,
+    "mlp_in": _in(lambda f: f.mlp),
     "mlp_pre": _out(lambda f: f.mlp_in),
     "mlp_pre_linear": _out(lambda f: f.mlp_up),
     "mlp_post": _in(lambda f: f.mlp_out),

@@ -65,6 +65,7 @@ def _layer_sites(family: Family, dims: Dims, layer: int) -> list[Site]:
     ]
     if not dims.parallel:
         rows.append(("hook_resid_mid", "resid_mid", BPD))
+    rows.append(("mlp.hook_in", "mlp_in", BPD))  # the MLP module's input (after its norm)
     if family.moe is None:
         rows.append(("mlp.hook_pre", "mlp_pre", ("batch", "pos", "d_mlp")))
         if family.mlp_up:
