@@ -31,9 +31,9 @@ from mechscope.cli.common import load_model, quiet_option
 @click.option(
     "--sae",
     "sae_dir",
-    type=click.Path(exists=True, file_okay=False),
+    type=click.Path(exists=True),
     default=None,
-    help="An SAE folder (SAELens layout) for the SAE section; default: a small one trained "
+    help="An SAE folder or file (docs/sae.md) for the SAE section; default: a small one trained "
     "once on the built-in corpus and cached.",
 )
 @quiet_option

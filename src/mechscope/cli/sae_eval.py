@@ -26,7 +26,7 @@ ROWS = (
 @click.command("eval")
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
 @click.option(
-    "--sae", "sae_dir", required=True, type=click.Path(), help="SAE folder (SAELens layout)."
+    "--sae", "sae_dir", required=True, type=click.Path(), help="SAE folder or file (docs/sae.md)."
 )
 @click.option("--corpus", default=None, help="Text to evaluate on (default: built-in, test split).")
 @click.option("--tokens", default=16_384, show_default=True, help="Tokens to evaluate on.")
@@ -49,9 +49,9 @@ def sae_eval(
     from mechscope.sae import load_sae
     from mechscope.sae.splice import evaluate_sae
 
-    sae = load_sae(sae_dir)
     text = load_corpus(corpus)
     hooked = load_model(model, quiet=quiet)
+    sae = load_sae(sae_dir, model=hooked)
     split = "test" if corpus is None else "all"  # the built-in corpus has held-out documents
     result = evaluate_sae(
         hooked, sae, text, n_tokens=tokens, seq_len=seq_len, batch_size=batch_size, split=split,

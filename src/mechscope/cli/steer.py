@@ -12,7 +12,7 @@ from mechscope.cli.patch import write_json
 @click.command()
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
 @click.option(
-    "--sae", "sae_dir", required=True, type=click.Path(), help="SAE folder (SAELens layout)."
+    "--sae", "sae_dir", required=True, type=click.Path(), help="SAE folder or file (docs/sae.md)."
 )
 @click.option("--latent", required=True, type=int, help="Index of the latent to steer with.")
 @click.option("--scale", required=True, type=float, help="Strength (see --mode).")
@@ -46,8 +46,8 @@ def steer(
     from mechscope.sae import load_sae
     from mechscope.sae.steer import steer as run_steer
 
-    sae = load_sae(sae_dir)
     hooked = load_model(model, quiet=quiet)
+    sae = load_sae(sae_dir, model=hooked)
     results = [
         run_steer(
             hooked,

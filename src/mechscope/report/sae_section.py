@@ -100,7 +100,7 @@ def _load(model: HookedModel, ctx: ReportContext) -> tuple[Any, str]:
 
     given = getattr(ctx.config, "sae", None)
     if given:
-        return load_sae(given), f"the SAE in <code>{escape(given)}</code>"
+        return load_sae(given, model=model), f"the SAE in <code>{escape(given)}</code>"
     site = f"blocks.{model.dims.n_layers // 3}.hook_resid_post"
     how = (
         f"a small TopK SAE (k={K}, {EXPANSION}x expansion) trained for this report on "

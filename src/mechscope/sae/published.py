@@ -212,10 +212,10 @@ def _gemma_scope(path: Path, layer: int | None) -> SAE:
 
 def _gemma_scope_sites(file: Path, layer: int | None) -> tuple[str, str | None]:
     parts = [q.lower() for q in file.parts]
-    if any("embedding" in q for q in parts):
+    if "embedding" in parts:
         raise MechscopeError(
             f"{file} is a Gemma Scope embedding SAE, whose input scale differs between Gemma "
-            "versions: load it with site= and check its reconstruction"
+            "versions: not supported"
         )
     kind = None
     for q in parts:
