@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from scipy.stats import spearmanr
 
 import mechscope
 from mechscope.attribution import attribution_patch
@@ -44,12 +45,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    def ranks(x: torch.Tensor) -> torch.Tensor:
-        return x.flatten().argsort().argsort().double()
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+    return float(spearmanr(a.flatten().numpy(), b.flatten().numpy())[0])
 
 
 def causal_bound(dims: Any, clean: torch.Tensor, corrupt: torch.Tensor, sweep: str) -> float:

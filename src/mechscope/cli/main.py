@@ -43,7 +43,7 @@ def _load_command(name: str) -> click.Command | None:
     try:
         return getattr(importlib.import_module(module), attr)
     except ModuleNotFoundError as exc:
-        if exc.name == module:  # a command of a later issue, not built yet
+        if exc.name == module:  # the command's module is not installed: leave it out
             return None
         raise
 
