@@ -123,8 +123,8 @@ def test_gemma_scope_transcoder_folds_the_norm_gain(tmp_path, model, cache):
     want, acts = _jumprelu_recon(normalized, w)
     _fires(acts)
     got = sae(cache["blocks.1.mlp.hook_in"])
-    torch.testing.assert_close(got.latents, acts, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(got.x_hat, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.latents, acts, atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(got.x_hat, want, atol=ATOL, rtol=1e-5)
     assert sae_sites(model, sae) == ("blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out")
 
 

@@ -7,7 +7,7 @@ Steps:
    windows, so a shard's content depends only on its index and the config.
 2. For each shard not already listed in the manifest, run the model on batches of its windows with
    hooks that copy each site's activation into the shard buffer (the only large thing in RAM), and
-   stop the forward pass with a private exception once every requested site has been seen (a
+   stop the forward pass once every requested site has been seen (``hooks(stop_after=)``; a
    harvest at layer 6 of 30 runs about a fifth of the model).
 3. Write the shard to a temporary file, fsync it and ``os.replace`` it into place, then rewrite the
    manifest atomically. A harvest killed at any moment leaves a manifest that lists only complete

@@ -15,8 +15,8 @@ Steps of :func:`pattern_scores`:
 1. Build every detector's mask from the token ids (cheap, no model).
 2. Hook ``blocks.*.attn.hook_pattern``; each hook reduces that layer's pattern [batch head q k]
    to scores [batch head] at once, so no more than one layer's pattern is alive at a time.
-3. Stop the forward right after the last layer's pattern (nothing downstream is needed), by
-   raising a private exception inside the hook that the scoped-hook context then removes.
+3. Stop the forward right after the last layer's pattern (nothing downstream is needed):
+   ``model.hooks(..., stop_after=...)``.
 4. Average over sequences: [layer head] per detector.
 """
 
@@ -34,10 +34,6 @@ Tensor = torch.Tensor
 MaskFn = Callable[[Tensor], Tensor]  # tokens [batch pos] -> bool [batch query_pos key_pos]
 
 
-class _Done(Exception):
-    """Raised in the last layer's pattern hook: the rest of the forward is not needed."""
-
-
 def masked_score(pattern: Tensor, mask: Tensor) -> Tensor:
     """Scores [batch head]: mean over queries with a target of the attention on the targets.
 
@@ -49,16 +45,14 @@ def masked_score(pattern: Tensor, mask: Tensor) -> Tensor:
     return hit / n_queries[:, None]
 
 
-def _reducer(built: dict[str, Tensor], totals: dict[str, Tensor], n_layers: int) -> Callable:
-    """The pattern hook: add each layer's summed scores [head] to ``totals``; stop after the last."""
+def _reducer(built: dict[str, Tensor], totals: dict[str, Tensor]) -> Callable:
+    """The pattern hook: add each layer's summed scores [head] to ``totals``."""
 
     def reduce(pattern: Tensor, hook: Any) -> None:
         layer = int(hook.name.split(".")[1])
         p = pattern.detach().float()
         for name, mask in built.items():
             totals[name][layer] += masked_score(p, mask.to(p.device)).sum(0).cpu()
-        if layer == n_layers - 1:
-            raise _Done
 
     return reduce
 
@@ -87,10 +81,8 @@ def pattern_scores(
                     "use repeated sequences (mechscope.heads.repeated_tokens)"
                 )
 
-        try:
-            hook = _reducer(built, totals, n_layers)
-            with torch.no_grad(), model.hooks([("blocks.*.attn.hook_pattern", hook)]):
-                model(chunk)
-        except _Done:
-            pass
+        hook = _reducer(built, totals)
+        last = f"blocks.{n_layers - 1}.attn.hook_pattern"  # nothing downstream is needed
+        with torch.no_grad(), model.hooks([("blocks.*.attn.hook_pattern", hook)], stop_after=last):
+            model(chunk)
     return {name: t / tokens.shape[0] for name, t in totals.items()}

@@ -1,34 +1,23 @@
 """Published dictionaries, loaded from local folders in the layouts their authors publish.
 
-One entry point, :func:`load_sae` (re-exported as ``mechscope.sae.load_sae``), detects the layout
-or takes ``format=``; each becomes a mechscope :class:`SAE` at a mechscope site:
+:func:`load_sae` (``mechscope.sae.load_sae``) detects the layout or takes ``format=`` and returns
+a mechscope :class:`SAE` at a mechscope site; docs/sae.md tabulates files, tensors and sites.
 
 ``saelens``         ``cfg.json`` + ``sae_weights.safetensors`` (:mod:`mechscope.sae.io`).
-``gemma_scope``     ``params.npz`` (``W_enc [d_in d_sae]``, ``W_dec``, ``b_enc``, ``b_dec``,
-                    ``threshold``) or Gemma Scope 2's ``params.safetensors`` (lower-case ``w_enc``,
-                    ``w_dec``, optional ``affine_skip_connection``: ``x_hat += x @ A``); JumpReLU
-                    ``(pre > threshold) * relu(pre)``, no input centring. The site comes from the
-                    path: release ``gemma-scope-*-res|mlp|att|transcoders`` (or Gemma Scope 2's
-                    ``resid_post|mlp_out``) and ``layer_L``.
-``sparsify``        EleutherAI sparsify: a hookpoint folder (``layers.6``, ``layers.6.mlp``) with
-                    ``cfg.json`` + ``sae.safetensors`` (``encoder.weight [d_sae d_in]``,
-                    ``encoder.bias``, ``W_dec [d_sae d_in]``, ``b_dec``, optional ``W_skip``:
-                    ``x_hat += x @ W_skip.T``); TopK of ``relu(pre)``; SAEs subtract ``b_dec`` first.
-``circuit_tracer``  a transcoder set: ``config.yaml`` (``feature_input_hook``,
-                    ``feature_output_hook``, optional ``transcoders`` list, ``activation``, ``k``)
-                    and one ``layer_L.safetensors`` per layer (``W_enc [d_sae d_model]``,
-                    ``W_dec [d_sae d_model]``, ``b_enc``, ``b_dec``, optional
-                    ``activation_function.threshold`` (JumpReLU) and ``W_skip``); pick ``layer=``.
+``gemma_scope``     ``params.npz`` / Gemma Scope 2's ``params.safetensors``: JumpReLU
+                    ``(pre > threshold) * relu(pre)``; site from the release folder and ``layer_L``.
+``sparsify``        a hookpoint folder (``layers.6``, ``layers.6.mlp``): ``cfg.json`` +
+                    ``sae.safetensors``, TopK of ``relu(pre)``.
+``circuit_tracer``  ``config.yaml`` + ``layer_L.safetensors`` per layer (ReLU, JumpReLU or TopK).
 
-Sites: sparsify's ``layers.L`` is ``blocks.L.hook_resid_post`` (a transcoder: ``hook_resid_pre`` ->
-``hook_resid_post``), ``layers.L.mlp`` is ``hook_mlp_out`` (a transcoder: ``mlp.hook_in`` ->
-``hook_mlp_out``). Gemma Scope's transcoders read the pre-MLP RMSNorm output *before* its gain
-(TransformerLens's ``blocks.L.ln2.hook_normalized``); given ``model=``, the gain is divided into
-``W_enc`` (and the skip) so the transcoder reads ``blocks.L.mlp.hook_in`` exactly.
+Skip connections (``x_hat += x @ W_skip``) are a buffer on the SAE. Gemma Scope's transcoders read
+the pre-MLP RMSNorm output *before* its gain (``blocks.L.ln2.hook_normalized``); given ``model=``,
+the gain is divided into ``W_enc`` so that they read ``blocks.L.mlp.hook_in`` exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -67,6 +56,8 @@ def load_sae(
     the site read / written when the path does not say it.
     """
     p = Path(path)
+    if p.is_file() and p.name in ("cfg.json", "sae.safetensors", "sae_weights.safetensors"):
+        p = p.parent  # SAELens and sparsify are folders
     if not p.exists():
         raise MechscopeError(
             f"no SAE at {p} (no cfg.json, params.npz or config.yaml): pass a folder that exists"
@@ -124,6 +115,11 @@ def _build(cfg: SAEConfig, skip: Tensor | None) -> SAE:
     """An SAE of ``cfg.arch``, with a skip connection when ``skip`` is given."""
     if skip is None:
         return SAE(cfg, seed=None)
+    if tuple(skip.shape) != (cfg.d_in, cfg.width_out):
+        raise MechscopeError(
+            f"skip connection of shape {list(skip.shape)}, expected {[cfg.d_in, cfg.width_out]}: "
+            "the file is damaged or not in this layout"
+        )
     base = ARCHITECTURES[cfg.arch]
     cls = _SKIP_CLASSES.setdefault(cfg.arch, type(f"Skip{base.__name__}", (_Skip, base), {}))
     sae = cls(cfg, seed=None)
@@ -190,13 +186,8 @@ _GS_SITES = {  # release suffix or Gemma Scope 2 folder -> (site read, site writ
 
 
 def _gemma_scope(path: Path, layer: int | None) -> SAE:
-    file = (
-        path
-        if path.is_file()
-        else next(
-            (path / n for n in ("params.npz", "params.safetensors") if (path / n).is_file()), path
-        )
-    )
+    names = [path / n for n in ("params.npz", "params.safetensors") if (path / n).is_file()]
+    file = path if path.is_file() or not names else names[0]
     raw = _read_tensors(file)
     t = {k.replace("w_", "W_", 1) if k.startswith("w_") else k: v for k, v in raw.items()}
     _need(t, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), file)
@@ -304,6 +295,8 @@ def _tracer(path: Path, layer: int | None) -> SAE:
             conf = yaml.safe_load((folder / "config.yaml").read_text()) or {}
         except yaml.YAMLError as exc:
             raise MechscopeError(f"{folder / 'config.yaml'} is not valid YAML ({exc})") from exc
+        if not isinstance(conf, dict):
+            raise MechscopeError(f"{folder / 'config.yaml'} is not a circuit-tracer config")
     if conf.get("model_kind", "transcoder_set") != "transcoder_set":
         raise MechscopeError(
             f"{folder}: circuit-tracer model_kind {conf['model_kind']!r} is not supported "
@@ -427,11 +420,11 @@ def _fold_norm_gain(sae: SAE, model: Any) -> SAE:
 def _rms_gain(norm: Any, d: int) -> Tensor:
     """The per-channel gain ``g`` of an RMSNorm: ``norm(x) = x / rms(x) * g``, checked."""
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    p = next(norm.parameters())
+    ref = copy.deepcopy(norm).to("cpu", torch.float64)  # the gain at full precision
     x = torch.randn(16, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     u = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    y = norm(x.to(p.dtype)).double()
+    y = ref(x).double()
     g = (y * u).sum(0) / u.pow(2).sum(0)
-    if not torch.allclose(u * g, y, rtol=1e-3, atol=1e-5):
+    if not torch.allclose(u * g, y, rtol=1e-4, atol=1e-6):
         raise MechscopeError("the pre-MLP norm is not an RMSNorm x / rms(x) * g: cannot fold it")
     return g
