@@ -134,3 +134,28 @@ def test_hooks_stop_after_every_listed_site() -> None:
     # the hooks are gone and the next forward is a full one
     with torch.no_grad():
         assert torch.equal(model(tokens), model.hf(input_ids=tokens).logits)
+
+
+def test_mlp_hook_in_is_the_mlp_modules_input(tiny: tuple[str, HookedModel]) -> None:
+    """``blocks.L.mlp.hook_in`` (read by published transcoders) is what the MLP module receives."""
+    _, model = tiny
+    tokens = torch.tensor([[5, 3, 8, 1, 9, 2]])
+    seen: dict[int, torch.Tensor] = {}
+    handles = [
+        model.mlp(i).register_forward_pre_hook(
+            lambda m, args, kwargs, i=i: seen.__setitem__(
+                i, (args or (kwargs["hidden_states"],))[0]
+            ),
+            with_kwargs=True,
+        )
+        for i in range(model.dims.n_layers)
+    ]
+    try:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names="blocks.*.mlp.hook_in")
+    finally:
+        for h in handles:
+            h.remove()
+    for i in range(model.dims.n_layers):
+        assert torch.equal(cache[f"blocks.{i}.mlp.hook_in"], seen[i])
+        assert cache[f"blocks.{i}.mlp.hook_in"].shape[-1] == model.dims.d_model
