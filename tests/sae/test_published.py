@@ -98,6 +98,12 @@ def test_gemma_scope_mlp_and_att_sites(tmp_path, model):
     )
     sae = load_sae(tmp_path / "gemma-scope-9b-pt-mlp" / "layer_2" / "width_16k" / "a")
     assert sae.cfg.hook_name == "blocks.2.hook_mlp_out"
+    # as the Hugging Face cache lays a release out
+    cached = tmp_path / "models--google--gemma-scope-2b-pt-res" / "snapshots" / "0a1b2c" / "layer_2"
+    _npz(cached / "width_16k" / "average_l0_9" / "params.npz", _weights(1))
+    assert (
+        load_sae(cached / "width_16k" / "average_l0_9").cfg.hook_name == "blocks.2.hook_resid_post"
+    )
     att = tmp_path / "gemma-scope-2b-pt-att" / "layer_0" / "width_16k" / "a" / "params.npz"
     _npz(att, _weights(2))  # d_in 48 = 6 heads x 8: hook_z flattened
     assert load_sae(att, model=model).cfg.hook_name == "blocks.0.attn.hook_z"
