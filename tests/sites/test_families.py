@@ -7,12 +7,18 @@ from transformers import BertConfig, LlamaConfig
 
 from mechscope import HookedModel, MechscopeError
 from mechscope.families import family_for, supported_model_types
-from mechscope.models.tiny import tiny_model
+from mechscope.models.tiny import CONFIGS, tiny_model
 
 
-def test_supported_types_cover_the_four_families() -> None:
-    names = {family_for(type("C", (), {"model_type": t})()).name for t in supported_model_types()}
-    assert names == {"gpt2", "llama", "gpt_neox", "mixtral"}
+def test_every_tiny_kind_maps_to_its_family() -> None:
+    assert set(supported_model_types()) >= {
+        "gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "mixtral", "gemma", "gemma2",
+        "gemma3_text", "phi3", "olmo2", "gptj", "opt", "falcon", "starcoder2", "granite", "gpt_oss",
+    }  # fmt: skip
+    for kind, make in CONFIGS.items():
+        config = make()
+        assert config.model_type in supported_model_types(), kind
+        assert config.model_type in family_for(config).model_types, kind
     assert family_for(LlamaConfig()).name == "llama"
 
 
@@ -20,7 +26,9 @@ def test_unsupported_architecture_lists_the_supported_ones() -> None:
     with pytest.raises(MechscopeError) as err:
         family_for(BertConfig())
     msg = str(err.value)
-    assert "unsupported architecture model_type='bert'" in msg and "gpt2, gpt_neox, llama" in msg
+    assert (
+        "unsupported architecture model_type='bert'" in msg and "gemma3_text, gpt2, gpt_neox" in msg
+    )
     assert "\n" not in msg
 
 
