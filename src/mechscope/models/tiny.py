@@ -26,8 +26,10 @@ from transformers import (
     LlamaConfig,
     MistralConfig,
     MixtralConfig,
+    MptConfig,
     Olmo2Config,
     OPTConfig,
+    PersimmonConfig,
     Phi3Config,
     PreTrainedModel,
     PreTrainedTokenizerFast,
@@ -143,6 +145,10 @@ CONFIGS: dict[str, Callable[[], Any]] = {
 # Decoder-only types with no family file: they load through the residual-only fallback.
 FALLBACK_CONFIGS: dict[str, Callable[[], Any]] = {
     "bloom": lambda: BloomConfig(hidden_size=48, n_layer=3, n_head=4, vocab_size=VOCAB),
+    "mpt": lambda: MptConfig(d_model=48, n_heads=4, n_layers=2, max_seq_len=64, vocab_size=VOCAB),
+    "persimmon": lambda: PersimmonConfig(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, **COMMON
+    ),
 }
 
 
