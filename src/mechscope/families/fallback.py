@@ -22,6 +22,14 @@ from mechscope.families.base import Dims, Family, config_get
 _NO_CTX = 1 << 20  # models without a context length (ALiBi) accept any length
 
 
+def _refuse(model: nn.Module, why: str) -> MechscopeError:
+    return MechscopeError(
+        f"unsupported architecture model_type={getattr(model.config, 'model_type', None)!r}: "
+        f"no family file, and the generic fallback cannot read it ({why}); "
+        "add a family file in mechscope/families"
+    )
+
+
 def _path_of(model: nn.Module, target: nn.Module | None) -> str | None:
     if target is None:
         return None
@@ -33,10 +41,7 @@ def _layer_list(model: nn.Module, n_layers: int | None) -> tuple[str, nn.ModuleL
     if n_layers is not None:
         lists = [(n, m) for n, m in lists if len(m) == n_layers]
     if not lists:
-        raise MechscopeError(
-            f"cannot find the decoder-layer list of model_type={model.config.model_type!r}; "
-            "it needs a family file in mechscope/families"
-        )
+        raise _refuse(model, "no decoder-layer list found")
     return max(lists, key=lambda nm: sum(p.numel() for p in nm[1].parameters()))
 
 
@@ -55,21 +60,17 @@ def infer_family(model: nn.Module) -> Family:
     """A residual-only :class:`Family` read from ``model``'s module tree."""
     config = model.config
     model_type = getattr(config, "model_type", None)
+    if any(getattr(m, "is_causal", True) is False for m in model.modules()):
+        raise _refuse(model, "its attention is not causal: an encoder, not a decoder-only LM")
     n_cfg = config_get(config, "num_hidden_layers", "n_layer", "num_layers")
     layers, _ = _layer_list(model, n_cfg)
     embed = _path_of(model, model.get_input_embeddings())
     unembed = _path_of(model, model.get_output_embeddings())
     if embed is None or unembed is None:
-        raise MechscopeError(
-            f"cannot find the embedding and unembedding of model_type={model_type!r}; "
-            "it needs a family file in mechscope/families"
-        )
+        raise _refuse(model, "no input embedding or unembedding found")
     final_norm = _final_norm(model, layers)
     if final_norm is None:
-        raise MechscopeError(
-            f"cannot find the final norm of model_type={model_type!r} after {layers}; "
-            "it needs a family file in mechscope/families"
-        )
+        raise _refuse(model, f"no final norm found after {layers}")
     return Family(
         name=f"fallback:{model_type}",
         model_types=(str(model_type),),
