@@ -84,7 +84,7 @@ class Family:
     final_norm: str
     unembed: str
     ln1: str | None  # None: no norm before attention (OLMo 2)
-    ln2: str | None  # None: no norm of its own before the MLP (parallel blocks sharing ln1, OLMo 2)
+    ln2: str | None  # the norm the MLP reads (ln1 itself where they share one); None: OLMo 2
     attn: str | None
     qkv: QKVLayout
     q: str | None  # the q projection, or the fused qkv projection

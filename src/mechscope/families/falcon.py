@@ -47,10 +47,10 @@ def falcon_adapt(family: Family, config: Any) -> Family:
             family,
             qkv="falcon_grouped",
             ln1="ln_attn" if two else "input_layernorm",
-            ln2="ln_mlp" if two else None,
+            ln2="ln_mlp" if two else "input_layernorm",
         )
     qkv = "concat" if config.multi_query else "neox_fused"
-    ln2 = None if config.parallel_attn else "post_attention_layernorm"
+    ln2 = "input_layernorm" if config.parallel_attn else "post_attention_layernorm"
     return replace(family, qkv=qkv, ln2=ln2)
 
 
@@ -63,7 +63,7 @@ FAMILY = Family(
     final_norm="transformer.ln_f",
     unembed="lm_head",
     ln1="input_layernorm",
-    ln2=None,
+    ln2="input_layernorm",
     attn="self_attention",
     qkv="neox_fused",
     q="self_attention.query_key_value",
