@@ -138,3 +138,16 @@ def test_every_fallback_type_reads_its_residual_stream(kind: str) -> None:
         torch.testing.assert_close(
             model.run_from(cache["blocks.0.hook_resid_pre"], 0, inputs), bare
         )
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "phi3", "bloom"])
+def test_a_saved_folder_of_a_new_family_loads(kind: str, tmp_path) -> None:
+    import mechscope
+
+    hf = tiny_model(kind)
+    hf.save_pretrained(tmp_path)
+    tiny_tokenizer(WORDS).save_pretrained(tmp_path)
+    model = mechscope.load(str(tmp_path), progress=False)
+    assert model.hf.config.model_type in model.family.model_types
+    with torch.no_grad():
+        assert torch.equal(model(X), hf(X).logits)

@@ -12,6 +12,10 @@ Known differences, tested as such:
   holds the softmaxed pattern; there mechscope's scores are checked by their softmax.
 - ``hook_pos_embed`` is [1 pos d_model] here (it broadcasts over the batch), [batch pos d_model]
   in the bridge.
+- The generic fallback (BLOOM, MPT; the bridge cannot boot Persimmon) is compared on the logits
+  and the residual-stream sites it has. BLOOM normalises the embedding before the first layer; the
+  bridge's ``hook_embed`` is after that norm, mechscope's fallback keeps the embedding module's
+  output (``blocks.0.hook_resid_pre`` is after it).
 - Falcon's ``new_decoder_architecture`` (grouped qkv) makes the bridge fail to boot (it splits the
   fused projection as multi-query); that variant is checked by the other suites only.
 """
@@ -35,7 +39,7 @@ SCORES_ARE_PATTERN = {"gptj", "opt"}
 X = torch.randint(2, VOCAB, (2, 7), generator=torch.Generator().manual_seed(0))
 
 
-def boot(kind: str) -> tuple[HookedModel, Any]:
+def boot(kind: str, attn: str = "eager") -> tuple[HookedModel, Any]:
     from transformer_lens.model_bridge import TransformerBridge
 
     hf = tiny_model(kind)
@@ -48,7 +52,7 @@ def boot(kind: str) -> tuple[HookedModel, Any]:
         )
     finally:
         logging.disable(logging.NOTSET)
-    return HookedModel(hf, attn="eager"), bridge
+    return HookedModel(hf, attn=attn), bridge
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -122,3 +126,16 @@ def test_interventions_match_the_bridge(pair: tuple[str, HookedModel, Any]) -> N
 def test_variants_the_bridge_cannot_boot(kind: str) -> None:
     with pytest.raises(Exception):  # noqa: B017 - any failure of the bridge
         boot(kind)
+
+
+@pytest.mark.parametrize("kind", ["bloom", "mpt"])
+def test_the_fallback_matches_the_bridge_on_the_residual_stream(kind: str) -> None:
+    model, bridge = boot(kind, attn="sdpa")  # the fallback leaves attention as the model set it
+    with torch.no_grad():
+        logits, ours = model.run_with_cache(X)
+        theirs_logits, theirs = bridge.run_with_cache(X)
+    assert max_diff(logits, theirs_logits) <= TOL
+    names = [n for n in ours if n.startswith("blocks.")]
+    assert len(names) == 2 * model.dims.n_layers and all(n in theirs for n in names)
+    for name in names:
+        assert max_diff(ours[name], theirs[name]) <= TOL * max(1.0, theirs[name].abs().max()), name

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 from click.testing import CliRunner
-from transformers import BertConfig, FalconConfig, LlamaConfig, OPTConfig
+from transformers import BertConfig, FalconConfig, Gemma3Config, LlamaConfig, OPTConfig
 
 from mechscope import HookedModel, MechscopeError
 from mechscope.cli.main import cli
@@ -104,3 +104,8 @@ def test_info_families_lists_every_type_and_the_fallback() -> None:
     assert text.exit_code == 0 and "gemma3_text (gemma3)" in text.stdout
     missing = CliRunner().invoke(cli, ["info"])
     assert missing.exit_code == 2 and "--families" in missing.stderr
+
+
+def test_a_gemma3_image_text_config_is_refused_with_the_text_only_type() -> None:
+    with pytest.raises(MechscopeError, match="gemma3_text"):
+        family_for(Gemma3Config())

@@ -47,6 +47,11 @@ FAMILIES: tuple[Family, ...] = (
     gpt_oss.FAMILY,
 )
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
+# Types the fallback must not guess at, with what to do instead.
+_REFUSED = {
+    "gemma3": "a Gemma 3 image-text model; mechscope reads its text-only form (model_type "
+    "gemma3_text, as gemma-3-1b is); load the language model alone",
+}
 
 
 def supported_model_types() -> list[str]:
@@ -60,6 +65,10 @@ def family_for(config: Any, model: Any = None) -> Family:
     """
     model_type = getattr(config, "model_type", None)
     family = _BY_MODEL_TYPE.get(model_type)
+    if model_type in _REFUSED:
+        raise MechscopeError(
+            f"unsupported architecture model_type={model_type!r}: {_REFUSED[model_type]}"
+        )
     if family is None:
         if model is None or getattr(config, "is_encoder_decoder", False):
             raise MechscopeError(
