@@ -109,3 +109,22 @@ def test_info_families_lists_every_type_and_the_fallback() -> None:
 def test_a_gemma3_image_text_config_is_refused_with_the_text_only_type() -> None:
     with pytest.raises(MechscopeError, match="gemma3_text"):
         family_for(Gemma3Config())
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("gemma2", "post-norms"),
+        ("olmo2", "no norm before attention"),
+        ("granite", "residual_multiplier"),
+        ("opt", "flattened rows"),
+        ("bloom", "generic fallback"),
+    ],
+)
+def test_circuit_discovery_refuses_families_its_graph_cannot_model(kind: str, why: str) -> None:
+    from mechscope.circuits import Graph
+    from mechscope.circuits.nodes import graph_for
+
+    model = HookedModel(tiny_model(kind))
+    with pytest.raises(MechscopeError, match=why):
+        graph_for(model, None if kind == "bloom" else Graph.from_dims(model.dims))
