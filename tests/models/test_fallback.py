@@ -20,6 +20,9 @@ from mechscope.families import family_for
 from mechscope.lenses import logit_lens
 from mechscope.models.tiny import FALLBACK_CONFIGS, tiny_model, tiny_tokenizer
 from mechscope.probes import from_rows, probe
+from mechscope.sae import SAE, SAEConfig
+from mechscope.sae.splice import evaluate_sae
+from mechscope.sae.train import TrainConfig, fit
 
 WORDS = [f"word{i}" for i in range(40)]
 X = torch.randint(2, 101, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -121,6 +124,21 @@ def test_harvest_on_the_fallback(bloom: HookedModel, tmp_path) -> None:
     with torch.no_grad():
         _, cache = bloom.run_with_cache(torch.stack(ws), names=site)
     assert torch.equal(store.tensor(), cache[site].reshape(-1, bloom.dims.d_model)[:256])
+    # an SAE trains on the stored residuals; a planted perfect one (latents ReLU([x, -x]))
+    # spliced into the fallback model at that site changes nothing
+    d = bloom.dims.d_model
+    sae = SAE(SAEConfig(arch="relu", d_in=d, d_sae=2 * d, hook_name=site))
+    trained = fit(sae, (store.tensor()[i : i + 64] for i in range(0, 256, 64)),
+                  TrainConfig(steps=4, log_every=1), progress=False)  # fmt: skip
+    assert len(trained.history) == 4
+    with torch.no_grad():
+        eye = torch.eye(d)
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    ev = evaluate_sae(bloom, sae, corpus, n_tokens=64, seq_len=16, batch_size=4, progress=False)
+    assert ev.ce_loss_spliced == pytest.approx(ev.ce_loss_clean, abs=1e-5) and ev.fvu < 1e-10
 
 
 @pytest.mark.parametrize("kind", list(FALLBACK_CONFIGS))
