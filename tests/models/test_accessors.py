@@ -35,6 +35,34 @@ EXPECTED: dict[str, Callable[[nn.Module], tuple[nn.Module, str, str, nn.Module, 
     ),
 }
 EXPECTED["gpt_neox_sequential"] = EXPECTED["gpt_neox"]
+for _kind in (
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "olmo2",
+    "granite",
+    "starcoder2",
+    "gpt_oss",
+):
+    EXPECTED[_kind] = _llama
+for _kind in ("falcon", "falcon_grouped", "falcon_sequential"):
+    EXPECTED[_kind] = lambda hf: (
+        hf.transformer.h,
+        "self_attention",
+        "mlp",
+        hf.transformer.ln_f,
+        hf.lm_head,
+    )
+EXPECTED["gptj"] = lambda hf: (hf.transformer.h, "attn", "mlp", hf.transformer.ln_f, hf.lm_head)
+# OPT's layer has no MLP module: the accessor gives the down projection, whose output is the write
+EXPECTED["opt"] = lambda hf: (
+    hf.model.decoder.layers,
+    "self_attn",
+    "fc2",
+    hf.model.decoder.final_layer_norm,
+    hf.lm_head,
+)
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -138,11 +166,12 @@ def test_hooks_stop_after_every_listed_site() -> None:
 
 def test_mlp_hook_in_is_the_mlp_modules_input(tiny: tuple[str, HookedModel]) -> None:
     """``blocks.L.mlp.hook_in`` (read by published transcoders) is what the MLP module receives."""
-    _, model = tiny
+    kind, model = tiny
     tokens = torch.tensor([[5, 3, 8, 1, 9, 2]])
     seen: dict[int, torch.Tensor] = {}
     handles = [
-        model.mlp(i).register_forward_pre_hook(
+        # OPT's layer has no MLP module: its MLP input is fc1's, as rows [batch*pos d_model]
+        (model.block(i).fc1 if kind == "opt" else model.mlp(i)).register_forward_pre_hook(
             lambda m, args, kwargs, i=i: seen.__setitem__(
                 i, (args or (kwargs["hidden_states"],))[0]
             ),
@@ -157,5 +186,19 @@ def test_mlp_hook_in_is_the_mlp_modules_input(tiny: tuple[str, HookedModel]) -> 
         for h in handles:
             h.remove()
     for i in range(model.dims.n_layers):
-        assert torch.equal(cache[f"blocks.{i}.mlp.hook_in"], seen[i])
+        got = cache[f"blocks.{i}.mlp.hook_in"]
+        assert torch.equal(got, seen[i].reshape(got.shape))
         assert cache[f"blocks.{i}.mlp.hook_in"].shape[-1] == model.dims.d_model
+
+
+def test_fallback_has_no_attn_or_mlp_accessor() -> None:
+    from transformers import AutoModelForCausalLM, BloomConfig
+
+    hf = AutoModelForCausalLM.from_config(
+        BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)
+    )
+    model = HookedModel(hf)
+    assert model.block(1) is hf.transformer.h[1]
+    for accessor in (model.attn, model.mlp):
+        with pytest.raises(MechscopeError, match="generic fallback"):
+            accessor(0)

@@ -90,9 +90,9 @@ def brute_force(model, base, source, sweep) -> torch.Tensor:
     return out
 
 
-def sweeps_for(kind: str) -> list[str]:
+def sweeps_for(model: HookedModel) -> list[str]:
     names = [s for s in SWEEPS if s != "neuron"]
-    if kind == "gpt_neox":  # parallel attention and MLP: there is no resid_mid
+    if model.dims.parallel:  # parallel attention and MLP: there is no resid_mid
         names.remove("resid_mid")
     return names
 
@@ -106,7 +106,7 @@ def test_engine_equals_one_forward_per_patch(kind: str, direction: str) -> None:
     clean, corrupt = pair()
     base, source = (corrupt, clean) if direction == "denoise" else (clean, corrupt)
     with torch.no_grad():
-        for sweep in sweeps_for(kind):
+        for sweep in sweeps_for(model):
             # chunk=3 splits the variants of a layer over several forwards
             got = patch(model, clean, corrupt, metric, sweep, direction=direction, chunk=3)
             want = brute_force(model, base, source, sweep)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mechscope import HookedModel, MechscopeError
-from mechscope.models.tiny import VOCAB, tiny_model
+from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
 from mechscope.sites import attention
 
 X = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(4))
@@ -105,7 +105,7 @@ def test_backward_hook_without_grad_is_an_error(model: HookedModel) -> None:
         model.run_with_hooks(X, bwd_hooks=[("blocks.0.hook_resid_post", lambda g, h: None)])
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neox", "mixtral"])
+@pytest.mark.parametrize("kind", list(CONFIGS))
 def test_padded_batch_equals_unpadded_runs(kind: str) -> None:
     model = HookedModel(tiny_model(kind))
     rows = [X[0, :8], X[1, :5]]
@@ -126,7 +126,7 @@ def test_padded_batch_equals_unpadded_runs(kind: str) -> None:
                 torch.testing.assert_close(got, one_cache[name][0], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neox", "mixtral"])
+@pytest.mark.parametrize("kind", list(CONFIGS))
 def test_run_from_any_layer_reproduces_the_logits(kind: str) -> None:
     model = HookedModel(tiny_model(kind))
     with torch.no_grad(), model.capture_inputs() as inputs:

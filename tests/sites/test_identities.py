@@ -7,6 +7,7 @@ import torch
 
 from mechscope import HookedModel, stack
 from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
+from mechscope.sites import logit_head
 
 KINDS = list(CONFIGS)
 X = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(1))
@@ -50,17 +51,45 @@ def test_resid_chain(kind: str) -> None:
             assert torch.equal(post, cache[f"blocks.{layer + 1}.hook_resid_pre"])
 
 
+def o_outputs(model: HookedModel) -> dict[int, torch.Tensor]:
+    """Every layer's output-projection output, read with plain torch hooks."""
+    outs: dict[int, torch.Tensor] = {}
+    handles = [
+        model.hf.get_submodule(f"{model.family.layers}.{i}.{model.family.o}").register_forward_hook(
+            lambda _m, _a, out, i=i: outs.__setitem__(i, out.detach().clone())
+        )
+        for i in range(model.dims.n_layers)
+    ]
+    try:
+        with torch.no_grad():
+            model(X)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_heads_sum_to_attn_out_and_patterns_are_distributions(kind: str) -> None:
     model, _, cache = cached(kind)
+    o_out = o_outputs(model)
+    sinks = hasattr(model.hf.get_submodule(f"{model.family.layers}.0.{model.family.attn}"), "sinks")
+    plain = model.family.attn_write is None and model.dims.residual_scale == 1.0
     for layer in range(model.dims.n_layers):
         p = f"blocks.{layer}."
         o = model.hf.get_submodule(f"{model.family.layers}.{layer}.{model.family.o}")
         bias = o.bias if getattr(o, "bias", None) is not None else 0
         heads = cache[p + "attn.hook_result"].sum(-2) + bias
-        torch.testing.assert_close(heads, cache[p + "hook_attn_out"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(heads, o_out[layer], atol=1e-5, rtol=0)
+        if plain:  # no post-norm or multiplier: the heads' sum is what attention adds
+            torch.testing.assert_close(heads, cache[p + "hook_attn_out"], atol=1e-5, rtol=0)
+        else:
+            assert not torch.allclose(o_out[layer], cache[p + "hook_attn_out"])
         pattern = cache[p + "attn.hook_pattern"]
-        torch.testing.assert_close(pattern.sum(-1), torch.ones_like(pattern[..., 0]))
+        if sinks:  # the sink takes the rest of each row
+            assert (pattern.sum(-1) < 1).all() and (pattern.sum(-1) > 0).all()
+        else:
+            torch.testing.assert_close(pattern.sum(-1), torch.ones_like(pattern[..., 0]))
         assert torch.all(pattern.triu(1) == 0), "causal: no attention to later positions"
 
 
@@ -73,9 +102,10 @@ def test_final_norm_scale_and_normalized_rebuild_the_logits(kind: str) -> None:
     if model.dims.norm == "layer":
         x = x - x.mean(-1, keepdim=True)
     torch.testing.assert_close(normalized, x / cache["ln_final.hook_scale"])
-    y = normalized * norm.weight + (norm.bias if getattr(norm, "bias", None) is not None else 0)
+    weight = norm.weight + model.family.norm_offset  # Gemma's norms scale by (1 + w)
+    y = normalized * weight + (norm.bias if getattr(norm, "bias", None) is not None else 0)
     unembed = model.hf.get_submodule(model.family.unembed)
-    torch.testing.assert_close(unembed(y), logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(logit_head(model.dims, unembed(y)), logits, atol=1e-4, rtol=0)
 
 
 def test_moe_expert_outputs_sum_to_mlp_out() -> None:

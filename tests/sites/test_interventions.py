@@ -11,6 +11,7 @@ from mechscope import HookedModel
 from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
 
 KINDS = list(CONFIGS)
+DENSE = [k for k in KINDS if k not in ("mixtral", "gpt_oss")]
 X = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(2))
 
 
@@ -34,7 +35,7 @@ def o_columns(model: HookedModel, layer: int, head: int) -> slice:
     return slice(head * d, (head + 1) * d)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neox", "mixtral"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_zeroing_a_head_in_z_or_result_equals_zeroing_its_output_weights(kind: str) -> None:
     hf = tiny_model(kind)
     edited = copy.deepcopy(hf)
@@ -60,7 +61,7 @@ def test_zeroing_a_head_in_z_or_result_equals_zeroing_its_output_weights(kind: s
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("kind", DENSE)
 def test_zeroing_a_neuron_equals_zeroing_its_output_weight(kind: str) -> None:
     hf = tiny_model(kind)
     edited = copy.deepcopy(hf)
@@ -83,26 +84,36 @@ def test_zeroing_a_neuron_equals_zeroing_its_output_weight(kind: str) -> None:
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "gpt_neox"])
+def qkv_rows(model: HookedModel, which: int, head: int) -> slice:
+    """The output rows of the (fused) projection that make head ``head``'s q, k or v."""
+    f, dims, d = model.family, model.dims, model.dims.d_head
+    n, n_kv = dims.n_heads, dims.n_kv_heads
+    if f.qkv == "separate":
+        start = head * d
+    elif f.qkv in ("gpt2_fused", "concat"):  # [q | k | v], k and v n_kv heads wide
+        start = (0, n * d, (n + n_kv) * d)[which] + head * d
+    elif f.qkv == "falcon_grouped":  # per kv group [q * g | k | v]
+        g = n // n_kv
+        group, slot = (head // g, head % g) if which == 0 else (head, g + which - 1)
+        start = (group * (g + 2) + slot) * d
+    else:  # neox: per head [q k v]
+        start = head * 3 * d + which * d
+    return slice(start, start + d)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_zeroing_q_k_or_v_of_a_head_equals_zeroing_its_projection(kind: str, which: int) -> None:
     hf = tiny_model(kind)
     edited = copy.deepcopy(hf)
     model = HookedModel(hf)
-    layer, head, d = 1, 1, model.dims.d_head
     f = model.family
+    layer = 1
+    head = 1 if which == 0 or model.dims.n_kv_heads > 1 else 0
     with torch.no_grad():
-        if f.qkv == "separate":
-            proj = edited.get_submodule(f"{f.layers}.{layer}.{(f.q, f.k, f.v)[which]}")
-            rows = slice(head * d, (head + 1) * d)
-        elif f.qkv == "gpt2_fused":
-            proj = edited.get_submodule(f"{f.layers}.{layer}.{f.q}")
-            start = which * model.dims.d_model + head * d
-            rows = slice(start, start + d)
-        else:  # neox: per head [q k v]
-            proj = edited.get_submodule(f"{f.layers}.{layer}.{f.q}")
-            start = head * 3 * d + which * d
-            rows = slice(start, start + d)
+        path = (f.q, f.k, f.v)[which] if f.qkv == "separate" else f.q
+        proj = edited.get_submodule(f"{f.layers}.{layer}.{path}")
+        rows = qkv_rows(model, which, head)
         if isinstance(proj, torch.nn.Linear):
             proj.weight[rows] = 0
         else:
@@ -140,7 +151,7 @@ def test_residual_writes_agree_across_equivalent_sites(kind: str) -> None:
         torch.testing.assert_close(m, n, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "gpt_oss"])  # sinks: rows sum < 1
 def test_scores_and_pattern_writes(kind: str) -> None:
     model = HookedModel(tiny_model(kind))
     layer = 1
@@ -161,16 +172,18 @@ def test_scores_and_pattern_writes(kind: str) -> None:
     assert (a - model(X)).abs().max() > 1e-3
 
 
-def test_final_norm_scale_write() -> None:
-    model = HookedModel(tiny_model("llama"))
+@pytest.mark.parametrize("kind", ["llama", "gemma"])
+def test_final_norm_scale_write(kind: str) -> None:
+    model = HookedModel(tiny_model(kind))
     a = logits_with(model, [("ln_final.hook_scale", lambda t, hook: t * 2)])
     b = logits_with(model, [("ln_final.hook_normalized", lambda t, hook: t / 2)])
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     torch.testing.assert_close(a, model(X) / 2, atol=1e-5, rtol=0)  # no bias after RMSNorm
 
 
-def test_router_write_reroutes_tokens() -> None:
-    model = HookedModel(tiny_model("mixtral"))
+@pytest.mark.parametrize("kind", ["mixtral", "gpt_oss"])
+def test_router_write_reroutes_tokens(kind: str) -> None:
+    model = HookedModel(tiny_model(kind))
     layer = 0
 
     def force_experts_0_1(t, hook):

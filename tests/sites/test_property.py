@@ -21,13 +21,19 @@ def tiny_configs(draw):
     kv = draw(st.sampled_from([1, 2, 4]))
     heads = kv * draw(st.integers(1, 2))
     d_head = draw(st.sampled_from([4, 8]))
-    if kind == "gpt2":
+    if kind in ("gpt2", "gptj"):
         config.n_layer, config.n_head, config.n_embd = layers, heads, heads * d_head
+        if kind == "gptj":
+            config.rotary_dim = d_head // 2
     else:
         config.num_hidden_layers, config.num_attention_heads = layers, heads
         config.hidden_size = heads * d_head
-        if hasattr(config, "num_key_value_heads"):
+        if kind.startswith("falcon"):
+            config.num_kv_heads = kv
+        elif hasattr(config, "num_key_value_heads"):
             config.num_key_value_heads, config.head_dim = kv, d_head
+    if getattr(config, "layer_types", None):  # one entry per layer, alternating as before
+        config.layer_types = [config.layer_types[i % 2] for i in range(layers)]
     return kind, config
 
 

@@ -16,6 +16,14 @@ Circuits"; TransformerLens's ``cache.logit_attrs``). Steps:
    its down-projection row dotted with the direction. The norm's bias and the unembedding's bias
    give the constant term, and embeddings + attention + MLP + constant = the logit difference.
 
+Where the layer changes a projection's output before adding it (Gemma 2/3 and OLMo 2 post-norms,
+Granite's ``residual_multiplier``), heads, neurons and biases are mapped through that change with
+the post-norm's divisor frozen at its value in the run (as the final norm's is), so heads + bias
+== ``hook_attn_out`` and neurons + bias == ``hook_mlp_out`` stay exact. Gemma's norms scale by
+``1 + w``; Granite's logits are divided by ``logits_scaling``. Gemma 2 soft-caps its logits
+(``cap * tanh(x / cap)``, monotone but not linear): there the attributed ``logit_diff`` is the
+difference of the logits before the cap.
+
 Results keep the prompt axis last (``batch``), so ``result.heads.mean(-1)`` is ``[layer head]``
 like the ``attn_head`` patching sweep.
 """
@@ -137,7 +145,7 @@ def _site_names(model: HookedModel, neurons: bool) -> list[str]:
     for kind in ("hook_attn_out", "attn.hook_result", "hook_mlp_out"):
         names += [f"blocks.{i}.{kind}" for i in range(n)]
     moe = model.family.moe is not None
-    if moe or neurons:
+    if moe or neurons or model.family.mlp_write:  # a post-norm's divisor needs the neurons
         kind = "mlp.hook_expert_out" if moe else "mlp.hook_post"
         names += [f"blocks.{i}.{kind}" for i in range(n)]
     return names
@@ -154,8 +162,16 @@ def _capture(
         t = t.expand(len(pos), *t.shape[1:])  # hook_pos_embed is [1 pos d_model]
         store[hook.name] = t[rows.to(t.device), pos.to(t.device)].float()
 
-    with torch.no_grad(), model.hooks(fwd=[(n, keep) for n in names]):
-        logits = model.forward(tokens, mask)
+    unembedded: list[Tensor] = []
+    head = model.hf.get_submodule(model.family.unembed)
+    handle = head.register_forward_hook(lambda _m, _a, out: unembedded.append(out))
+    try:
+        with torch.no_grad(), model.hooks(fwd=[(n, keep) for n in names]):
+            logits = model.forward(tokens, mask)
+    finally:
+        handle.remove()
+    if model.dims.logit_softcap is not None:  # attribute the logits before the cap
+        logits = unembedded[0] / model.dims.logit_divisor
     return logits[rows.to(logits.device), pos.to(logits.device)].float(), store
 
 
@@ -204,7 +220,7 @@ def _attribute(model: HookedModel, acts: dict[str, Tensor], raw: Tensor) -> dict
     """Every component's attribution from the cached slices and the raw directions."""
     f, n, batch = model.family, model.dims.n_layers, raw.shape[0]
     norm = model.final_norm
-    direction = raw * norm.weight.float()
+    direction = raw * (norm.weight.float() + f.norm_offset) / model.dims.logit_divisor
     if model.dims.norm == "layer":  # centring the direction == centring every component
         direction = direction - direction.mean(-1, keepdim=True)
     direction = direction / acts["ln_final.hook_scale"]  # the scale is [batch 1]
@@ -222,12 +238,19 @@ def _attribute(model: HookedModel, acts: dict[str, Tensor], raw: Tensor) -> dict
     def block(path: str, i: int) -> nn.Module:
         return model.block(i).get_submodule(path)
 
+    def head_terms(i: int) -> tuple[Tensor, Tensor]:  # heads [head batch], bias [batch]
+        result, bias = acts[f"blocks.{i}.attn.hook_result"], _bias(block(f.o, i))
+        bias = torch.zeros_like(result[:, 0]) if bias is None else bias[None].expand(batch, -1)
+        d = direction * _write_factor(model, f.attn_write, i, result.sum(1) + bias)
+        return torch.einsum("bhd,bd->hb", result, d), (bias * d).sum(-1)
+
+    heads, attn_bias = zip(*(head_terms(i) for i in range(n)), strict=True)
     norm_bias = _bias(norm)
     parts: dict[str, Any] = {
         "embed": dot(acts["hook_embed"] + acts.get("hook_pos_embed", 0)),
         "attn": layers("hook_attn_out"),
-        "attn_bias": torch.stack([bias_term(block(f.o, i)) for i in range(n)]),
-        "heads": layers("attn.hook_result"),
+        "attn_bias": torch.stack(attn_bias),
+        "heads": torch.stack(heads),
         "mlp": layers("hook_mlp_out"),
         "constant": torch.zeros(batch) if norm_bias is None else raw @ norm_bias,
         "neurons": None,
@@ -241,11 +264,32 @@ def _attribute(model: HookedModel, acts: dict[str, Tensor], raw: Tensor) -> dict
     downs = [block(f.mlp_out, i) for i in range(n)]
     parts["mlp_bias"] = torch.stack([bias_term(m) for m in downs])
     if "blocks.0.mlp.hook_post" in acts:
-        # neuron k of layer i writes post[k] * rows[k]: attribution post * (rows @ direction)
-        parts["neurons"] = torch.stack(
-            [
-                acts[f"blocks.{i}.mlp.hook_post"].T * (_rows_of(m).float() @ direction.T)
-                for i, m in enumerate(downs)
-            ]
-        )
+        neurons, biases = zip(*(_neuron_terms(model, acts, direction, i, m) for i, m in
+                                enumerate(downs)), strict=True)  # fmt: skip
+        parts["neurons"], parts["mlp_bias"] = torch.stack(neurons), torch.stack(biases)
     return parts
+
+
+def _neuron_terms(
+    model: HookedModel, acts: dict[str, Tensor], direction: Tensor, i: int, down: nn.Module
+) -> tuple[Tensor, Tensor]:
+    """Neuron k of layer i writes post[k] * rows[k]: attribution post * (rows @ direction)."""
+    post, rows, bias = acts[f"blocks.{i}.mlp.hook_post"], _rows_of(down).float(), _bias(down)
+    bias = torch.zeros_like(direction) if bias is None else bias[None].expand_as(direction)
+    d = direction * _write_factor(model, model.family.mlp_write, i, post @ rows + bias)
+    return post.T * (rows @ d.T), (bias * d).sum(-1)
+
+
+def _write_factor(model: HookedModel, post_norm: str | None, i: int, pre: Tensor) -> Tensor:
+    """What the layer multiplies a projection's output [batch d_model] by before adding it.
+
+    Granite's residual multiplier, and a post-norm (RMSNorm) with its divisor frozen at this run's
+    value ``sqrt(mean(pre^2) + eps)``; 1 otherwise.
+    """
+    factor = torch.full_like(pre, model.dims.residual_scale)
+    if post_norm is None:
+        return factor
+    norm = model.hf.get_submodule(f"{model.family.layers}.{i}.{post_norm}")
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    scale = (pre.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return factor * (norm.weight.float() + model.family.norm_offset) / scale

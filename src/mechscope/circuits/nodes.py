@@ -73,7 +73,7 @@ def qkv_maps(model: HookedModel, layer: int) -> list[tuple[Tensor, Tensor]]:
                 get = heads_view(n, d.d_head)[0]
             else:
                 module = layer_module(model, layer, f.q)
-                get = fused_slice(f.qkv, i, n, d.d_head)[0]
+                get = fused_slice(f.qkv, i, n, d.d_head, d.n_kv_heads)[0]
             maps.append(_affine(module, get, eye, zero))
     return maps
 
@@ -98,7 +98,29 @@ def check_pair(batch_mask: Tensor, other: Tensor) -> None:
         )
 
 
+def _unsupported(model: HookedModel) -> str | None:
+    """Why the edge graph cannot be evaluated exactly on this family (None if it can)."""
+    f = model.family
+    if f.residual_only:
+        return "it has no family file (generic fallback)"
+    if f.ln1 is None:
+        return "it has no norm before attention"
+    if f.attn_write or f.mlp_write:
+        return "post-norms follow attention and MLP"
+    if model.dims.residual_scale != 1.0:
+        return "its blocks scale their writes (residual_multiplier)"
+    if f.flat_mlp:
+        return "its MLP runs on flattened rows"
+    return None
+
+
 def graph_for(model: HookedModel, graph: Graph | None) -> Graph:
+    why = _unsupported(model)
+    if why:
+        raise MechscopeError(
+            f"circuit discovery does not support {model.family.name} models: {why}; use patching "
+            "or attribution patching instead"
+        )
     g = Graph.from_dims(model.dims) if graph is None else graph
     d = model.dims
     same = (g.n_layers, g.n_heads, g.parallel) == (d.n_layers, d.n_heads, d.parallel)

@@ -9,8 +9,10 @@ the unembedding is centred over the vocabulary, as TransformerLens's ``fold_ln``
 ``center_writing_weights`` and ``center_unembed`` do.
 Biases, rotary embeddings and the norms' data-dependent scale are not part of the weights.
 
-Layouts: ``separate`` (nn.Linear q/k/v/o: Llama, Mistral, Qwen2, Mixtral), ``gpt2_fused``
-(Conv1D ``c_attn`` = [q | k | v]) and ``neox_fused`` (Linear, per head [q | k | v]).
+Layouts: ``separate`` (nn.Linear q/k/v/o: Llama, Mistral, Qwen2, Mixtral, Gemma, ...),
+``gpt2_fused`` (Conv1D ``c_attn`` = [q | k | v]), ``concat`` (Linear [q | k | v] with GQA
+widths: Phi-3, Falcon multi-query), ``neox_fused`` (Linear, per head [q | k | v]) and
+``falcon_grouped`` (Linear, per kv group [q.. | k | v]). Gemma's norms fold in as ``1 + w``.
 """
 
 from __future__ import annotations
@@ -57,23 +59,37 @@ def _raw(model: HookedModel, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor
             "are not; use the pattern-based detectors (induction, previous_token, ...) instead"
         )
     o = o_mod.weight.T.reshape(n, d, -1)  # [n d d_model]
+    rep = n // n_kv
     if f.qkv == "neox_fused":
         w = q_mod.weight.T.reshape(-1, n, 3, d)  # [d_model n 3 d]
         q, k, v = (w[:, :, i].permute(1, 0, 2) for i in range(3))
         return q, k, v, o
+    if f.qkv == "concat":  # Phi-3, Falcon multi-query: [q | k | v], k and v n_kv heads wide
+        wq, wk, wv = q_mod.weight.split([n * d, n_kv * d, n_kv * d])
+        k, v = (_linear_in(w, n_kv, d).repeat_interleave(rep, dim=0) for w in (wk, wv))
+        return _linear_in(wq, n, d), k, v, o
+    if f.qkv == "falcon_grouped":  # per kv group [q * rep | k | v]
+        w = q_mod.weight.T.reshape(-1, n_kv, rep + 2, d)  # [d_model n_kv rep+2 d]
+        q = w[:, :, :rep].reshape(-1, n, d).permute(1, 0, 2)
+        k, v = (w[:, :, i].permute(1, 0, 2).repeat_interleave(rep, dim=0) for i in (-2, -1))
+        return q, k, v, o
     if f.qkv != "separate":
         raise MechscopeError(f"weight-based head scores do not support the {f.qkv} layout")
     k_mod, v_mod = block.get_submodule(f.k), block.get_submodule(f.v)
-    rep = n // n_kv
     k = _linear_in(k_mod.weight, n_kv, d).repeat_interleave(rep, dim=0)
     v = _linear_in(v_mod.weight, n_kv, d).repeat_interleave(rep, dim=0)
     return _linear_in(q_mod.weight, n, d), k, v, o
 
 
-def norm_weight(model: HookedModel, path: str) -> Tensor:
-    """The elementwise weight of a norm module [d_model] (ones if it has none)."""
-    w = getattr(model.hf.get_submodule(path), "weight", None)
-    return torch.ones(model.dims.d_model) if w is None else w.detach().float()
+def norm_weight(model: HookedModel, path: str | None) -> Tensor:
+    """The elementwise weight of a norm module [d_model] (ones if it has none or no norm).
+
+    Gemma's norms scale by ``1 + w``: the family's ``norm_offset`` is added.
+    """
+    w = None if path is None else getattr(model.hf.get_submodule(path), "weight", None)
+    if w is None:
+        return torch.ones(model.dims.d_model)
+    return w.detach().float() + model.family.norm_offset
 
 
 def head_weights(model: HookedModel, layer: int) -> HeadWeights:
@@ -82,7 +98,8 @@ def head_weights(model: HookedModel, layer: int) -> HeadWeights:
         raise MechscopeError(f"layer must lie in [0, {model.dims.n_layers}), got {layer}")
     with torch.no_grad():
         q, k, v, o = (t.detach().float() for t in _raw(model, layer))
-        gamma = norm_weight(model, f"{model.family.layers}.{layer}.{model.family.ln1}")
+        ln1 = model.family.ln1
+        gamma = norm_weight(model, ln1 and f"{model.family.layers}.{layer}.{ln1}")
         q, k, v = (t * gamma[None, :, None] for t in (q, k, v))
         if model.dims.norm == "layer":
             o = o - o.mean(-1, keepdim=True)

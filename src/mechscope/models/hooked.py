@@ -25,6 +25,7 @@ from mechscope.sites import (
     SiteSelector,
     attach,
     detach,
+    final_logits,
     select_sites,
     site_table,
 )
@@ -69,12 +70,14 @@ class HookedModel:
             raise MechscopeError(f"attn must be 'sdpa' or 'eager', not {attn!r}")
         self.hf = hf.eval()
         self.tokenizer = tokenizer
-        self.family: Family = family_for(hf.config)
+        self.family: Family = family_for(hf.config, hf)
         self.dims: Dims = self.family.dims(hf.config)
         self.sites: dict[str, Site] = site_table(self.family, self.dims)
         self.provenance = provenance or {}
         self._m = Model(hf, self.family, self.dims)
         self._check_modules()
+        if self.family.residual_only:  # the generic fallback leaves attention as it is
+            return
         attention_fn.register()
         hf.set_attn_implementation(attention_fn.NAME)
         for layer in range(self.dims.n_layers):
@@ -86,6 +89,7 @@ class HookedModel:
         f = self.family
         paths = [f.embed, f.layers, f.final_norm, f.unembed, f.pos_embed]
         layer = [f.ln1, f.ln2, f.attn, f.q, f.k, f.v, f.o, f.mlp, f.mlp_in, f.mlp_up, f.mlp_out]
+        layer += [f.attn_write, f.mlp_write]
         paths += [f"{f.layers}.0.{p}" for p in layer if p]
         if f.moe:
             paths += [f"{f.layers}.0.{f.moe.router}", f"{f.layers}.0.{f.moe.experts}"]
@@ -115,11 +119,20 @@ class HookedModel:
 
     def attn(self, layer: int) -> nn.Module:
         """The attention module of layer ``layer``."""
-        return self.block(layer).get_submodule(self.family.attn)
+        return self.block(layer).get_submodule(self._path("attn"))
 
     def mlp(self, layer: int) -> nn.Module:
         """The MLP (or mixture-of-experts) module of layer ``layer``."""
-        return self.block(layer).get_submodule(self.family.mlp)
+        return self.block(layer).get_submodule(self._path("mlp"))
+
+    def _path(self, part: str) -> str:
+        path = getattr(self.family, part)
+        if path is None:  # the generic fallback knows only the layers
+            raise MechscopeError(
+                f"{self.family.name} models have no known {part} module path (generic fallback); "
+                "use model.block(L) and the HF module tree"
+            )
+        return path
 
     @property
     def final_norm(self) -> nn.Module:
@@ -326,5 +339,4 @@ class HookedModel:
             args, kwargs = inputs.call(i, resid.shape[0])
             out = layers[i](h, *args, **kwargs)
             h = out[0] if isinstance(out, tuple) else out
-        h = self._m.module(self.family.final_norm)(h)
-        return self._m.module(self.family.unembed)(h)
+        return final_logits(self._m, h)

@@ -43,7 +43,9 @@ def unembed_matrix(model: HookedModel, writes: Tensor, through_norm: bool = True
     if model.dims.norm == "layer":
         v = v - v.mean(-1, keepdim=True)
     weight = getattr(model.final_norm, "weight", None)
-    return v if weight is None else v * weight.detach().float().cpu()
+    if weight is None:
+        return v
+    return v * (weight.detach().float().cpu() + model.family.norm_offset)  # Gemma: 1 + w
 
 
 def logit_effects(

@@ -24,6 +24,7 @@ import torch
 
 from mechscope.models.hooked import HookedModel
 from mechscope.models.inputs import LayerInputs
+from mechscope.sites import final_logits
 
 Tensor = torch.Tensor
 CACHE_KWARGS = ("cache", "layer_past")  # the decoder layers' cache argument, by family
@@ -101,9 +102,8 @@ def suffix_resid(
 
 
 def unembed(model: HookedModel, h: Tensor) -> Tensor:
-    """Logits of a final residual stream: the model's final norm, then its unembedding."""
-    h = model.hf.get_submodule(model.family.final_norm)(h)
-    return model.hf.get_submodule(model.family.unembed)(h)
+    """Logits of a final residual stream: the model's final norm, unembedding and logit head."""
+    return final_logits(model, h)
 
 
 def record(model: HookedModel, resid: Tensor, inputs: LayerInputs) -> Recorder:

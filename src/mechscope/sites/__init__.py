@@ -2,7 +2,15 @@
 
 from mechscope.sites.builders import attach, detach
 from mechscope.sites.hooks import Calls, HookFn, HookPoint, Model
-from mechscope.sites.table import Site, SiteSelector, select_sites, site_table, unknown_site_error
+from mechscope.sites.readout import final_logits, logit_head
+from mechscope.sites.table import (
+    Site,
+    SiteSelector,
+    SiteTable,
+    select_sites,
+    site_table,
+    unknown_site_error,
+)
 
 __all__ = [
     "Calls",
@@ -11,8 +19,11 @@ __all__ = [
     "Model",
     "Site",
     "SiteSelector",
+    "SiteTable",
     "attach",
     "detach",
+    "final_logits",
+    "logit_head",
     "select_sites",
     "site_table",
     "unknown_site_error",

@@ -53,7 +53,7 @@ def _qkv(i: int) -> Builder:
             get, put = heads_view(n, d.d_head)
         else:
             path = f.q
-            get, put = fused_slice(f.qkv, i, n, d.d_head)
+            get, put = fused_slice(f.qkv, i, n, d.d_head, d.n_kv_heads)
         return [hook_output(m.module(path, layer), calls, get, put)]
 
     return build
@@ -94,23 +94,112 @@ def _build_result(m: Model, layer: int, calls: Calls) -> list[Any]:
     return [m.module(m.family.o, layer).register_forward_hook(hook)]
 
 
+def _scaled(s: float) -> tuple[Callable, Callable]:
+    """get/put for a value the model multiplies by ``s`` outside any module (Granite)."""
+    if s == 1.0:
+        return (lambda x: x), (lambda _x, t: t)
+    return (lambda x: x * s), (lambda _x, t: t / s)
+
+
+def _write_path(m: Model, which: str) -> str:
+    f = m.family
+    path = (f.attn_write or f.attn) if which == "attn" else (f.mlp_write or f.mlp)
+    assert path is not None
+    return path
+
+
+def _build_attn_out(m: Model, layer: int, calls: Calls) -> list[Any]:
+    """What attention adds to the residual: after a post-norm and residual multiplier."""
+    get, put = _scaled(m.dims.residual_scale)
+    return [hook_output(m.module(_write_path(m, "attn"), layer), calls, get, put)]
+
+
 def _build_resid_mid(m: Model, layer: int, calls: Calls) -> list[Any]:
     """resid_mid = resid_pre + attn_out; a replacement X is written as attn_out := X - resid_pre."""
     stash: dict[str, Tensor] = {}
+    get, put = _scaled(m.dims.residual_scale)
 
     def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
         stash["resid_pre"] = args[0] if args else kwargs["hidden_states"]
 
     def post(_m: nn.Module, _args: Any, out: Any) -> Any:
         resid_pre = stash.pop("resid_pre")
-        t, changed = calls.run(resid_pre + _first(out))
-        return _replace_first(out, t - resid_pre) if changed else None
+        x = _first(out)
+        t, changed = calls.run(resid_pre + get(x))
+        return _replace_first(out, put(x, t - resid_pre)) if changed else None
 
     layer_mod = m.module(m.family.layers).get_submodule(str(layer))
     return [
         layer_mod.register_forward_pre_hook(pre, with_kwargs=True),
-        m.module(m.family.attn, layer).register_forward_hook(post),
+        m.module(_write_path(m, "attn"), layer).register_forward_hook(post),
     ]
+
+
+def _mlp_site(kind: str) -> Builder:
+    """MLP sites: fused [gate | up] halves (Phi-3), rows reshaped back to [batch pos] (OPT),
+    the write scaled (Granite) and copied where the layer adds into it in place (Falcon)."""
+
+    def build(m: Model, layer: int, calls: Calls) -> list[Any]:
+        f, d = m.family, m.dims
+        path = {"mlp_pre": f.mlp_in, "mlp_pre_linear": f.mlp_up, "mlp_post": f.mlp_out}.get(
+            kind, _write_path(m, "mlp")
+        )
+        assert path is not None
+        get, put = _scaled(d.residual_scale) if kind == "mlp_out" else _scaled(1.0)
+        if f.mlp_gate_up and kind in ("mlp_pre", "mlp_pre_linear"):
+            get, put = _half(0 if kind == "mlp_pre" else 1, d.d_mlp)
+        if f.mlp_out_mutated and kind == "mlp_out":
+            get, put = _copied(get, put)
+        handles: list[Any] = []
+        if f.flat_mlp:
+            get, put, handle = _unflatten_rows(m, layer, get, put)
+            handles.append(handle)
+        hook = hook_input if kind == "mlp_post" else hook_output
+        return [*handles, hook(m.module(path, layer), calls, get, put)]
+
+    return build
+
+
+def _build_mlp_in(m: Model, layer: int, calls: Calls) -> list[Any]:
+    """The MLP block's input (after its norm): the MLP module's first input; OPT, whose layer
+    has no MLP module, reads the up projection's input with its rows back to [batch pos]."""
+    f = m.family
+    if f.flat_mlp:
+        get, put, handle = _unflatten_rows(m, layer, lambda x: x, lambda x, t: t)
+        return [handle, hook_input(m.module(f.mlp_in, layer), calls, get, put)]
+    return [hook_input(m.module(f.mlp, layer), calls)]
+
+
+def _half(i: int, n: int) -> tuple[Callable, Callable]:
+    def get(x: Tensor) -> Tensor:
+        return x[..., i * n : (i + 1) * n]
+
+    def put(x: Tensor, t: Tensor) -> Tensor:
+        return torch.cat([t, x[..., n:]] if i == 0 else [x[..., :n], t], dim=-1)
+
+    return get, put
+
+
+def _copied(get: Callable, put: Callable) -> tuple[Callable, Callable]:
+    return (lambda x: get(x).clone()), (lambda x, t: put(x, t).clone())
+
+
+def _unflatten_rows(m: Model, layer: int, get: Callable, put: Callable) -> tuple[Any, ...]:
+    stash: dict[str, Any] = {}
+
+    def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        stash["shape"] = (args[0] if args else kwargs["hidden_states"]).shape[:-1]
+
+    handle = m.module(m.family.layers).get_submodule(str(layer))
+    handle = handle.register_forward_pre_hook(pre, with_kwargs=True)
+
+    def get_rows(x: Tensor) -> Tensor:
+        return get(x).reshape(*stash["shape"], -1)
+
+    def put_rows(x: Tensor, t: Tensor) -> Tensor:
+        return put(x, t.reshape(*x.shape[:-1], -1))
+
+    return get_rows, put_rows, handle
 
 
 def _moe_shape_stash(m: Model, layer: int) -> tuple[dict[str, Any], Any]:
@@ -171,25 +260,12 @@ def build_final_norm(m: Model, scale: Calls | None, normalized: Calls | None) ->
             t, changed_n = normalized.run(t)
         if not (changed_s or changed_n):
             return None
-        y = module.weight * t.to(out.dtype)
+        weight = module.weight + m.family.norm_offset if m.family.norm_offset else module.weight
+        y = weight * t.to(out.dtype)
         bias = getattr(module, "bias", None)
         return y if bias is None else y + bias
 
     return [norm.register_forward_hook(hook)]
-
-
-def _out(path_of: Callable[[Any], str | None]) -> Builder:
-    def build(m: Model, layer: int | None, calls: Calls) -> list[Any]:
-        return [hook_output(m.module(path_of(m.family), layer), calls)]
-
-    return build
-
-
-def _in(path_of: Callable[[Any], str | None]) -> Builder:
-    def build(m: Model, layer: int | None, calls: Calls) -> list[Any]:
-        return [hook_input(m.module(path_of(m.family), layer), calls)]
-
-    return build
 
 
 def _layer_in(m: Model, layer: int, calls: Calls) -> list[Any]:
@@ -201,7 +277,9 @@ def _layer_out(m: Model, layer: int, calls: Calls) -> list[Any]:
 
 
 BUILDERS: dict[str, Builder] = {
-    "embed": lambda m, _, c: [hook_output(m.module(m.family.embed), c)],
+    "embed": lambda m, _, c: [
+        hook_output(m.module(m.family.embed), c, *_scaled(m.dims.embed_scale))
+    ],
     "pos_embed": lambda m, _, c: [hook_output(m.module(m.family.pos_embed), c)],
     "resid_pre": _layer_in,
     "q": _qkv(0),
@@ -211,15 +289,15 @@ BUILDERS: dict[str, Builder] = {
     "pattern": _attn_internal("pattern"),
     "z": _build_z,
     "result": _build_result,
-    "attn_out": _out(lambda f: f.attn),
+    "attn_out": _build_attn_out,
     "resid_mid": _build_resid_mid,
-    "mlp_in": _in(lambda f: f.mlp),
-    "mlp_pre": _out(lambda f: f.mlp_in),
-    "mlp_pre_linear": _out(lambda f: f.mlp_up),
-    "mlp_post": _in(lambda f: f.mlp_out),
+    "mlp_in": _build_mlp_in,
+    "mlp_pre": _mlp_site("mlp_pre"),
+    "mlp_pre_linear": _mlp_site("mlp_pre_linear"),
+    "mlp_post": _mlp_site("mlp_post"),
     "router_logits": _build_router,
     "expert_out": _build_expert_out,
-    "mlp_out": _out(lambda f: f.mlp),
+    "mlp_out": _mlp_site("mlp_out"),
     "resid_post": _layer_out,
 }
 

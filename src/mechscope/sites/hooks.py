@@ -124,27 +124,64 @@ def heads_view(n: int, d: int) -> tuple[Callable, Callable]:
     return (lambda x: x.view(*x.shape[:-1], n, d)), (lambda x, t: t.reshape(x.shape))
 
 
-def fused_slice(layout: str, i: int, n: int, d: int) -> tuple[Callable, Callable]:
-    """get/put for q (i=0), k (1) or v (2) inside a fused qkv projection output."""
-    if layout == "gpt2_fused":  # [q | k | v], each n*d wide
+def fused_slice(
+    layout: str, i: int, n: int, d: int, n_kv: int | None = None
+) -> tuple[Callable, Callable]:
+    """get/put for q (i=0), k (1) or v (2) inside a fused qkv projection output.
 
-        def get(x: Tensor) -> Tensor:
-            return x[..., i * n * d : (i + 1) * n * d].unflatten(-1, (n, d))
+    ``n`` is the number of heads of the part asked for; ``n_kv`` (needed by the ``concat`` and
+    ``falcon_grouped`` layouts, whose k and v are narrower than q) is the number of kv heads.
+    """
+    if layout in ("concat", "falcon_grouped") and n_kv is None:
+        raise ValueError(f"the {layout} qkv layout needs n_kv")
+    if layout in ("gpt2_fused", "concat"):  # [q | k | v]
+        return _concat_slice(i, n, d, n_kv)
+    if layout == "falcon_grouped":  # per kv group [q * g | k | v]
+        return _grouped_slice(i, d, n_kv)
 
-        def put(x: Tensor, t: Tensor) -> Tensor:
-            parts = list(x.split(n * d, dim=-1))
-            parts[i] = t.flatten(-2)
-            return torch.cat(parts, dim=-1)
+    # neox: per head [q | k | v], each d wide
+    def get(x: Tensor) -> Tensor:
+        return x.unflatten(-1, (n, 3, d))[..., i, :]
 
-    else:  # neox: per head [q | k | v], each d wide
+    def put(x: Tensor, t: Tensor) -> Tensor:
+        parts = list(x.unflatten(-1, (n, 3, d)).unbind(-2))
+        parts[i] = t
+        return torch.stack(parts, dim=-2).flatten(-3)
 
-        def get(x: Tensor) -> Tensor:
-            return x.unflatten(-1, (n, 3, d))[..., i, :]
+    return get, put
 
-        def put(x: Tensor, t: Tensor) -> Tensor:
-            parts = list(x.unflatten(-1, (n, 3, d)).unbind(-2))
-            parts[i] = t
-            return torch.stack(parts, dim=-2).flatten(-3)
+
+def _concat_slice(i: int, n: int, d: int, n_kv: int | None) -> tuple[Callable, Callable]:
+    def widths(x: Tensor) -> list[int]:
+        kv = (n_kv or n) * d
+        return [x.shape[-1] - 2 * kv, kv, kv]
+
+    def get(x: Tensor) -> Tensor:
+        return x.split(widths(x), dim=-1)[i].unflatten(-1, (n, d))
+
+    def put(x: Tensor, t: Tensor) -> Tensor:
+        parts = list(x.split(widths(x), dim=-1))
+        parts[i] = t.flatten(-2)
+        return torch.cat(parts, dim=-1)
+
+    return get, put
+
+
+def _grouped_slice(i: int, d: int, n_kv: int | None) -> tuple[Callable, Callable]:
+    def grouped(x: Tensor) -> Tensor:  # [... n_kv g+2 d]
+        return x.unflatten(-1, (n_kv, -1, d))
+
+    def get(x: Tensor) -> Tensor:
+        g = grouped(x)
+        return g[..., :-2, :].flatten(-3, -2) if i == 0 else g[..., i - 3, :]
+
+    def put(x: Tensor, t: Tensor) -> Tensor:
+        g = grouped(x).clone()
+        if i == 0:
+            g[..., :-2, :] = t.unflatten(-2, (n_kv, -1))
+        else:
+            g[..., i - 3, :] = t
+        return g.flatten(-3)
 
     return get, put
 

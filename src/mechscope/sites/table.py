@@ -50,8 +50,22 @@ BPHD = ("batch", "pos", "head", "d_head")
 BHQK = ("batch", "head", "query_pos", "key_pos")
 
 
-def _layer_sites(family: Family, dims: Dims, layer: int) -> list[Site]:
-    p = f"blocks.{layer}."
+class SiteTable(dict[str, Site]):
+    """Name -> :class:`Site` in forward order, plus why the family lacks the sites it lacks.
+
+    ``absent`` maps a site name without its ``blocks.L.`` prefix (``"*"``: every block-internal
+    site) to the reason.
+    """
+
+    absent: dict[str, str]
+
+
+RESIDUAL_ONLY = ("hook_resid_pre", "hook_resid_post")
+
+
+def _layer_rows(family: Family, dims: Dims) -> list[tuple[str, str, tuple[str, ...]]]:
+    if family.residual_only:
+        return [("hook_resid_pre", "resid_pre", BPD), ("hook_resid_post", "resid_post", BPD)]
     rows = [
         ("hook_resid_pre", "resid_pre", BPD),
         ("attn.hook_q", "q", BPHD),
@@ -75,22 +89,73 @@ def _layer_sites(family: Family, dims: Dims, layer: int) -> list[Site]:
         rows.append(("mlp.hook_router_logits", "router_logits", ("batch", "pos", "expert")))
         rows.append(("mlp.hook_expert_out", "expert_out", ("batch", "pos", "expert", "d_model")))
     rows += [("hook_mlp_out", "mlp_out", BPD), ("hook_resid_post", "resid_post", BPD)]
-    return [Site(p + name, kind, layer, axes) for name, kind, axes in rows]
+    return rows
 
 
-def site_table(family: Family, dims: Dims) -> dict[str, Site]:
+def absent_sites(family: Family, dims: Dims) -> dict[str, str]:
+    """Block-site suffixes this family cannot have, with the reason."""
+    kind = f"{family.name} models"
+    if family.residual_only:
+        return {
+            "*": f"{kind} use the generic fallback (no family file): only hook_embed and "
+            "blocks.L.hook_resid_pre/hook_resid_post exist"
+        }
+    out: dict[str, str] = {}
+    if dims.parallel:
+        out["hook_resid_mid"] = (
+            f"{kind} run attention and MLP in parallel, so no residual lies between them"
+        )
+    moe = f"{kind} have a mixture-of-experts MLP with no dense neurons; use "
+    if family.moe is not None:
+        for name in ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"):
+            out[name] = moe + "mlp.hook_router_logits or mlp.hook_expert_out"
+    else:
+        for name in ("mlp.hook_router_logits", "mlp.hook_expert_out"):
+            out[name] = f"{kind} have a dense MLP, not a mixture of experts"
+        if not family.mlp_up:
+            out["mlp.hook_pre_linear"] = f"{kind} have an ungated MLP (no linear branch)"
+    return out
+
+
+def site_table(family: Family, dims: Dims) -> SiteTable:
     """Every site of a model, in forward order."""
     sites = [Site("hook_embed", "embed", None, BPD)]
     if family.pos_embed:
         sites.append(Site("hook_pos_embed", "pos_embed", None, BPD))
+    rows = _layer_rows(family, dims)
     for layer in range(dims.n_layers):
-        sites += _layer_sites(family, dims, layer)
-    sites.append(Site("ln_final.hook_scale", "final_scale", None, ("batch", "pos", "one")))
-    sites.append(Site("ln_final.hook_normalized", "final_normalized", None, BPD))
-    return {s.name: s for s in sites}
+        p = f"blocks.{layer}."
+        sites += [Site(p + name, kind, layer, axes) for name, kind, axes in rows]
+    if not family.residual_only:
+        sites.append(Site("ln_final.hook_scale", "final_scale", None, ("batch", "pos", "one")))
+        sites.append(Site("ln_final.hook_normalized", "final_normalized", None, BPD))
+    table = SiteTable((s.name, s) for s in sites)
+    table.absent = absent_sites(family, dims)
+    if not family.pos_embed:
+        table.absent["hook_pos_embed"] = f"{family.name} models have no learned position embedding"
+    if family.residual_only:
+        table.absent["ln_final.*"] = table.absent["*"]
+    return table
+
+
+def _absent_reason(name: str, table: dict[str, Site]) -> str | None:
+    absent = getattr(table, "absent", {})
+    head, _, rest = name.partition(".")
+    suffix = rest.partition(".")[2] if head == "blocks" else name
+    for key in (suffix, name):
+        if key in absent:
+            return absent[key]
+    if name.startswith("ln_final.") and "ln_final.*" in absent:
+        return absent["ln_final.*"]
+    if head == "blocks" and "*" in absent and suffix not in RESIDUAL_ONLY:
+        return absent["*"]
+    return None
 
 
 def unknown_site_error(name: str, table: dict[str, Site]) -> MechscopeError:
+    reason = _absent_reason(name, table)
+    if reason is not None:
+        return MechscopeError(f"no hook {name!r}: {reason}")
     near = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
     hint = f"; nearest: {', '.join(near)}" if near else "; run `mechscope info MODEL` to list them"
     return MechscopeError(f"unknown hook name {name!r}{hint}")
@@ -110,7 +175,9 @@ def select_sites(table: dict[str, Site], names: SiteSelector) -> list[str]:
         if any(c in pattern for c in "*?["):
             hits = fnmatch.filter(table, pattern)
             if not hits:
-                raise MechscopeError(f"hook name pattern {pattern!r} matches no site")
+                reason = _absent_reason(pattern.replace("*", "0", 1), table)
+                why = f": {reason}" if reason else ""
+                raise MechscopeError(f"hook name pattern {pattern!r} matches no site{why}")
         elif pattern in table:
             hits = [pattern]
         else:
