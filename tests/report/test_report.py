@@ -49,7 +49,7 @@ def test_own_prompts_and_escaping(tiny: HookedModel, small_corpus, tmp_path: Pat
     config = dataclasses.replace(config, corpus=small_corpus)
     html = build_report(tiny, tmp_path, config=config, quiet=True).read_text("utf-8")
     assert "John gave &lt;b&gt;" in html and "John gave <b>" not in html
-    assert "the model&#x27;s own top prediction" in html
+    assert "the model&#39;s own top prediction" in html
 
 
 @pytest.mark.parametrize("prompts", [[""], ["ok", "  "]])
