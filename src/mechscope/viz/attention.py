@@ -112,9 +112,7 @@ def attention_widget(
     }
     data = str(json_for_script(payload))
     uid = f"msattn-{hashlib.sha1(data.encode()).hexdigest()[:8]}-{next(_SERIAL)}"
-    return render(
-        "attention_widget.html.j2", uid=uid, payload=payload, str_tokens=list(str_tokens)
-    )
+    return render("attention_widget.html.j2", uid=uid, payload=payload, str_tokens=list(str_tokens))
 
 
 def attention_html(

@@ -111,7 +111,9 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(tok=show_token, heat=heat_color, text_color=text_color, fmt=_fmt, pyrepr=repr)
+    env.filters.update(
+        tok=show_token, heat=heat_color, text_color=text_color, fmt=_fmt, pyrepr=repr
+    )
     env.filters["json_script"] = json_for_script
     env.tests["cell"] = lambda value: isinstance(value, Cell)
     env.tests["color"] = lambda value: isinstance(value, str) and bool(_HEX.fullmatch(value))
