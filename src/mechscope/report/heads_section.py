@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from mechscope.heads import DETECTORS, HeadScores, head_scores
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.viz import Markup, escape, figure_img, save_png, table
+from mechscope.viz import Markup, render, save_png
+from mechscope.viz.html import figure_uri
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,37 +43,17 @@ def heads_figure(scores: HeadScores, title: str = "") -> Figure:
     return fig
 
 
-def classification_rows(scores: HeadScores, k: int = HEADS_TOP) -> list[list[Any]]:
-    """Rows (detector, what it means, top heads with scores) for :func:`mechscope.viz.table`."""
-    rows = []
-    for name in scores.scores:
-        top = ", ".join(f"L{la}H{h} ({v:.2f})" for la, h, v in scores.top(name, k))
-        rows.append([name, DETECTORS[name].what, top])
-    return rows
-
-
 def heads_payload(scores: HeadScores, model: str, k: int = HEADS_TOP) -> dict[str, Any]:
-    """JSON-ready: each detector's [layer][head] matrix, the classification and the settings."""
-    return {
-        "model": model,
-        **{name: s.tolist() for name, s in scores.scores.items()},
-        "classification": scores.classification(k),
-        "settings": {
-            "n_seqs": scores.n_seqs,
-            "seq_len": scores.seq_len,
-            "seed": scores.seed,
-            "prepend_bos": scores.prepend_bos,
-        },
-    }
+    """JSON-ready: the model's name and :meth:`HeadScores.to_dict`."""
+    return {"model": model, **scores.to_dict(k)}
 
 
-def heads_html(scores: HeadScores, k: int = HEADS_TOP) -> Markup:
+def heads_html(scores: HeadScores, k: int = HEADS_TOP, fig: Figure | None = None) -> Markup:
     """The heatmap grid (as an inline PNG) and the classification table."""
-    fig = heads_figure(scores)
-    return Markup(
-        figure_img(fig, "head detector scores")
-        + table(classification_rows(scores, k), ["detector", "measures", f"top {k} heads"])
-    )
+    fig = fig if fig is not None else heads_figure(scores)
+    what = {name: DETECTORS[name].what for name in scores.scores}
+    return render("heads.html.j2", scores=scores.to_dict(k), what=what, k=k,
+                  figure=figure_uri(fig))  # fmt: skip
 
 
 def heads_section(model: HookedModel, ctx: ReportContext) -> str:
@@ -82,15 +63,8 @@ def heads_section(model: HookedModel, ctx: ReportContext) -> str:
     )
     name = model.provenance.get("name") or model.provenance.get("source") or model.family.name
     ctx.data["heads"] = heads_payload(scores, str(name))
-    save_png(heads_figure(scores), ctx.out_dir / "heads.png")
-    induction = ", ".join(f"L{la}H{h} ({v:.2f})" for la, h, v in scores.top("induction", 3))
-    previous = ", ".join(f"L{la}H{h} ({v:.2f})" for la, h, v in scores.top("previous_token", 3))
-    intro = (
-        f"<p>{scores.n_seqs} sequences of 2 x {scores.seq_len} random tokens"
-        f"{' after BOS' if scores.prepend_bos else ''}. Top induction heads: "
-        f"<strong>{escape(induction)}</strong>; top previous-token heads: "
-        f"<strong>{escape(previous)}</strong>. A score is the mean attention a query puts on "
-        "its detector's targets (1 = all of it); copy suppression is the fraction of tokens "
-        "whose own logit the head's OV circuit pushes into the lowest 1%.</p>"
+    fig = heads_figure(scores)
+    save_png(fig, ctx.out_dir / "heads.png")
+    return render(
+        "report/heads.html.j2", scores=ctx.data["heads"], body=heads_html(scores, fig=fig)
     )
-    return Markup(intro + heads_html(scores))

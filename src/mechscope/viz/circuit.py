@@ -164,11 +164,12 @@ def faithfulness_figure(
     total_edges: int | None = None,
     *,
     chosen: int | None = None,
+    chosen_value: float | None = None,
     method: str = "",
     target: float = 0.8,
 ) -> Figure:
     """Faithfulness against the number of edges kept (log x), the ``target`` line labelled, the
-    chosen circuit marked, and the share of all edges on the top axis when ``total_edges`` is
+    circuit of ``chosen`` edges marked (at ``chosen_value``, else at its curve point), and the share of all edges on the top axis when ``total_edges`` is
     known."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -182,7 +183,8 @@ def faithfulness_figure(
     ax.axhline(target, color="#57606a", ls="--", lw=1, label=f"target faithfulness {target:g}")
     ax.axhline(1.0, color="#bbbbbb", ls=":", lw=1, label="full model (1)")
     if chosen is not None:
-        y = [v for x, v in zip(xs, ys, strict=True) if x == chosen]
+        y = [chosen_value] if chosen_value is not None else []
+        y = y or [v for x, v in zip(xs, ys, strict=True) if x == chosen]
         if y:
             ax.plot([chosen], y, marker="*", ms=14, color="#d1242f", ls="",
                     label=f"this circuit ({chosen} edges)")  # fmt: skip
@@ -221,7 +223,11 @@ def circuit_page(
     sections = [("Circuit", summary + circuit_view(data, max_edges))]
     if curve:
         fig = faithfulness_figure(
-            curve, data["total_edges"], chosen=data["n_edges"], method=data.get("method", "")
+            curve,
+            data["total_edges"],
+            chosen=data["n_edges"],
+            chosen_value=data["faithfulness"],
+            method=data.get("method", ""),
         )
         sections.append(
             ("Faithfulness", render("figure.html.j2", uri=figure_uri(fig), alt="faithfulness"))

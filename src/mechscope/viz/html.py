@@ -117,7 +117,7 @@ def _environment() -> jinja2.Environment:
     env.filters["json_script"] = json_for_script
     env.tests["cell"] = lambda value: isinstance(value, Cell)
     env.tests["color"] = lambda value: isinstance(value, str) and bool(_HEX.fullmatch(value))
-    env.globals.update(asset=asset)
+    env.globals.update(asset=asset, zip=zip)
     return env
 
 

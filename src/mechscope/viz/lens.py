@@ -13,7 +13,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from mechscope.errors import MechscopeError
 from mechscope.lenses.logit_lens import LogitLensResult
-from mechscope.viz.html import Cell, Markup, heat_color, show_token, table
+from mechscope.viz.html import Markup, render
 
 __all__ = ["lens_kl_figure", "lens_table", "lens_target_figure"]
 
@@ -33,24 +33,22 @@ def lens_table(
     """
     n_pos = result.top_ids.shape[1]
     columns = range(max(0, n_pos - last), n_pos)
-    header = [
-        f"layer ({result.site})",
-        *(show_token(str_tokens[result.positions[c]]) for c in columns),
-    ]
-    if result.target is not None:
-        header.append(f"rank of {show_token(decode(result.target))} (0 = top)")
     rows = []
     for row, layer in enumerate(result.layers):
-        cells: list[object] = [int(layer)]
+        cells = []
         for c in columns:
             ids, probs = result.top_ids[row, c], result.top_probs[row, c]
             tip = ", ".join(f"{decode(int(i))!r} {float(q):.3f}" for i, q in zip(ids, probs))
-            text = f"{show_token(decode(int(ids[0])))} {float(probs[0]):.2f}"
-            cells.append(Cell(text, heat_color(float(probs[0])), tip, "tok"))
-        if result.target_rank is not None:
-            cells.append(int(result.target_rank[row, -1]))
-        rows.append(cells)
-    return table(rows, header)
+            cells.append({"token": decode(int(ids[0])), "prob": float(probs[0]), "tip": tip})
+        rank = None if result.target_rank is None else int(result.target_rank[row, -1])
+        rows.append({"layer": int(layer), "cells": cells, "rank": rank})
+    return render(
+        "lens_table.html.j2",
+        site=result.site,
+        columns=[str_tokens[result.positions[c]] for c in columns],
+        target=None if result.target is None else decode(result.target),
+        rows=rows,
+    )
 
 
 def lens_target_figure(result: LogitLensResult, target_label: str, *, pos: int = -1) -> Figure:
