@@ -6,16 +6,16 @@ token id into its text (e.g. ``lambda i: tokenizer.decode([i])``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from mechscope.errors import MechscopeError
 from mechscope.lenses.logit_lens import LogitLensResult
-from mechscope.viz.html import Markup, render
+from mechscope.viz.html import Markup, figure_img, page, render
 
-__all__ = ["lens_kl_figure", "lens_table", "lens_target_figure"]
+__all__ = ["lens_kl_figure", "lens_page", "lens_table", "lens_target_figure"]
 
 
 def lens_table(
@@ -86,3 +86,23 @@ def lens_kl_figure(
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def lens_page(
+    results: Mapping[str, LogitLensResult],
+    str_tokens: Sequence[str],
+    decode: Callable[[int], str],
+    *,
+    prompt: str,
+    model: str = "",
+) -> str:
+    """The page of ``mechscope lens``: KL by layer, then one table per lens (all positions)."""
+    first = next(iter(results.values()))
+    curves = {name: r.mean_kl() for name, r in results.items()}
+    fig = lens_kl_figure(first.layers, curves, title="KL(final || lens) on this prompt")
+    sections = [("KL by layer", figure_img(fig, "KL to the final distribution by layer"))]
+    for name, result in results.items():
+        table = lens_table(result, str_tokens, decode, last=len(str_tokens))
+        body = render("lens_section.html.j2", prompt=prompt, table=table)
+        sections.append((f"{name} lens", body))
+    return page("mechscope lens", sections, subtitle=model)
