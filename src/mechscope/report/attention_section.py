@@ -1,7 +1,7 @@
 """The report's attention section: every head's pattern on the lens prompt, interactive.
 
 Steps: one forward of ``ReportConfig.lens_prompt`` caching every layer's ``attn.hook_pattern``
-(:func:`mechscope.views.attention_patterns`), a per-head summary (mean weight on the first
+(:func:`mechscope.heads.attention_patterns`), a per-head summary (mean weight on the first
 token, on the previous token and on itself, and the key the last token attends to most), and the
 interactive view of :mod:`mechscope.viz.attention` opened on the most previous-token-like head.
 It also names the strongest read from the last token to a token further back than the one
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mechscope.heads import AttentionPatterns, attention_patterns, head_summary
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.views import AttentionPatterns, attention_patterns, head_summary
 from mechscope.viz import render, show_token
 from mechscope.viz.attention import MAX_VALUES, attention_widget
 

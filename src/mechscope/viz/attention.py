@@ -1,7 +1,7 @@
 """Attention views from arrays: an interactive, self-contained HTML view and a static PNG grid.
 
 Inputs are the prompt's tokens and patterns ``[layer head query_pos key_pos]`` (e.g. from
-:func:`mechscope.views.attention_patterns`), never a model.
+:func:`mechscope.heads.attention_patterns`), never a model.
 
 The HTML view (template ``attention_widget.html.j2``, script ``templates/assets/attention.js``,
 styles in the shared stylesheet; no CDN, no fetch) has: a layer and a head picker; a
