@@ -101,3 +101,28 @@ def test_templates_are_autoescaped(name: str) -> None:
     env = _environment()
     assert env.is_async is False and env.autoescape is True
     assert env.get_template(name).environment is env
+
+
+def test_no_python_module_writes_html() -> None:
+    """HTML lives in viz/templates; Python builds the context (a docstring may name a tag)."""
+    import ast
+    import re
+
+    import mechscope
+
+    tag = re.compile(r"<(p|div|span|table|td|tr|th|svg|section|h[1-6]|code|strong|rect|path)[ >/]")
+    found = []
+    for path in Path(mechscope.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and id(node) not in docs and tag.search(text):
+                found.append(f"{path.name}:{node.lineno}")
+    assert found == []
