@@ -25,7 +25,8 @@ DRIVE = """<pre id="out"></pre><script>
   var root = document.querySelector(".mscirc"), res = { ready: root.dataset.ready, errors: [] };
   function drawn() {
     return Array.prototype.filter.call(root.querySelectorAll("path.mscirc-edge"), function (e) {
-      return getComputedStyle(e).display !== "none"; }).map(function (e) { return +e.dataset.rank; });
+      return getComputedStyle(e).display !== "none";
+    }).map(function (e) { return +e.dataset.rank; });
   }
   function lit() {
     return Array.prototype.filter.call(root.querySelectorAll("g.mscirc-node"), function (g) {

@@ -1,4 +1,4 @@
-"""The report's head-detector section, and the pictures ``mechscope heads`` draws.
+"""The report's head-detector section (its pictures: :mod:`mechscope.viz.heads`).
 
 ``heads_section(model, ctx)`` scores every head (induction, previous-token, duplicate-token,
 attention sink and copy suppression; :func:`mechscope.heads.head_scores`) on
@@ -9,51 +9,22 @@ pattern pass stops after the last attention layer) plus ~3 s of weight algebra.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mechscope.heads import DETECTORS, HeadScores, head_scores
+from mechscope.heads import HeadScores, head_scores
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.viz import Markup, render, save_png
-from mechscope.viz.html import figure_uri
+from mechscope.viz import render, save_png
+from mechscope.viz.heads import HEADS_TOP, heads_figure, heads_html
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = ["heads_figure", "heads_html", "heads_payload", "heads_section"]
 
-HEADS_SEQS, HEADS_SEQ_LEN, HEADS_TOP = 16, 50, 5
-
-
-def heads_figure(scores: HeadScores, title: str = "") -> Figure:
-    """One [layer head] heatmap per detector, side by side (scores in [0, 1])."""
-    from matplotlib.figure import Figure
-
-    names = list(scores.scores)
-    n_layers, n_heads = next(iter(scores.scores.values())).shape
-    width = min(3.2, 1.2 + 0.22 * n_heads)
-    fig = Figure(figsize=(width * len(names) + 1, 1.5 + 0.16 * n_layers))
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names, strict=True):
-        im = ax.imshow(scores.scores[name].numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-        ax.set_title(name.replace("_", " "), fontsize=9)
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label="score")
-    if title:
-        fig.suptitle(title)
-    return fig
+HEADS_SEQS, HEADS_SEQ_LEN = 16, 50
 
 
 def heads_payload(scores: HeadScores, model: str, k: int = HEADS_TOP) -> dict[str, Any]:
     """JSON-ready: the model's name and :meth:`HeadScores.to_dict`."""
     return {"model": model, **scores.to_dict(k)}
-
-
-def heads_html(scores: HeadScores, k: int = HEADS_TOP, fig: Figure | None = None) -> Markup:
-    """The heatmap grid (as an inline PNG) and the classification table."""
-    fig = fig if fig is not None else heads_figure(scores)
-    what = {name: DETECTORS[name].what for name in scores.scores}
-    return render("heads.html.j2", scores=scores.to_dict(k), what=what, k=k,
-                  figure=figure_uri(fig))  # fmt: skip
 
 
 def heads_section(model: HookedModel, ctx: ReportContext) -> str:

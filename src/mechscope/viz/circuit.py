@@ -100,15 +100,15 @@ def _layout(data: Mapping[str, Any], max_edges: int, shown: int | None) -> dict[
     shown = len(edges) if shown is None else min(shown, len(edges))
     visible = {e["src"] for e in edges[:shown]}
     visible.update(r for e in edges[:shown] for r in e["readers"].split())
-    used = set(data["nodes"])
-    tips = _node_tips(edges)
+    tips = _node_tips(edges)  # the nodes the drawn edges touch
     nodes = []
     for name, (x, y) in pos.items():
         kind = "mlp" if name.startswith("m") else "end" if name in ("input", "logits") else "head"
         wide = kind == "end"
         nodes.append({
-            "name": name, "x": x, "y": y, "kind": kind, "used": name in used,
-            "on": name in visible, "w": BOX_W + 14 * wide, "fill": FILL[kind], "tip": tips.get(name, name),
+            "name": name, "x": x, "y": y, "kind": kind, "used": name in tips,
+            "on": name in visible, "w": BOX_W + 14 * wide, "fill": FILL[kind],
+            "tip": tips.get(name, name),
         })  # fmt: skip
     rows = [(f"L{layer}", TOP + (g.n_layers - layer + 0.5) * DY) for layer in range(g.n_layers)]
     columns = [(f"h{h}", LEFT + (h + 0.5) * DX) for h in range(g.n_heads)]
@@ -168,9 +168,9 @@ def faithfulness_figure(
     method: str = "",
     target: float = 0.8,
 ) -> Figure:
-    """Faithfulness against the number of edges kept (log x), the ``target`` line labelled, the
-    circuit of ``chosen`` edges marked (at ``chosen_value``, else at its curve point), and the share of all edges on the top axis when ``total_edges`` is
-    known."""
+    """Faithfulness against the number of edges kept (log x) with the ``target`` line labelled,
+    the circuit of ``chosen`` edges marked (at ``chosen_value``, else at its curve point) and,
+    when ``total_edges`` is known, the share of all edges on the top axis."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
