@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import mechscope
 from mechscope.cli.main import cli
-from mechscope.views import attention_patterns
+from mechscope.heads import attention_patterns
 
 PROMPT = "When Mary and John went to the store , John gave a drink to"
 

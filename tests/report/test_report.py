@@ -25,6 +25,8 @@ def test_report_files_and_sections(tiny: HookedModel, small_corpus, tmp_path: Pa
         assert f"<h2>{section.name}</h2>" in html
     assert "tiny-llama" in html and "The capital of France is" in html
     assert "data:image/png;base64," in html
+    assert html.count("<style>") == 1 and html.count('<div class="mscirc">') == 1  # one stylesheet
+    assert 'type="range"' in html and "mscirc-legend" in html  # the circuit view and its legend
     html_no_ns = html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a fetch
     assert not EXTERNAL.search(html) and "http://" not in html_no_ns and "https://" not in html
     assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I) and "<link" not in html
@@ -49,7 +51,7 @@ def test_own_prompts_and_escaping(tiny: HookedModel, small_corpus, tmp_path: Pat
     config = dataclasses.replace(config, corpus=small_corpus)
     html = build_report(tiny, tmp_path, config=config, quiet=True).read_text("utf-8")
     assert "John gave &lt;b&gt;" in html and "John gave <b>" not in html
-    assert "the model&#x27;s own top prediction" in html
+    assert "the model&#39;s own top prediction" in html
 
 
 @pytest.mark.parametrize("prompts", [[""], ["ok", "  "]])

@@ -12,7 +12,7 @@ from mechscope.viz.html import Cell, Markup, heat_color, page, save_png, show_to
 def test_text_is_escaped_markup_is_not() -> None:
     html = table([["<script>x</script>", Cell('a"b', "#4285f4", "<t>"), Markup("<i>ok</i>")]])
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert 'title="&lt;t&gt;"' in html and "a&quot;b" in html and "<i>ok</i>" in html
+    assert 'title="&lt;t&gt;"' in html and "a&#34;b" in html and "<i>ok</i>" in html
     doc = page("<T>", [("A & B", "<p>body</p>")])
     assert "<title>&lt;T&gt;</title>" in doc and "A &amp; B" in doc and "<p>body</p>" in doc
 

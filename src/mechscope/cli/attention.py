@@ -47,7 +47,7 @@ def attention(
 ) -> None:
     """Show every head's attention pattern on PROMPT; print the files written."""
     from mechscope.errors import MechscopeError
-    from mechscope.views import attention_patterns, parse_layers
+    from mechscope.heads import attention_patterns, parse_layers
     from mechscope.viz.attention import attention_html, attention_png
 
     if not prompt.strip():

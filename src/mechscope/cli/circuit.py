@@ -69,7 +69,7 @@ def circuit(
         payload["curve"] = [{"n_edges": k, "faithfulness": v} for k, v in points]
     write_json(json_out, payload)
     if html_out:
-        render.save(chosen, html_out)
+        render.save(chosen, html_out, curve=payload.get("curve"))
         click.echo(f"wrote {html_out}", err=True)
     _summary(payload)
 

@@ -95,23 +95,13 @@ def _print_summary(payload: dict[str, Any]) -> None:
 
 
 def _write_html(path: str, model: Any, results: dict[str, Any], payload: dict[str, Any]) -> None:
-    from mechscope.viz import figure_img, page
-    from mechscope.viz.html import escape
-    from mechscope.viz.lens import lens_kl_figure, lens_table
+    from mechscope.viz.lens import lens_page
 
     decode = functools.partial(_decode, model)
-    str_tokens = payload["str_tokens"]
-    first = next(iter(results.values()))
-    fig = lens_kl_figure(first.layers, payload["kl"], title="KL(final || lens) on this prompt")
-    sections = [("KL by layer", figure_img(fig, "KL to the final distribution by layer"))]
-    for name, result in results.items():
-        intro = (
-            f"<p>Prompt: <span class='tok'>{escape(payload['prompt'])}</span>. A cell is the "
-            "top-1 guess for the token after the column's token (hover for the top k).</p>"
-        )
-        table_html = lens_table(result, str_tokens, decode, last=len(str_tokens))
-        sections.append((f"{name} lens", intro + table_html))
-    Path(path).write_text(page("mechscope lens", sections, subtitle=payload["model"]))
+    html = lens_page(
+        results, payload["str_tokens"], decode, prompt=payload["prompt"], model=payload["model"]
+    )
+    Path(path).write_text(html, "utf-8")
     click.echo(f"wrote {path}", err=True)
 
 

@@ -58,7 +58,7 @@ def neurons(
     from mechscope.corpus import load_corpus
     from mechscope.errors import MechscopeError
     from mechscope.neurons import mlp_neurons, scan_corpus, scan_to_dict, unit_positions
-    from mechscope.neurons.render import neurons_page
+    from mechscope.viz.neurons import neurons_page
 
     if neurons is not None and top_neurons is not None:
         raise MechscopeError("give either --neurons or --top-neurons, not both")

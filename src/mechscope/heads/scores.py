@@ -89,6 +89,20 @@ class HeadScores:
             for name in self.scores
         }
 
+    def to_dict(self, k: int = 5) -> dict[str, Any]:
+        """JSON-ready: each detector's [layer][head] matrix, the top ``k`` heads of each
+        (``classification``) and the settings it was measured with."""
+        return {
+            **{name: s.tolist() for name, s in self.scores.items()},
+            "classification": self.classification(k),
+            "settings": {
+                "n_seqs": self.n_seqs,
+                "seq_len": self.seq_len,
+                "seed": self.seed,
+                "prepend_bos": self.prepend_bos,
+            },
+        }
+
 
 def check_detectors(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in DETECTORS]

@@ -17,7 +17,7 @@ Neuroscope (Nanda 2022) and of max-activating dataset examples generally (Olah e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,15 @@ class NeuronScan:
         """Positions (0..n_units-1) of the units with the largest maxima, best first."""
         order = torch.sort(self.max, descending=True, stable=True).indices
         return order[:n].tolist()
+
+    def to_dict(
+        self, tokenizer: Any, show: Sequence[int] | None = None, model: str = ""
+    ) -> dict[str, Any]:
+        """JSON-ready data (schema: :mod:`mechscope.neurons.export`); ``show`` lists positions
+        in the scan shown in full (default: the 8 highest maxima). Pages render from it."""
+        from mechscope.neurons.export import scan_to_dict
+
+        return scan_to_dict(self, tokenizer, show, model)
 
 
 def capture_site(model: HookedModel, site: str, tokens: Tensor) -> Tensor:

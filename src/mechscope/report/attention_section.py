@@ -1,7 +1,7 @@
 """The report's attention section: every head's pattern on the lens prompt, interactive.
 
 Steps: one forward of ``ReportConfig.lens_prompt`` caching every layer's ``attn.hook_pattern``
-(:func:`mechscope.views.attention_patterns`), a per-head summary (mean weight on the first
+(:func:`mechscope.heads.attention_patterns`), a per-head summary (mean weight on the first
 token, on the previous token and on itself, and the key the last token attends to most), and the
 interactive view of :mod:`mechscope.viz.attention` opened on the most previous-token-like head.
 It also names the strongest read from the last token to a token further back than the one
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mechscope.heads import AttentionPatterns, attention_patterns, head_summary
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.views import AttentionPatterns, attention_patterns, head_summary
-from mechscope.viz import Markup, escape, show_token
+from mechscope.viz import render, show_token
 from mechscope.viz.attention import MAX_VALUES, attention_widget
 
 __all__ = ["attention_section"]
@@ -54,16 +54,12 @@ def attention_section(model: HookedModel, ctx: ReportContext) -> str:
             "shown (use mechscope attention --layers for others)."
         )
     ctx.data["attention"] = record
-    intro = (
-        f'<p>Prompt: <span class="tok">{escape(prompt)}</span>. Every head\'s attention pattern '
-        "(rows: queries, columns: keys; each row sums to 1). " + " ".join(notes) + "</p>"
-    )
     widget = attention_widget(view.str_tokens, view.patterns, layers=view.layers, initial=initial)
-    return Markup(intro + widget)
+    return render("report/attention.html.j2", prompt=prompt, notes=notes, widget=widget)
 
 
 def _summarise(view: AttentionPatterns, record: dict) -> tuple[tuple[int, int], str]:
-    """Add the head summary to ``record``; return the head to open on and a sentence (HTML)."""
+    """Add the head summary to ``record``; return the head to open on and a sentence (text)."""
     summary = head_summary(view.patterns)
     record.update({k: np.round(v, 3).tolist() for k, v in summary.items()})
     prev = summary["previous_token"]
@@ -81,11 +77,11 @@ def _summarise(view: AttentionPatterns, record: dict) -> tuple[tuple[int, int], 
             "weight": round(weight, 3),
         }  # fmt: skip
         text += (
-            f"Strongest read from the last token {escape(show_token(view.str_tokens[-1]))} "
+            f"Strongest read from the last token {show_token(view.str_tokens[-1])} "
             f"further back than the token before, first token aside: L{view.layers[r]}H{h}, "
-            f"{weight:.2f} on {escape(show_token(token))} (position {key}). "
+            f"{weight:.2f} on {show_token(token)} (position {key}). "
         )
-    top = escape(_top_keys(summary["last_query_argmax"], view.str_tokens))
+    top = _top_keys(summary["last_query_argmax"], view.str_tokens)
     return (row, head), text + f"The last token's top key, counted over heads: {top}."
 
 

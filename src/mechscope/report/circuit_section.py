@@ -15,8 +15,10 @@ import torch
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.viz import Markup, escape, figure_img, save_png, table
+from mechscope.viz import render, save_png
+from mechscope.viz.circuit import circuit_view, faithfulness_figure
 from mechscope.viz.heatmap import heatmap_figure
+from mechscope.viz.html import figure_uri
 
 CURVE_FRACTIONS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
 
@@ -24,22 +26,7 @@ CURVE_FRACTIONS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
 def _heatmap(ctx: ReportContext, values: np.ndarray, axes: tuple[str, ...], name: str, **kw) -> str:
     fig = heatmap_figure(values, axes, title=name, **kw)
     save_png(fig, ctx.out_dir / f"{name.lower().replace(' ', '_')}.png")
-    return figure_img(fig, name)
-
-
-def _curve_figure(points: list[tuple[int, float]], total: int):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.6))
-    ax = fig.add_subplot()
-    ax.plot([100 * n / total for n, _ in points], [f for _, f in points], marker="o")
-    ax.axhline(0.8, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("edges kept (% of all edges)")
-    ax.set_ylabel("faithfulness")
-    ax.set_title("EAP-IG circuit: faithfulness versus size")
-    fig.tight_layout()
-    return fig
+    return figure_uri(fig)
 
 
 def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
@@ -50,7 +37,6 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         curve_sizes,
         faithfulness,
         faithfulness_curve,
-        render,
     )
     from mechscope.patching import patch
     from mechscope.tasks import load_task
@@ -61,7 +47,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         task = load_task(cfg.circuit_task, model, n=cfg.circuit_prompts)
         batch = task.tokenize(model, require_uniform=True)
     except MechscopeError as exc:
-        return Markup(f'<p class="note">Skipped: {escape(exc)}</p>')
+        return render("skipped.html.j2", reason=str(exc))
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logit_diff(logits, batch)
@@ -85,7 +71,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     dla_heads = dla.heads.mean(-1).numpy()
     top = np.argsort(-np.abs(dla_heads).ravel())[:10]
     n_heads = dla_heads.shape[1]
-    top_rows = [(f"L{i // n_heads}H{i % n_heads}", f"{dla_heads.ravel()[i]:+.3f}") for i in top]
+    top_rows = [(f"L{i // n_heads}H{i % n_heads}", float(dla_heads.ravel()[i])) for i in top]
     ctx.data["circuit"] = {
         "task": cfg.circuit_task,
         "prompts": len(batch),
@@ -99,16 +85,17 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     }
     circuit.save(ctx.out_dir / "circuit.json")
     labels = model.to_str_tokens(batch.clean_tokens[0])
-    intro = (
-        f"<p>Task <strong>{escape(cfg.circuit_task)}</strong>, {len(batch)} prompts, e.g. "
-        f'<span class="tok">{escape(task.clean[0])}</span> → {escape(repr(task.answer[0]))} '
-        f'(corrupted: <span class="tok">{escape(task.corrupt[0])}</span>). Logit difference: '
-        f"clean {exact.clean:.3f}, corrupted {exact.corrupt:.3f}.</p>"
-    )
-    parts = [
-        intro,
-        "<h3>Activation patching (exact, denoising) of the residual stream</h3>",
-        _heatmap(
+    data = circuit.to_dict()
+    return render(
+        "report/circuit.html.j2",
+        task=cfg.circuit_task,
+        prompts=len(batch),
+        clean=task.clean[0],
+        corrupt=task.corrupt[0],
+        answer=task.answer[0],
+        clean_ld=exact.clean,
+        corrupt_ld=exact.corrupt,
+        resid_figure=_heatmap(
             ctx,
             exact.normalized().numpy(),
             ("layer", "pos"),
@@ -116,21 +103,23 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
             xlabels=labels,
             cbar="normalised logit diff",
         ),  # fmt: skip
-        "<h3>Attribution patching of every head (output, all positions)</h3>",
-        _heatmap(
+        heads_figure=_heatmap(
             ctx,
             heads.normalized().numpy(),
             ("layer", "head"),
             "head attribution patching",
             cbar="normalised logit diff (estimate)",
         ),  # fmt: skip
-        "<h3>Top heads by direct logit attribution</h3>",
-        table(top_rows, ["head", "logit diff"]),
-        f"<h3>EAP-IG circuit: top {circuit.n_edges} of {scored.total_edges} edges "
-        f"({100 * circuit.n_edges / scored.total_edges:.2f}%), faithfulness "
-        f"{circuit.faithfulness:.3f}</h3>",
-        figure_img(_curve_figure(curve, scored.total_edges), "faithfulness versus size"),
-        # inline SVG in HTML5 needs no namespace; the page then names no URL at all
-        render.to_svg(circuit, max_edges=300).replace(' xmlns="http://www.w3.org/2000/svg"', ""),
-    ]
-    return Markup("".join(parts))
+        top_heads=top_rows,
+        circuit=data,
+        curve_figure=figure_uri(
+            faithfulness_figure(
+                curve,
+                scored.total_edges,
+                chosen=circuit.n_edges,
+                chosen_value=circuit.faithfulness,
+                method="EAP-IG",
+            )  # fmt: skip
+        ),
+        view=circuit_view(data, max_edges=300),
+    )

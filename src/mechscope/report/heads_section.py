@@ -1,4 +1,4 @@
-"""The report's head-detector section, and the pictures ``mechscope heads`` draws.
+"""The report's head-detector section (its pictures: :mod:`mechscope.viz.heads`).
 
 ``heads_section(model, ctx)`` scores every head (induction, previous-token, duplicate-token,
 attention sink and copy suppression; :func:`mechscope.heads.head_scores`) on
@@ -9,70 +9,22 @@ pattern pass stops after the last attention layer) plus ~3 s of weight algebra.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mechscope.heads import DETECTORS, HeadScores, head_scores
+from mechscope.heads import HeadScores, head_scores
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.viz import Markup, escape, figure_img, save_png, table
+from mechscope.viz import render, save_png
+from mechscope.viz.heads import HEADS_TOP, heads_figure, heads_html
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = ["heads_figure", "heads_html", "heads_payload", "heads_section"]
 
-HEADS_SEQS, HEADS_SEQ_LEN, HEADS_TOP = 16, 50, 5
-
-
-def heads_figure(scores: HeadScores, title: str = "") -> Figure:
-    """One [layer head] heatmap per detector, side by side (scores in [0, 1])."""
-    from matplotlib.figure import Figure
-
-    names = list(scores.scores)
-    n_layers, n_heads = next(iter(scores.scores.values())).shape
-    width = min(3.2, 1.2 + 0.22 * n_heads)
-    fig = Figure(figsize=(width * len(names) + 1, 1.5 + 0.16 * n_layers))
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names, strict=True):
-        im = ax.imshow(scores.scores[name].numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-        ax.set_title(name.replace("_", " "), fontsize=9)
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label="score")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def classification_rows(scores: HeadScores, k: int = HEADS_TOP) -> list[list[Any]]:
-    """Rows (detector, what it means, top heads with scores) for :func:`mechscope.viz.table`."""
-    rows = []
-    for name in scores.scores:
-        top = ", ".join(f"L{la}H{h} ({v:.2f})" for la, h, v in scores.top(name, k))
-        rows.append([name, DETECTORS[name].what, top])
-    return rows
+HEADS_SEQS, HEADS_SEQ_LEN = 16, 50
 
 
 def heads_payload(scores: HeadScores, model: str, k: int = HEADS_TOP) -> dict[str, Any]:
-    """JSON-ready: each detector's [layer][head] matrix, the classification and the settings."""
-    return {
-        "model": model,
-        **{name: s.tolist() for name, s in scores.scores.items()},
-        "classification": scores.classification(k),
-        "settings": {
-            "n_seqs": scores.n_seqs,
-            "seq_len": scores.seq_len,
-            "seed": scores.seed,
-            "prepend_bos": scores.prepend_bos,
-        },
-    }
-
-
-def heads_html(scores: HeadScores, k: int = HEADS_TOP) -> Markup:
-    """The heatmap grid (as an inline PNG) and the classification table."""
-    fig = heads_figure(scores)
-    return Markup(
-        figure_img(fig, "head detector scores")
-        + table(classification_rows(scores, k), ["detector", "measures", f"top {k} heads"])
-    )
+    """JSON-ready: the model's name and :meth:`HeadScores.to_dict`."""
+    return {"model": model, **scores.to_dict(k)}
 
 
 def heads_section(model: HookedModel, ctx: ReportContext) -> str:
@@ -82,15 +34,8 @@ def heads_section(model: HookedModel, ctx: ReportContext) -> str:
     )
     name = model.provenance.get("name") or model.provenance.get("source") or model.family.name
     ctx.data["heads"] = heads_payload(scores, str(name))
-    save_png(heads_figure(scores), ctx.out_dir / "heads.png")
-    induction = ", ".join(f"L{la}H{h} ({v:.2f})" for la, h, v in scores.top("induction", 3))
-    previous = ", ".join(f"L{la}H{h} ({v:.2f})" for la, h, v in scores.top("previous_token", 3))
-    intro = (
-        f"<p>{scores.n_seqs} sequences of 2 x {scores.seq_len} random tokens"
-        f"{' after BOS' if scores.prepend_bos else ''}. Top induction heads: "
-        f"<strong>{escape(induction)}</strong>; top previous-token heads: "
-        f"<strong>{escape(previous)}</strong>. A score is the mean attention a query puts on "
-        "its detector's targets (1 = all of it); copy suppression is the fraction of tokens "
-        "whose own logit the head's OV circuit pushes into the lowest 1%.</p>"
+    fig = heads_figure(scores)
+    save_png(fig, ctx.out_dir / "heads.png")
+    return render(
+        "report/heads.html.j2", scores=ctx.data["heads"], body=heads_html(scores, fig=fig)
     )
-    return Markup(intro + heads_html(scores))

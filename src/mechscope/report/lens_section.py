@@ -22,7 +22,8 @@ import numpy as np
 from mechscope.lenses import REPORT_TOKENS, TrainConfig, cached_tuned_lens, held_out_kl
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.viz import Markup, escape, figure_img, save_png, table
+from mechscope.viz import render, save_png
+from mechscope.viz.html import figure_uri
 from mechscope.viz.lens import lens_kl_figure
 
 __all__ = ["EVAL_TOKENS", "tuned_lens_section"]
@@ -64,16 +65,11 @@ def tuned_lens_section(model: HookedModel, ctx: ReportContext) -> str:
         if checked.all()
         else f"The tuned lens is not closer at layers {', '.join(map(str, layers[:-1][~checked]))}."
     )
-    intro = (
-        f"<p>KL(final || lens) in nats, averaged over {kl.tokens} held-out tokens of "
-        f"{escape(lens.config.get('corpus'))} (test split): each layer's residual stream (after "
-        "the block) read through the final norm and unembedding directly (logit lens) or after a "
-        f"learned affine translator (tuned lens, trained on {lens.config['tokens_trained']} "
-        f"tokens of the train split). {escape(verdict)}</p>"
+    return render(
+        "report/tuned_lens.html.j2",
+        kl=kl.to_dict(),
+        corpus=lens.config.get("corpus"),
+        tokens_trained=lens.config["tokens_trained"],
+        verdict=verdict,
+        figure=figure_uri(fig),
     )
-    rows = [
-        (int(layer), f"{a:.3f}", f"{b:.3f}", f"{a - b:+.3f}")
-        for layer, a, b in zip(layers, kl.logit, kl.tuned, strict=True)
-    ]
-    header = ["layer", "logit lens KL", "tuned lens KL", "logit - tuned"]
-    return Markup(intro + figure_img(fig, "KL by layer, logit vs tuned lens") + table(rows, header))

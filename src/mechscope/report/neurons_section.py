@@ -15,7 +15,7 @@ from typing import Any
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.viz import Markup, escape
+from mechscope.viz import Markup, render
 
 __all__ = ["neurons_section"]
 
@@ -29,7 +29,7 @@ SUMMARY_ROWS = 12
 def neurons_section(model: HookedModel, ctx: ReportContext, corpus: Any = None) -> str:
     """Top windows, histograms and logit effects of the strongest neurons of a middle layer."""
     from mechscope.neurons import mlp_neurons, scan_corpus, scan_to_dict
-    from mechscope.neurons.render import STYLE, layer_summary, neuron_block
+    from mechscope.viz.neurons import layer_summary, neuron_block
 
     layer = model.dims.n_layers // 2
     corpus = corpus if corpus is not None else ctx.config.corpus
@@ -39,19 +39,16 @@ def neurons_section(model: HookedModel, ctx: ReportContext, corpus: Any = None) 
         result = scan_corpus(model, readout, corpus, n_tokens=TOKENS, seq_len=seq_len, k=K)
     except MechscopeError as exc:
         ctx.data["neurons"] = {"skipped": str(exc)}
-        return Markup(f'<p class="note">Skipped: {escape(exc)}</p>')
+        return render("skipped.html.j2", reason=str(exc))
     data = scan_to_dict(result, model.tokenizer, show=result.ranked(SHOW))
     data["summary"] = sorted(data["summary"], key=lambda s: -s["max"])[:SUMMARY_ROWS]
     ctx.data["neurons"] = data
-    intro = (
-        f"{STYLE}<p>Every MLP neuron of layer {layer} (<code>{escape(data['site'])}</code>) over "
-        f"{data['tokens']:,} tokens of the corpus ({data['windows']} windows of {data['seq_len']}"
-        f"), in one streaming pass. Shown: the {SHOW} neurons with the largest maximum "
-        f"activation, each with its top {K} windows (tokens shaded by the neuron's activation, "
-        "orange positive, blue negative; hover for the value; the maximum is outlined), its "
-        "activation histogram (log counts) and the tokens its output weights promote and "
-        "suppress through the final norm and unembedding. Run <code>mechscope neurons</code> for "
-        "any layer, more tokens and more neurons.</p>"
+    return render(
+        "report/neurons.html.j2",
+        layer=layer,
+        data=data,
+        show=SHOW,
+        k=K,
+        summary=layer_summary(data, SUMMARY_ROWS),
+        blocks=Markup("").join(neuron_block(entry) for entry in data["neurons"]),
     )
-    blocks = "".join(neuron_block(entry) for entry in data["neurons"])
-    return Markup(intro + layer_summary(data, SUMMARY_ROWS) + blocks)

@@ -28,7 +28,7 @@ from mechscope.errors import MechscopeError
 from mechscope.files import cache_root
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
-from mechscope.viz import Markup, escape, table
+from mechscope.viz import Markup, render
 
 __all__ = ["cached_sae", "latent_readout", "sae_section"]
 
@@ -100,7 +100,7 @@ def _load(model: HookedModel, ctx: ReportContext) -> tuple[Any, str]:
 
     given = getattr(ctx.config, "sae", None)
     if given:
-        return load_sae(given, model=model), f"the SAE in <code>{escape(given)}</code>"
+        return load_sae(given, model=model), ""
     site = f"blocks.{model.dims.n_layers // 3}.hook_resid_post"
     how = (
         f"a small TopK SAE (k={K}, {EXPANSION}x expansion) trained for this report on "
@@ -113,8 +113,8 @@ def sae_section(model: HookedModel, ctx: ReportContext) -> str:
     """Evaluation scores of an SAE on the model and the top windows of a few of its latents."""
     from mechscope.corpus import batches, load_corpus
     from mechscope.neurons import scan, scan_to_dict
-    from mechscope.neurons.render import STYLE, neuron_block
     from mechscope.sae.splice import evaluate_sae
+    from mechscope.viz.neurons import neuron_block
 
     try:
         sae, how = _load(model, ctx)
@@ -132,7 +132,7 @@ def sae_section(model: HookedModel, ctx: ReportContext) -> str:
         found = scan(model, latent_readout(sae), stream, k=5)
     except MechscopeError as exc:
         ctx.data["sae"] = {"skipped": str(exc)}
-        return Markup(f'<p class="note">Skipped: {escape(exc)}</p>')
+        return render("skipped.html.j2", reason=str(exc))
     data = scan_to_dict(found, model.tokenizer, show=[])
     lo, hi = DENSITY
     eligible = [s for s in data["summary"] if lo <= s["density"] <= hi]
@@ -141,22 +141,15 @@ def sae_section(model: HookedModel, ctx: ReportContext) -> str:
     record = scores.to_dict()
     ctx.data["sae"] = {"config": {k: v for k, v in vars(sae.cfg).items()}, "scores": record,
                        "latents": shown}  # fmt: skip
-    rows = [
-        ("site", sae.cfg.hook_name),
-        ("latents", f"{sae.cfg.d_sae:,} ({sae.cfg.arch})"),
-        ("L0 (active latents per token)", f"{scores.l0:.1f}"),
-        ("fraction of variance unexplained", f"{scores.fvu:.3f}"),
-        ("dead latents", f"{100 * scores.dead_fraction:.1f}%"),
-        ("CE loss clean / spliced / zero", f"{scores.ce_loss_clean:.3f} / {scores.ce_loss_spliced:.3f} / {scores.ce_loss_zero:.3f}"),
-        ("CE loss recovered", f"{scores.ce_loss_recovered:.3f}"),
-        ("KL(clean || spliced)", f"{scores.kl:.3f}"),
-    ]  # fmt: skip
-    intro = (
-        f"{STYLE}<p>Scores of {how}, on {scores.n_tokens:,} held-out tokens. Below, latents "
-        f"firing on {100 * lo:g}%-{100 * hi:g}% of {found.n_tokens:,} corpus tokens, with "
-        "their top windows (tokens shaded by the latent's activation) and the tokens their "
-        "decoder directions promote. Train your own with <code>mechscope harvest</code> and "
-        "<code>mechscope sae train</code>; pass it with <code>mechscope report --sae DIR</code>.</p>"
+    picked_how = (
+        f"latents firing on {100 * lo:g}%-{100 * hi:g}% of {found.n_tokens:,} corpus tokens"
     )
-    blocks = "".join(neuron_block(entry, label="latent") for entry in shown)
-    return Markup(intro + table(rows, ["SAE", ""]) + blocks)
+    return render(
+        "report/sae.html.j2",
+        given=getattr(ctx.config, "sae", None),
+        how=how,
+        scores=record,
+        cfg=sae.cfg,
+        picked=picked_how,
+        blocks=Markup("").join(neuron_block(entry, label="latent") for entry in shown),
+    )

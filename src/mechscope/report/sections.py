@@ -1,7 +1,8 @@
 """The sections of the HTML report, in order, registered in :data:`SECTIONS`.
 
 A section is ``fn(model, ctx) -> HTML fragment``: it runs an analysis, records JSON-ready numbers
-in ``ctx.data`` and renders them with :mod:`mechscope.viz`. Add a section by writing such a
+in ``ctx.data`` and renders them with a template of ``mechscope/viz/templates/report/``
+(:func:`mechscope.viz.render`). Add a section by writing such a
 function and appending it to ``SECTIONS``. Sections run under ``torch.no_grad()``.
 """
 
@@ -21,18 +22,8 @@ from mechscope.report.heads_section import heads_section
 from mechscope.report.lens_section import tuned_lens_section
 from mechscope.report.neurons_section import neurons_section
 from mechscope.report.sae_section import sae_section
-from mechscope.viz import (
-    Cell,
-    Markup,
-    escape,
-    figure_img,
-    heat_color,
-    lens_table,
-    lens_target_figure,
-    save_png,
-    show_token,
-    table,
-)
+from mechscope.viz import lens_table, lens_target_figure, render, save_png
+from mechscope.viz.html import figure_uri
 
 __all__ = ["SECTIONS", "logit_lens_section", "model_card", "predictions"]
 
@@ -53,14 +44,7 @@ def model_card(model: HookedModel, ctx: ReportContext) -> str:
         "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
     }
     ctx.data["model"] = {**card, "dims": dims, "provenance": model.provenance}
-    rows = [(k.replace("_", " "), f"{v:,}" if isinstance(v, int) else v) for k, v in card.items()]
-    return Markup(
-        table(rows, ["model", ""])
-        + "<h3>Dimensions</h3>"
-        + table(list(dims.items()), ["dimension", "value"])
-        + "<h3>Provenance</h3>"
-        + table([(k, v) for k, v in model.provenance.items()] or [("source", "unknown")])
-    )
+    return render("report/model_card.html.j2", card=card, dims=dims, provenance=model.provenance)
 
 
 def predictions(model: HookedModel, ctx: ReportContext) -> str:
@@ -71,19 +55,13 @@ def predictions(model: HookedModel, ctx: ReportContext) -> str:
     last = (mask.sum(1) - 1).to(logits.device)
     probs = logits[torch.arange(len(prompts)), last].float().softmax(-1)  # [batch d_vocab]
     top = probs.topk(min(k, probs.shape[-1]), dim=-1)
-    rows, record = [], []
+    record = []
     for prompt, ids, ps in zip(prompts, top.indices.tolist(), top.values.tolist(), strict=True):
         words = [_decode(model, i) for i in ids]
         top_k = [{"id": i, "token": w, "prob": p} for i, w, p in zip(ids, words, ps, strict=True)]
         record.append({"prompt": prompt, "top": top_k})
-        rows.append([prompt, *(_cell(w, p) for w, p in zip(words, ps, strict=True))])
     ctx.data["predictions"] = record
-    header = ["prompt", *(f"#{i + 1}" for i in range(top.indices.shape[1]))]
-    return table(rows, header)
-
-
-def _cell(token: str, prob: float) -> Cell:
-    return Cell(f"{show_token(token)} {prob:.2f}", heat_color(prob), f"{token!r} {prob:.4f}", "tok")
+    return render("report/predictions.html.j2", record=record, k=top.indices.shape[1])
 
 
 def _lens_target(model: HookedModel, tokens: torch.Tensor, text: str | None) -> tuple[int, str]:
@@ -113,16 +91,16 @@ def logit_lens_section(model: HookedModel, ctx: ReportContext) -> str:
     }
     fig = lens_target_figure(result, label)
     save_png(fig, ctx.out_dir / "logit_lens_target.png")
-    intro = (
-        f'<p>Prompt: <span class="tok">{escape(cfg.lens_prompt)}</span>. Each layer\'s residual '
-        "stream (after the block) is read through the model's final norm and unembedding. A "
-        "column is an input token; a cell is the top-1 guess for the token after it, shaded by "
-        f"probability (hover for the top {cfg.top_k}). Tracked token: "
-        f'<span class="tok">{escape(label)}</span>, {escape(why)}.</p>'
-    )
     decode = functools.partial(_decode, model)
-    table_html = lens_table(result, str_tokens, decode, last=cfg.lens_positions)
-    return Markup(intro + table_html + figure_img(fig, f"probability and rank of {label}"))
+    return render(
+        "report/logit_lens.html.j2",
+        prompt=cfg.lens_prompt,
+        top_k=cfg.top_k,
+        label=label,
+        why=why,
+        table=lens_table(result, str_tokens, decode, last=cfg.lens_positions),
+        figure=figure_uri(fig),
+    )
 
 
 SECTIONS: list[Section] = [

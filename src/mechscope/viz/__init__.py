@@ -1,4 +1,6 @@
-"""Views: self-contained HTML and matplotlib figures built from result arrays, never a model."""
+"""Presentation: every page and report section, rendered from the Jinja2 templates in
+``viz/templates/`` (autoescaped, one inlined stylesheet), and matplotlib figures; built from
+result arrays and ``to_dict()`` data, never a model."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from mechscope.viz.html import (
     figure_img,
     heat_color,
     page,
+    render,
     save_png,
     show_token,
     table,
@@ -24,6 +27,7 @@ __all__ = [
     "lens_table",
     "lens_target_figure",
     "page",
+    "render",
     "save_png",
     "show_token",
     "table",

@@ -1,9 +1,10 @@
 """Attention views from arrays: an interactive, self-contained HTML view and a static PNG grid.
 
 Inputs are the prompt's tokens and patterns ``[layer head query_pos key_pos]`` (e.g. from
-:func:`mechscope.views.attention_patterns`), never a model.
+:func:`mechscope.heads.attention_patterns`), never a model.
 
-The HTML view (inline CSS and JavaScript, no CDN, no fetch) has: a layer and a head picker; a
+The HTML view (template ``attention_widget.html.j2``, script ``templates/assets/attention.js``,
+styles in the shared stylesheet; no CDN, no fetch) has: a layer and a head picker; a
 grid of thumbnails of every head of the chosen layer (or of all layers); two token strips where
 hovering a query token colours the keys by how much it attends to each, and hovering a key token
 colours the queries by how much each attends to it (a click keeps the choice); and an enlarged
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mechscope.errors import MechscopeError
-from mechscope.viz.attention_assets import CSS, JS
-from mechscope.viz.html import Markup, escape, page, save_png, show_token
+from mechscope.viz.html import Markup, json_for_script, page, render, save_png, show_token
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,21 +75,6 @@ def pack_patterns(patterns: np.ndarray) -> list[list[list[list[int]]]]:
     ]
 
 
-def _json_for_script(payload: dict[str, Any]) -> str:
-    """JSON safe inside ``<script>``: no ``<``, ``>`` or ``&`` can end or confuse the element."""
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _strip(cls: str, label: str, str_tokens: Sequence[str]) -> str:
-    spans = "".join(
-        f'<span class="msattn-tok" data-i="{i}" title="{escape(f"{i}: {t!r}")}">'
-        f"{escape(show_token(t))}</span>"
-        for i, t in enumerate(str_tokens)
-    )
-    return f'<div class="msattn-strip {cls}"><b>{escape(label)}</b>{spans}</div>'
-
-
 def attention_widget(
     str_tokens: Sequence[str],
     patterns: Any,
@@ -126,32 +110,9 @@ def attention_widget(
         "initial": [row, head, n_pos - 1],
         "rows": rows,
     }
-    data = _json_for_script(payload)
+    data = str(json_for_script(payload))
     uid = f"msattn-{hashlib.sha1(data.encode()).hexdigest()[:8]}-{next(_SERIAL)}"
-    layer_options = "".join(f'<option value="{i}">{x}</option>' for i, x in enumerate(labels))
-    head_options = "".join(f'<option value="{h}">{h}</option>' for h in range(n_heads))
-    modes = "".join(
-        f'<label><input type="radio" class="msattn-mode" name="{uid}-mode" value="{v}"'
-        f"{' checked' if v == 'layer' else ''}> {text}</label>"
-        for v, text in (("layer", "this layer"), ("all", "all layers"))
-    )
-    return Markup(
-        f'<div class="msattn" id="{uid}"><style>{CSS}</style>'
-        f'<script type="application/json" class="msattn-data">{data}</script>'
-        f'<div class="msattn-controls"><label>layer <select class="msattn-layer">{layer_options}'
-        f'</select></label><label>head <select class="msattn-head">{head_options}</select>'
-        f'</label><span>grid: {modes}</span><label><input type="checkbox" class="msattn-sqrt">'
-        ' √ colour scale</label><span class="msattn-readout"></span></div>'
-        '<div class="msattn-body"><div class="msattn-grid"></div><div class="msattn-side">'
-        + _strip("msattn-q", "from (query):", str_tokens)
-        + _strip("msattn-k", "to (key):", str_tokens)
-        + '<p class="note">Hover a query token to colour the keys it attends to; hover a key '
-        "token to colour the queries that attend to it; click to keep. Click a thumbnail to "
-        "enlarge its head; hover the heatmap (rows: queries, columns: keys) for a weight.</p>"
-        '<div class="msattn-big"><canvas></canvas></div></div></div>'
-        "<noscript><p>The attention view needs JavaScript; the PNG view needs none.</p></noscript>"
-        f"<script>{JS}</script></div>"
-    )
+    return render("attention_widget.html.j2", uid=uid, payload=payload, str_tokens=list(str_tokens))
 
 
 def attention_html(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mechscope.viz.html import Markup, figure_img, page
+from mechscope.viz.html import figure_uri, page, render
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -69,9 +69,9 @@ def heatmap_page(
     cbar: str = "",
 ) -> str:
     """A self-contained HTML page with the heatmap panels of one result."""
-    figures: list[Markup] = []
+    figures = []
     for view, names in panels(values, axes):
         xlabels = pos_labels if names[-1] == "pos" else None
         fig = heatmap_figure(view, names, title=" x ".join(names), xlabels=xlabels, cbar=cbar)
-        figures.append(figure_img(fig, f"{title}: {' x '.join(names)}"))
-    return page(title, [(title, Markup("".join(figures)))], subtitle=subtitle)
+        figures.append((figure_uri(fig), f"{title}: {' x '.join(names)}"))
+    return page(title, [(title, render("figures.html.j2", figures=figures))], subtitle=subtitle)

@@ -1,19 +1,29 @@
-"""Self-contained HTML: pages, tables, heatmap cells and embedded PNG figures.
+"""The one way mechscope writes HTML: Jinja2 templates with autoescaping, and their helpers.
 
-Everything is inline (CSS in a ``<style>`` block, figures as base64 ``data:`` URIs), so a page
-opens offline and never fetches anything: no CDN, no external URL. Text is escaped on the way
-in; only :class:`Markup` (HTML built by these helpers) passes through unescaped.
+Every page and report section is a template in ``mechscope/viz/templates/`` rendered by
+:func:`render`; autoescaping is on for every template, so any value from a result (a token, a
+prompt, a site name) is escaped unless it is :class:`Markup` (HTML built by a template or by
+these helpers). Pages extend ``page.html.j2``, which inlines the one stylesheet
+(``templates/assets/style.css``); figures are base64 ``data:`` URIs. A page therefore opens
+offline and never fetches anything: no CDN, no external URL. The CLI's pages, the report and the
+web UI render the same templates, so a result looks the same everywhere.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
+import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import jinja2
+from markupsafe import Markup, escape
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -21,39 +31,23 @@ if TYPE_CHECKING:
 __all__ = [
     "Cell",
     "Markup",
+    "asset",
     "escape",
     "figure_img",
+    "figure_uri",
     "heat_color",
+    "json_for_script",
     "page",
     "png_bytes",
+    "render",
     "save_png",
     "section",
     "show_token",
     "table",
 ]
 
-CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
-       padding: 0 1em; color: #1b1f24; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em;
-     border-bottom: 1px solid #d0d7de; }
-nav a { margin-right: 1em; }
-table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { border: 1px solid #d0d7de; padding: 0.2em 0.55em; text-align: left;
-         vertical-align: top; }
-th { background: #f6f8fa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.tok { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre; }
-.note { color: #57606a; }
-img { max-width: 100%; }
-"""
-
-
 _INVISIBLE = {" ": "␣", "\xa0": "⍽", "\n": "↵", "\r": "␍", "\t": "→"}
-
-
-class Markup(str):
-    """HTML that is already safe and is inserted as is."""
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 @dataclass(frozen=True)
@@ -64,11 +58,6 @@ class Cell:
     background: str | None = None
     title: str | None = None
     cls: str | None = None
-
-
-def escape(value: Any) -> Markup:
-    """``value`` as HTML text (a :class:`Markup` passes through unchanged)."""
-    return value if isinstance(value, Markup) else Markup(html.escape(str(value), quote=True))
 
 
 def show_token(token: str) -> str:
@@ -88,55 +77,74 @@ def heat_color(value: float, vmin: float = 0.0, vmax: float = 1.0) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _text_color(background: str) -> str:
+def text_color(background: str) -> str:
+    """Black or white text, whichever reads on ``background`` (``#rrggbb``)."""
     r, g, b = (int(background[i : i + 2], 16) for i in (1, 3, 5))
     return "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 150 else "#1b1f24"
 
 
-def _td(cell: Any) -> str:
-    if not isinstance(cell, Cell):
-        cls = ' class="num"' if isinstance(cell, int | float) and not isinstance(cell, bool) else ""
-        return f"<td{cls}>{escape(cell)}</td>"
-    attrs = ""
-    if cell.cls:
-        attrs += f' class="{escape(cell.cls)}"'
-    if cell.title is not None:
-        attrs += f' title="{escape(cell.title)}"'
-    if cell.background and cell.background.startswith("#") and len(cell.background) == 7:
-        color = _text_color(cell.background)
-        attrs += f' style="background:{cell.background};color:{color}"'
-    return f"<td{attrs}>{escape(cell.text)}</td>"
+def json_for_script(payload: Any) -> Markup:
+    """JSON safe inside ``<script>``: no ``<``, ``>`` or ``&`` can end or confuse the element."""
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+@functools.cache
+def asset(name: str) -> Markup:
+    """A stylesheet or script of ``templates/assets/`` as text to inline (trusted: ours)."""
+    text = resources.files("mechscope.viz").joinpath("templates", "assets", name).read_text("utf-8")
+    if "</" in text and ("</script" in text.lower() or "</style" in text.lower()):
+        raise ValueError(f"asset {name} would end its element early")
+    return Markup(text)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec)
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mechscope.viz", "templates"),
+        autoescape=True,  # every template, whatever its suffix
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        tok=show_token, heat=heat_color, text_color=text_color, fmt=_fmt, pyrepr=repr
+    )
+    env.filters["json_script"] = json_for_script
+    env.tests["cell"] = lambda value: isinstance(value, Cell)
+    env.tests["color"] = lambda value: isinstance(value, str) and bool(_HEX.fullmatch(value))
+    env.globals.update(asset=asset, zip=zip)
+    return env
+
+
+def render(template: str, **context: Any) -> Markup:
+    """Render ``templates/<template>`` with autoescaping; the result is :class:`Markup`."""
+    return Markup(_environment().get_template(template).render(**context))
 
 
 def table(rows: Iterable[Sequence[Any]], header: Sequence[Any] | None = None) -> Markup:
     """An HTML table; cells are plain values (escaped), :class:`Cell` or :class:`Markup`."""
-    head = ""
-    if header is not None:
-        head = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>"
-    body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
-    return Markup(f"<table>{head}<tbody>{body}</tbody></table>")
+    return render("table.html.j2", rows=[list(r) for r in rows], header=header)
 
 
 def section(title: str, body: str, anchor: str) -> Markup:
-    """A titled ``<section>``; ``body`` must already be HTML (build it with these helpers)."""
-    return Markup(f'<section id="{escape(anchor)}"><h2>{escape(title)}</h2>\n{body}\n</section>')
+    """A titled ``<section>``; ``body`` is an HTML fragment (a rendered template)."""
+    return render("section.html.j2", title=title, body=Markup(body), anchor=anchor)
 
 
 def page(title: str, sections: Iterable[tuple[str, str]], *, subtitle: str = "") -> str:
-    """A complete HTML document: a title, a table of contents and the ``(title, html)`` sections."""
-    parts = list(sections)
-    anchors = [f"s{i}" for i in range(len(parts))]
-    nav = " ".join(
-        f'<a href="#{a}">{escape(t)}</a>' for a, (t, _) in zip(anchors, parts, strict=True)
-    )
-    body = "\n".join(section(t, b, a) for a, (t, b) in zip(anchors, parts, strict=True))
-    sub = f'<p class="note">{escape(subtitle)}</p>' if subtitle else ""
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{escape(title)}</h1>\n{sub}\n<nav>{nav}</nav>\n{body}\n</body>\n</html>\n"
-    )
+    """A complete HTML document: a title, a table of contents and the ``(title, html)`` sections.
+
+    Each section's body is an HTML fragment (a rendered template), inserted as is.
+    """
+    parts = [
+        {"title": t, "body": Markup(b), "anchor": f"s{i}"} for i, (t, b) in enumerate(sections)
+    ]
+    return str(render("page.html.j2", title=title, subtitle=subtitle, sections=parts))
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
@@ -153,7 +161,11 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def figure_uri(fig: Figure, dpi: int = 110) -> str:
+    """The figure as a base64 PNG ``data:`` URI."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
+
+
 def figure_img(fig: Figure, alt: str, dpi: int = 110) -> Markup:
     """The figure as an inline ``<img>`` with a base64 ``data:`` URI."""
-    data = base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
-    return Markup(f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">')
+    return render("figure.html.j2", uri=figure_uri(fig, dpi), alt=alt)

@@ -6,16 +6,16 @@ token id into its text (e.g. ``lambda i: tokenizer.decode([i])``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from mechscope.errors import MechscopeError
 from mechscope.lenses.logit_lens import LogitLensResult
-from mechscope.viz.html import Cell, Markup, heat_color, show_token, table
+from mechscope.viz.html import Markup, figure_img, page, render
 
-__all__ = ["lens_kl_figure", "lens_table", "lens_target_figure"]
+__all__ = ["lens_kl_figure", "lens_page", "lens_table", "lens_target_figure"]
 
 
 def lens_table(
@@ -33,24 +33,22 @@ def lens_table(
     """
     n_pos = result.top_ids.shape[1]
     columns = range(max(0, n_pos - last), n_pos)
-    header = [
-        f"layer ({result.site})",
-        *(show_token(str_tokens[result.positions[c]]) for c in columns),
-    ]
-    if result.target is not None:
-        header.append(f"rank of {show_token(decode(result.target))} (0 = top)")
     rows = []
     for row, layer in enumerate(result.layers):
-        cells: list[object] = [int(layer)]
+        cells = []
         for c in columns:
             ids, probs = result.top_ids[row, c], result.top_probs[row, c]
             tip = ", ".join(f"{decode(int(i))!r} {float(q):.3f}" for i, q in zip(ids, probs))
-            text = f"{show_token(decode(int(ids[0])))} {float(probs[0]):.2f}"
-            cells.append(Cell(text, heat_color(float(probs[0])), tip, "tok"))
-        if result.target_rank is not None:
-            cells.append(int(result.target_rank[row, -1]))
-        rows.append(cells)
-    return table(rows, header)
+            cells.append({"token": decode(int(ids[0])), "prob": float(probs[0]), "tip": tip})
+        rank = None if result.target_rank is None else int(result.target_rank[row, -1])
+        rows.append({"layer": int(layer), "cells": cells, "rank": rank})
+    return render(
+        "lens_table.html.j2",
+        site=result.site,
+        columns=[str_tokens[result.positions[c]] for c in columns],
+        target=None if result.target is None else decode(result.target),
+        rows=rows,
+    )
 
 
 def lens_target_figure(result: LogitLensResult, target_label: str, *, pos: int = -1) -> Figure:
@@ -88,3 +86,23 @@ def lens_kl_figure(
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def lens_page(
+    results: Mapping[str, LogitLensResult],
+    str_tokens: Sequence[str],
+    decode: Callable[[int], str],
+    *,
+    prompt: str,
+    model: str = "",
+) -> str:
+    """The page of ``mechscope lens``: KL by layer, then one table per lens (all positions)."""
+    first = next(iter(results.values()))
+    curves = {name: r.mean_kl() for name, r in results.items()}
+    fig = lens_kl_figure(first.layers, curves, title="KL(final || lens) on this prompt")
+    sections = [("KL by layer", figure_img(fig, "KL to the final distribution by layer"))]
+    for name, result in results.items():
+        table = lens_table(result, str_tokens, decode, last=len(str_tokens))
+        body = render("lens_section.html.j2", prompt=prompt, table=table)
+        sections.append((f"{name} lens", body))
+    return page("mechscope lens", sections, subtitle=model)

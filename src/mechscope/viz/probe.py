@@ -10,12 +10,11 @@ last layer).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from matplotlib.figure import Figure
 
 from mechscope.probes.api import ProbeResult, SiteScore
-from mechscope.viz.html import Cell, Markup, escape, figure_img, heat_color, page, table
+from mechscope.viz.html import Markup, figure_uri, page, render
 
 __all__ = ["probe_curve_figure", "probe_page", "probe_table"]
 
@@ -80,28 +79,9 @@ def probe_curve_figure(result: ProbeResult) -> Figure:
     return fig
 
 
-def _num(value: float | None) -> Any:
-    return "" if value is None else round(value, 3)
-
-
 def probe_table(result: ProbeResult) -> Markup:
     """One row per site; accuracy cells shaded from the baseline (white) to 1 (blue)."""
-    header = ["site", "accuracy", "cv mean ± std", "control", "selectivity", "baseline"]
-    rows = []
-    for s in result.scores:
-        shade = heat_color(s.accuracy, s.baseline, 1.0)
-        cv = "" if s.cv_mean is None else f"{s.cv_mean:.3f} ± {s.cv_std:.3f}"
-        rows.append(
-            [
-                Cell(s.site, cls="tok"),
-                Cell(f"{s.accuracy:.3f}", shade, cls="num"),
-                cv,
-                _num(s.control_accuracy),
-                _num(s.selectivity),
-                _num(s.baseline),
-            ]
-        )
-    return table(rows, header)
+    return render("probe_table.html.j2", sites=result.to_dict()["sites"])
 
 
 def probe_page(result: ProbeResult, *, model: str = "") -> str:
@@ -112,14 +92,13 @@ def probe_page(result: ProbeResult, *, model: str = "") -> str:
         f"({result.n_classes} classes: {', '.join(map(str, result.classes))}), "
         f"{result.n_train} train / {result.n_test} test; {settings}"
     )
-    best = result.best()
-    summary = Markup(
-        f"<p>Best site: <span class='tok'>{escape(best.site)}</span>, test accuracy "
-        f"{best.accuracy:.3f} (majority baseline {best.baseline:.3f}).</p>"
+    summary = render(
+        "probe_summary.html.j2",
+        best=vars(result.best()),
+        figure=figure_uri(probe_curve_figure(result)),
     )
-    curve = figure_img(probe_curve_figure(result), "probe accuracy by layer")
     return page(
         f"Probe: {result.data} at {result.site}",
-        [("Accuracy by layer", summary + curve), ("Per site", probe_table(result))],
+        [("Accuracy by layer", summary), ("Per site", probe_table(result))],
         subtitle=subtitle,
     )

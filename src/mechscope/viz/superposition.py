@@ -31,7 +31,7 @@ from mechscope.toys.superposition import (
     geometry,
     superposition,
 )
-from mechscope.viz.html import Markup, escape, figure_img, page, table
+from mechscope.viz.html import figure_img, figure_uri, page, render
 
 PHASE_COLORS = ("#d9d9d9", "#4c72b0", "#dd8452")  # not represented, dedicated, superposition
 
@@ -232,36 +232,29 @@ SUMMARY_HEADER = (
 def superposition_page(result: ToyResult, diagram: PhaseDiagram | None = None) -> str:
     """A self-contained HTML page: summary table, directions (m == 2), ``W^T W``, norms, phases."""
     titles = sweep_titles(result.sparsities)
-    sections: list[tuple[str, str]] = [
-        (
-            "Summary",
-            Markup(
-                f'<p class="note">{result.n_features} features in {result.n_hidden} dimensions, '
-                f"{result.steps} Adam steps, seed {result.seed}.</p>"
-                + table(_summary_rows(result), SUMMARY_HEADER)
-            ),
-        )
-    ]
+    summary = render(
+        "superposition_summary.html.j2",
+        result=result,
+        rows=_summary_rows(result),
+        header=SUMMARY_HEADER,
+    )
+    sections: list[tuple[str, str]] = [("Summary", summary)]
     if result.n_hidden == 2:
         fig = directions_figure(result.W, result.importance, titles)
         sections.append(("Feature directions", figure_img(fig, "feature directions")))
     sections.append(("W^T W", figure_img(gram_figure(result.W, titles), "Gram matrices")))
     sections.append(("Feature norms", figure_img(norms_figure(result.W, titles), "feature norms")))
     if diagram is not None:
-        note = ""
-        if diagram.expected is not None:
-            note = (
-                f'<p class="note">Crosses: cells where training disagrees with the minimum of '
-                f"the exact expected loss; agreement {diagram.agreement():.0%}.</p>"
-            )
+        agreement = None if diagram.expected is None else diagram.agreement()
         fig = phase_figure(
             diagram.relative_importance, diagram.density, diagram.phase, diagram.expected
         )
-        sections.append(("Phase diagram", Markup(note + figure_img(fig, "phase diagram"))))
+        note = render("phase_note.html.j2", agreement=agreement, figure=figure_uri(fig))
+        sections.append(("Phase diagram", note))
     return page(
         "Toy models of superposition",
         sections,
-        subtitle=str(escape("Elhage et al. 2022; trained by mechscope")),
+        subtitle="Elhage et al. 2022; trained by mechscope",
     )
 
 

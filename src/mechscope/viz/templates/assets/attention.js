@@ -1,44 +1,3 @@
-"""The inline CSS and JavaScript of the interactive attention view (:mod:`mechscope.viz.attention`).
-
-Everything is namespaced so that several views, and other report sections, share one page: CSS
-classes start with ``msattn-``, the script is one IIFE that finds its own root element (the
-``div.msattn`` it sits in) and touches nothing outside it. No network, no library.
-
-The script reads ``<script type="application/json" class="msattn-data">``:
-``{"tokens": [shown text], "layers": [block index], "n_heads": H, "scale": 1000,
-"rows": [layer][head][query] -> per-mille integer weights over keys 0.. (trailing zeros cut),
-"initial": [layer row, head, query]}``.
-"""
-
-from __future__ import annotations
-
-__all__ = ["CSS", "JS"]
-
-CSS = """
-.msattn { font: 13px/1.4 system-ui, sans-serif; margin: 0.6em 0; }
-.msattn-controls { display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; align-items: center;
-  margin-bottom: 0.5em; }
-.msattn-readout { font-family: ui-monospace, Menlo, monospace; color: #57606a; }
-.msattn-body { display: flex; flex-wrap: wrap; gap: 0.5em 2em; align-items: flex-start; }
-.msattn-side { flex: 1 1 28em; min-width: 0; position: sticky; top: 0.5em; }
-.msattn-grid { display: grid; gap: 3px; margin: 0.2em 0 0.8em; justify-content: start;
-  align-items: end; }
-.msattn-grid figure { margin: 0; text-align: center; cursor: pointer; }
-.msattn-grid figcaption { font-size: 10px; color: #57606a; }
-.msattn-grid canvas { image-rendering: pixelated; border: 2px solid #eaeef2;
-  background: #fff; display: block; }
-.msattn-grid canvas.msattn-sel { border-color: #d1242f; }
-.msattn-strip { margin: 0.25em 0; line-height: 1.9; }
-.msattn-strip b { display: inline-block; min-width: 9.5em; font-weight: 600; color: #57606a; }
-.msattn-tok { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre;
-  display: inline-block; line-height: 1.3; padding: 1px 2px; margin: 0 1px; border: 1px solid #d0d7de; border-radius: 3px;
-  cursor: pointer; }
-.msattn-tok.msattn-on { outline: 2px solid #d1242f; }
-.msattn-big { overflow: auto; max-width: 100%; }
-.msattn-big canvas { display: block; cursor: crosshair; }
-"""
-
-JS = r"""
 (function () {
   "use strict";
   var me = document.currentScript;
@@ -220,4 +179,3 @@ JS = r"""
   buildGrid(); update();
   root.dataset.ready = "1";
 })();
-"""

@@ -1,4 +1,4 @@
-"""Attention patterns of one prompt, for the attention views.
+"""Attention patterns of one prompt, for the attention view (``mechscope attention``).
 
 Steps: tokenize the prompt, run the model once caching ``blocks.{L}.attn.hook_pattern`` for the
 chosen layers only, and stack them into ``[layer head query_pos key_pos]`` (batch of one). The

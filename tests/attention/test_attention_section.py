@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
+from mechscope.heads import attention_patterns, head_summary
 from mechscope.report import build_report
 from mechscope.report.attention_section import attention_section
 from mechscope.report.context import ReportConfig, ReportContext, Section
-from mechscope.views import attention_patterns, head_summary
 
 # by path: the package may also export the section function under the module's name
 section_module = importlib.import_module("mechscope.report.attention_section")

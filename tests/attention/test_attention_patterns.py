@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mechscope import MechscopeError
-from mechscope.views import attention_patterns, head_summary, parse_layers
+from mechscope.heads import attention_patterns, head_summary, parse_layers
 
 PROMPT = "When Mary and John went to the store , John gave a drink to"
 
