@@ -32,7 +32,6 @@ from mechscope.circuits.circuit import Circuit
 from mechscope.circuits.gqa import mix_z, per_replica
 from mechscope.circuits.graph import Graph
 from mechscope.circuits.nodes import (
-    check_pair,
     graph_for,
     kv_repeat,
     layer_module,
@@ -59,7 +58,7 @@ class Evaluator:
         metric: Metric = logit_diff,
         graph: Graph | None = None,
     ) -> None:
-        check_pair(batch.clean_mask, batch.corrupt_mask)
+        batch.require_aligned()
         self.model, self.batch, self.metric = model, batch, metric
         self.graph = graph_for(model, graph)
         clean_logits, _ = run_nodes(model, batch.clean_tokens, batch.clean_mask)
