@@ -118,3 +118,16 @@ def test_circuit_json_round_trip_keeps_the_ungrouped_graph(tmp_path) -> None:
     back = Circuit.load(path)
     assert back.graph == found.circuit.graph and back.graph.n_kv == 6
     assert torch.equal(back.mask, found.circuit.mask)
+
+
+def test_smallest_to_dict() -> None:
+    from mechscope.circuits import first_reaching
+
+    found = first_reaching(lambda n: n / 10, [2, 4, 8, 16], target=0.7, refine=False)
+    assert found.to_dict() == {
+        "n": 8,
+        "faithfulness": 0.8,
+        "target": 0.7,
+        "grid_n": 8,
+        "curve": [{"n_edges": n, "faithfulness": n / 10} for n in (2, 4, 8)],
+    }

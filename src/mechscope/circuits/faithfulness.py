@@ -266,6 +266,18 @@ class Smallest:
     curve: list[tuple[int, float]]
     grid_n: int | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``n, faithfulness, target, grid_n`` and ``curve`` as
+        ``{"n_edges", "faithfulness"}`` objects."""
+        curve = [{"n_edges": n, "faithfulness": f} for n, f in self.curve]
+        return {
+            "n": self.n,
+            "faithfulness": self.faithfulness,
+            "target": self.target,
+            "grid_n": self.grid_n,
+            "curve": curve,
+        }
+
 
 def geometric_sizes(total: int, start: float = 0.001, factor: float = 2**0.5) -> list[int]:
     """Circuit sizes ``start * total * factor**k`` (at least 1, distinct, ascending), up to and
