@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -143,25 +143,14 @@ def resolve(
     fill the last of ``names`` when ``rest`` is short. ``read_pos`` ``"last"`` reads each
     prompt's ``batch.last_pos`` (the deprecated form: every position).
     """
+    last = isinstance(read_pos, str) and read_pos == "last"
     if isinstance(first, TaskBatch):
         if attention_mask is not None:
             raise MechscopeError(
                 "attention_mask= goes with token ids; a TaskBatch carries its own masks"
             )
-        batch = first.require_aligned()
-        metric, rest = args[0], tuple(args[1:])
-        mask = None if bool(batch.clean_mask.bool().all()) else batch.clean_mask
-        pos = batch.last_pos if isinstance(read_pos, str) and read_pos == "last" else read_pos
-        pair = Pair(
-            model,
-            batch.clean_tokens,
-            batch.corrupt_tokens,
-            mask,
-            lambda logits: metric(logits, batch),
-            direction,  # type: ignore[arg-type]
-            pos,  # type: ignore[arg-type]
-            chunk,
-        )
+        pair = _from_batch(model, first, args[0], direction, first.last_pos if last else read_pos)
+        rest = tuple(args[1:])
     elif isinstance(first, Tensor):
         warnings.warn(
             f"{caller}(model, clean_tokens, corrupt_tokens, metric, ...) with metric(logits) is "
@@ -172,14 +161,16 @@ def resolve(
         )
         if len(args) < 2:
             raise MechscopeError(f"{caller} needs corrupted tokens and a metric after clean tokens")
-        pos = None if isinstance(read_pos, str) and read_pos == "last" else read_pos
-        pair = Pair(model, first, args[0], attention_mask, args[1], direction, pos, chunk)  # type: ignore[arg-type]
+        pos = None if last else read_pos
+        pair = Pair(model, first, args[0], attention_mask, args[1], direction, pos)  # type: ignore[arg-type]
         rest = tuple(args[2:])
     else:
         raise MechscopeError(
             f"{caller} takes a TaskBatch (e.g. load_task('ioi', model).tokenize(model)), not "
             f"{type(first).__name__}"
         )
+    if chunk is not None:
+        pair = replace(pair, chunk=chunk)
     required = len(names) - len(defaults)
     if not required <= len(rest) <= len(names):
         raise MechscopeError(
@@ -187,6 +178,17 @@ def resolve(
             "arguments after the metric"
         )
     return pair, rest + tuple(defaults[len(rest) - required :])
+
+
+def _from_batch(
+    model: HookedModel, batch: TaskBatch, metric: Any, direction: str, read_pos: Any
+) -> Pair:
+    """The pair of an aligned batch; an all-ones mask is dropped (the same numbers, and SDPA
+    keeps its causal fast path)."""
+    batch.require_aligned()
+    mask = None if bool(batch.clean_mask.bool().all()) else batch.clean_mask
+    bound = lambda logits: metric(logits, batch)  # noqa: E731
+    return Pair(model, batch.clean_tokens, batch.corrupt_tokens, mask, bound, direction, read_pos)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
