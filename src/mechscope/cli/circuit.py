@@ -16,7 +16,9 @@ def _edge_counts(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of edge counts") from None
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of edge counts"
+        ) from None
 
 
 @click.command()
