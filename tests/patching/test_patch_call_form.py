@@ -157,3 +157,20 @@ def test_one_check_of_each_kind(model: HookedModel) -> None:
         patch(model, "When Mary and John", logit_diff, "attn_head")  # type: ignore[arg-type]
     with pytest.raises(MechscopeError, match="got 2 arguments after the metric"):
         patch(model, batch, logit_diff, "attn_head", "resid_pre")
+
+
+def test_result_schema_and_top() -> None:
+    from mechscope.patching import PatchResult
+
+    r = PatchResult(
+        "attn_head", ("layer", "head"), torch.tensor([[1.0, 3.0], [0.0, 2.5]]), 2.0, 0.0, "denoise"
+    )
+    d = r.to_dict()
+    assert d["method"] == "exact" and d["axes"] == ["layer", "head"]
+    assert d["normalized"] == [[0.5, 1.5], [0.0, 1.25]] and d["values"][0] == [1.0, 3.0]
+    assert r.top(2) == [({"layer": 0, "head": 1}, 1.5), ({"layer": 1, "head": 1}, 1.25)]
+    flat = PatchResult(
+        "resid_pre", ("layer", "pos"), torch.tensor([[-4.0, 1.0]]), 1.0, 1.0, "noise"
+    )
+    assert flat.to_dict()["normalized"] is None  # clean = corrupt: undefined
+    assert flat.top(1) == [({"layer": 0, "pos": 0}, -4.0)]  # then the raw values rank
