@@ -98,11 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     batch = load_task("ioi", model, n=args.n).tokenize(model, require_uniform=True)
     clean, corrupt = batch.clean_tokens, batch.corrupt_tokens
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:
-        return logit_diff(logits, batch)
-
     def tl_metric(logits: torch.Tensor) -> torch.Tensor:
-        return metric(logits).mean()
+        return logit_diff(logits, batch).mean()
 
     with torch.no_grad():
         _, clean_cache = bridge.run_with_cache(clean)
@@ -111,9 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         ("resid_pre", "get_act_patch_resid_pre"),
         ("attn_head", "get_act_patch_attn_head_out_all_pos"),
     ):
-        ours, w1, c1 = timed(
-            lambda s=sweep: patch(model, clean, corrupt, metric, s, read_pos=batch.last_pos)
-        )
+        ours, w1, c1 = timed(lambda s=sweep: patch(model, batch, logit_diff, s))
         with torch.no_grad():
             tl_fn = getattr(tl_patching, tl_name)
             theirs, w2, c2 = timed(lambda f=tl_fn: f(bridge, corrupt, clean_cache, tl_metric))
@@ -128,9 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         # one untimed call first (TransformerLens's sweep amortises its warm-up over 270
         # forwards), then the median of three
         def attribute() -> Any:
-            return attribution_patch(
-                default, clean, corrupt, metric, "attn_head", read_pos=batch.last_pos
-            )
+            return attribution_patch(default, batch, logit_diff, "attn_head")
 
         attribute()
         runs = sorted((timed(attribute) for _ in range(3)), key=lambda r: r[2])

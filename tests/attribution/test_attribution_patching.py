@@ -183,7 +183,7 @@ def test_errors() -> None:
         attribution_patch(model, clean, corrupt, metric, "attn_head", layer=0)
     with pytest.raises(MechscopeError, match=r"\[batch\] tensor"):
         attribution_patch(model, clean, corrupt, lambda x: metric(x).mean(), "attn_head")
-    with pytest.raises(MechscopeError, match="one shape"):
+    with pytest.raises(MechscopeError, match="different token lengths"):
         attribution_patch(model, clean, corrupt[:, :3], metric, "attn_head")
     with torch.inference_mode(), pytest.raises(MechscopeError, match="inference_mode"):
         attribution_patch(model, clean, corrupt, metric, "attn_head")

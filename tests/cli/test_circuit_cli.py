@@ -72,3 +72,41 @@ def test_ablate_everything_kept_changes_nothing(tiny_folder: Path, task_file: Pa
     assert data["after"] == pytest.approx(data["before"], abs=1e-5)
     result = run("ablate", "-m", str(tiny_folder), "-t", str(task_file), "--nodes", "L7H0")
     assert result.exit_code == 2 and result.stderr.startswith("error: ")
+
+
+def test_circuit_ungrouped_graph_and_curve_at_edge_counts(
+    tiny_folder: Path, task_file: Path, tmp_path
+) -> None:
+    from mechscope import HookedModel
+    from mechscope.circuits import Graph
+    from mechscope.models.tiny import tiny_model
+
+    dims = HookedModel(tiny_model("llama")).dims  # the model saved in tiny_folder
+    totals = {}
+    for flag in ("", "--ungroup-kv"):
+        out = tmp_path / f"c{flag}.json"
+        args = ["circuit", "-m", str(tiny_folder), "-t", str(task_file), "--method", "eap"]
+        args += ["--edges", "20", "--curve-edges", "5,40,80", "--json", str(out), "-q"]
+        result = run(*args, *([flag] if flag else []))
+        assert result.exit_code == 0, result.stderr
+        data = json.loads(out.read_text())
+        totals[flag] = data["total_edges"]
+        assert [p["n_edges"] for p in data["curve"]] == [5, 40, 80]
+        assert data["n_edges"] == 20 and len(data["edges"]) == 20
+        assert "80 edges: faithfulness" in result.stdout
+    assert totals[""] == Graph.from_dims(dims).n_edges
+    assert totals["--ungroup-kv"] == Graph.from_dims(dims, ungroup_kv=True).n_edges > totals[""]
+    result = run("circuit", "-m", str(tiny_folder), "-t", str(task_file), "--curve-edges", "a,b")
+    assert result.exit_code == 2
+
+
+def test_ablate_json_is_the_result_schema(tiny_folder: Path, task_file: Path, tmp_path) -> None:
+    out = tmp_path / "a.json"
+    args = ["ablate", "-m", str(tiny_folder), "-t", str(task_file), "--nodes", "L1H0,MLP2"]
+    result = run(*args, "--json", str(out), "-q")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["nodes"] == "L1H0,MLP2" and data["kind"] == "zero"
+    assert data["change"] == pytest.approx(data["after"] - data["before"])
+    per_prompt = data["per_prompt_after"]
+    assert sum(per_prompt) / len(per_prompt) == pytest.approx(data["after"], abs=1e-5)

@@ -48,7 +48,7 @@ def test_patch_attribution_method(tiny_folder: Path, task_file: Path, tmp_path) 
         )  # fmt: skip
         assert result.exit_code == 0, result.stderr
     exact, approx = (json.loads(paths[m].read_text()) for m in ("exact", "attribution"))
-    assert approx["method"] == "attribution" and approx["axes"] == exact["axes"]
+    assert approx["method"] == "attribution_patching" and approx["axes"] == exact["axes"]
     assert approx["clean"] == pytest.approx(exact["clean"], abs=1e-5)
     assert approx["corrupt"] == pytest.approx(exact["corrupt"], abs=1e-5)
     assert len(approx["values"]) == len(exact["values"])

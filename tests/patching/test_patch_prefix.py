@@ -7,7 +7,7 @@ import torch
 
 from mechscope import HookedModel
 from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
-from mechscope.patching.prefix import Prefix, cache_kwarg, record, suffix_resid, unembed
+from mechscope.patching.prefix import Prefix, record
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
@@ -22,14 +22,14 @@ def test_suffix_run_reproduces_the_base_logits(kind: str, padded: bool) -> None:
     with torch.no_grad(), model.capture_inputs() as inputs:
         logits, cache = model.run_with_cache(tokens, "blocks.*.hook_resid_pre", mask)
     if kind == "gpt2":  # its layers take an encoder-decoder cache: no position reuse
-        assert cache_kwarg(inputs) is None
+        assert inputs.cache_kwarg is None
         return
-    assert cache_kwarg(inputs) is not None
+    assert inputs.cache_kwarg is not None
     with torch.no_grad():
         recorded = record(model, cache["blocks.0.hook_resid_pre"], inputs)
         for start, p0 in [(0, 1), (1, 4), (n - 1, 6)]:
             resid = cache[f"blocks.{start}.hook_resid_pre"][:, p0:].repeat(3, 1, 1)
             prefix = Prefix(recorded, p0, rows=6)
-            got = unembed(model, suffix_resid(model, resid, start, inputs, prefix, p0))
+            got = model.run_from(resid, start, inputs, kv_cache=prefix)
             want = logits[:, p0:].repeat(3, 1, 1)
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"{start}, {p0}")

@@ -14,6 +14,7 @@ does (Wang et al. 2022, section 4). ``ablation_effect`` measures a task metric b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -101,6 +102,20 @@ class AblationEffect:
     @property
     def change(self) -> float:
         return self.after - self.before
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``nodes, kind, keep_only, before, after, change`` and the per-prompt
+        ``per_prompt_before`` / ``per_prompt_after`` lists."""
+        return {
+            "nodes": self.nodes,
+            "kind": self.kind,
+            "keep_only": self.keep_only,
+            "before": self.before,
+            "after": self.after,
+            "change": self.change,
+            "per_prompt_before": self.per_prompt_before.tolist(),
+            "per_prompt_after": self.per_prompt_after.tolist(),
+        }
 
 
 def ablation_effect(

@@ -38,6 +38,7 @@ from torch import nn
 
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
+from mechscope.results import top_abs
 
 Tensor = torch.Tensor
 
@@ -82,12 +83,29 @@ class DLAResult:
         """The sum of all components, ``[batch]``; equals :attr:`logit_diff`."""
         return self.embed + self.attn.sum(0) + self.mlp.sum(0) + self.constant
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of plain lists (None for absent fields), with the axis names."""
-        out: dict[str, Any] = {"axes": {k: list(v) for k, v in self.axes.items()}}
-        for name in (*AXES, "pos"):
+    def top_heads(self, k: int = 10) -> list[tuple[int, int, float]]:
+        """(layer, head, mean DLA) of the ``k`` heads of largest mean |DLA|, largest first."""
+        return [(i[0], i[1], v) for i, v in top_abs(self.heads.mean(-1), k)]
+
+    def to_dict(self, per_prompt: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict of plain lists (None for absent fields), with the axis names.
+
+        ``per_prompt=False``: every field is the mean over prompts (its ``batch`` axis dropped,
+        ``pos`` omitted), plus ``total`` (the sum of components) and ``top_heads``
+        (``{"layer", "head", "dla"}`` of the 10 heads of largest mean |DLA|).
+        """
+        axes = {k: list(v) if per_prompt else list(v[:-1]) for k, v in self.axes.items()}
+        out: dict[str, Any] = {"axes": axes}
+        for name in (*AXES, *(("pos",) if per_prompt else ())):
             value = getattr(self, name)
+            if value is not None and not per_prompt:
+                value = value.mean(-1)
             out[name] = None if value is None else value.tolist()
+        if not per_prompt:
+            out["total"] = float(self.total().mean())
+            out["top_heads"] = [
+                {"layer": layer, "head": head, "dla": v} for layer, head, v in self.top_heads()
+            ]
         return out
 
 

@@ -28,9 +28,11 @@ import torch
 
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
-from mechscope.patching import SWEEPS, Metric, PatchResult
-from mechscope.patching.engine import check_read
-from mechscope.patching.result import Direction
+from mechscope.patching.pair import Pair, ReadPos, resolve
+from mechscope.patching.result import Direction, PatchResult
+from mechscope.patching.sweeps import SWEEPS
+from mechscope.tasks.base import TaskBatch
+from mechscope.tasks.metrics import Metric
 
 Tensor = torch.Tensor
 
@@ -93,61 +95,23 @@ def _site_names(model: HookedModel, sweep: str, layer: int | None) -> list[str]:
     return names
 
 
-def _check_inputs(clean: Tensor, corrupt: Tensor, mask: Tensor | None, direction: str) -> None:
-    if direction not in ("denoise", "noise"):
-        raise MechscopeError(f"direction must be 'denoise' or 'noise', not {direction!r}")
-    if clean.ndim != 2 or clean.shape != corrupt.shape:
-        raise MechscopeError(
-            "clean and corrupted tokens must be [batch pos] of one shape, got "
-            f"{tuple(clean.shape)} and {tuple(corrupt.shape)}"
-        )
-    if mask is not None and mask.shape != clean.shape:
-        raise MechscopeError(
-            f"attention_mask has shape {tuple(mask.shape)}, tokens have {tuple(clean.shape)}"
-        )
-
-
 def _wide(t: Tensor) -> Tensor:
     """At least float32 (float64 models keep float64)."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def _metric_values(metric: Metric, logits: Tensor, batch: int) -> Tensor:
-    out = metric(logits)
-    if not isinstance(out, Tensor) or out.shape != (batch,):
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise MechscopeError(
-            f"metric must return a [batch] tensor of {batch} values per prompt, got {shape}"
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class _Runs:
-    """What both runs share: the model, the sites read, the mask, the metric and its positions."""
-
-    model: HookedModel
-    names: list[str]
-    mask: Tensor | None
-    metric: Metric
-    read_pos: Tensor | None
-
-    def values(self, logits: Tensor, batch: int) -> Tensor:
-        return check_read(_metric_values(self.metric, logits, batch), self.read_pos)
-
-
-def _source_run(runs: _Runs, tokens: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+def _source_run(pair: Pair, names: list[str]) -> tuple[dict[str, Tensor], Tensor]:
     """Step 1: the source run's activations and metric [batch], without gradients."""
     with torch.no_grad():
-        logits, cache = runs.model.run_with_cache(
-            tokens, runs.names, runs.mask, read_pos=runs.read_pos
+        logits, cache = pair.model.run_with_cache(
+            pair.source, names, pair.mask, read_pos=pair.read_pos
         )
-        return dict(cache), _wide(runs.values(logits, tokens.shape[0])).cpu()
+        return dict(cache), _wide(pair.values(logits)).cpu()
 
 
-def _base_run(runs: _Runs, tokens: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+def _base_run(pair: Pair, names: list[str]) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
     """Step 2: the base run's activations, their metric gradients and its metric [batch]."""
-    model, names = runs.model, runs.names
+    model = pair.model
     acts: dict[str, Tensor] = {}
     grads: dict[str, Tensor] = {}
     embed: list[Tensor] = []
@@ -166,8 +130,8 @@ def _base_run(runs: _Runs, tokens: Tensor) -> tuple[dict[str, Tensor], dict[str,
 
     fwd = [(n, keep) for n in names] + [("hook_embed", keep_embed)]
     with torch.enable_grad(), model.hooks(fwd=fwd, bwd=[(n, keep_grad) for n in names]):
-        logits = model.forward(tokens, runs.mask, runs.read_pos)
-        values = runs.values(logits, tokens.shape[0])
+        logits = model.forward(pair.base, pair.mask, pair.read_pos)
+        values = pair.values(logits)
         if not values.requires_grad:
             raise MechscopeError(
                 "the metric does not depend differentiably on the logits (no gradient); "
@@ -198,37 +162,38 @@ def _estimate(
 
 def attribution_patch_sweeps(
     model: HookedModel,
-    clean_tokens: Tensor,
-    corrupt_tokens: Tensor,
+    batch: TaskBatch,
     metric: Metric,
     sweeps: Sequence[str],
-    *,
+    *legacy: Any,
     direction: Direction = "denoise",
-    attention_mask: Tensor | None = None,
     layer: int | None = None,
-    read_pos: Tensor | None = None,
+    read_pos: ReadPos = "last",
+    attention_mask: Tensor | None = None,
 ) -> dict[str, AttributionResult]:
     """Several attribution-patching sweeps from one source forward and one base forward+backward.
 
     Arguments are those of :func:`attribution_patch`, with a list of sweep names; ``layer`` is the
     neuron sweep's layer. Returns ``{sweep: AttributionResult}``.
     """
-    _check_inputs(clean_tokens, corrupt_tokens, attention_mask, direction)
+    pair, (sweeps,) = resolve(
+        model, batch, (metric, sweeps, *legacy), ("sweeps",), caller="attribution_patch_sweeps",
+        direction=direction, read_pos=read_pos, attention_mask=attention_mask,
+    )  # fmt: skip
+    return _sweeps(pair, list(sweeps), layer)
+
+
+def _sweeps(pair: Pair, sweeps: list[str], layer: int | None) -> dict[str, AttributionResult]:
+    model = pair.model
     if torch.is_inference_mode_enabled():
         raise MechscopeError("attribution patching needs gradients; call it outside inference_mode")
     if layer is not None and "neuron" not in sweeps:
         raise MechscopeError("layer= applies only to the neuron sweep; the others sweep all layers")
     site_names = {sweep: _site_names(model, sweep, layer) for sweep in sweeps}
     names = sorted({n for ns in site_names.values() for n in ns})
-    base, src = corrupt_tokens, clean_tokens
-    if direction == "noise":
-        base, src = src, base
-    runs = _Runs(model, names, attention_mask, metric, read_pos)
-    source, source_metric = _source_run(runs, src)
-    acts, grads, base_metric = _base_run(runs, base)
-    clean, corrupt = (source_metric, base_metric)
-    if direction == "noise":
-        clean, corrupt = corrupt, clean
+    source, source_metric = _source_run(pair, names)
+    acts, grads, base_metric = _base_run(pair, names)
+    clean, corrupt = pair.clean_corrupt(base_metric, source_metric)
     out = {}
     for sweep in sweeps:
         spec = SPECS[sweep]
@@ -237,52 +202,46 @@ def attribution_patch_sweeps(
             sweep=sweep,
             axes=spec.axes,
             values=(base_metric + delta).mean(-1),
-            clean=float(clean.mean()),
-            corrupt=float(corrupt.mean()),
-            direction=direction,
+            clean=clean,
+            corrupt=corrupt,
+            direction=pair.direction,
         )
     return out
 
 
 def attribution_patch(
     model: HookedModel,
-    clean_tokens: Tensor,
-    corrupt_tokens: Tensor,
+    batch: TaskBatch,
     metric: Metric,
     sweep: str,
-    *,
+    *legacy: Any,
     direction: Direction = "denoise",
-    attention_mask: Tensor | None = None,
     layer: int | None = None,
-    read_pos: Tensor | None = None,
+    read_pos: ReadPos = "last",
+    attention_mask: Tensor | None = None,
 ) -> AttributionResult:
     """Estimate :func:`mechscope.patching.patch` to first order, from two forwards and a backward.
 
     Args:
         model: the model.
-        clean_tokens, corrupt_tokens: token ids [batch pos] of one shape, paired by row.
-        metric: ``logits [batch pos d_vocab] -> [batch]``, differentiable (e.g. a bound
-            ``logit_diff``); it is evaluated and differentiated on the base run.
+        batch: the task's clean and corrupted prompts, aligned token by token.
+        metric: ``metric(logits, batch) -> [batch]``, differentiable (e.g. ``logit_diff``); it is
+            evaluated and differentiated on the base run.
         sweep: a name in :data:`mechscope.patching.SWEEPS`; same axes and shape as ``patch``.
         direction: ``"denoise"`` (clean into corrupted: gradient on the corrupted run) or
             ``"noise"`` (corrupted into clean: gradient on the clean run).
-        attention_mask: [batch pos], shared by both inputs (1 = real token).
         layer: the layer of the ``neuron`` sweep; the other sweeps cover every layer.
-        read_pos: [batch] the position each prompt's metric reads (e.g. ``TaskBatch.last_pos``):
-            only those are unembedded, in both runs and the backward (see ``patch``).
+        read_pos: the position each prompt's metric reads (``"last"``: ``batch.last_pos``; a
+            [batch] tensor; None: every position): only those are unembedded, in both runs and
+            the backward (see ``patch``).
 
     Returns an :class:`AttributionResult` whose ``values`` are the base run's mean metric plus the
-    estimated change, on the same scale as ``patch(...).values``.
+    estimated change, on the same scale as ``patch(...).values``. The deprecated token form
+    ``attribution_patch(model, clean_tokens, corrupt_tokens, metric(logits), sweep, ...)`` still
+    works.
     """
-    results = attribution_patch_sweeps(
-        model,
-        clean_tokens,
-        corrupt_tokens,
-        metric,
-        [sweep],
-        direction=direction,
-        attention_mask=attention_mask,
-        layer=layer,
-        read_pos=read_pos,
-    )
-    return results[sweep]
+    pair, (sweep,) = resolve(
+        model, batch, (metric, sweep, *legacy), ("sweep",), caller="attribution_patch",
+        direction=direction, read_pos=read_pos, attention_mask=attention_mask,
+    )  # fmt: skip
+    return _sweeps(pair, [sweep], layer)[sweep]

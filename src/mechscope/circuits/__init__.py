@@ -7,6 +7,7 @@ Usage::
     faithfulness(model, batch, circuit)  # 0 = corrupted run, 1 = clean run
     render.save(circuit, "circuit.html")  # self-contained picture
     acdc(model, batch, threshold=0.01)  # the slow exact reference (tiny models)
+    run = discover(model, batch, method="eap-ig", ungroup_kv=True)  # all of it, as the CLI
 """
 
 from mechscope.circuits import render
@@ -24,17 +25,22 @@ from mechscope.circuits.faithfulness import (
     smallest_faithful,
 )
 from mechscope.circuits.graph import Graph, edge_count
+from mechscope.circuits.pipeline import CURVE_FRACTIONS, CircuitRun, curve_edges, discover
 
 __all__ = [
+    "CURVE_FRACTIONS",
     "METHODS",
     "Circuit",
+    "CircuitRun",
     "acdc",
     "Evaluator",
     "Graph",
     "Smallest",
     "attribute",
     "compare",
+    "curve_edges",
     "curve_sizes",
+    "discover",
     "edge_count",
     "faithfulness",
     "faithfulness_curve",

@@ -36,7 +36,6 @@ from mechscope.circuits.circuit import Circuit
 from mechscope.circuits.gqa import split_kv_grads
 from mechscope.circuits.graph import Graph
 from mechscope.circuits.nodes import (
-    check_pair,
     graph_for,
     kv_repeat,
     layer_module,
@@ -65,7 +64,7 @@ def attribute(
         raise MechscopeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if steps < 1:
         raise MechscopeError(f"steps must be at least 1, got {steps}")
-    check_pair(batch.clean_mask, batch.corrupt_mask)
+    batch.require_aligned()
     graph = graph_for(model, graph)
     start = time.perf_counter()
     mask = batch.clean_mask

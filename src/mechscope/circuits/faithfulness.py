@@ -32,7 +32,6 @@ from mechscope.circuits.circuit import Circuit
 from mechscope.circuits.gqa import mix_z, per_replica
 from mechscope.circuits.graph import Graph
 from mechscope.circuits.nodes import (
-    check_pair,
     graph_for,
     kv_repeat,
     layer_module,
@@ -59,7 +58,7 @@ class Evaluator:
         metric: Metric = logit_diff,
         graph: Graph | None = None,
     ) -> None:
-        check_pair(batch.clean_mask, batch.corrupt_mask)
+        batch.require_aligned()
         self.model, self.batch, self.metric = model, batch, metric
         self.graph = graph_for(model, graph)
         clean_logits, _ = run_nodes(model, batch.clean_tokens, batch.clean_mask)
@@ -266,6 +265,18 @@ class Smallest:
     target: float
     curve: list[tuple[int, float]]
     grid_n: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``n, faithfulness, target, grid_n`` and ``curve`` as
+        ``{"n_edges", "faithfulness"}`` objects."""
+        curve = [{"n_edges": n, "faithfulness": f} for n, f in self.curve]
+        return {
+            "n": self.n,
+            "faithfulness": self.faithfulness,
+            "target": self.target,
+            "grid_n": self.grid_n,
+            "curve": curve,
+        }
 
 
 def geometric_sizes(total: int, start: float = 0.001, factor: float = 2**0.5) -> list[int]:

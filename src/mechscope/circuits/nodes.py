@@ -90,14 +90,6 @@ def _affine(module: nn.Module, get: Any, eye: Tensor, zero: Tensor) -> tuple[Ten
     return get(module(eye))[0] - bias, bias  # any other affine module: read it off
 
 
-def check_pair(batch_mask: Tensor, other: Tensor) -> None:
-    if batch_mask.shape != other.shape or not torch.equal(batch_mask, other):
-        raise MechscopeError(
-            "clean and corrupted prompts must align token by token (same lengths and masks) for "
-            "edge attribution; tokenize the task with require_same_length=True"
-        )
-
-
 def _unsupported(model: HookedModel) -> str | None:
     """Why the edge graph cannot be evaluated exactly on this family (None if it can)."""
     f = model.family

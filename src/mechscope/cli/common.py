@@ -61,3 +61,16 @@ def load_model(name: str, *, quiet: bool = False) -> HookedModel:
         raise
     except (OSError, ValueError, KeyError) as exc:  # transformers' errors for a bad model
         raise MechscopeError(f"cannot load model {name!r}: {_first_line(exc)}") from exc
+
+
+# -- output files (shared by every command that writes JSON) -------------------------------------
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON to ``path`` (nothing if None) and say so on stderr."""
+    if path:
+        import json
+        from pathlib import Path
+
+        Path(path).write_text(json.dumps(payload, indent=1))
+        click.echo(f"wrote {path}", err=True)

@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from mechscope import DEFAULT_MODEL
-from mechscope.cli.common import load_model, quiet_option
-from mechscope.cli.patch import write_json
+from mechscope.cli.common import load_model, quiet_option, write_json
 
 
 @click.command()

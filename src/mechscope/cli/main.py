@@ -24,7 +24,7 @@ COMMANDS = {
     "report": "mechscope.cli.report:report",
     "patch": "mechscope.cli.patch:patch",
     "dla": "mechscope.cli.dla:dla",
-    "ablate": "mechscope.cli.dla:ablate",
+    "ablate": "mechscope.cli.ablate:ablate",
     "circuit": "mechscope.cli.circuit:circuit",
     "heads": "mechscope.cli.heads:heads",
     "attention": "mechscope.cli.attention:attention",

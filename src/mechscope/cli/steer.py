@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from mechscope import DEFAULT_MODEL
-from mechscope.cli.common import load_model, quiet_option
-from mechscope.cli.patch import write_json
+from mechscope.cli.common import load_model, quiet_option, write_json
 
 
 @click.command()

@@ -324,19 +324,32 @@ class HookedModel:
         with capture_inputs(self._m.module(self.family.layers)) as inputs:
             yield inputs
 
-    def run_from(self, resid: Tensor, layer: int, inputs: LayerInputs) -> Tensor:
+    def run_from(
+        self,
+        resid: Tensor,
+        layer: int,
+        inputs: LayerInputs,
+        *,
+        kv_cache: Any = None,
+        logits: bool = True,
+    ) -> Tensor:
         """Logits from the residual stream before ``layer`` (resid_pre), calling the HF layers.
 
         ``inputs`` comes from :meth:`capture_inputs` on a run with the same positions and mask
-        (use ``inputs.expand(n)`` for a batch of n variants). ``layer == n_layers`` applies only
-        the final norm and unembedding.
+        (a batch of n variants may tile it n times). ``layer == n_layers`` applies only the final
+        norm and unembedding. ``logits=False`` returns the residual after the last layer instead.
+        With ``kv_cache`` (an object with the HF cache's ``update``), ``resid`` holds only the
+        last positions ``p0..`` and the cache gives the keys and values of the positions before
+        (see :mod:`mechscope.patching.prefix`); the layer arguments are cut to match.
         """
         if not 0 <= layer <= self.dims.n_layers:
             raise MechscopeError(f"layer must lie in [0, {self.dims.n_layers}], got {layer}")
         layers = self._m.module(self.family.layers)
         h = resid
         for i in range(layer, self.dims.n_layers):
-            args, kwargs = inputs.call(i, resid.shape[0])
+            args, kwargs = inputs.call(i, resid.shape[0], resid, kv_cache)
             out = layers[i](h, *args, **kwargs)
             h = out[0] if isinstance(out, tuple) else out
+        if not logits:
+            return h
         return final_logits(self._m, h)

@@ -16,6 +16,8 @@ from torch import nn
 
 from mechscope.errors import MechscopeError
 
+CACHE_KWARGS = ("cache", "layer_past")  # the decoder layers' key/value cache argument, by family
+
 
 def _map(obj: Any, fn: Any) -> Any:
     if isinstance(obj, torch.Tensor):
@@ -34,11 +36,41 @@ class LayerInputs:
     """Per layer: the positional arguments after the hidden state, and the keyword arguments."""
 
     batch: int = 0
+    positions: dict[int, int] = field(default_factory=dict)  # per layer: the run's positions
     args: dict[int, tuple] = field(default_factory=dict)
     kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    def call(self, layer: int, batch: int) -> tuple[tuple, dict[str, Any]]:
-        """The layer's arguments for a hidden state of ``batch`` rows (a multiple of the run's)."""
+    @property
+    def cache_kwarg(self) -> str | None:
+        """The layers' key/value cache argument (Llama-style and Mixtral: ``cache``, GPT-NeoX:
+        ``layer_past``), or None (GPT-2 passes an encoder-decoder cache: no position reuse)."""
+        return next((k for k in CACHE_KWARGS if k in self.kwargs.get(0, {})), None)
+
+    def call(
+        self, layer: int, batch: int, hidden: torch.Tensor | None = None, kv_cache: Any = None
+    ) -> tuple[tuple, dict[str, Any]]:
+        """The layer's arguments for a hidden state of ``batch`` rows (a multiple of the run's).
+
+        With ``kv_cache`` (anything with the HF cache's ``update(key, value, layer_idx, ...)``),
+        ``hidden`` [rows pos-p0 d_model] holds the last positions only, ``p0..``: the arguments are
+        cut to those query positions and the cache supplies the keys and values before them.
+        """
+        args, kwargs = self._tiled(layer, batch)
+        if kv_cache is None:
+            return args, kwargs
+        name = self.cache_kwarg
+        if name is None or hidden is None:
+            raise MechscopeError(
+                "this model's layers take no key/value cache argument; run every position "
+                "(kv_cache=None)"
+            )
+        pos = self.positions[layer]
+        p0 = pos - hidden.shape[1]
+        kwargs = {k: _cut(k, v, p0, pos, hidden.device) for k, v in kwargs.items()}
+        kwargs[name] = kv_cache
+        return args, kwargs
+
+    def _tiled(self, layer: int, batch: int) -> tuple[tuple, dict[str, Any]]:
         if layer not in self.args:
             raise MechscopeError(f"no recorded inputs for layer {layer}; run a forward first")
         if batch == self.batch:
@@ -57,6 +89,21 @@ class LayerInputs:
         return _map(self.args[layer], tile), _map(self.kwargs[layer], tile)
 
 
+def _cut(name: str, value: Any, p0: int, pos: int, device: torch.device) -> Any:
+    """A layer argument restricted to query positions ``p0..pos-1``."""
+    if p0 == 0:
+        return value
+    if name == "position_embeddings" and value is not None:
+        return tuple(t[..., p0:, :] for t in value)
+    if name in ("position_ids", "cache_position") and isinstance(value, torch.Tensor):
+        return value[..., p0:]
+    if name == "attention_mask":
+        if value is None:  # causal without padding: make the offset explicit
+            return torch.ones(pos - p0, pos, dtype=torch.bool, device=device).tril(p0)[None, None]
+        return value[..., p0:, :]
+    return value
+
+
 @contextmanager
 def capture_inputs(layers: nn.ModuleList) -> Iterator[LayerInputs]:
     inputs = LayerInputs()
@@ -65,6 +112,7 @@ def capture_inputs(layers: nn.ModuleList) -> Iterator[LayerInputs]:
         def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
             h = args[0] if args else kwargs["hidden_states"]
             inputs.batch = h.shape[0]
+            inputs.positions[i] = h.shape[1]
             inputs.args[i] = tuple(args[1:])
             inputs.kwargs[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
 

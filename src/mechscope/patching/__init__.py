@@ -1,12 +1,14 @@
-"""Exact activation patching, batched: ``patch(model, clean, corrupt, metric, "resid_pre")``.
+"""Exact activation patching, batched: ``patch(model, batch, metric, "resid_pre")``.
 
-See :mod:`mechscope.patching.engine` for the algorithm and :mod:`mechscope.patching.sweeps` for
-the sweeps and their TransformerLens counterparts.
+Every analysis of paired prompts takes a :class:`~mechscope.tasks.base.TaskBatch` and a
+:class:`Metric` ``metric(logits, batch) -> [batch]`` (see :mod:`mechscope.patching.pair`). See
+:mod:`mechscope.patching.engine` for the algorithm and :mod:`mechscope.patching.sweeps` for the
+sweeps and their TransformerLens counterparts.
 """
 
 from mechscope.patching.api import patch
-from mechscope.patching.engine import Metric
 from mechscope.patching.result import PatchResult
 from mechscope.patching.sweeps import SWEEPS
+from mechscope.tasks.metrics import Metric
 
 __all__ = ["SWEEPS", "Metric", "PatchResult", "patch"]

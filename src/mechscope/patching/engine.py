@@ -6,9 +6,10 @@ model is the definition; the engine gives the same numbers with less work:
 
 1. Run the base input once, recording each decoder layer's call arguments
    (:meth:`HookedModel.capture_inputs`) and caching the residual stream before every layer
-   (and after the last). Run the source input once, caching the patched site.
+   (and after the last). Run the source input once, caching the patched site
+   (:func:`mechscope.patching.pair.run_pair`).
 2. Nothing before the patched layer ``L`` changes, so a variant starts at ``L`` from the base
-   run's cached residual (:func:`.prefix.suffix_resid` calls the HF layers ``L..n-1``).
+   run's cached residual (:meth:`HookedModel.run_from` calls the HF layers ``L..n-1``).
 3. ``V`` variants of the same layer are stacked along the batch: variant ``v`` occupies rows
    ``v*B .. (v+1)*B - 1`` of one forward. A residual-stream patch edits the starting residual;
    any other site is rewritten by a hook in layer ``L`` that writes each row block's slice.
@@ -30,75 +31,23 @@ position where the two differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from mechscope.cache import Cache
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
-from mechscope.models.inputs import LayerInputs
-from mechscope.patching.prefix import Prefix, Recorder, cache_kwarg, record, suffix_resid, unembed
+from mechscope.patching.pair import Pair, Runs, run_pair
+from mechscope.patching.prefix import Prefix, record, unembed
 
 Tensor = torch.Tensor
-Metric = Callable[[Tensor], Tensor]  # logits [batch pos d_vocab] -> [batch]
 Index = tuple[Any, ...]  # an index into an activation [batch ...], applied to base and source
 
 MAX_ROWS = 4096  # token rows per forward
 MAX_LOGITS = 2**26  # logit entries per forward (256 MB in float32)
 WASTE = 1.25  # position reuse: recompute at most this many times the rows the variants need
-
-
-@dataclass(frozen=True)
-class Runs:
-    """The two unpatched runs that every variant of a sweep starts from."""
-
-    model: HookedModel
-    metric: Metric
-    inputs: LayerInputs  # the base run's layer arguments
-    base: Cache  # the base run's resid_pre of every layer and the last resid_post
-    source: Cache  # the source run's patched site
-    base_logits: Tensor  # [batch pos d_vocab]
-    base_metric: Tensor  # [batch]
-    source_metric: Tensor  # [batch]
-    chunk: int  # variants per forward, counted at full length
-    prefix: Recorder | None  # the base run's keys and values, for position reuse
-    read_pos: Tensor | None = None  # [batch] the one position the metric reads per prompt
-    scratch: Tensor | None = None  # NaN logits like base_logits, filled at read_pos per variant
-
-    @property
-    def batch(self) -> int:
-        return self.inputs.batch
-
-    def resid(self, layer: int) -> Tensor:
-        """The base run's residual stream before ``layer`` (``n_layers``: after the last)."""
-        n = self.model.dims.n_layers
-        if layer == n:
-            return self.base[f"blocks.{n - 1}.hook_resid_post"]
-        return self.base[f"blocks.{layer}.hook_resid_pre"]
-
-
-def evaluate(metric: Metric, logits: Tensor, batch: int) -> Tensor:
-    """The metric on logits of ``batch`` prompts, checked to be a [batch] tensor."""
-    out = torch.as_tensor(metric(logits))
-    if out.shape != (batch,):
-        raise MechscopeError(
-            f"metric must return a [batch] tensor of {batch} values per prompt, got shape "
-            f"{tuple(out.shape)}; return one value per prompt, e.g. a logit difference"
-        )
-    return out.detach().float().cpu()
-
-
-def check_read(values: Tensor, read_pos: Tensor | None) -> Tensor:
-    """``values`` of a metric whose logits exist only at ``read_pos``: NaN means it read elsewhere."""
-    if read_pos is not None and bool(values.detach().isnan().any()):
-        raise MechscopeError(
-            "the metric gave NaN with read_pos set: it reads logits at positions other than "
-            "read_pos, which are not computed; pass the positions it reads, or read_pos=None"
-        )
-    return values
 
 
 def default_chunk(model: HookedModel, batch: int, pos: int) -> int:
@@ -107,73 +56,28 @@ def default_chunk(model: HookedModel, batch: int, pos: int) -> int:
     return max(1, rows // (batch * pos))
 
 
-@dataclass(frozen=True)
-class Request:
-    """What a sweep is asked to patch: from ``source`` into ``base`` (token ids [batch pos])."""
-
-    model: HookedModel
-    base: Tensor
-    source: Tensor
-    metric: Metric
-    attention_mask: Tensor | None = None
-    chunk: int | None = None  # variants per forward; None: see default_chunk
-    read_pos: Tensor | None = None  # [batch] the one position the metric reads per prompt
-
-
-def _check_read_pos(read_pos: Tensor | None, shape: tuple[int, ...]) -> Tensor | None:
-    if read_pos is None:
-        return None
-    read_pos = torch.as_tensor(read_pos).long().cpu()
-    if read_pos.shape != shape[:1] or not bool(((read_pos >= 0) & (read_pos < shape[1])).all()):
-        raise MechscopeError(
-            f"read_pos must hold one position in [0, {shape[1]}) per prompt ({shape[0]} values), "
-            f"got {read_pos.tolist()}; pass e.g. the index of each prompt's last token"
-        )
-    return read_pos
-
-
-def prepare(req: Request, site_names: Sequence[str], positional: bool = False) -> Runs:
+def prepare(pair: Pair, site_names: Sequence[str], positional: bool = False) -> Runs:
     """Step 1: run base and source once, caching what the variants start from and patch in.
 
-    The base run also caches ``site_names`` (the sweeps compare them with the source's).
+    The base run also caches ``site_names`` (the sweeps compare them with the source's);
+    ``positional`` records the base run's keys and values for position reuse.
     """
-    model, metric, attention_mask = req.model, req.metric, req.attention_mask
-    if req.chunk is not None and req.chunk < 1:
-        raise MechscopeError(f"chunk must be at least 1 variant per forward, got {req.chunk}")
+    model = pair.model
     for name in site_names:
         if name not in model.sites:
             raise MechscopeError(
                 f"this {model.family.name} model has no site {name!r} to patch; "
                 "choose another sweep"
             )
-    n = model.dims.n_layers
-    resid = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
-    read_pos = _check_read_pos(req.read_pos, tuple(req.base.shape))
-    names = list(dict.fromkeys(resid + list(site_names)))
-    with model.capture_inputs() as inputs:
-        base_logits, base = model.run_with_cache(req.base, names, attention_mask, read_pos=read_pos)
-    source_logits, source = model.run_with_cache(
-        req.source, list(site_names), attention_mask, read_pos=read_pos
-    )
-    batch, pos = req.base.shape
-    chunk = req.chunk or default_chunk(model, batch, pos)
+    runs = run_pair(pair, site_names, site_names)
     prefix = None
-    if positional and cache_kwarg(inputs) is not None:
-        prefix = record(model, base["blocks.0.hook_resid_pre"], inputs)
-    return Runs(
-        model=model,
-        metric=metric,
-        inputs=inputs,
-        base=base,
-        source=source,
-        base_logits=base_logits,
-        base_metric=check_read(evaluate(metric, base_logits, batch), read_pos),
-        source_metric=check_read(evaluate(metric, source_logits, batch), read_pos),
-        chunk=chunk,
-        prefix=prefix,
-        read_pos=read_pos,
-        scratch=None if read_pos is None else torch.full_like(base_logits, float("nan")),
-    )
+    if positional and runs.inputs.cache_kwarg is not None:
+        prefix = record(model, runs.base["blocks.0.hook_resid_pre"], runs.inputs)
+    scratch = None
+    if pair.read_pos is not None:
+        scratch = torch.full_like(runs.base_logits, float("nan"))
+    chunk = pair.chunk or default_chunk(model, *pair.base.shape)
+    return replace(runs, chunk=chunk, prefix=prefix, scratch=scratch)
 
 
 def run_variants(
@@ -250,14 +154,12 @@ def _run_chunk(
         assert runs.prefix is not None
         cache = Prefix(runs.prefix, p0, v * b)
     with model.hooks(hooks):
-        h = suffix_resid(model, resid, start, runs.inputs, cache, p0)
+        h = model.run_from(resid, start, runs.inputs, kv_cache=cache, logits=False)
     if runs.read_pos is None:
         logits = unembed(model, h)
         if p0:
             logits = torch.cat([runs.base_logits[:, :p0].repeat(v, 1, 1), logits], dim=1)
-        return torch.stack(
-            [evaluate(runs.metric, logits[i * b : (i + 1) * b], b) for i in range(v)]
-        )
+        return torch.stack([runs.evaluate(logits[i * b : (i + 1) * b]) for i in range(v)])
     return _read_metrics(runs, h, v, p0)
 
 
@@ -276,5 +178,5 @@ def _read_metrics(runs: Runs, h: Tensor, v: int, p0: int) -> Tensor:
     out = []
     for i in range(v):
         logits[rows, at] = read[i]
-        out.append(evaluate(runs.metric, logits, b))
-    return check_read(torch.stack(out), runs.read_pos)
+        out.append(runs.evaluate(logits))
+    return torch.stack(out)

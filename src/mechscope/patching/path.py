@@ -41,18 +41,16 @@ stacked along the batch as variants (as in :mod:`mechscope.patching.engine`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mechscope.ablation.nodes import Node
-from mechscope.cache import Cache
 from mechscope.errors import MechscopeError
 from mechscope.families import Dims
 from mechscope.models.hooked import HookedModel
-from mechscope.models.inputs import LayerInputs
-from mechscope.patching.engine import Metric, default_chunk, evaluate
+from mechscope.patching.engine import default_chunk
+from mechscope.patching.pair import Pair, ReadPos, Runs, resolve, run_pair
 from mechscope.patching.receivers import (
     Receiver,
     last_sender_layer,
@@ -61,62 +59,20 @@ from mechscope.patching.receivers import (
 )
 from mechscope.patching.result import Direction, PatchResult
 from mechscope.progress import progress
+from mechscope.tasks.base import TaskBatch
+from mechscope.tasks.metrics import Metric
 
 Tensor = torch.Tensor
-
-
-@dataclass(frozen=True)
-class _Runs:
-    model: HookedModel
-    metric: Metric
-    inputs: LayerInputs
-    base: Cache
-    source: Cache
-    base_metric: Tensor
-    source_metric: Tensor
-
-    @property
-    def batch(self) -> int:
-        return self.inputs.batch
-
-    def resid(self, layer: int, variants: int) -> Tensor:
-        n = self.model.dims.n_layers
-        name = f"blocks.{n - 1}.hook_resid_post" if layer == n else f"blocks.{layer}.hook_resid_pre"
-        return _tile(self.base[name], variants)
 
 
 def _tile(t: Tensor, n: int) -> Tensor:
     return t.repeat(n, *([1] * (t.ndim - 1)))
 
 
-def _prepare(
-    model: HookedModel, clean: Tensor, corrupt: Tensor, metric: Metric, direction: str, mask: Any
-) -> _Runs:
+def _prepare(pair: Pair) -> Runs:
     """Step 1 (base = clean when noising, corrupted when denoising)."""
-    if direction not in ("noise", "denoise"):
-        raise MechscopeError(f"direction must be 'noise' or 'denoise', not {direction!r}")
-    base, source = (clean, corrupt) if direction == "noise" else (corrupt, clean)
-    if base.ndim != 2 or base.shape != source.shape:
-        raise MechscopeError(
-            f"clean and corrupted tokens must be [batch pos] of one shape (aligned positions), "
-            f"got {tuple(base.shape)} and {tuple(source.shape)}"
-        )
-    n = model.dims.n_layers
     parts = ["blocks.*.attn.hook_z", "blocks.*.hook_mlp_out"]
-    resid = [f"blocks.{i}.hook_resid_pre" for i in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
-    with model.capture_inputs() as inputs:
-        base_logits, base_cache = model.run_with_cache(base, parts + resid, mask)
-    source_logits, source_cache = model.run_with_cache(source, parts, mask)
-    b = base.shape[0]
-    return _Runs(
-        model,
-        metric,
-        inputs,
-        base_cache,
-        source_cache,
-        evaluate(metric, base_logits, b),
-        evaluate(metric, source_logits, b),
-    )
+    return run_pair(pair, parts, parts)
 
 
 def _receiver_site(r: Receiver, dims: Dims) -> tuple[str, int | None]:
@@ -129,7 +85,7 @@ def _receiver_site(r: Receiver, dims: Dims) -> tuple[str, int | None]:
     return f"blocks.{r.layer}.{'hook_mlp_out' if r.kind == 'mlp' else 'hook_resid_pre'}", None
 
 
-def _writer(runs: _Runs, name: str, variants: int, frozen: bool, patches: list) -> Any:
+def _writer(runs: Runs, name: str, variants: int, frozen: bool, patches: list) -> Any:
     """Hook writing the base value (if frozen) and each variant's sender slices from the source."""
     b, base, src = runs.batch, runs.base[name], runs.source[name]
 
@@ -146,7 +102,7 @@ def _writer(runs: _Runs, name: str, variants: int, frozen: bool, patches: list) 
     return hook
 
 
-def _delta(runs: _Runs, node: Node) -> Tensor:
+def _delta(runs: Runs, node: Node) -> Tensor:
     """The sender's change of its output [batch pos d_model], source minus base.
 
     A head's is its z change pushed through the HF output projection alone (minus the bias).
@@ -163,7 +119,7 @@ def _delta(runs: _Runs, node: Node) -> Tensor:
 
 
 def _start(
-    runs: _Runs, variants: Sequence[Sequence[Node]], receivers: Sequence[Receiver], jump: bool
+    runs: Runs, variants: Sequence[Sequence[Node]], receivers: Sequence[Receiver], jump: bool
 ) -> tuple[int, Tensor, list[list[Node]]]:
     """Where step 2 starts, its residual [variant*batch pos d_model], the senders left to hook.
 
@@ -175,9 +131,9 @@ def _start(
     n, b = runs.model.dims.n_layers, runs.batch
     start = min((s.layer for var in variants for s in var), default=0)
     if not jump:
-        return start, runs.resid(start, len(variants)), [list(var) for var in variants]
+        return start, _tile(runs.resid(start), len(variants)), [list(var) for var in variants]
     start = min(n if r.layer is None else r.layer for r in receivers)
-    resid = runs.resid(start, len(variants))
+    resid = _tile(runs.resid(start), len(variants))
     for i, var in enumerate(variants):
         for s in var:
             if s.layer < start:
@@ -186,7 +142,7 @@ def _start(
 
 
 def _step2(
-    runs: _Runs,
+    runs: Runs,
     variants: Sequence[Sequence[Node]],
     receivers: Sequence[Receiver],
     freeze: bool,
@@ -221,7 +177,7 @@ def _step2(
     return captured, logits
 
 
-def _step3(runs: _Runs, captured: dict[Receiver, Tensor], variants: int) -> Tensor:
+def _step3(runs: Runs, captured: dict[Receiver, Tensor], variants: int) -> Tensor:
     dims, hooks = runs.model.dims, []
     for r, value in captured.items():
         name, index = _receiver_site(r, dims)
@@ -236,11 +192,11 @@ def _step3(runs: _Runs, captured: dict[Receiver, Tensor], variants: int) -> Tens
         hooks.append((name, write))
     start = min(r.layer for r in captured if r.layer is not None)
     with runs.model.hooks(hooks):
-        return runs.model.run_from(runs.resid(start, variants), start, runs.inputs)
+        return runs.model.run_from(_tile(runs.resid(start), variants), start, runs.inputs)
 
 
 def _run_variants(
-    runs: _Runs,
+    runs: Runs,
     variants: Sequence[Sequence[Node]],
     receivers: Sequence[Receiver],
     freeze: bool,
@@ -251,69 +207,76 @@ def _run_variants(
     if logits is None:  # no logits receiver: step 2 stopped early
         logits = _step3(runs, captured, len(variants))
     b = runs.batch
-    return torch.stack(
-        [evaluate(runs.metric, logits[i * b : (i + 1) * b], b) for i in range(len(variants))]
-    )
+    return torch.stack([runs.evaluate(logits[i * b : (i + 1) * b]) for i in range(len(variants))])
 
 
-def _result(
-    name: str, axes: tuple[str, ...], values: Tensor, runs: _Runs, direction: Direction
-) -> PatchResult:
-    clean, corrupt = runs.base_metric, runs.source_metric
-    if direction == "denoise":
-        clean, corrupt = corrupt, clean
-    return PatchResult(name, axes, values, float(clean.mean()), float(corrupt.mean()), direction)
+def _result(name: str, axes: tuple[str, ...], values: Tensor, runs: Runs) -> PatchResult:
+    clean, corrupt = runs.clean_corrupt()
+    return PatchResult(name, axes, values, clean, corrupt, runs.pair.direction)
 
 
 def path_patch(
     model: HookedModel,
-    clean_tokens: Tensor,
-    corrupt_tokens: Tensor,
+    batch: TaskBatch,
     metric: Metric,
     senders: str | Iterable[str | Node],
     receivers: Any = "logits",
-    *,
+    *legacy: Any,
     direction: Direction = "noise",
-    attention_mask: Tensor | None = None,
     freeze: bool = True,
     freeze_mlps: bool = True,
+    read_pos: ReadPos = "last",
+    attention_mask: Tensor | None = None,
 ) -> PatchResult:
     """The metric after path patching ``senders`` (a node spec of heads/MLPs) into ``receivers``.
 
-    ``receivers`` is one receiver or a list (see the module docstring); ``metric`` maps logits
-    [batch pos d_vocab] to [batch]. Returns a :class:`PatchResult` with ``axes=()`` (``values``
-    is the mean over prompts; ``normalized()`` is 1 at the clean and 0 at the corrupted metric).
+    ``batch`` and ``metric(logits, batch) -> [batch]`` as in :func:`mechscope.patching.patch`;
+    ``receivers`` is one receiver or a list (see the module docstring). Returns a
+    :class:`PatchResult` with ``axes=()`` (``values`` is the mean over prompts; ``normalized()``
+    is 1 at the clean and 0 at the corrupted metric). The deprecated token form
+    ``path_patch(model, clean_tokens, corrupt_tokens, metric(logits), senders, ...)`` still works.
     """
+    pair, (senders, receivers) = resolve(
+        model, batch, (metric, senders, receivers, *legacy), ("senders", "receivers"), ("logits",),
+        caller="path_patch", direction=direction, read_pos=read_pos,
+        attention_mask=attention_mask,
+    )  # fmt: skip
     recv = parse_receivers(receivers, model.dims)
     nodes = parse_senders(senders, recv, model.dims)
     with torch.no_grad():
-        runs = _prepare(model, clean_tokens, corrupt_tokens, metric, direction, attention_mask)
+        runs = _prepare(pair)
         values = _run_variants(runs, [nodes], recv, freeze, freeze_mlps)[0]
     name = f"path:{','.join(map(str, nodes))}->{','.join(map(str, recv))}"
-    return _result(name, (), values.mean(), runs, direction)
+    return _result(name, (), values.mean(), runs)
 
 
 def path_patch_heads(
     model: HookedModel,
-    clean_tokens: Tensor,
-    corrupt_tokens: Tensor,
+    batch: TaskBatch,
     metric: Metric,
     receivers: Any = "logits",
-    *,
+    *legacy: Any,
     direction: Direction = "noise",
-    attention_mask: Tensor | None = None,
     freeze: bool = True,
     freeze_mlps: bool = True,
     chunk: int | None = None,
     layers: Sequence[int] | None = None,
     quiet: bool = False,
+    read_pos: ReadPos = "last",
+    attention_mask: Tensor | None = None,
 ) -> PatchResult:
     """Path patching from every single head before the receivers: values [layer head].
 
     Rows are layers ``0 .. L-1`` with ``L`` the receivers' first layer (all layers for logits;
     an MLP receiver of a sequential model also takes its own layer's heads), or ``layers``
-    (row i is then ``layers[i]``). ``chunk`` caps the heads per forward (variants).
+    (row i is then ``layers[i]``). ``chunk`` caps the heads per forward (variants). Arguments
+    otherwise as :func:`path_patch`.
     """
+    pair, (receivers,) = resolve(
+        model, batch, (metric, receivers, *legacy), ("receivers",), ("logits",),
+        caller="path_patch_heads", direction=direction, read_pos=read_pos,
+        attention_mask=attention_mask, chunk=chunk,
+    )  # fmt: skip
     recv = parse_receivers(receivers, model.dims)
     dims = model.dims
     top = min(last_sender_layer(r, dims, "head") for r in recv)
@@ -321,8 +284,8 @@ def path_patch_heads(
     if any(not 0 <= layer < top for layer in layers):
         raise MechscopeError(f"sender layers must lie in [0, {top}) for these receivers: {layers}")
     with torch.no_grad():
-        runs = _prepare(model, clean_tokens, corrupt_tokens, metric, direction, attention_mask)
-        chunk = chunk or default_chunk(model, *clean_tokens.shape)
+        runs = _prepare(pair)
+        chunk = pair.chunk or default_chunk(model, *pair.base.shape)
         rows = []
         for layer in progress(layers, desc="path patching", quiet=quiet, unit="layer"):
             heads = [(Node("head", layer, h),) for h in range(dims.n_heads)]
@@ -332,6 +295,4 @@ def path_patch_heads(
             ]
             rows.append(torch.cat(out).mean(-1))
     values = torch.stack(rows) if rows else torch.zeros(0, dims.n_heads)
-    return _result(
-        f"path_heads:{','.join(map(str, recv))}", ("layer", "head"), values, runs, direction
-    )
+    return _result(f"path_heads:{','.join(map(str, recv))}", ("layer", "head"), values, runs)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from mechscope.results import top_abs
 
 Direction = Literal["denoise", "noise"]
 
@@ -22,6 +24,7 @@ class PatchResult:
         corrupt: the mean metric on the unpatched corrupted run.
         direction: ``"denoise"`` (clean activations into the corrupted run) or ``"noise"``
             (corrupted activations into the clean run).
+        method: how ``values`` were obtained (``"exact"``: one patched run per slice).
     """
 
     sweep: str
@@ -30,6 +33,7 @@ class PatchResult:
     clean: float
     corrupt: float
     direction: Direction
+    method: str = "exact"
 
     def __post_init__(self) -> None:
         if self.values.ndim != len(self.axes):
@@ -43,3 +47,27 @@ class PatchResult:
         Meaningless (inf or NaN) when the clean and corrupted metrics coincide.
         """
         return (self.values - self.corrupt) / (self.clean - self.corrupt)
+
+    def top(self, k: int = 10) -> list[tuple[dict[str, int], float]]:
+        """The ``k`` slices whose normalised value (raw if undefined) is largest in magnitude,
+        as ``({axis: index}, value)``."""
+        shown = self.values if self._flat() else self.normalized()
+        return [(dict(zip(self.axes, i)), v) for i, v in top_abs(shown, k)]
+
+    def _flat(self) -> bool:
+        return abs(self.clean - self.corrupt) <= 1e-9
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``sweep, method, direction, axes, clean, corrupt, values, normalized``
+        (``values`` and ``normalized`` nested lists by ``axes``; ``normalized`` None when the
+        clean and corrupted metrics coincide)."""
+        return {
+            "sweep": self.sweep,
+            "method": self.method,
+            "direction": self.direction,
+            "axes": list(self.axes),
+            "clean": self.clean,
+            "corrupt": self.corrupt,
+            "values": self.values.tolist(),
+            "normalized": None if self._flat() else self.normalized().tolist(),
+        }

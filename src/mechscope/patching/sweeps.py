@@ -31,17 +31,18 @@ from collections.abc import Callable, Sequence
 import torch
 
 from mechscope.errors import MechscopeError
-from mechscope.patching.engine import Index, Request, Runs, prepare, run_variants
+from mechscope.patching.engine import Index, prepare, run_variants
+from mechscope.patching.pair import Pair, Runs
 
 Tensor = torch.Tensor
 Swept = tuple[tuple[str, ...], Tensor, Runs]  # axes, metric [*axes batch], the unpatched runs
-SweepFn = Callable[[Request, "int | None"], Swept]
+SweepFn = Callable[[Pair, "int | None"], Swept]
 
 ALL = slice(None)
 
 
-def _layers(req: Request, layer: int | None) -> list[int]:
-    n = req.model.dims.n_layers
+def _layers(pair: Pair, layer: int | None) -> list[int]:
+    n = pair.model.dims.n_layers
     if layer is not None:
         raise MechscopeError("layer= applies only to the neuron sweep; the others sweep all layers")
     return list(range(n))
@@ -66,7 +67,7 @@ def _starts(src: Tensor, base: Tensor, indices: Sequence[Index], pattern: bool) 
 
 
 def _sweep(
-    req: Request,
+    pair: Pair,
     site: str,
     layers: Sequence[int],
     indices: Sequence[Index],
@@ -80,7 +81,7 @@ def _sweep(
     before it changes.
     """
     names = [site.format(layer) for layer in layers]
-    runs = prepare(req, names, positional=not pattern)  # a pattern patch starts at position 0
+    runs = prepare(pair, names, positional=not pattern)  # a pattern patch starts at position 0
     out = runs.base_metric.repeat(len(layers), len(indices), 1)
     for k, (layer, name) in enumerate(zip(layers, names)):
         src = runs.source[name]
@@ -99,40 +100,40 @@ def _sweep(
 
 
 def _by_pos(site: str, residual: int | None = None) -> SweepFn:
-    def sweep(req: Request, layer: int | None) -> Swept:
-        pos = req.base.shape[1]
+    def sweep(pair: Pair, layer: int | None) -> Swept:
+        pos = pair.base.shape[1]
         indices = [(ALL, p) for p in range(pos)]
-        values, runs = _sweep(req, site, _layers(req, layer), indices, residual)
+        values, runs = _sweep(pair, site, _layers(pair, layer), indices, residual)
         return ("layer", "pos"), values, runs
 
     return sweep
 
 
 def _by_head(site: str, kv: bool = False, pattern: bool = False) -> SweepFn:
-    def sweep(req: Request, layer: int | None) -> Swept:
-        dims = req.model.dims
+    def sweep(pair: Pair, layer: int | None) -> Swept:
+        dims = pair.model.dims
         heads = dims.n_kv_heads if kv else dims.n_heads
         # pattern is [batch head query_pos key_pos]; q, k, v, z are [batch pos head d_head]
         indices = [(ALL, h) if pattern else (ALL, ALL, h) for h in range(heads)]
-        values, runs = _sweep(req, site, _layers(req, layer), indices, pattern=pattern)
+        values, runs = _sweep(pair, site, _layers(pair, layer), indices, pattern=pattern)
         return ("layer", "head"), values, runs
 
     return sweep
 
 
-def _head_pos(req: Request, layer: int | None) -> Swept:
-    pos, heads = req.base.shape[1], req.model.dims.n_heads
+def _head_pos(pair: Pair, layer: int | None) -> Swept:
+    pos, heads = pair.base.shape[1], pair.model.dims.n_heads
     indices = [(ALL, p, h) for p in range(pos) for h in range(heads)]
-    values, runs = _sweep(req, "blocks.{}.attn.hook_z", _layers(req, layer), indices)
+    values, runs = _sweep(pair, "blocks.{}.attn.hook_z", _layers(pair, layer), indices)
     return ("layer", "pos", "head"), values.unflatten(1, (pos, heads)), runs
 
 
-def _neuron(req: Request, layer: int | None) -> Swept:
-    n = req.model.dims.n_layers
+def _neuron(pair: Pair, layer: int | None) -> Swept:
+    n = pair.model.dims.n_layers
     if layer is None or not 0 <= layer < n:
         raise MechscopeError(f"the neuron sweep needs layer= in [0, {n}), got {layer}")
-    indices = [(ALL, ALL, i) for i in range(req.model.dims.d_mlp)]
-    values, runs = _sweep(req, "blocks.{}.mlp.hook_post", [layer], indices)
+    indices = [(ALL, ALL, i) for i in range(pair.model.dims.d_mlp)]
+    values, runs = _sweep(pair, "blocks.{}.mlp.hook_post", [layer], indices)
     return ("neuron",), values[0], runs
 
 

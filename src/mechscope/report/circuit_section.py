@@ -3,7 +3,8 @@
 Steps (each a library call; the section only renders): build the task (``ReportConfig.circuit_task``,
 ``circuit_prompts`` prompts), exact activation patching of the residual stream by layer and
 position, attribution patching of every head, direct logit attribution per head, and an EAP-IG
-circuit (top ``circuit_fraction`` of edges) with its faithfulness-versus-size curve. A task the
+circuit (top ``circuit_fraction`` of edges) with its faithfulness-versus-edges curve
+(:func:`mechscope.circuits.discover`, the pipeline ``mechscope circuit`` runs). A task the
 tokenizer cannot express (e.g. a tiny test vocabulary) skips the section with a note.
 """
 
@@ -20,8 +21,6 @@ from mechscope.viz.circuit import circuit_view, faithfulness_figure
 from mechscope.viz.heatmap import heatmap_figure
 from mechscope.viz.html import figure_uri
 
-CURVE_FRACTIONS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
-
 
 def _heatmap(ctx: ReportContext, values: np.ndarray, axes: tuple[str, ...], name: str, **kw) -> str:
     fig = heatmap_figure(values, axes, title=name, **kw)
@@ -32,12 +31,7 @@ def _heatmap(ctx: ReportContext, values: np.ndarray, axes: tuple[str, ...], name
 def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     """Patching heatmaps, top heads by DLA, and the EAP-IG circuit with its faithfulness curve."""
     from mechscope.attribution import attribution_patch, direct_logit_attribution
-    from mechscope.circuits import (
-        attribute,
-        curve_sizes,
-        faithfulness,
-        faithfulness_curve,
-    )
+    from mechscope.circuits import discover
     from mechscope.patching import patch
     from mechscope.tasks import load_task
     from mechscope.tasks.metrics import logit_diff
@@ -49,29 +43,16 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     except MechscopeError as exc:
         return render("skipped.html.j2", reason=str(exc))
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:
-        return logit_diff(logits, batch)
-
-    args = (model, batch.clean_tokens, batch.corrupt_tokens, metric)
-    exact = patch(*args, "resid_pre", attention_mask=batch.clean_mask, read_pos=batch.last_pos)
+    exact = patch(model, batch, logit_diff, "resid_pre")
     with torch.enable_grad():
-        heads = attribution_patch(
-            *args, "attn_head", attention_mask=batch.clean_mask, read_pos=batch.last_pos
-        )
-        scored = attribute(model, batch, logit_diff, method="eap-ig", steps=5)
+        heads = attribution_patch(model, batch, logit_diff, "attn_head")
+        found = discover(model, batch, logit_diff, fraction=cfg.circuit_fraction)
     dla = direct_logit_attribution(
         model, batch.clean_tokens, batch.answer_ids, batch.wrong_ids,
         attention_mask=batch.clean_mask, neurons=False,
     )  # fmt: skip
-    n_keep = max(1, round(cfg.circuit_fraction * scored.total_edges))
-    circuit = scored.top_n(n_keep)
-    circuit = circuit.with_faithfulness(faithfulness(model, batch, circuit))
-    sizes = curve_sizes(scored.total_edges, CURVE_FRACTIONS)
-    curve = faithfulness_curve(model, batch, scored, sizes)
-    dla_heads = dla.heads.mean(-1).numpy()
-    top = np.argsort(-np.abs(dla_heads).ravel())[:10]
-    n_heads = dla_heads.shape[1]
-    top_rows = [(f"L{i // n_heads}H{i % n_heads}", float(dla_heads.ravel()[i])) for i in top]
+    scored, circuit, curve = found.scored, found.circuit, found.curve
+    top_rows = [(f"L{layer}H{head}", float(v)) for layer, head, v in dla.top_heads(10)]
     ctx.data["circuit"] = {
         "task": cfg.circuit_task,
         "prompts": len(batch),
@@ -79,9 +60,9 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         "corrupt_logit_diff": exact.corrupt,
         "resid_pre_patching": exact.normalized().tolist(),
         "head_attribution_patching": heads.normalized().tolist(),
-        "dla_heads": dla_heads.tolist(),
+        "dla_heads": dla.heads.mean(-1).tolist(),
         "circuit": {k: v for k, v in circuit.to_dict().items() if k != "edges"},
-        "curve": [{"n_edges": n, "faithfulness": f} for n, f in curve],
+        "curve": found.to_dict()["curve"],
     }
     circuit.save(ctx.out_dir / "circuit.json")
     labels = model.to_str_tokens(batch.clean_tokens[0])

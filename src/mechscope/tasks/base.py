@@ -131,9 +131,46 @@ class TaskBatch:
             corrupt_last_pos=self.last_pos,
         )
 
+    def require_aligned(self) -> TaskBatch:
+        """The batch itself, after checking that each clean prompt aligns token by token with its
+        corrupted twin (same shape and attention mask), as patching and circuits need."""
+        check_aligned(self.clean_tokens, self.corrupt_tokens, self.clean_mask, self.corrupt_mask)
+        return self
+
     def to(self, device: str | torch.device) -> TaskBatch:
         tensors = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)}
         return replace(self, **tensors)
+
+
+def check_aligned(
+    clean: Tensor, corrupt: Tensor, clean_mask: Tensor | None, corrupt_mask: Tensor | None
+) -> None:
+    """Clean and corrupted token ids [batch pos] of one shape, with equal masks (None: all ones).
+
+    Every analysis of paired prompts (patching, path and attribution patching, circuits) patches
+    position p of one run into position p of the other, so the pairs must align.
+    """
+    if clean.ndim != 2 or corrupt.ndim != 2:
+        raise MechscopeError(
+            f"tokens must be [batch pos], got {tuple(clean.shape)} and {tuple(corrupt.shape)}"
+        )
+    if clean.shape != corrupt.shape:
+        raise MechscopeError(
+            "clean and corrupted prompts have different token lengths "
+            f"({tuple(clean.shape)} vs {tuple(corrupt.shape)}); patching needs aligned positions, "
+            "so choose prompt pairs with the same number of tokens"
+        )
+    for name, mask in (("attention_mask", clean_mask), ("corrupted attention_mask", corrupt_mask)):
+        if mask is not None and mask.shape != clean.shape:
+            raise MechscopeError(
+                f"{name} has shape {tuple(mask.shape)}, tokens have {tuple(clean.shape)}"
+            )
+    both = clean_mask is not None and corrupt_mask is not None
+    if both and not torch.equal(clean_mask.bool(), corrupt_mask.bool()):  # type: ignore[union-attr]
+        raise MechscopeError(
+            "clean and corrupted prompts must align token by token (same lengths and masks); "
+            "tokenize the task with require_same_length=True"
+        )
 
 
 def _check_prompt(prompt: Any, where: str) -> None:

@@ -29,7 +29,11 @@ V = TypeVar("V", float, Tensor)
 
 
 class Metric(Protocol):
-    """``metric(logits [batch pos d_vocab], batch) -> [batch]``, one value per prompt."""
+    """``metric(logits [batch pos d_vocab], batch) -> [batch]``, one value per prompt.
+
+    The one metric type of every analysis of paired prompts: activation, path and attribution
+    patching, ablation effects and circuits all take ``(model, batch, metric)``.
+    """
 
     def __call__(self, logits: Tensor, batch: TaskBatch) -> Tensor: ...
 
