@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from mechscope.cache import Cache
-from mechscope.errors import MechscopeError
+from mechscope.errors import MechscopeError, NotAvailable
 from mechscope.models.hooked import HookedModel
 from mechscope.models.inputs import LayerInputs
 from mechscope.patching.prefix import Prefix, Recorder, cache_kwarg, record, suffix_resid, unembed
@@ -142,7 +142,7 @@ def prepare(req: Request, site_names: Sequence[str], positional: bool = False) -
         raise MechscopeError(f"chunk must be at least 1 variant per forward, got {req.chunk}")
     for name in site_names:
         if name not in model.sites:
-            raise MechscopeError(
+            raise NotAvailable(
                 f"this {model.family.name} model has no site {name!r} to patch; "
                 "choose another sweep"
             )
