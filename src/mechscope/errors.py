@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class MechscopeError(ValueError):
     """Bad input: the message says what is wrong and how to fix it."""
+
+
+class NotAvailable(MechscopeError):
+    """The model's family lacks what was asked for (a site, an analysis); the message says why."""

@@ -7,6 +7,7 @@ enough for the logit lens, probes and activation harvesting.
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -169,3 +170,45 @@ def test_a_saved_folder_of_a_new_family_loads(kind: str, tmp_path) -> None:
     assert model.hf.config.model_type in model.family.model_types
     with torch.no_grad():
         assert torch.equal(model(X), hf(X).logits)
+
+
+@pytest.mark.parametrize(("kind", "missing"), [("bloom", "Attention"), ("gemma2", "Circuit")])
+def test_the_report_marks_what_the_family_lacks(kind: str, missing: str, tmp_path) -> None:
+    from mechscope.report import DEFAULT_PROMPTS, build_report
+
+    words = sorted({w for p in DEFAULT_PROMPTS for w in p.replace(",", " , ").split()})
+    model = HookedModel(tiny_model(kind), tiny_tokenizer(words))
+    html = build_report(model, tmp_path, quiet=True).read_text("utf-8")
+    assert "Not available for this model" in html
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert missing in data["not_available"] and "Logit lens" not in data["not_available"]
+
+
+def test_batched_restarts_and_patching_on_an_alibi_fallback(bloom: HookedModel) -> None:
+    """BLOOM passes its ALiBi bias as [batch * head 1 key_pos]: tiled variants must follow it."""
+    from mechscope.patching import patch
+
+    clean = X.clone()
+    corrupt = X.clone()
+    corrupt[:, 2] = (X[:, 2] + 7) % 101
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, 3] - logits[:, -1, 4]
+
+    with torch.no_grad(), bloom.capture_inputs() as inputs:
+        logits, cache = bloom.run_with_cache(X, names="blocks.1.hook_resid_pre")
+    with torch.no_grad():
+        tiled = bloom.run_from(cache["blocks.1.hook_resid_pre"].repeat(3, 1, 1), 1, inputs)
+        torch.testing.assert_close(tiled[4:6], logits)
+        got = patch(bloom, clean, corrupt, metric, "resid_pre", chunk=3).values
+        _, src = bloom.run_with_cache(clean, names="blocks.*.hook_resid_pre")
+        for layer, p in ((0, 2), (2, 5)):
+            name = f"blocks.{layer}.hook_resid_pre"
+
+            def put(t, hook, name=name, p=p):
+                t = t.clone()
+                t[:, p] = src[name][:, p]
+                return t
+
+            want = metric(bloom.run_with_hooks(corrupt, fwd_hooks=[(name, put)])).mean()
+            assert abs(float(got[layer, p]) - float(want)) < 1e-5

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mechscope.errors import MechscopeError
+from mechscope.errors import MechscopeError, NotAvailable
 from mechscope.models.hooked import HookedModel
 from mechscope.patching.pair import Pair, ReadPos, resolve
 from mechscope.patching.result import Direction, PatchResult
@@ -88,7 +88,7 @@ def _site_names(model: HookedModel, sweep: str, layer: int | None) -> list[str]:
     names = [SPECS[sweep].site.format(i) for i in layers]
     for name in names:
         if name not in model.sites:
-            raise MechscopeError(
+            raise NotAvailable(
                 f"this {model.family.name} model has no site {name!r} for the {sweep} sweep; "
                 "choose another sweep"
             )

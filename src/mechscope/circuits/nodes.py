@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mechscope.circuits.graph import Graph
-from mechscope.errors import MechscopeError
+from mechscope.errors import MechscopeError, NotAvailable
 from mechscope.models.hooked import HookedModel
 from mechscope.sites.hooks import fused_slice, heads_view
 
@@ -109,7 +109,7 @@ def _unsupported(model: HookedModel) -> str | None:
 def graph_for(model: HookedModel, graph: Graph | None) -> Graph:
     why = _unsupported(model)
     if why:
-        raise MechscopeError(
+        raise NotAvailable(
             f"circuit discovery does not support {model.family.name} models: {why}; use patching "
             "or attribution patching instead"
         )

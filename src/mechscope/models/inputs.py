@@ -82,7 +82,11 @@ class LayerInputs:
         n = batch // self.batch
 
         def tile(t: torch.Tensor) -> torch.Tensor:
-            if t.ndim and t.shape[0] == self.batch and self.batch > 1:
+            rows = t.shape[0] if t.ndim else 0
+            # batch-major [batch ...], or [batch * head ...] as BLOOM's ALiBi bias is laid out
+            if rows == self.batch > 1 or (
+                t.ndim >= 3 and rows > self.batch and rows % self.batch == 0
+            ):
                 return t.repeat(n, *([1] * (t.ndim - 1)))
             return t
 

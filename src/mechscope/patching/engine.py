@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from mechscope.errors import MechscopeError
+from mechscope.errors import NotAvailable
 from mechscope.models.hooked import HookedModel
 from mechscope.patching.pair import Pair, Runs, run_pair
 from mechscope.patching.prefix import Prefix, record, unembed
@@ -65,7 +65,7 @@ def prepare(pair: Pair, site_names: Sequence[str], positional: bool = False) -> 
     model = pair.model
     for name in site_names:
         if name not in model.sites:
-            raise MechscopeError(
+            raise NotAvailable(
                 f"this {model.family.name} model has no site {name!r} to patch; "
                 "choose another sweep"
             )

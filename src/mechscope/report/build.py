@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from html import escape
 from pathlib import Path
 
 import torch
 
 from mechscope import __version__
-from mechscope.errors import MechscopeError
+from mechscope.errors import MechscopeError, NotAvailable
 from mechscope.models.hooked import HookedModel
 from mechscope.progress import progress
 from mechscope.report.context import ReportConfig, ReportContext, Section
@@ -63,7 +64,12 @@ def build_report(
     with torch.no_grad():  # not inference_mode: the circuit section needs gradients
         for section in bar:
             bar.set_postfix_str(section.name)
-            parts.append((section.name, section.fn(model, ctx)))
+            try:
+                body = section.fn(model, ctx)
+            except NotAvailable as exc:  # e.g. no attention sites on a fallback model
+                ctx.data.setdefault("not_available", {})[section.name] = str(exc)
+                body = f"<p>Not available for this model: {escape(str(exc))}</p>"
+            parts.append((section.name, body))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name = model_name(model)
     subtitle = f"{model!r} - mechscope {__version__}, {stamp}"

@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mechscope.errors import MechscopeError
+from mechscope.errors import MechscopeError, NotAvailable
 from mechscope.families.base import Dims, Family
 
 SiteSelector = str | Iterable[str] | Callable[[str], bool] | None
@@ -155,7 +155,7 @@ def _absent_reason(name: str, table: dict[str, Site]) -> str | None:
 def unknown_site_error(name: str, table: dict[str, Site]) -> MechscopeError:
     reason = _absent_reason(name, table)
     if reason is not None:
-        return MechscopeError(f"no hook {name!r}: {reason}")
+        return NotAvailable(f"no hook {name!r}: {reason}")
     near = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
     hint = f"; nearest: {', '.join(near)}" if near else "; run `mechscope info MODEL` to list them"
     return MechscopeError(f"unknown hook name {name!r}{hint}")
@@ -176,8 +176,9 @@ def select_sites(table: dict[str, Site], names: SiteSelector) -> list[str]:
             hits = fnmatch.filter(table, pattern)
             if not hits:
                 reason = _absent_reason(pattern.replace("*", "0", 1), table)
-                why = f": {reason}" if reason else ""
-                raise MechscopeError(f"hook name pattern {pattern!r} matches no site{why}")
+                if reason:
+                    raise NotAvailable(f"hook name pattern {pattern!r} matches no site: {reason}")
+                raise MechscopeError(f"hook name pattern {pattern!r} matches no site")
         elif pattern in table:
             hits = [pattern]
         else:
