@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class MechscopeError(ValueError):
     """Bad input: the message says what is wrong and how to fix it."""
+
+
+class FolderInUseError(MechscopeError):
+    """Another run holds the lock on the output folder (see :func:`mechscope.files.folder_lock`)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mechscope.cli.common import load_model, model_argument, quiet_option
-from mechscope.models.hooked import HookedModel
+
+if TYPE_CHECKING:
+    from mechscope.models.hooked import HookedModel
 
 
 def describe(model: HookedModel, name: str) -> dict[str, Any]:
