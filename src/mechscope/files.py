@@ -136,16 +136,16 @@ def _no_constants(name: str) -> Any:
 
 
 def _json_error(path: Path, number: int, line: str, exc: json.JSONDecodeError) -> MechscopeError:
-    """``path:line:column: ...``; the column counts characters, the byte offset is added when the
-    line holds multi-byte characters before the error."""
-    column = exc.colno
+    """The column counts characters, as editors do; the byte offset is added when multi-byte
+    characters come before the error."""
     byte = len(line[: exc.pos].encode("utf-8")) + 1
-    where = f"{path}:{number}:{column}" + (f" (byte {byte} of the line)" if byte != column else "")
+    column = f"column {exc.colno}" + (f" (byte {byte})" if byte != exc.colno else "")
     msg = exc.msg.removesuffix(" at").removesuffix(":")
     if exc.pos < len(line) and ord(line[exc.pos]) < 0x20 and "control character" in msg:
-        msg = f"raw control character U+{ord(line[exc.pos]):04X} inside a string; escape it"
+        msg = f"raw control character U+{ord(line[exc.pos]):04X} in a string: escape it"
     return MechscopeError(
-        f"{where}: not valid JSON ({msg[:1].lower()}{msg[1:]}); write one JSON object per line"
+        f"{path} line {number} is not valid JSON at {column} ({msg[:1].lower()}{msg[1:]}); "
+        "write one JSON object per line"
     )
 
 
@@ -153,21 +153,25 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     """``(line number, value)`` for every non-blank line of a UTF-8 JSON Lines file.
 
     Lines are split at ``\\n`` only (a stray ``\\r`` or form feed stays inside its line, as in an
-    editor); a UTF-8 byte-order mark is skipped. Bytes that are not UTF-8, invalid JSON and the
-    non-standard constants ``NaN``/``Infinity`` are :class:`MechscopeError` naming the line and
-    column.
+    editor); a UTF-8 byte-order mark is skipped. A binary file, bytes that are not UTF-8, invalid
+    JSON and the non-standard constants ``NaN``/``Infinity`` are :class:`MechscopeError` naming the
+    line (and column).
     """
     path = Path(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+            if b"\x00" in raw:
+                raise MechscopeError(
+                    f"{path} line {number} holds NUL bytes: a binary file, not UTF-8 JSON Lines"
+                )
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise MechscopeError(
-                    f"{path}:{number}: byte {exc.start + 1} of the line (0x{raw[exc.start]:02x}) "
-                    "is not UTF-8 text; pass a UTF-8 JSON Lines file"
+                    f"{path} line {number} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                    f"byte {exc.start + 1}); pass a UTF-8 JSON Lines file"
                 ) from None
             line = line.removesuffix("\n").removesuffix("\r")
             if not line.strip():
@@ -177,5 +181,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
             except json.JSONDecodeError as exc:
                 raise _json_error(path, number, line, exc) from None
             except ValueError as exc:  # NaN / Infinity
-                raise MechscopeError(f"{path}:{number}: {exc}; write a finite number") from None
+                raise MechscopeError(
+                    f"{path} line {number}: {exc}; write a finite number"
+                ) from None
             yield number, value

@@ -88,7 +88,7 @@ class _Group(click.Group):
             raise UserError(_usage_line(exc)) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("mechscope", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mechscope")
 def cli() -> None:
     """Mechanistic interpretability for Hugging Face causal language models.
