@@ -68,8 +68,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
-    def new(cls, d_sae: int) -> TrainState:
-        return cls(0, 0, torch.zeros(d_sae, dtype=torch.int64))
+    def new(cls, d_sae: int, device: torch.device | str | None = None) -> TrainState:
+        return cls(0, 0, torch.zeros(d_sae, dtype=torch.int64, device=device))
 
 
 def run_settings(sae: SAE, train_cfg: Any = None) -> dict[str, Any]:
@@ -175,6 +175,7 @@ def load_checkpoint(
         sae.load_state_dict(load_file(folder / "sae.safetensors"))
         _load_optimizer(opt, load_file(folder / "optimizer.safetensors"))
         fired = load_file(folder / "trainer.safetensors")["tokens_since_fired"]
+        fired = fired.to(sae.W_enc.device)
     except (OSError, SafetensorError, KeyError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MechscopeError(

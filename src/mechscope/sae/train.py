@@ -126,7 +126,7 @@ def fit(
     """Train ``sae`` in place on ``batches``; resume from ``checkpoint_dir`` when it holds a checkpoint."""
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
     state = load_checkpoint(checkpoint_dir, sae, opt, cfg) if checkpoint_dir is not None else None
-    state = state or TrainState.new(sae.cfg.d_sae)
+    state = state or TrainState.new(sae.cfg.d_sae, device=sae.W_enc.device)
     it = iter(batches)
     _skip(it, state.step)
     sae.train()
@@ -238,7 +238,7 @@ def _firing(out: SAEOutput) -> tuple[Tensor, float]:
     code = out.sparse
     if code is not None:  # TopK/BatchTopK training: read the sparse code, skip the dense latents
         on = code.values.detach() > 0
-        fired = torch.zeros(out.latents.shape[-1], dtype=torch.bool)
+        fired = torch.zeros(out.latents.shape[-1], dtype=torch.bool, device=code.cols.device)
         fired[code.cols[on]] = True
         return fired, float(on.sum())
     active = out.latents > 0
