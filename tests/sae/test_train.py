@@ -262,3 +262,17 @@ def test_resume_is_exact_with_resampling(tmp_path, arch):
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_and_resume_on_cuda(tmp_path):
+    """The trainer's state follows the SAE to the GPU; the result matches the CPU run."""
+    cfg = TrainConfig(steps=8, lr=3e-3, checkpoint_every=4, log_every=4, dead_window_tokens=320)
+    on_cpu = small("topk")
+    fit(on_cpu, data(8), cfg, progress=False)
+    on_gpu = small("topk").cuda()
+    crashed = (x.cuda() for x in itertools.islice(data(8), 4))
+    fit(on_gpu, crashed, cfg, checkpoint_dir=tmp_path, progress=False)
+    fit(on_gpu, (x.cuda() for x in data(8)), cfg, checkpoint_dir=tmp_path, progress=False)
+    for (name, a), b in zip(on_cpu.state_dict().items(), on_gpu.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5, msg=name)
