@@ -45,6 +45,12 @@ def test_lock_names_its_holder_and_is_released(tmp_path: Path) -> None:
     assert not (folder / LOCK_FILE).exists()  # released and removed
     with folder_lock(folder, "job two"):
         pass
+    (tmp_path / "file").write_text("not a folder")
+    with (
+        pytest.raises(MechscopeError, match="cannot write to .*file"),
+        folder_lock(tmp_path / "file" / "out", "job"),
+    ):
+        pass
 
 
 HOLDER = textwrap.dedent(

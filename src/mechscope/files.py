@@ -103,16 +103,26 @@ def folder_lock(folder: str | os.PathLike[str], job: str) -> Iterator[Path]:
     import fcntl  # POSIX only; imported here so that importing this module works everywhere
 
     root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_FILE
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise MechscopeError(
+                f"cannot write to {root} ({exc.strerror}); pick a folder you can write to"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise FolderInUseError(
                 f"{root} is in use by {_holder(path)}; wait for it to finish or use another folder"
+            ) from None
+        except OSError as exc:  # a file system without locks
+            os.close(fd)
+            raise MechscopeError(
+                f"cannot lock {root} ({exc.strerror}); use a folder on a local file system"
             ) from None
         try:  # the file we locked may have been removed by a holder releasing it: lock it anew
             same = os.fstat(fd).st_ino == os.stat(path).st_ino

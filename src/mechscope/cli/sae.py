@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -90,11 +91,9 @@ def train(
     the run writes it.
     """
     from mechscope.activations import ActivationStore
-    from mechscope.cli.sae_out import CHECKPOINTS, prepare_out, run_options, write_record
+    from mechscope.cli.sae_out import run_options
     from mechscope.errors import MechscopeError
-    from mechscope.files import folder_lock
-    from mechscope.sae import SAE, SAEConfig, TrainConfig, fit, save_sae
-    from mechscope.sae.checkpoint import clear_checkpoints
+    from mechscope.sae import SAE, SAEConfig, TrainConfig
 
     store = ActivationStore.open(acts)
     m = store.manifest
@@ -132,11 +131,37 @@ def train(
     batches = store.batches(batch_size, seed=seed, shuffle=True, loop=True, drop_last=True)
     settings = run_options(click.get_current_context(), m.content_id)
     folder = Path(out)
+    result = _train_into(folder, settings, overwrite, quiet, model, batches, train_cfg)
+    if result is None:
+        return
+    click.echo(
+        f"{arch} SAE, d_in {cfg.d_in} -> d_sae {cfg.d_sae}, {result.tokens} tokens of {acts}"
+    )
+    click.echo(
+        f"fvu {result.fvu:.4f}   L0 {result.l0:.1f}   dead {result.dead_fraction:.1%}   saved to {folder}"
+    )
+
+
+def _train_into(
+    folder: Path,
+    settings: dict[str, Any],
+    overwrite: bool,
+    quiet: bool,
+    model: Any,
+    batches: Any,
+    train_cfg: Any,
+) -> Any:
+    """Train and save into ``folder`` under its lock (see :mod:`mechscope.cli.sae_out`); None when
+    it already holds this run, finished."""
+    from mechscope.cli.sae_out import CHECKPOINTS, prepare_out, write_record
+    from mechscope.files import folder_lock
+    from mechscope.sae import fit, save_sae
+    from mechscope.sae.checkpoint import clear_checkpoints
+
     with folder_lock(folder, "mechscope sae train"):
-        state = prepare_out(folder, settings, overwrite)
-        if state == "done":
+        if prepare_out(folder, settings, overwrite) == "done":
             click.echo(f"{folder} already holds this SAE (same settings); --overwrite trains again")
-            return
+            return None
         _note_resume(folder / CHECKPOINTS, quiet)
         write_record(folder, settings, None)
         result = fit(
@@ -147,12 +172,7 @@ def train(
         summary.update(l0=result.l0, dead_fraction=result.dead_fraction, history=result.history)
         write_record(folder, settings, summary)
         clear_checkpoints(folder / CHECKPOINTS)
-    click.echo(
-        f"{arch} SAE, d_in {cfg.d_in} -> d_sae {cfg.d_sae}, {result.tokens} tokens of {acts}"
-    )
-    click.echo(
-        f"fvu {result.fvu:.4f}   L0 {result.l0:.1f}   dead {result.dead_fraction:.1%}   saved to {folder}"
-    )
+    return result
 
 
 def _note_resume(checkpoints: Path, quiet: bool) -> None:
