@@ -138,13 +138,15 @@ def test_reruns_never_delete_or_mix(stores, tmp_path):
 
     again = invoke(train_args(stores[0], out))  # the same run, finished: not trained again
     assert again.exit_code == 0 and "already holds this SAE" in again.output
+    explicit = invoke(train_args(stores[0], out, "--tokens", "2048"))  # what the default means
+    assert explicit.exit_code == 0 and "already holds this SAE" in explicit.output
     assert (out / "sae_weights.safetensors").read_bytes() == weights
 
     for extra, shown in [
         (["--k", "8"], "--k 4 -> 8"),
         (["--lr", "1e-3"], "--lr 0.003 -> 0.001"),
         (["--seed", "1"], "--seed 0 -> 1"),
-        (["--tokens", "1024"], "--tokens None -> 1024"),
+        (["--tokens", "1024"], "--tokens 2048 -> 1024"),
         (["--arch", "relu"], "--arch 'topk' -> 'relu'"),
         (["--expansion", "3"], "--expansion 2 -> 3"),
     ]:

@@ -130,6 +130,7 @@ def train(
     model = SAE(cfg, seed=seed)
     batches = store.batches(batch_size, seed=seed, shuffle=True, loop=True, drop_last=True)
     settings = run_options(click.get_current_context(), m.content_id)
+    settings["--tokens"] = tokens  # the count the default stands for: the same run either way
     folder = Path(out)
     result = _train_into(folder, settings, overwrite, quiet, model, batches, train_cfg)
     if result is None:
