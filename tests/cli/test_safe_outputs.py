@@ -257,3 +257,11 @@ def test_two_harvests_into_one_folder(script, tiny_folder, corpus, tmp_path):
     grown = ActivationStore.open(out, verify=True)
     assert grown.manifest.n_tokens == 1200
     assert (grown.tensor()[:600] == rows).all()
+
+
+def test_a_report_into_a_folder_in_use_exits_2(tmp_path):
+    from mechscope.files import folder_lock
+
+    with folder_lock(tmp_path, "mechscope report"):
+        result = invoke(["report", "--out", str(tmp_path), "-m", "not-loaded", "-q"])
+    one_line_error(result, f"{tmp_path} is in use by mechscope report (pid {os.getpid()} on ")
