@@ -13,7 +13,9 @@ Each model is its own deep copy of one load. After warm-up, every round runs eac
 in a shuffled order, so that load from other processes falls on all of them alike; the table
 gives medians over rounds of the wall-clock time and of the process CPU time, and ratios of
 medians. On a shared machine, CPU time with ``--threads 1`` is the steady figure: it does not count
-time spent waiting for a core (with 2+ threads it does count OpenMP's spin-waiting).
+time spent waiting for a core (with 2+ threads it does count OpenMP's spin-waiting). Every
+variant runs on ``--device`` (auto: cuda when available), timed between
+``torch.cuda.synchronize`` calls on a GPU (where wall time is the figure).
 
     python benchmarks/bench_cache_overhead.py --batch 8 --seq 128 --repeats 7 --markdown
 """
@@ -30,14 +32,13 @@ import platform
 import random
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 import mechscope
-from machine import cpu_name
+from machine import add_device_option, cpu_name, device_label, pick_device, timed
 from mechscope.models.loading import load_hf
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -62,10 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-bridge", action="store_true", help="skip TransformerLens")
     p.add_argument("--quiet", action="store_true", help="print only the results")
     p.add_argument("--markdown", action="store_true", help="also print a block for the docs")
-    return p.parse_args(argv)
+    add_device_option(p)
+    args = p.parse_args(argv)
+    args.device = pick_device(args.device)
+    return args
 
 
-def machine() -> dict[str, str]:
+def machine(device: torch.device) -> dict[str, str]:
     def version(dist: str) -> str:
         try:
             return importlib.metadata.version(dist)
@@ -73,6 +77,7 @@ def machine() -> dict[str, str]:
             return "not installed"
 
     return {
+        "device": device_label(device),
         "cpu": cpu_name(),
         "cores": str(os.cpu_count()),
         "torch threads": str(torch.get_num_threads()),
@@ -87,7 +92,7 @@ def machine() -> dict[str, str]:
 
 def build(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Callable[[], Any]]:
     """The variants to time, each a no-argument callable running one forward."""
-    loaded, tokenizer, _ = load_hf("smollm2-135m", progress=False)
+    loaded, tokenizer, _ = load_hf("smollm2-135m", device=args.device, progress=False)
     # every variant gets a deep copy, so all weights live in the same kind of memory
     hf = copy.deepcopy(loaded)
     hooked = mechscope.HookedModel(copy.deepcopy(loaded), tokenizer)
@@ -95,6 +100,7 @@ def build(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Cal
     log(f"{len(names)} sites to cache")
     gen = torch.Generator().manual_seed(args.seed)
     tokens = torch.randint(0, hooked.dims.d_vocab, (args.batch, args.seq), generator=gen)
+    tokens = tokens.to(args.device)
     variants: dict[str, Callable[[], Any]] = {
         "bare HF": lambda: hf(input_ids=tokens, use_cache=False).logits,
         "mechscope forward": lambda: hooked(tokens),
@@ -104,7 +110,7 @@ def build(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Cal
         from transformer_lens.model_bridge import TransformerBridge
 
         bridge = TransformerBridge.boot_transformers(
-            HUB_ID, hf_model=copy.deepcopy(loaded), tokenizer=tokenizer
+            HUB_ID, hf_model=copy.deepcopy(loaded), tokenizer=tokenizer, device=args.device
         )
         variants["bridge cache"] = lambda: bridge.run_with_cache(tokens, names_filter=names)
         with torch.inference_mode():
@@ -126,9 +132,7 @@ def measure(
         for r in range(args.warmup + args.repeats):
             rng.shuffle(order)
             for key in order:
-                wall, cpu = time.perf_counter(), time.process_time()
-                out = variants[key]()
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                out, wall, cpu = timed(variants[key], args.device)
                 del out  # free the cache before the next variant runs
                 if r >= args.warmup:
                     times[key]["wall"].append(wall)
@@ -175,13 +179,13 @@ def report(times: dict[str, dict[str, list[float]]], args: argparse.Namespace) -
         overhead = med["mechscope cache"][clock] / bare[clock]
         verdict = "meets" if overhead <= GOAL else "MISSES"
         print(f"mechscope cache overhead ({clock}) {100 * (overhead - 1):+.1f}%: {verdict} <= 15%")
-    print("\n" + "\n".join(f"{k}: {v}" for k, v in machine().items()))
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in machine(args.device).items()))
     if args.markdown:
         print(markdown(med, args))
 
 
 def markdown(med: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
-    m = machine()
+    m = machine(args.device)
     cmd = " ".join(["python benchmarks/bench_cache_overhead.py", *sys.argv[1:]])
     bare = med["bare HF"]
     rows = [
@@ -199,7 +203,7 @@ def markdown(med: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
             "",
             f"Date: {datetime.date.today().isoformat()}. Command: `{cmd}`",
             "",
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch threads']} torch threads "
+            f"Device: {m['device']}. Machine: {m['cpu']}, {m['cores']} cores, {m['torch threads']} torch threads "
             f"(load average at the end {m['load average']}); Python {m['python']}, "
             f"torch {m['torch']}, transformers {m['transformers']}, "
             f"transformer-lens {m['transformer-lens']}.",

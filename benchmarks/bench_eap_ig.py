@@ -20,18 +20,22 @@ not this run)".
 TransformerLens graph); the default has one per key/value head (70,651 edges). ``--bos``
 prepends BOS to every prompt, as the reference library always does. ``--task FILE.jsonl`` runs
 the prompts the peer script wrote with ``--write-task`` (the same prompts on both sides).
+``--device cpu|cuda|auto`` (auto: cuda when available) places the model; attribution and the
+forward pass are timed between ``torch.cuda.synchronize`` calls on a GPU; the device is printed
+and written to the JSON, and a ``--peer`` JSON measured on another device is refused (run the peer
+with the same ``--device``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 
 import mechscope
+from machine import add_device_option, device_label, pick_device, sync, timed
 from mechscope.circuits import Evaluator, Graph, attribute, curve_sizes
 from mechscope.circuits.faithfulness import first_reaching
 from mechscope.tasks import load_task
@@ -45,12 +49,16 @@ PEER_KEYS = {"eap": "eap", "eap-ig": "eap_ig"}
 PEER_SELECT = {"top_n": "topn", "greedy": "greedy"}
 
 
-def forward_seconds(model: mechscope.HookedModel, batch: object, repeats: int = 3) -> float:
+def forward_seconds(
+    model: mechscope.HookedModel, batch: object, device: torch.device, repeats: int = 3
+) -> float:
     with torch.no_grad():
         model(batch.clean_tokens, batch.clean_mask)
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             model(batch.clean_tokens, batch.clean_mask)
+        sync(device)
     return (time.perf_counter() - start) / repeats
 
 
@@ -71,14 +79,15 @@ def selection_row(ev: Evaluator, scored: object, select: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    model = mechscope.load("smollm2-135m", progress=False)
+    model = mechscope.load("smollm2-135m", device=args.device, progress=False)
     options = {"corruption": args.corruption} if args.corruption else {}
     task = load_task(args.task, model, n=args.n, **options)
-    batch = task.tokenize(model, prepend_bos=args.bos)
+    batch = task.tokenize(model, prepend_bos=args.bos).to(args.device)
     graph = Graph.from_dims(model.dims, ungroup_kv=args.ungroup)
-    fwd = forward_seconds(model, batch)
+    fwd = forward_seconds(model, batch, args.device)
     ev = Evaluator(model, batch, graph=graph)
-    out: dict = {"forward_seconds": fwd, "machine": platform.processor() or platform.machine()}
+    out: dict = {"forward_seconds": fwd, "device": args.device.type}
+    out["machine"] = device_label(args.device)
     out.update(threads=torch.get_num_threads(), ungroup_kv=args.ungroup, bos=args.bos)
     out.update(
         task=args.task,
@@ -89,10 +98,11 @@ def run(args: argparse.Namespace) -> dict:
     )
     print(f"logit diff: clean {ev.clean_value:.4f}, corrupt {ev.corrupt_value:.4f}", flush=True)
     for method in args.methods.split(","):
-        cpu = time.process_time()
-        scored = attribute(model, batch, method=method, steps=args.steps, graph=graph)
-        secs = scored.meta["seconds"]
-        row = {"seconds": secs, "cpu_seconds": time.process_time() - cpu, "forwards": secs / fwd}
+        scored, secs, cpu = timed(
+            lambda m=method: attribute(model, batch, method=m, steps=args.steps, graph=graph),
+            args.device,
+        )
+        row = {"seconds": secs, "cpu_seconds": cpu, "forwards": secs / fwd}
         row["edges"] = scored.total_edges
         for select in args.select.split(","):
             row[select] = selection_row(ev, scored, select)
@@ -110,7 +120,9 @@ def _size(n: int | None, total: int) -> str:
 
 
 def report(out: dict, peer: dict | None, selects: list[str]) -> None:
-    print(f"\none plain forward of the batch: {out['forward_seconds']:.2f} s")
+    print(
+        f"\ndevice {out['machine']}; one plain forward of the batch: {out['forward_seconds']:.2f} s"
+    )
     print(
         "| run | attribution s (CPU s) | faith @0.5% | faith @1% "
         "| smallest grid size >= 0.8 | crossing |"
@@ -163,12 +175,19 @@ def main() -> None:
     parser.add_argument("--methods", default="eap,eap-ig")
     parser.add_argument("--select", default="top_n,greedy", help="top_n and/or greedy")
     parser.add_argument("--peer", default=None, help="JSON written by peers/run_eap_ig.py")
+    add_device_option(parser)
     args = parser.parse_args()
-    out = run(args)
+    args.device = pick_device(args.device)
     peer = None
     if args.peer:
         with open(args.peer) as f:
             peer = json.load(f)
+        if peer.get("device", "cpu") != args.device.type:
+            raise SystemExit(
+                f"error: the peer ran on {peer.get('device', 'cpu')}, this run is on "
+                f"{args.device.type}; run both with the same --device"
+            )
+    out = run(args)
     report(out, peer, args.select.split(","))
     if args.json:
         with open(args.json, "w") as f:

@@ -14,6 +14,10 @@ with mechscope's ``fit`` and with SAELens's trainer (``benchmarks/peers/run_sael
 own venv, given with ``--peer-python``) on the same rows in the same order, for ``--tokens`` tokens;
 print tokens/s (wall and CPU), the ratio and the final FVU of both on held-out rows.
 
+Both parts take ``--device cpu|cuda|auto`` (auto: cuda when available): the model (``memory``) or
+both trainers (``sae``: mechscope here, SAELens in its runner) run there; training is timed between
+``torch.cuda.synchronize`` calls on a GPU, and the output names the device.
+
     python benchmarks/bench_harvest.py memory --tokens 1000000 --out /tmp/acts-l6
     python benchmarks/bench_harvest.py sae --acts /tmp/acts-l6 --tokens 409600 \\
         --peer-python /work/peers/venv-saelens/bin/python
@@ -32,6 +36,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+
+from machine import add_device_option, device_label, pick_device, timed  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -63,8 +69,8 @@ def memory(args: argparse.Namespace) -> None:
     from mechscope.activations import harvest
     from mechscope.corpus import batches, load_corpus
 
-    print(f"start: RSS {rss_mb()[0]:.0f} MiB")
-    model = mechscope.load("smollm2-135m", progress=False)
+    print(f"start: RSS {rss_mb()[0]:.0f} MiB; device {device_label(args.device)}")
+    model = mechscope.load("smollm2-135m", device=args.device, progress=False)
     corpus = load_corpus(None)
     params = sum(p.numel() * p.element_size() for p in model.hf.parameters()) / 2**20
     loaded = rss_mb()[0]
@@ -108,25 +114,26 @@ def sae(args: argparse.Namespace) -> None:
     steps = args.tokens // args.batch_size
     held_out = store.manifest.shards[-1]  # the last shard is never trained on
     rows = store.load_shard(len(store.manifest.shards) - 1)[store.sites[0]].float()
+    rows = rows.to(args.device)
     peer = subprocess.Popen(  # SAELens first, then mechscope in this process (not at once)
         [args.peer_python, str(PEER), "--acts", args.acts, "--steps", str(steps),
          "--batch-size", str(args.batch_size), "--k", str(args.k), "--expansion", str(args.expansion),
-         "--lr", str(args.lr)],
+         "--lr", str(args.lr), "--device", args.device.type],
         stdout=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     out, _ = peer.communicate()
     if peer.returncode != 0:
         raise SystemExit(f"SAELens runner failed ({peer.returncode})")
     theirs = json.loads(out.decode().strip().splitlines()[-1])
+    if theirs.get("device", "cpu") != args.device.type:
+        raise SystemExit(f"the SAELens runner ran on {theirs.get('device')}, not {args.device}")
 
     cfg = SAEConfig(arch="topk", d_in=store.manifest.d_in, d_sae=args.expansion * store.manifest.d_in,
                     k=args.k, hook_name=SITE, normalize_scale=store.norm_scale)  # fmt: skip
-    model = SAE(cfg)
+    model = SAE(cfg).to(args.device)
     train = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, decay="none")
-    stream = training_rows(store, args.batch_size, held_out.index)
-    wall, cpu = time.perf_counter(), time.process_time()
-    fit(model, stream, train, progress=False)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    stream = (x.to(args.device) for x in training_rows(store, args.batch_size, held_out.index))
+    _, wall, cpu = timed(lambda: fit(model, stream, train, progress=False), args.device)
     with torch.no_grad():
         x_hat = model(rows).x_hat
     ours = {"wall_s": wall, "cpu_s": cpu, "fvu": fvu(rows, x_hat), "steps": steps}
@@ -151,7 +158,8 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 def report(ours: dict, theirs: dict, args: argparse.Namespace) -> None:
     tokens = ours["steps"] * args.batch_size
     print(f"TopK SAE d_in {args.d_in} x{args.expansion} k={args.k}, batch {args.batch_size}, "
-          f"{ours['steps']} steps ({tokens} tokens), one thread")  # fmt: skip
+          f"{ours['steps']} steps ({tokens} tokens), one thread, device "
+          f"{device_label(args.device)}")  # fmt: skip
     for name, r in (("mechscope", ours), ("SAELens", theirs)):
         print(f"  {name:9s}: {tokens / r['wall_s']:8.0f} tokens/s wall, {tokens / r['cpu_s']:8.0f} "
               f"tokens/s CPU, final FVU {r['fvu']:.4f} (held-out shard)")  # fmt: skip
@@ -176,7 +184,10 @@ def main() -> None:
     s.add_argument("--expansion", type=int, default=16)
     s.add_argument("--lr", type=float, default=4e-4)
     s.add_argument("--peer-python", default="/work/peers/venv-saelens/bin/python")
+    for part in (mem, s):
+        add_device_option(part)
     args = parser.parse_args()
+    args.device = pick_device(args.device)
     memory(args) if args.part == "memory" else sae(args)
 
 

@@ -13,9 +13,11 @@ of 2 x ``--seq-len`` random word tokens (default 64 x 2 x 50, the goal of issue 
 
 After one warm-up, each round runs every variant once in a shuffled order; the table gives the
 median CPU time (``--threads 1``: CPU time is steady on a shared machine) and the ratio to the
-plain forward. TL runs ``--tl-repeats`` rounds (default 1: it is slow).
+plain forward. TL runs ``--tl-repeats`` rounds (default 1: it is slow). Everything runs on
+``--device`` (auto: cuda when available), timed between ``torch.cuda.synchronize`` calls on a GPU
+(where wall time is the figure).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_heads.py --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/bench_heads.py --threads 1 [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ import copy
 import os
 import random
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 import mechscope
-from machine import cpu_name
+from machine import add_device_option, cpu_name, device_label, pick_device, timed
 from mechscope.heads import head_scores, repeated_tokens
 from mechscope.models.loading import load_hf
 
@@ -48,21 +49,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tl-repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-tl", action="store_true", help="skip TransformerLens")
+    add_device_option(p)
     return p.parse_args()
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    hf, tokenizer, _ = load_hf("smollm2-135m", progress=False)
+    device = args.device = pick_device(args.device)
+    hf, tokenizer, _ = load_hf("smollm2-135m", device=device, progress=False)
     model = mechscope.HookedModel(copy.deepcopy(hf), tokenizer)
-    tokens = repeated_tokens(model, args.seqs, args.seq_len, seed=0)
+    tokens = repeated_tokens(model, args.seqs, args.seq_len, seed=0).to(device)
     variants: dict[str, Callable[[], Any]] = {
         "forward": lambda: model(tokens),
         "induction": lambda: head_scores(model, ["induction"], tokens=tokens),
@@ -74,11 +71,11 @@ def main() -> None:
         from transformer_lens.model_bridge import TransformerBridge
 
         bridge = TransformerBridge.boot_transformers(
-            HUB_ID, hf_model=copy.deepcopy(hf), tokenizer=tokenizer
+            HUB_ID, hf_model=copy.deepcopy(hf), tokenizer=tokenizer, device=device
         )
-        texts = [tokenizer.decode(row[1:]) for row in tokens]
+        texts = [tokenizer.decode(row[1:]) for row in tokens.cpu()]
         for row, text in zip(tokens, texts, strict=True):
-            if not torch.equal(bridge.to_tokens(text)[0], row):
+            if not torch.equal(bridge.to_tokens(text)[0].to(device), row):
                 raise SystemExit("a sequence does not re-tokenise to the same ids")
         variants["TL detect_head"] = lambda: detect_head(bridge, texts, "induction_head")
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
@@ -95,7 +92,7 @@ def main() -> None:
             for key in order:
                 if key == "TL detect_head" and r >= args.tl_repeats:
                     continue
-                wall, cpu, out = timed(variants[key])
+                out, wall, cpu = timed(variants[key], device)
                 times[key].append((wall, cpu))
                 results[key] = out
                 print(f"round {r + 1} {key}: {wall:.2f} s wall, {cpu:.2f} s cpu", flush=True)
@@ -114,13 +111,13 @@ def report(args: argparse.Namespace, times: dict, results: dict) -> None:
     if "TL detect_head" in med:
         ratio = med["TL detect_head"][1] / med["induction"][1]
         print(f"TL detect_head / mechscope induction (cpu): {ratio:.1f}x")
-        ours = results["induction"].scores["induction"]
-        theirs = results["TL detect_head"] * tokens_per_row(args) / args.seq_len
+        ours = results["induction"].scores["induction"].cpu()
+        theirs = results["TL detect_head"].cpu() * tokens_per_row(args) / args.seq_len
         print(f"max |ours - TL x pos / seq_len| = {float((ours - theirs).abs().max()):.2e}")
     top = results["induction"].top("induction", 5)
     print("top induction heads: " + ", ".join(f"L{la}H{h} {v:.3f}" for la, h, v in top))
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-          f"torch {torch.__version__}")  # fmt: skip
+          f"torch {torch.__version__}; device {device_label(args.device)}")  # fmt: skip
 
 
 def tokens_per_row(args: argparse.Namespace) -> int:

@@ -10,7 +10,8 @@ growth across checkpoints shows memory does not grow with tokens. Usage:
 
 ``--compare`` instead times, on the same batches and interleaved (so a shared machine's load hits
 all alike), a full forward (logits) against the neuron pass stopped at layers 2, 15 and 29, in
-process CPU seconds per 1,000 tokens and wall tokens/s.
+process CPU seconds per 1,000 tokens and wall tokens/s. The model runs on ``--device`` (auto: cuda
+when available); timings are synchronised with the GPU, and the output names the device.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 import torch
 
 import mechscope
+from machine import add_device_option, device_label, pick_device, sync
 from mechscope.corpus import batches, load_corpus
 from mechscope.neurons import mlp_neurons, scan
 
@@ -60,13 +62,15 @@ def compare(model, corpus, args) -> None:
     wall = dict.fromkeys(cpu, 0.0)
     for tokens in stream:
         for name in cpu:
+            sync(args.device)
             c0, w0 = time.process_time(), time.perf_counter()
             if name == "full forward":
                 with torch.no_grad():
                     model(tokens)
-            else:
+                sync(args.device)
+            else:  # as scan() does: the site's activations come back to the CPU
                 r = readouts[name]
-                acts = r.read(capture_site(model, r.site, tokens)).float()
+                acts = r.read(capture_site(model, r.site, tokens)).float().cpu()
                 update_topk(empty_topk(r.n_units, args.k, args.seq_len), acts, tokens, 0)
                 update_histogram(empty_histogram(r.n_units), acts.reshape(-1, r.n_units))
             cpu[name] += time.process_time() - c0
@@ -74,7 +78,7 @@ def compare(model, corpus, args) -> None:
     n = sum(t.numel() for t in stream)
     for name in cpu:
         print(f"{name:>14s}: {1000 * cpu[name] / n:6.2f} CPU-s per 1k tokens, "
-              f"{n / wall[name]:6.0f} tok/s wall ({n} tokens)")  # fmt: skip
+              f"{n / wall[name]:6.0f} tok/s wall ({n} tokens, {device_label(args.device)})")  # fmt: skip
 
 
 def main() -> None:
@@ -86,9 +90,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compare", action="store_true", help="full forward vs early stop")
+    add_device_option(parser)
     args = parser.parse_args()
+    args.device = pick_device(args.device)
     torch.set_num_threads(args.threads)
-    model = mechscope.load("smollm2-135m", progress=False)
+    model = mechscope.load("smollm2-135m", device=args.device, progress=False)
     corpus = load_corpus()
     readout = mlp_neurons(model, args.layer)
     if args.compare:
@@ -99,7 +105,7 @@ def main() -> None:
     base, base_peak = rss_mb(), peak_mb()
     print(f"model loaded: RSS {base:.0f} MB, peak {base_peak:.0f} MB; layer {args.layer}, "
           f"k={args.k}, seq_len={args.seq_len}, batch={args.batch_size}, "
-          f"threads={args.threads}")  # fmt: skip
+          f"threads={args.threads}, device {device_label(args.device)}")  # fmt: skip
     checkpoints = sorted({c for c in (50_000, 100_000, 200_000, 500_000) if c < args.tokens})
     checkpoints.append(args.tokens)
     sampler = Sampler()

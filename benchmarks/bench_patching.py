@@ -12,23 +12,24 @@ For an IOI batch (``load_task("ioi", n=8)``, ABC corruption, logit difference), 
   correlation to the exact values (goal >= 0.8).
 
 Goals: exact sweeps >= 10x faster than TransformerLens. Process CPU time is reported beside wall
-time (on a shared machine, CPU time with ``--threads 1`` is the steady figure).
+time (on a shared machine, CPU time with ``--threads 1`` is the steady figure). Both libraries run
+on ``--device`` (auto: cuda when available); on a GPU every timing is synchronised and wall time is
+the figure.
 
-    python benchmarks/bench_patching.py --threads 1
+    python benchmarks/bench_patching.py --threads 1 [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from scipy.stats import spearmanr
 
 import mechscope
+from machine import add_device_option, device_label, pick_device, timed
 from mechscope.attribution import attribution_patch
 from mechscope.models.loading import load_hf
 from mechscope.patching import patch
@@ -36,12 +37,6 @@ from mechscope.tasks import load_task
 from mechscope.tasks.metrics import logit_diff
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -81,21 +76,23 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=8, help="IOI prompts")
     p.add_argument("--threads", type=int, default=None)
+    add_device_option(p)
     args = p.parse_args(argv)
+    device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     from transformer_lens import patching as tl_patching
     from transformer_lens.model_bridge import TransformerBridge
 
-    hf, tokenizer, _ = load_hf("smollm2-135m", progress=False)
+    hf, tokenizer, _ = load_hf("smollm2-135m", device=device, progress=False)
     bridge = TransformerBridge.boot_transformers(
-        HUB_ID, hf_model=copy.deepcopy(hf), tokenizer=tokenizer
+        HUB_ID, hf_model=copy.deepcopy(hf), tokenizer=tokenizer, device=device
     )
     model = mechscope.HookedModel(hf, tokenizer, attn="eager")
     # attribution is an estimate, not held to TransformerLens's attention implementation: it runs
     # on mechscope's default model (SDPA attention, eager only where a pattern is hooked)
     default = mechscope.HookedModel(copy.deepcopy(hf), tokenizer)
-    batch = load_task("ioi", model, n=args.n).tokenize(model, require_uniform=True)
+    batch = load_task("ioi", model, n=args.n).tokenize(model, require_uniform=True).to(device)
     clean, corrupt = batch.clean_tokens, batch.corrupt_tokens
 
     def tl_metric(logits: torch.Tensor) -> torch.Tensor:
@@ -108,11 +105,13 @@ def main(argv: list[str] | None = None) -> None:
         ("resid_pre", "get_act_patch_resid_pre"),
         ("attn_head", "get_act_patch_attn_head_out_all_pos"),
     ):
-        ours, w1, c1 = timed(lambda s=sweep: patch(model, batch, logit_diff, s))
+        ours, w1, c1 = timed(lambda s=sweep: patch(model, batch, logit_diff, s), device)
         with torch.no_grad():
             tl_fn = getattr(tl_patching, tl_name)
-            theirs, w2, c2 = timed(lambda f=tl_fn: f(bridge, corrupt, clean_cache, tl_metric))
-        diff = float((ours.values - theirs.cpu()).abs().max())
+            theirs, w2, c2 = timed(
+                lambda f=tl_fn: f(bridge, corrupt, clean_cache, tl_metric), device
+            )
+        diff = float((ours.values.cpu() - theirs.cpu()).abs().max())
         need = causal_bound(model.dims, clean, corrupt, sweep)
         tl_forwards = ours.values.numel()
         check = f"max abs diff {diff:.1e}; work ratio {tl_forwards / need:.1f}x"
@@ -126,12 +125,12 @@ def main(argv: list[str] | None = None) -> None:
             return attribution_patch(default, batch, logit_diff, "attn_head")
 
         attribute()
-        runs = sorted((timed(attribute) for _ in range(3)), key=lambda r: r[2])
+        runs = sorted((timed(attribute, device) for _ in range(3)), key=lambda r: r[2])
         attr, w3, c3 = runs[1]
-    rho = spearman(attr.values, exact_heads)
+    rho = spearman(attr.values.cpu(), exact_heads.cpu())
     rows.append(("attribution attn_head", w3, c3, tl_wall, tl_cpu, f"Spearman {rho:.3f}"))
     print(f"SmolLM2-135M-Instruct, IOI n={len(batch)}, {clean.shape[1]} tokens, "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+          f"torch threads {torch.get_num_threads()}, device {device_label(device)}")  # fmt: skip
     print("| method | mechscope wall s | mechscope CPU s | TL wall s | TL CPU s | "
           "speed-up wall | speed-up CPU | check |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---|")

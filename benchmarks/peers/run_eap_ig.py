@@ -20,9 +20,11 @@ The last line printed is one JSON object (see README.md in this folder). Prompts
 (JSONL, one ``{"clean", "corrupt", "answer", "wrong"}`` object per line, as mechscope reads), else
 eight built-in IOI prompts with ABC corruptions.
 
-The library allocates its score matrices with ``device="cuda"``; on a machine without CUDA this
-script redirects those allocations to the model's device (a shim over the library's module-level
-``torch`` name, nothing else in the library is changed).
+The model runs on ``--device cpu|cuda|auto`` (auto: cuda when available), recorded in the JSON;
+attribution is timed between ``torch.cuda.synchronize`` calls on a GPU. The library allocates its
+score matrices with ``device="cuda"``; on a machine without CUDA this script redirects those
+allocations to the model's device (a shim over the library's module-level ``torch`` name, nothing
+else in the library is changed).
 """
 
 from __future__ import annotations
@@ -174,7 +176,15 @@ def parse_args() -> argparse.Namespace:
         "mechscope's bench (benchmarks/bench_eap_ig.py --task)",
     )
     p.add_argument("--json-out", help="also write the JSON summary to this file")
-    return p.parse_args()
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    args = p.parse_args()
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but torch sees no CUDA device; use --device cpu")
+    return args
 
 
 # --------------------------------------------------------------------------- the library
@@ -313,7 +323,14 @@ def convert_gguf(gguf_path: Path, convert_dir: Path) -> Path:
     return folder
 
 
-def load_model(folder: Path):
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def load_model(folder: Path, device: str = "cpu"):
     """TransformerLens 3 HookedTransformer from a local HF folder, configured for EAP-IG."""
     import torch
     import transformer_lens.loading_from_pretrained as loading
@@ -337,7 +354,7 @@ def load_model(folder: Path):
                 str(folder),
                 hf_model=hf,
                 tokenizer=tok,
-                device="cpu",
+                device=device,
                 dtype=torch.float32,
                 fold_ln=False,
                 center_writing_weights=False,
@@ -488,7 +505,7 @@ def main() -> None:
     if folder is None:
         folder = convert_gguf(find_gguf(args.gguf), Path(args.convert_dir))
     t0 = time.perf_counter()
-    model = load_model(folder)
+    model = load_model(folder, args.device)
     load_seconds = time.perf_counter() - t0
     patch_cuda_allocations(eap, model.cfg.device)
     if args.no_bos:
@@ -551,8 +568,10 @@ def main() -> None:
             seconds[key] = None
             log(f"{method}: scores read from {cached} (attribution not timed)")
         else:
+            sync(args.device)
             t0 = time.perf_counter()
             attribute(model, graph, dataloader, attrib_metric, method=method, quiet=True, **kwargs)
+            sync(args.device)
             seconds[key] = time.perf_counter() - t0
             log(
                 f"{method}{f' ({args.ig_steps} steps)' if kwargs else ''}: attribution "
@@ -571,6 +590,7 @@ def main() -> None:
     summary = make_summary(args, rows, n_edges, clean, corrupt, seconds, results, selections)
     summary["versions"] = versions
     summary["torch_threads"] = torch.get_num_threads()
+    summary["device"] = args.device
     line = json.dumps(summary, sort_keys=False)
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")

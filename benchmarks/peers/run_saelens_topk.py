@@ -14,7 +14,9 @@ sae, data_provider)``. ``SAETrainer.fit()`` does the dead-latent bookkeeping, gr
 at 1.0, the Adam step and the schedulers, as in a SAELens training run; wandb logging is off.
 
 Prints one JSON line: wall and CPU seconds of ``fit()``, steps, final FVU on the held-out shard
-(``sum ||x - x_hat||^2 / sum ||x - mean x||^2``), and the versions used.
+(``sum ||x - x_hat||^2 / sum ||x - mean x||^2``), the device (``--device cpu|cuda``: the SAE and
+the trainer run there, and ``fit()`` is timed between ``torch.cuda.synchronize`` calls on a GPU)
+and the versions used.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def rows(folder: Path, shard: dict, site: str, scale: float) -> torch.Tensor:
     return load_file(str(folder / shard["file"]))[site].float() * scale
 
 
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def provider(folder: Path, manifest: dict, batch_size: int) -> Iterator[torch.Tensor]:
     site = manifest["config"]["sites"][0]
     scale = manifest["norm_scales"][site]
@@ -58,6 +65,7 @@ def main() -> None:
     parser.add_argument("--expansion", type=int, default=16)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--sparse", action="store_true", help="use_sparse_activations=True")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
         "--sqrt-d-in",
         action="store_true",
@@ -80,7 +88,7 @@ def main() -> None:
         d_sae=args.expansion * d_in,
         k=args.k,
         dtype="float32",
-        device="cpu",
+        device=args.device,
         normalize_activations="none",
         use_sparse_activations=args.sparse,
     )
@@ -92,21 +100,25 @@ def main() -> None:
         lr=args.lr,
         lr_end=args.lr / 10,  # what LanguageModelSAERunnerConfig sets (unused by "constant")
         lr_scheduler_name="constant",
-        device="cpu",
+        device=args.device,
     )
-    trainer = SAETrainer(trainer_cfg, sae, provider(folder, manifest, args.batch_size))
+    batches = (x.to(args.device) for x in provider(folder, manifest, args.batch_size))
+    trainer = SAETrainer(trainer_cfg, sae, batches)
+    sync(args.device)
     wall, cpu = time.perf_counter(), time.process_time()
     trainer.fit()
+    sync(args.device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 
     site = manifest["config"]["sites"][0]
-    x = rows(folder, manifest["shards"][-1], site, manifest["norm_scales"][site])
+    x = rows(folder, manifest["shards"][-1], site, manifest["norm_scales"][site]).to(args.device)
     sae.eval()
     with torch.no_grad():
         x_hat = sae(x)
     fvu = float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     versions = {p: md.version(p) for p in ("sae-lens", "torch")}
     out = {"wall_s": wall, "cpu_s": cpu, "fvu": fvu, "steps": trainer.n_training_steps}
+    out["device"] = args.device
     print(
         json.dumps(
             {**out, "sparse": args.sparse, "sqrt_d_in": args.sqrt_d_in, "versions": versions}

@@ -12,3 +12,7 @@ class MechscopeError(ValueError):
 
 class NotAvailable(MechscopeError):
     """The model's family lacks what was asked for (a site, an analysis); the message says why."""
+
+
+class FolderInUseError(MechscopeError):
+    """Another run holds the lock on the output folder (see :func:`mechscope.files.folder_lock`)."""

@@ -94,16 +94,19 @@ def test_file_sources(tmp_path, tok):
 @pytest.mark.parametrize(
     ("content", "name", "message"),
     [
-        ('{"text": "a"}\nnot json\n', "x.jsonl", r"x.jsonl:2: not valid JSON"),
+        ('{"text": "a"}\nnot json\n', "x.jsonl", r"x.jsonl line 2 is not valid JSON at column 1"),
         ('{"other": "a"}\n', "x.jsonl", "no 'text' field"),
+        (b'{"text": "a"}\n{"text": "\xff"}\n', "x.jsonl", r"x.jsonl line 2 is not UTF-8 text"),
+        ('{"text": "a\x01"}\n', "x.jsonl", r"line 1 is not valid JSON at column 12 \(raw control"),
         ("", "x.csv", "unsupported corpus file"),
     ],
 )
 def test_file_errors(tmp_path, content, name, message):
     path = tmp_path / name
-    path.write_text(content)
-    with pytest.raises(MechscopeError, match=message):
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(MechscopeError, match=message) as info:
         list(load_corpus(path).documents())
+    assert "\n" not in str(info.value)
 
 
 def test_missing_and_empty_inputs(tmp_path, tok):

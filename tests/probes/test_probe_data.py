@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mechscope.errors import MechscopeError
 from mechscope.probes import PROBE_SETS, from_rows, load_probe_data, probe, read_jsonl
@@ -108,6 +110,8 @@ BAD_LINES = [
     (['{"text": "a b", "label": 1, "token": "a", "position": 0}'], "not both"),
     (['{"text": "a", "label": 1}', '{"text": "b", "label": 1}'], "at least two classes"),
     (["", "  "], "is empty"),
+    (['{"text": "a", "label": NaN}'], "line 1: NaN is not a JSON number"),
+    (['{"text": "a", "label": 1}', '{"text": "b\u0007", "label": 2}'], "line 2 is not valid JSON"),
 ]
 
 
@@ -146,3 +150,29 @@ def test_bad_probe_arguments(tiny) -> None:
         probe(tiny, rows, "blocks.*.hook_nothing", quiet=True)
     with pytest.raises(MechscopeError, match="no position axis"):
         probe(tiny, rows, "blocks.0.attn.hook_pattern", quiet=True)
+
+
+def test_binary_and_non_utf8_files(tmp_path: Path) -> None:
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(MechscopeError, match=r"data.bin line 1 holds NUL bytes: a binary file"):
+        read_jsonl(binary)
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(MechscopeError, match=r"data.bin line 1 is not UTF-8 text \(byte 0x80"):
+        read_jsonl(binary)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"text": "a", "label": 1}\n{"text": "caf\xe9", "label": 2}\n')
+    with pytest.raises(MechscopeError, match="latin.jsonl line 2 is not UTF-8 text"):
+        read_jsonl(latin)
+
+
+def test_nan_labels_and_features_are_refused(tiny, random_texts) -> None:
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(random_texts(20))]
+    with pytest.raises(MechscopeError, match=r'rows line 3: "label" is nan'):
+        from_rows([*rows[:2], {"text": "word1", "label": float("nan")}])
+    sick = copy.deepcopy(tiny)
+    with torch.no_grad():  # an overflowed weight: every later activation is inf or NaN
+        sick.hf.model.layers[1].mlp.down_proj.weight[0, 0] = float("inf")
+    probe(sick, rows, "blocks.0.hook_resid_post", quiet=True, folds=0)  # before it: fine
+    with pytest.raises(MechscopeError, match=r"blocks.1.hook_resid_post has inf/NaN activations"):
+        probe(sick, rows, "blocks.1.hook_resid_post", quiet=True, folds=0)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 
 import pytest
 import synthetic as syn
 import torch
 
-from mechscope.errors import MechscopeError
+from mechscope.errors import FolderInUseError, MechscopeError
+from mechscope.files import folder_lock
 from mechscope.sae import SAE, SAEConfig, TrainConfig, fit
+from mechscope.sae.checkpoint import clear_checkpoints
 from mechscope.sae.train import lr_at
 
 
@@ -114,10 +118,10 @@ def test_resume_is_exact(tmp_path, arch):
     fit(straight, data(16), cfg, progress=False)
 
     first = small(arch)
-    half = TrainConfig(**{**cfg.__dict__, "steps": 8})  # the run that "crashes" after step 8
-    fit(first, data(16), half, checkpoint_dir=tmp_path, progress=False)
+    crashed = itertools.islice(data(16), 8)  # the run "crashes" after step 8, its data cut short
+    fit(first, crashed, cfg, checkpoint_dir=tmp_path, progress=False)
     assert json.loads((tmp_path / "latest.json").read_text()) == {"checkpoint": "step-8"}
-    resumed = small(arch, l1_coefficient=5.0)  # fresh weights: everything comes from the checkpoint
+    resumed = SAE(first.cfg, seed=9)  # fresh weights: everything comes from the checkpoint
     res = fit(resumed, data(16), cfg, checkpoint_dir=tmp_path, progress=False)
     assert res.steps == 16 and [h["step"] for h in res.history] == [4.0, 8.0, 12.0, 16.0]
     for (name, a), b in zip(
@@ -130,10 +134,77 @@ def test_resume_is_exact(tmp_path, arch):
 def test_resume_checks(tmp_path):
     cfg = TrainConfig(steps=4, checkpoint_every=2)
     fit(small("topk"), data(4), cfg, checkpoint_dir=tmp_path, progress=False)
-    with pytest.raises(MechscopeError, match="checkpoint .* is for arch='topk'"):
+    with pytest.raises(
+        MechscopeError, match=r"other settings \(arch 'topk' -> 'relu', k 3 -> None"
+    ):
         fit(small("relu"), data(4), cfg, checkpoint_dir=tmp_path, progress=False)
+    for other in ({"lr": 1e-3}, {"seed": 1}, {"steps": 8}, {"batch_size": 32}):  # training settings
+        changed = TrainConfig(**{**cfg.__dict__, **other})
+        name = next(iter(other))
+        with pytest.raises(MechscopeError, match=rf"other settings \({name} "):
+            fit(small("topk"), data(8), changed, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(MechscopeError, match=r"other settings \(d_sae 48 -> 40"):
+        fit(SAE(SAEConfig("topk", 16, 40, k=3, normalize_scale=0.5)), data(4), cfg,
+            checkpoint_dir=tmp_path, progress=False)  # fmt: skip
+    # the checkpoint interval and provenance do not change the result: the run resumes
+    more = TrainConfig(**{**cfg.__dict__, "checkpoint_every": 1})
+    res = fit(small("topk", model_name="m"), data(4), more, checkpoint_dir=tmp_path, progress=False)
+    assert res.steps == 4
     with pytest.raises(MechscopeError, match="iterator ended after 2 batches"):
-        fit(small("topk"), data(2), TrainConfig(steps=8), checkpoint_dir=tmp_path, progress=False)
+        fit(small("topk"), data(2), cfg, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_damaged_checkpoints_are_one_line_errors(tmp_path):
+    cfg = TrainConfig(steps=4, checkpoint_every=2)
+    fit(small("topk"), data(4), cfg, checkpoint_dir=tmp_path, progress=False)
+    latest = tmp_path / "latest.json"
+    for text, message in [
+        ("{not json", "latest.json is damaged"),
+        ('{"checkpoint": "../../etc"}', "latest.json is damaged"),
+        ('{"checkpoint": "step-99"}', "points at step-99, which is missing"),
+    ]:
+        latest.write_text(text)
+        with pytest.raises(MechscopeError, match=message) as info:
+            fit(small("topk"), data(4), cfg, checkpoint_dir=tmp_path, progress=False)
+        assert "\n" not in str(info.value) and "delete" in str(info.value)
+    latest.write_text('{"checkpoint": "step-4"}')
+    (tmp_path / "step-4" / "optimizer.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(MechscopeError, match="checkpoint .*step-4 is damaged"):
+        fit(small("topk"), data(4), cfg, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_only_what_training_wrote_is_removed(tmp_path):
+    (tmp_path / "step-notes.txt").write_text("mine")  # looks like a checkpoint name, is not one
+    (tmp_path / "step-7").mkdir()  # ...but a folder named like a checkpoint is one
+    fit(small("topk"), data(4), TrainConfig(steps=4, checkpoint_every=2), checkpoint_dir=tmp_path,
+        progress=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "step-4", "step-notes.txt"]
+    clear_checkpoints(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-notes.txt"]
+    (tmp_path / "step-notes.txt").unlink()
+    clear_checkpoints(tmp_path)
+    assert not tmp_path.exists()
+
+
+def test_inf_and_nan_batches_are_refused():
+    x = torch.randn(64, 16)
+    x[3, 2] = float("inf")
+    with pytest.raises(MechscopeError, match="holds 1 inf/NaN values"):
+        fit(small("topk"), iter([x]), TrainConfig(steps=1), progress=False)
+    tc = small("relu", out_hook_name="blocks.0.hook_mlp_out")
+    y = torch.randn(64, 16)
+    y[0, 0] = float("nan")
+    with pytest.raises(MechscopeError, match="inf/NaN"):
+        fit(tc, iter([(torch.randn(64, 16), y)]), TrainConfig(steps=1), progress=False)
+
+
+def test_one_training_run_per_checkpoint_folder(tmp_path):
+    with (
+        folder_lock(tmp_path, "another training"),
+        pytest.raises(FolderInUseError, match=rf"in use by another training \(pid {os.getpid()}"),
+    ):
+        fit(small("topk"), data(4), TrainConfig(steps=4), checkpoint_dir=tmp_path,
+            progress=False)  # fmt: skip
 
 
 def test_resample_dead_latents():
@@ -183,13 +254,7 @@ def test_resume_is_exact_with_resampling(tmp_path, arch):
     straight = with_dead_latents(arch)
     fit(straight, data(12), cfg, progress=False)
     first = with_dead_latents(arch)
-    fit(
-        first,
-        data(12),
-        TrainConfig(**{**cfg.__dict__, "steps": 6}),
-        checkpoint_dir=tmp_path,
-        progress=False,
-    )
+    fit(first, itertools.islice(data(12), 6), cfg, checkpoint_dir=tmp_path, progress=False)
     resumed = small(arch)
     res = fit(resumed, data(12), cfg, checkpoint_dir=tmp_path, progress=False)
     assert sum(h.get("resampled", 0) for h in res.history) >= 8  # resampling did happen
@@ -197,3 +262,17 @@ def test_resume_is_exact_with_resampling(tmp_path, arch):
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_and_resume_on_cuda(tmp_path):
+    """The trainer's state follows the SAE to the GPU; the result matches the CPU run."""
+    cfg = TrainConfig(steps=8, lr=3e-3, checkpoint_every=4, log_every=4, dead_window_tokens=320)
+    on_cpu = small("topk")
+    fit(on_cpu, data(8), cfg, progress=False)
+    on_gpu = small("topk").cuda()
+    crashed = (x.cuda() for x in itertools.islice(data(8), 4))
+    fit(on_gpu, crashed, cfg, checkpoint_dir=tmp_path, progress=False)
+    fit(on_gpu, (x.cuda() for x in data(8)), cfg, checkpoint_dir=tmp_path, progress=False)
+    for (name, a), b in zip(on_cpu.state_dict().items(), on_gpu.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5, msg=name)

@@ -78,3 +78,16 @@ def test_file_token_errors(tmp_path: Path, smol_tokenizer) -> None:
 def test_unknown_task_lists_the_names(smol_tokenizer) -> None:
     message = error("ioii", smol_tokenizer)
     assert all(name in message for name in TASKS) and ".jsonl" in message
+
+
+def test_bad_bytes_and_control_characters(tmp_path: Path, smol_tokenizer) -> None:
+    """Non-UTF-8 bytes and a raw control character: one line with the file's line and column."""
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(json.dumps(ROWS[0]).encode() + b'\n{"clean": "Caf\xe9"}\n')
+    assert "bad.jsonl line 2 is not UTF-8 text (byte 0xe9 at byte 15)" in error(
+        path, smol_tokenizer
+    )
+    line = '{"clean": "When Mary and John went to\tthe store", "corrupt": "x"}'
+    column = line.index("\t") + 1
+    message = error(tmp_path, smol_tokenizer, [json.dumps(ROWS[0]), line])
+    assert f"line 2 is not valid JSON at column {column} (raw control character U+0009" in message

@@ -44,7 +44,7 @@ from mechscope.activations.manifest import (
 from mechscope.activations.store import ActivationStore, shard_name
 from mechscope.corpus import Corpus, windows
 from mechscope.errors import MechscopeError
-from mechscope.files import sha256_file
+from mechscope.files import LOCK_FILE, atomic_path, folder_lock, sha256_file
 from mechscope.models.fingerprint import model_fingerprint
 from mechscope.progress import bars_enabled
 
@@ -97,7 +97,7 @@ def _prepare_folder(
         for p in [*ours, folder / MANIFEST]:
             p.unlink(missing_ok=True)
     if not (folder / MANIFEST).exists():
-        others = [p.name for p in folder.iterdir() if p not in ours]
+        others = [p.name for p in folder.iterdir() if p not in ours and p.name != LOCK_FILE]
         if others:
             raise MechscopeError(
                 f"{folder} is not empty and holds no activation store ({others[0]}, ...); "
@@ -155,16 +155,10 @@ def _capture_into(
 
 def _write_shard(folder: Path, index: int, buffers: dict[str, Tensor], n_rows: int) -> ShardInfo:
     name = shard_name(index)
-    tmp = folder / f".{name}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(folder / name) as tmp:
         save_file({k: v[:n_rows].contiguous() for k, v in buffers.items()}, str(tmp))
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
         digest = sha256_file(tmp)
         size = tmp.stat().st_size
-        os.replace(tmp, folder / name)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ShardInfo(index, name, n_rows, size, digest, {})
 
 
@@ -225,21 +219,27 @@ def harvest(
         batch_size=batch_size, shard_windows=shard_windows, dtype=dtype, n_tokens=n_tokens,
     )  # fmt: skip
     folder = Path(out_dir)
-    old, intact = _prepare_folder(folder, config, overwrite)
-    if old is not None and old.complete and old.config == config and len(intact) == len(old.shards):
+    with folder_lock(folder, "mechscope harvest"):  # one harvest per folder at a time
+        old, intact = _prepare_folder(folder, config, overwrite)
+        if (
+            old is not None
+            and old.complete
+            and old.config == config
+            and len(intact) == len(old.shards)
+        ):
+            return ActivationStore.open(folder)
+        expected = dict(_shard_rows(n_tokens, shard_windows * per_window))
+        provenance = getattr(model, "provenance", {}) or {}
+        manifest = Manifest(
+            config,
+            dims,
+            tuple(s for s in intact if expected.get(s.index) == s.n_tokens),
+            extra={"model_path": str(provenance.get("path", "")), "torch": torch.__version__},
+        )
+        save_manifest(folder, manifest)
+        _drop_unlisted(folder, manifest.shards)
+        _run(model, corpus, manifest, folder, per_window, progress)
         return ActivationStore.open(folder)
-    expected = dict(_shard_rows(n_tokens, shard_windows * per_window))
-    provenance = getattr(model, "provenance", {}) or {}
-    manifest = Manifest(
-        config,
-        dims,
-        tuple(s for s in intact if expected.get(s.index) == s.n_tokens),
-        extra={"model_path": str(provenance.get("path", "")), "torch": torch.__version__},
-    )
-    save_manifest(folder, manifest)
-    _drop_unlisted(folder, manifest.shards)
-    _run(model, corpus, manifest, folder, per_window, progress)
-    return ActivationStore.open(folder)
 
 
 def _harvest_shard(

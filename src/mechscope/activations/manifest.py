@@ -14,15 +14,16 @@ norm; written when the harvest completes).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mechscope.errors import MechscopeError
+from mechscope.files import write_atomic
 
 __all__ = ["FORMAT", "MANIFEST", "Manifest", "ShardInfo", "read_manifest", "write_atomic"]
 
@@ -83,6 +84,12 @@ class Manifest:
     def dtype(self) -> str:
         return str(self.config["dtype"])
 
+    @property
+    def content_id(self) -> str:
+        """A short hash of the config and every shard's sha256: equal ids mean equal rows."""
+        text = json.dumps([self.config, [s.sha256 for s in self.shards]], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def with_shard(self, shard: ShardInfo) -> Manifest:
         """A copy listing ``shard`` too (replacing an entry with the same index)."""
         kept = [s for s in self.shards if s.index != shard.index]
@@ -128,21 +135,6 @@ class Manifest:
             format=data["format"],
             extra=dict(data.get("extra", {})),
         )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a store is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_manifest(folder: Path, manifest: Manifest) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 import mechscope
 from mechscope.errors import MechscopeError
-from mechscope.models.hooked import HookedModel
-from mechscope.progress import bars_enabled
+
+if TYPE_CHECKING:
+    from mechscope.models.hooked import HookedModel
 
 __all__ = ["UserError", "load_model", "model_argument", "quiet_option"]
 
@@ -54,6 +55,8 @@ def _hf_errors_only() -> Iterator[None]:
 
 def load_model(name: str, *, quiet: bool = False) -> HookedModel:
     """``mechscope.load`` for the CLI: a model that cannot be loaded is a :class:`MechscopeError`."""
+    from mechscope.progress import bars_enabled
+
     try:
         with _hf_errors_only():
             return mechscope.load(name, progress=bars_enabled(quiet))

@@ -8,40 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from transformers import AutoConfig
-from transformers.utils import logging as hf_logging
 
 from mechscope.cli.common import UserError, load_model, quiet_option
-from mechscope.families import FAMILIES, Family
-from mechscope.families.base import Dims
-from mechscope.models.hooked import HookedModel
-from mechscope.sites import site_table
 
-FALLBACK = Family(
-    name="fallback",
-    model_types=("*",),
-    dims=lambda c: c,
-    embed="",
-    layers="",
-    final_norm="",
-    unembed="",
-    ln1=None,
-    ln2=None,
-    attn=None,
-    qkv="separate",
-    q=None,
-    k=None,
-    v=None,
-    o=None,
-    mlp=None,
-    mlp_in=None,
-    mlp_up=None,
-    mlp_out=None,
-    residual_only=True,
-)
+if TYPE_CHECKING:  # the command line imports no torch or transformers until a command runs
+    from mechscope.families import Family
+    from mechscope.families.base import Dims
+    from mechscope.models.hooked import HookedModel
 
 
 def describe(model: HookedModel, name: str) -> dict[str, Any]:
@@ -54,8 +30,37 @@ def describe(model: HookedModel, name: str) -> dict[str, Any]:
     }
 
 
+def _fallback() -> Family:
+    from mechscope.families import Family
+
+    return Family(
+        name="fallback",
+        model_types=("*",),
+        dims=lambda c: c,
+        embed="",
+        layers="",
+        final_norm="",
+        unembed="",
+        ln1=None,
+        ln2=None,
+        attn=None,
+        qkv="separate",
+        q=None,
+        k=None,
+        v=None,
+        o=None,
+        mlp=None,
+        mlp_in=None,
+        mlp_up=None,
+        mlp_out=None,
+        residual_only=True,
+    )
+
+
 def family_sites(family: Family, dims: Dims) -> dict[str, Any]:
     """The sites of one family (block sites written ``blocks.L.*``) and the absent ones."""
+    from mechscope.sites import site_table
+
     table = site_table(family, dataclasses.replace(dims, n_layers=1))
     sites = [n.replace("blocks.0.", "blocks.L.") for n in table]
     absent = {
@@ -67,6 +72,12 @@ def family_sites(family: Family, dims: Dims) -> dict[str, Any]:
 
 def families_overview() -> dict[str, dict[str, Any]]:
     """model_type -> its family's sites, read with that type's default HF config."""
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    from mechscope.families import FAMILIES
+    from mechscope.families.base import Dims
+
     out: dict[str, dict[str, Any]] = {}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # default configs warn about their token ids
@@ -81,7 +92,7 @@ def families_overview() -> dict[str, dict[str, Any]]:
             out[model_type] = family_sites(adapted, adapted.dims(config))
     dims = Dims(n_layers=1, d_model=1, n_heads=1, n_kv_heads=1, d_head=1, d_mlp=1, d_vocab=1,
                 n_ctx=1)  # fmt: skip
-    out["*"] = family_sites(FALLBACK, dims) | {"family": "fallback (any other decoder-only LM)"}
+    out["*"] = family_sites(_fallback(), dims) | {"family": "fallback (any other decoder-only LM)"}
     return out
 
 

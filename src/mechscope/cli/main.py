@@ -48,10 +48,23 @@ def _load_command(name: str) -> click.Command | None:
         raise
 
 
+def _usage_line(exc: click.UsageError) -> str:
+    """Click's usage error as one line: the message (valid choices on the same line) and where
+    to read more, instead of click's usage block."""
+    text = " ".join(part.strip() for part in exc.format_message().splitlines() if part.strip())
+    text = text.replace(". Choose from:", "; choose from:").rstrip(".")
+    ctx = exc.ctx
+    if ctx is not None and isinstance(ctx.command, click.Group) and "No such command" in text:
+        text += f"; commands: {', '.join(ctx.command.list_commands(ctx))}"
+    path = ctx.command_path if ctx is not None else "mechscope"
+    return f"{text[:1].lower()}{text[1:]} (see '{path} --help')"
+
+
 class _Group(click.Group):
     """Commands from :data:`COMMANDS`, loaded lazily.
 
-    Turns a :class:`MechscopeError` raised by any command into a one-line exit-2 error.
+    Turns a :class:`MechscopeError` raised by any command, and click's usage errors (a bad
+    choice, a missing option, a bad type), into a one-line exit-2 error.
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -60,14 +73,22 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return _load_command(cmd_name) if cmd_name in COMMANDS else None
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise UserError(_usage_line(exc)) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MechscopeError as exc:
             raise UserError(str(exc)) from None
+        except click.UsageError as exc:
+            raise UserError(_usage_line(exc)) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("mechscope", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mechscope")
 def cli() -> None:
     """Mechanistic interpretability for Hugging Face causal language models.

@@ -43,9 +43,11 @@ def report(
     """Build an HTML report of a model and print its path."""
     import dataclasses
 
+    from mechscope.files import folder_lock
     from mechscope.report import ReportConfig, build_report  # matplotlib: only when needed
 
     config = ReportConfig.for_prompts(prompts)  # checks the prompts before the slow load
     config = dataclasses.replace(config, sae=sae_dir)
-    path = build_report(load_model(model, quiet=quiet), out, config=config, quiet=quiet)
+    with folder_lock(out, "mechscope report"):  # one report writes a folder at a time
+        path = build_report(load_model(model, quiet=quiet), out, config=config, quiet=quiet)
     click.echo(str(path))

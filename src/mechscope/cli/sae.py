@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,19 +35,26 @@ sae.add_command(sae_eval)
     help="Active latents per token (topk, batchtopk).",
 )
 @click.option(
-    "--expansion", type=int, default=16, show_default=True, help="d_sae = expansion * d_in."
+    "--expansion",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="d_sae = expansion * d_in.",
 )
 @click.option("--lr", type=float, default=4e-4, show_default=True)
 @click.option(
-    "--tokens", type=int, default=None, help="Training tokens (default: the whole store once)."
+    "--tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training tokens (default: the whole store once).",
 )
-@click.option("--batch-size", type=int, default=4096, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True)
 @click.option("--l1", "l1_coefficient", type=float, default=None, help="L1 coefficient (relu).")
 @click.option("--l0", "l0_coefficient", type=float, default=None, help="L0 coefficient (jumprelu).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--checkpoint-every",
-    type=int,
+    type=click.IntRange(min=1),
     default=500,
     show_default=True,
     help="Steps between checkpoints.",
@@ -58,6 +64,9 @@ sae.add_command(sae_eval)
     required=True,
     type=click.Path(file_okay=False),
     help="Folder for the SAE (SAELens layout).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the run or files in --out (other files stay)."
 )
 @quiet_option
 def train(
@@ -73,20 +82,21 @@ def train(
     seed: int,
     checkpoint_every: int,
     out: str,
+    overwrite: bool,
     quiet: bool,
 ) -> None:
     """Train an SAE (one site) or a transcoder (two sites: input, output) and save it to OUT.
 
-    A rerun of the same command after a crash resumes from OUT/checkpoints.
+    A rerun of the same command after a crash resumes from OUT/checkpoints; OUT is locked while
+    the run writes it.
     """
     from mechscope.activations import ActivationStore
+    from mechscope.cli.sae_out import run_options
     from mechscope.errors import MechscopeError
-    from mechscope.sae import SAE, SAEConfig, TrainConfig, fit, save_sae
+    from mechscope.sae import SAE, SAEConfig, TrainConfig
 
     store = ActivationStore.open(acts)
     m = store.manifest
-    if expansion < 1:
-        raise MechscopeError(f"--expansion must be a positive integer, got {expansion}")
     tokens = tokens if tokens is not None else m.n_tokens
     if tokens < batch_size:
         raise MechscopeError(
@@ -119,20 +129,56 @@ def train(
     )  # fmt: skip
     model = SAE(cfg, seed=seed)
     batches = store.batches(batch_size, seed=seed, shuffle=True, loop=True, drop_last=True)
+    settings = run_options(click.get_current_context(), m.content_id)
+    settings["--tokens"] = tokens  # the count the default stands for: the same run either way
     folder = Path(out)
-    result = fit(
-        model, batches, train_cfg, checkpoint_dir=folder / "checkpoints", progress=not quiet
-    )
-    save_sae(model, folder)
-    summary = {"steps": result.steps, "tokens": result.tokens, "fvu": result.fvu, "l0": result.l0}
-    summary["dead_fraction"] = result.dead_fraction
-    (folder / "training.json").write_text(
-        json.dumps({**summary, "history": result.history}, indent=1)
-    )
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    result = _train_into(folder, settings, overwrite, quiet, model, batches, train_cfg)
+    if result is None:
+        return
     click.echo(
         f"{arch} SAE, d_in {cfg.d_in} -> d_sae {cfg.d_sae}, {result.tokens} tokens of {acts}"
     )
     click.echo(
         f"fvu {result.fvu:.4f}   L0 {result.l0:.1f}   dead {result.dead_fraction:.1%}   saved to {folder}"
     )
+
+
+def _train_into(
+    folder: Path,
+    settings: dict[str, Any],
+    overwrite: bool,
+    quiet: bool,
+    model: Any,
+    batches: Any,
+    train_cfg: Any,
+) -> Any:
+    """Train and save into ``folder`` under its lock (see :mod:`mechscope.cli.sae_out`); None when
+    it already holds this run, finished."""
+    from mechscope.cli.sae_out import CHECKPOINTS, prepare_out, write_record
+    from mechscope.files import folder_lock
+    from mechscope.sae import fit, save_sae
+    from mechscope.sae.checkpoint import clear_checkpoints
+
+    with folder_lock(folder, "mechscope sae train"):
+        if prepare_out(folder, settings, overwrite) == "done":
+            click.echo(f"{folder} already holds this SAE (same settings); --overwrite trains again")
+            return None
+        _note_resume(folder / CHECKPOINTS, quiet)
+        write_record(folder, settings, None)
+        result = fit(
+            model, batches, train_cfg, checkpoint_dir=folder / CHECKPOINTS, progress=not quiet
+        )
+        save_sae(model, folder)
+        summary = {"steps": result.steps, "tokens": result.tokens, "fvu": result.fvu}
+        summary.update(l0=result.l0, dead_fraction=result.dead_fraction, history=result.history)
+        write_record(folder, settings, summary)
+        clear_checkpoints(folder / CHECKPOINTS)
+    return result
+
+
+def _note_resume(checkpoints: Path, quiet: bool) -> None:
+    from mechscope.sae.checkpoint import latest_checkpoint
+
+    found = latest_checkpoint(checkpoints)
+    if found is not None and not quiet:
+        click.echo(f"resuming from {found[0]} (step {found[1]['step']})", err=True)

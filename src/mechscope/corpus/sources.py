@@ -9,12 +9,12 @@ held-out text is the same on every machine and every run.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechscope.errors import MechscopeError
+from mechscope.files import read_jsonl as jsonl_lines
 
 __all__ = ["SPLITS", "TEST_FRACTION", "Corpus", "from_files", "from_hf_dataset", "load_corpus"]
 
@@ -65,20 +65,13 @@ def is_test_document(index: int) -> bool:
 
 
 def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MechscopeError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or text_field not in row:
-                raise MechscopeError(
-                    f"{path}:{number}: no {text_field!r} field; pass --text-field with the "
-                    "name of the field that holds the text"
-                )
-            yield str(row[text_field])
+    for number, row in jsonl_lines(path):
+        if not isinstance(row, dict) or text_field not in row:
+            raise MechscopeError(
+                f"{path}:{number}: no {text_field!r} field; pass --text-field with the "
+                "name of the field that holds the text"
+            )
+        yield str(row[text_field])
 
 
 def _read_parquet(path: Path, text_field: str) -> Iterator[str]:

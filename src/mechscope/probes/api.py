@@ -144,7 +144,7 @@ def probe(
     fit = _bound(PROBES[kind], len(examples.classes), weight_decay)
     scores = []
     for name in progress(sites, desc="probes", unit="site", quiet=quiet):
-        x = got.features.pop(name)  # free each site's features once scored
+        x = _finite(got.features.pop(name), name, examples)  # free each site's features once scored
         values = score_site(x, y, split, fold_list, fit, control_y)
         scores.append(SiteScore(site=name, layer=model.sites[name].layer, **values))
     settings = {"folds": folds, "test_fraction": test_fraction, "seed": seed}
@@ -160,6 +160,18 @@ def probe(
         scores=tuple(scores),
         settings=settings,
     )
+
+
+def _finite(x: Tensor, site: str, examples: ProbeData) -> Tensor:
+    """``x``, or an error naming the first example whose features hold inf or NaN."""
+    bad = ~torch.isfinite(x).reshape(x.shape[0], -1).all(-1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise MechscopeError(
+            f"{site} has inf/NaN activations for {int(bad.sum())} examples (first: "
+            f"{examples.where(first)}); load the model in float32"
+        )
+    return x
 
 
 def score_site(

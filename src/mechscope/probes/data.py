@@ -9,13 +9,13 @@ A user file is JSONL, one object per line::
 ``position`` is a token index into the text's own tokens (no BOS is added; negative counts from
 the end; default -1, the last token). ``token`` instead names a substring of the text: the
 position is the last token of its first occurrence. Labels are strings, numbers or booleans;
-each distinct value is a class. Blank lines are skipped; bad lines raise a one-line
-:class:`~mechscope.errors.MechscopeError` with their line number.
+each distinct value is a class. Blank lines are skipped; bad lines (bytes that are not UTF-8, bad
+JSON, NaN) raise a one-line :class:`~mechscope.errors.MechscopeError` with their line number.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mechscope.errors import MechscopeError
+from mechscope.files import read_jsonl as jsonl_lines
 
 __all__ = ["FIELDS", "ProbeData", "from_rows", "read_jsonl"]
 
@@ -101,18 +102,9 @@ def read_jsonl(path: str | Path) -> ProbeData:
             f"probe data file not found: {path}; pass a .jsonl file or builtin:NAME"
         )
     rows, lines = [], []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise MechscopeError(
-                    f"{path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}); "
-                    "write one JSON object per line"
-                ) from None
-            lines.append(number)
+    for number, row in jsonl_lines(path):
+        rows.append(row)
+        lines.append(number)
     if not rows:
         raise MechscopeError(
             f"probe data file {path} is empty; write one JSON object per line with keys "
@@ -143,8 +135,11 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
         )
     if not isinstance(row["text"], str) or not row["text"]:
         raise MechscopeError(f'{where}: "text" must be a non-empty string')
-    if not isinstance(row["label"], str | int | float) or row["label"] is None:
+    label = row["label"]
+    if not isinstance(label, str | int | float) or label is None:
         raise MechscopeError(f'{where}: "label" must be a string, number or boolean')
+    if isinstance(label, float) and not math.isfinite(label):
+        raise MechscopeError(f'{where}: "label" is {label!r}; use a string or a finite number')
     position, token = row.get("position"), row.get("token")
     if position is not None and (isinstance(position, bool) or not isinstance(position, int)):
         raise MechscopeError(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mechscope.errors import MechscopeError
+from mechscope.files import atomic_path, write_atomic
 from mechscope.sae.base import DTYPES, SAE, SAEConfig
 
 __all__ = ["CFG_FILE", "WEIGHTS_FILE", "load_sae", "save_sae", "saelens_config"]
@@ -129,12 +129,9 @@ def save_sae(sae: SAE, directory: str | Path) -> Path:
         )
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(saelens_tensors(sae), tmp)
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp = folder / f".{CFG_FILE}.tmp"
-    tmp.write_text(json.dumps(saelens_config(sae), indent=2))
-    os.replace(tmp, folder / CFG_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:  # a unique temporary name per writer
+        save_file(saelens_tensors(sae), tmp)
+    write_atomic(folder / CFG_FILE, json.dumps(saelens_config(sae), indent=2))
     return folder
 
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from mechscope.errors import MechscopeError
 from mechscope.progress import progress as progress_bar
 from mechscope.sae.base import SAE, SAEOutput
-from mechscope.sae.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from mechscope.sae.checkpoint import TrainState, load_checkpoint, locked, save_checkpoint
 from mechscope.sae.resample import resample_dead
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "lr_at"]
@@ -114,6 +114,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * scale
 
 
+@locked  # one run per checkpoint folder
 def fit(
     sae: SAE,
     batches: Iterable[Tensor] | Iterable[tuple[Tensor, Tensor]],
@@ -124,8 +125,8 @@ def fit(
 ) -> TrainResult:
     """Train ``sae`` in place on ``batches``; resume from ``checkpoint_dir`` when it holds a checkpoint."""
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
-    state = load_checkpoint(checkpoint_dir, sae, opt) if checkpoint_dir is not None else None
-    state = state or TrainState.new(sae.cfg.d_sae)
+    state = load_checkpoint(checkpoint_dir, sae, opt, cfg) if checkpoint_dir is not None else None
+    state = state or TrainState.new(sae.cfg.d_sae, device=sae.W_enc.device)
     it = iter(batches)
     _skip(it, state.step)
     sae.train()
@@ -166,7 +167,7 @@ def fit(
             and cfg.checkpoint_every
             and (step + 1) % cfg.checkpoint_every == 0
         ):
-            save_checkpoint(checkpoint_dir, sae, opt, state)
+            save_checkpoint(checkpoint_dir, sae, opt, state, cfg)
     sae.eval()
     return _result(state, recent)
 
@@ -237,7 +238,7 @@ def _firing(out: SAEOutput) -> tuple[Tensor, float]:
     code = out.sparse
     if code is not None:  # TopK/BatchTopK training: read the sparse code, skip the dense latents
         on = code.values.detach() > 0
-        fired = torch.zeros(out.latents.shape[-1], dtype=torch.bool)
+        fired = torch.zeros(out.latents.shape[-1], dtype=torch.bool, device=code.cols.device)
         fired[code.cols[on]] = True
         return fired, float(on.sum())
     active = out.latents > 0
@@ -250,12 +251,23 @@ def _split(sae: SAE, batch: Any) -> tuple[Tensor, Tensor | None]:
             raise MechscopeError(
                 "a transcoder trains on (x_in, x_out) pairs: pass an iterator of 2-tuples of tensors"
             )
-        return batch[0], batch[1]
+        return _finite(batch[0]), _finite(batch[1])
     if isinstance(batch, (tuple, list)):
         raise MechscopeError(
             "an SAE trains on activation tensors, not pairs: set out_hook_name to train a transcoder"
         )
-    return batch, None
+    return _finite(batch), None
+
+
+def _finite(x: Tensor) -> Tensor:
+    """``x``, or an error when it holds inf or NaN (one would turn every weight into NaN)."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise MechscopeError(
+            f"an activation batch holds {bad} inf/NaN values; check the activations (a float16 "
+            "store can overflow: harvest with --dtype float32 or bfloat16)"
+        )
+    return x
 
 
 def _skip(it: Iterator[Any], n: int) -> None:

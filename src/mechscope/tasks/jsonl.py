@@ -1,16 +1,17 @@
 """User tasks from a JSONL file: one ``{"clean", "corrupt", "answer", "wrong"}`` object per line.
 
 Prompts are text or lists of token ids; answers are text (mind the leading space: ``" Paris"``)
-or token ids. Blank lines are skipped; other keys on a line are kept in ``meta["extra"]``.
+or token ids. Blank lines are skipped; other keys on a line are kept in ``meta["extra"]``. A bad
+line (bytes that are not UTF-8, bad JSON) is a one-line error giving its line and column.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mechscope.errors import MechscopeError
+from mechscope.files import read_jsonl as jsonl_lines
 from mechscope.tasks.base import FIELDS, Task
 
 
@@ -19,11 +20,7 @@ def read_jsonl(path: str | Path, n: int | None = None) -> Task:
     path = Path(path)
     if not path.is_file():
         raise MechscopeError(f"task file not found: {path}")
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                rows.append(_parse(path, number, line))
+    rows = [_check(path, number, row) for number, row in jsonl_lines(path)]
     if not rows:
         raise MechscopeError(
             f"task file {path} is empty; write one JSON object per line with keys "
@@ -43,14 +40,7 @@ def read_jsonl(path: str | Path, n: int | None = None) -> Task:
     return Task(name=path.stem, **columns, meta=meta)
 
 
-def _parse(path: Path, number: int, line: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise MechscopeError(
-            f"{path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}); "
-            "write one JSON object per line"
-        ) from None
+def _check(path: Path, number: int, row: Any) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise MechscopeError(
             f"{path} line {number} is a JSON {type(row).__name__}, not an object; write "
