@@ -99,7 +99,8 @@ def test_bad_choice_names_the_valid_choices() -> None:
         (["bogus"], "no such command 'bogus'; commands: info, report, patch"),
         (["sae", "bogus"], "no such command 'bogus'; commands: eval, train"),
         (["--bogus"], "no such option '--bogus'"),
-        (["info"], "missing argument 'MODEL'"),
+        (["info"], "give a MODEL"),
+        (["harvest"], "missing option '--site'"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], expected: str) -> None:

@@ -14,9 +14,8 @@ from mechscope.errors import MechscopeError
 if TYPE_CHECKING:
     from mechscope.models.hooked import HookedModel
 
-__all__ = ["UserError", "load_model", "model_argument", "quiet_option"]
+__all__ = ["UserError", "load_model", "quiet_option"]
 
-model_argument = click.argument("model", metavar="MODEL")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
 
