@@ -31,30 +31,9 @@ def describe(model: HookedModel, name: str) -> dict[str, Any]:
 
 
 def _fallback() -> Family:
-    from mechscope.families import Family
+    from mechscope.families.fallback import residual_family
 
-    return Family(
-        name="fallback",
-        model_types=("*",),
-        dims=lambda c: c,
-        embed="",
-        layers="",
-        final_norm="",
-        unembed="",
-        ln1=None,
-        ln2=None,
-        attn=None,
-        qkv="separate",
-        q=None,
-        k=None,
-        v=None,
-        o=None,
-        mlp=None,
-        mlp_in=None,
-        mlp_up=None,
-        mlp_out=None,
-        residual_only=True,
-    )
+    return residual_family("fallback", ("*",), "", "", "", "")
 
 
 def family_sites(family: Family, dims: Dims) -> dict[str, Any]:

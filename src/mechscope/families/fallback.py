@@ -71,9 +71,19 @@ def infer_family(model: nn.Module) -> Family:
     final_norm = _final_norm(model, layers)
     if final_norm is None:
         raise _refuse(model, f"no final norm found after {layers}")
+    return residual_family(
+        f"fallback:{model_type}", (str(model_type),), embed, layers, final_norm, unembed
+    )
+
+
+def residual_family(
+    name: str, model_types: tuple[str, ...], embed: str, layers: str, final_norm: str, unembed: str
+) -> Family:
+    """A family that knows only the embedding, the layer list, the final norm and the unembedding:
+    its sites are ``hook_embed`` and ``blocks.L.hook_resid_pre/post``."""
     return Family(
-        name=f"fallback:{model_type}",
-        model_types=(str(model_type),),
+        name=name,
+        model_types=model_types,
         dims=fallback_dims,
         embed=embed,
         layers=layers,

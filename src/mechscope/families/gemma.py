@@ -7,9 +7,11 @@ to the embedding's (unscaled) weight.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from mechscope.families.base import Dims, Family
+from mechscope.families.base import Dims
+from mechscope.families.llama import FAMILY as LLAMA
 from mechscope.families.llama import llama_dims
 
 
@@ -19,25 +21,4 @@ def gemma_dims(config: Any) -> Dims:
     return Dims(**{**base.__dict__, "logit_softcap": cap})
 
 
-FAMILY = Family(
-    name="gemma",
-    model_types=("gemma",),
-    dims=gemma_dims,
-    embed="model.embed_tokens",
-    layers="model.layers",
-    final_norm="model.norm",
-    unembed="lm_head",
-    ln1="input_layernorm",
-    ln2="post_attention_layernorm",
-    attn="self_attn",
-    qkv="separate",
-    q="self_attn.q_proj",
-    k="self_attn.k_proj",
-    v="self_attn.v_proj",
-    o="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.gate_proj",
-    mlp_up="mlp.up_proj",
-    mlp_out="mlp.down_proj",
-    norm_offset=1.0,
-)
+FAMILY = replace(LLAMA, name="gemma", model_types=("gemma",), dims=gemma_dims, norm_offset=1.0)

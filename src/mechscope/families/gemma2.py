@@ -14,30 +14,15 @@ Sliding-window layers get their mask from transformers (``config.layer_types``).
 
 from __future__ import annotations
 
-from mechscope.families.base import Family
-from mechscope.families.gemma import gemma_dims
+from dataclasses import replace
 
-FAMILY = Family(
+from mechscope.families.gemma import FAMILY as GEMMA
+
+FAMILY = replace(
+    GEMMA,
     name="gemma2",
     model_types=("gemma2",),
-    dims=gemma_dims,
-    embed="model.embed_tokens",
-    layers="model.layers",
-    final_norm="model.norm",
-    unembed="lm_head",
-    ln1="input_layernorm",
-    ln2="pre_feedforward_layernorm",
-    attn="self_attn",
-    qkv="separate",
-    q="self_attn.q_proj",
-    k="self_attn.k_proj",
-    v="self_attn.v_proj",
-    o="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.gate_proj",
-    mlp_up="mlp.up_proj",
-    mlp_out="mlp.down_proj",
+    ln2="pre_feedforward_layernorm",  # the MLP's input norm; the post-norms below follow each block
     attn_write="post_attention_layernorm",
     mlp_write="post_feedforward_layernorm",
-    norm_offset=1.0,
 )

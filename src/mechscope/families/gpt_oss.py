@@ -9,12 +9,14 @@ MoE sites are ``mlp.hook_router_logits`` and ``mlp.hook_expert_out``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mechscope.families.base import Dims, Family, MoESpec
+from mechscope.families.base import Dims, MoESpec
+from mechscope.families.llama import FAMILY as LLAMA
 from mechscope.families.llama import llama_dims
 
 
@@ -49,23 +51,11 @@ def gpt_oss_expert_outputs(
     return out
 
 
-FAMILY = Family(
+FAMILY = replace(
+    LLAMA,
     name="gpt_oss",
     model_types=("gpt_oss",),
     dims=gpt_oss_dims,
-    embed="model.embed_tokens",
-    layers="model.layers",
-    final_norm="model.norm",
-    unembed="lm_head",
-    ln1="input_layernorm",
-    ln2="post_attention_layernorm",
-    attn="self_attn",
-    qkv="separate",
-    q="self_attn.q_proj",
-    k="self_attn.k_proj",
-    v="self_attn.v_proj",
-    o="self_attn.o_proj",
-    mlp="mlp",
     mlp_in=None,
     mlp_up=None,
     mlp_out=None,

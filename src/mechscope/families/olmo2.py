@@ -9,29 +9,16 @@ QK-norm (``q_norm``/``k_norm`` normalise all heads together) and RoPE.
 
 from __future__ import annotations
 
-from mechscope.families.base import Family
-from mechscope.families.llama import llama_dims
+from dataclasses import replace
 
-FAMILY = Family(
+from mechscope.families.llama import FAMILY as LLAMA
+
+FAMILY = replace(
+    LLAMA,
     name="olmo2",
     model_types=("olmo2",),
-    dims=llama_dims,
-    embed="model.embed_tokens",
-    layers="model.layers",
-    final_norm="model.norm",
-    unembed="lm_head",
-    ln1=None,
+    ln1=None,  # no input norms: the post-norms below follow attention and MLP
     ln2=None,
-    attn="self_attn",
-    qkv="separate",
-    q="self_attn.q_proj",
-    k="self_attn.k_proj",
-    v="self_attn.v_proj",
-    o="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.gate_proj",
-    mlp_up="mlp.up_proj",
-    mlp_out="mlp.down_proj",
     attn_write="post_attention_layernorm",
     mlp_write="post_feedforward_layernorm",
 )

@@ -7,28 +7,19 @@ writes ``[gate | up]``: ``mlp.hook_pre`` is the gate half (the activation's inpu
 
 from __future__ import annotations
 
-from mechscope.families.base import Family
-from mechscope.families.llama import llama_dims
+from dataclasses import replace
 
-FAMILY = Family(
+from mechscope.families.llama import FAMILY as LLAMA
+
+FAMILY = replace(
+    LLAMA,
     name="phi3",
     model_types=("phi3",),
-    dims=llama_dims,
-    embed="model.embed_tokens",
-    layers="model.layers",
-    final_norm="model.norm",
-    unembed="lm_head",
-    ln1="input_layernorm",
-    ln2="post_attention_layernorm",
-    attn="self_attn",
     qkv="concat",
     q="self_attn.qkv_proj",
     k=None,
     v=None,
-    o="self_attn.o_proj",
-    mlp="mlp",
     mlp_in="mlp.gate_up_proj",
     mlp_up="mlp.gate_up_proj",
-    mlp_out="mlp.down_proj",
     mlp_gate_up=True,
 )
