@@ -32,7 +32,9 @@ from torch import Tensor
 from mechscope.errors import MechscopeError
 from mechscope.progress import progress as progress_bar
 from mechscope.sae.base import SAE, SAEOutput
+from mechscope.sae.batchtopk import BatchTopKSAE
 from mechscope.sae.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from mechscope.sae.controller import adapt, check_target
 from mechscope.sae.resample import resample_dead
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "lr_at"]
@@ -53,6 +55,10 @@ class TrainConfig:
     decay_fraction: float = 0.2
     betas: tuple[float, float] = (0.9, 0.999)
     sparsity_warmup_steps: int = 0  # L1/L0 coefficient ramps from 0 over these steps
+    l0_gain: float = 0.05  # ReLU/JumpReLU with a target k: the controller's log-step per unit error
+    l0_anneal: float = 0.5  # fraction of the steps over which the target L0 falls to k
+    l0_until: float = 0.8  # fraction of the steps after which the adapted coefficient is frozen
+    topk_warmup: float = 0.5  # (Matryoshka) BatchTopK: fraction of the steps choosing k per token
     aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK)
     dead_window_tokens: int = 1_000_000  # a latent silent for this many tokens is dead
     grad_clip: float | None = None  # max global gradient norm
@@ -98,6 +104,7 @@ class TrainResult:
     l0: float
     dead_fraction: float
     history: list[dict[str, float]] = field(default_factory=list)
+    coefficient: float | None = None  # ReLU/JumpReLU: the sparsity coefficient at the end
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -123,6 +130,7 @@ def fit(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``sae`` in place on ``batches``; resume from ``checkpoint_dir`` when it holds a checkpoint."""
+    check_target(sae)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
     state = load_checkpoint(checkpoint_dir, sae, opt) if checkpoint_dir is not None else None
     state = state or TrainState.new(sae.cfg.d_sae)
@@ -168,7 +176,10 @@ def fit(
         ):
             save_checkpoint(checkpoint_dir, sae, opt, state)
     sae.eval()
-    return _result(state, recent)
+    result = _result(state, recent)
+    if sae.penalty is not None:
+        result.coefficient = float(sae.coefficient)
+    return result
 
 
 def train_step(
@@ -186,6 +197,8 @@ def train_step(
         group["lr"] = lr
     dead = state.tokens_since_fired >= cfg.dead_window_tokens if sae.uses_auxk else None
     coef = min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else 1.0
+    if isinstance(sae, BatchTopKSAE):
+        sae.per_token = step < cfg.topk_warmup * cfg.total_steps
     out = sae(x)
     terms = sae.loss(x, out, target=target, dead=dead, coef_scale=coef)
     opt.zero_grad(set_to_none=True)
@@ -201,6 +214,10 @@ def train_step(
     record = _bookkeeping(
         x if target is None else target, out, terms, state, lr, cfg.dead_window_tokens
     )
+    if sae.penalty is not None:
+        if sae.adaptive and coef == 1.0 and step < cfg.l0_until * cfg.total_steps:
+            adapt(sae, record["l0"], step / cfg.total_steps, cfg.l0_gain, cfg.l0_anneal)
+        record["coefficient"] = float(sae.coefficient)
     return record, out
 
 
