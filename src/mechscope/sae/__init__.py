@@ -1,13 +1,20 @@
 """Sparse dictionary learning: SAEs and transcoders, their training, and SAELens's file layout.
 
-One file per architecture (``relu``, ``topk``, ``batchtopk``, ``jumprelu``), all listed in
+One file per architecture (``relu``, ``topk``, ``batchtopk``, ``jumprelu``, ``matryoshka``), all listed in
 :data:`ARCHITECTURES`; ``SAE(cfg)`` builds the one named by ``cfg.arch``. See docs/sae.md.
 """
 
-from mechscope.sae import batchtopk, jumprelu, relu, topk  # noqa: F401  (fills ARCHITECTURES)
+from mechscope.sae import (  # noqa: F401  (fills ARCHITECTURES)
+    batchtopk,
+    jumprelu,
+    matryoshka,
+    relu,
+    topk,
+)
 from mechscope.sae.base import ARCHITECTURES, SAE, SAEConfig, SAEOutput
 from mechscope.sae.io import load_sae, save_sae
 from mechscope.sae.train import TrainConfig, TrainResult, fit
+from mechscope.sae.truth import TruthScores, load_truth, score_dictionary
 
 __all__ = [
     "ARCHITECTURES",
@@ -16,7 +23,10 @@ __all__ = [
     "SAEOutput",
     "TrainConfig",
     "TrainResult",
+    "TruthScores",
     "fit",
     "load_sae",
+    "load_truth",
     "save_sae",
+    "score_dictionary",
 ]

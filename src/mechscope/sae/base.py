@@ -63,8 +63,8 @@ class SAEConfig:
     l0_coefficient: float | None = None  # JumpReLU: fixed L0 weight (None: adapted to reach k)
     threshold: float = 0.1  # JumpReLU: initial threshold (normalised units)
     bandwidth: float = 0.05  # JumpReLU: rectangle-kernel width of the straight-through estimator
-    matryoshka_widths: tuple[int, ...] | None = None  # Matryoshka: prefix widths (None: d_sae/8,
-    # d_sae/4, d_sae/2, d_sae)
+    matryoshka_widths: tuple[int, ...] | None = None  # Matryoshka: prefix widths (None: d_sae/2,
+    # d_sae; d_sae is always the last)
     normalize_scale: float | None = None  # x * s before encoding, x_hat / s after decoding
     apply_b_dec_to_input: bool | None = None  # None: True for an SAE, False for a transcoder
     dtype: str = "float32"

@@ -60,7 +60,8 @@ class TrainConfig:
     l0_until: float = 0.8  # fraction of the steps after which the adapted coefficient is frozen
     topk_warmup: float = 0.5  # (Matryoshka) BatchTopK: fraction of the steps choosing k per token
     aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK)
-    dead_window_tokens: int = 1_000_000  # a latent silent for this many tokens is dead
+    dead_window_tokens: int | None = None  # a latent silent this long is dead (None: a quarter
+    # of the training tokens, at most 1M)
     grad_clip: float | None = None  # max global gradient norm
     resample_every: int | None = None  # steps between resamplings of dead latents (None: never)
     resample_until: float = 0.5  # fraction of the steps after which resampling stops
@@ -88,6 +89,13 @@ class TrainConfig:
             or (self.checkpoint_every is not None and self.checkpoint_every < 1)
         ):
             raise MechscopeError("batch_size, log_every and checkpoint_every must be positive")
+
+    @property
+    def dead_window(self) -> int:
+        """Tokens without firing after which a latent counts as dead."""
+        if self.dead_window_tokens is not None:
+            return self.dead_window_tokens
+        return min(1_000_000, max(self.batch_size, self.total_steps * self.batch_size // 4))
 
     @property
     def total_steps(self) -> int:
@@ -158,7 +166,7 @@ def fit(
             and (step + 1) % cfg.resample_every == 0
             and step + 1 <= cfg.resample_until * cfg.total_steps
         ):
-            dead = state.tokens_since_fired >= cfg.dead_window_tokens
+            dead = state.tokens_since_fired >= cfg.dead_window
             record["resampled"] = float(
                 resample_dead(sae, opt, x, target, out, dead, seed=cfg.seed * 1_000_003 + step)
             )
@@ -195,7 +203,7 @@ def train_step(
     lr = lr_at(cfg, step)
     for group in opt.param_groups:
         group["lr"] = lr
-    dead = state.tokens_since_fired >= cfg.dead_window_tokens if sae.uses_auxk else None
+    dead = state.tokens_since_fired >= cfg.dead_window if sae.uses_auxk else None
     coef = min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else 1.0
     if isinstance(sae, BatchTopKSAE):
         sae.per_token = step < cfg.topk_warmup * cfg.total_steps
@@ -212,7 +220,7 @@ def train_step(
         sae.normalise_decoder()
     sae.after_step(out)
     record = _bookkeeping(
-        x if target is None else target, out, terms, state, lr, cfg.dead_window_tokens
+        x if target is None else target, out, terms, state, lr, cfg.dead_window
     )
     if sae.penalty is not None:
         if sae.adaptive and coef == 1.0 and step < cfg.l0_until * cfg.total_steps:
