@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-from machine import cpu_name
 from safetensors.torch import save_file
 
+from machine import cpu_name
 from mechscope.sae import ARCHITECTURES, SAE, SAEConfig, TrainConfig, fit, score_dictionary
 
 PEER = Path(__file__).parent / "peers" / "run_saelens_synthetic.py"

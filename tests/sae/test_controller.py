@@ -60,7 +60,9 @@ def test_controller_reaches_target_and_freezes(arch):
     assert abs(l0 - 3) <= 0.75, l0
 
 
-@pytest.mark.parametrize(("arch", "field"), [("relu", "l1_coefficient"), ("jumprelu", "l0_coefficient")])
+@pytest.mark.parametrize(
+    ("arch", "field"), [("relu", "l1_coefficient"), ("jumprelu", "l0_coefficient")]
+)
 def test_fixed_coefficient_turns_the_controller_off(arch, field):
     sae = small(arch, k=3, **{field: 0.123})
     assert not sae.adaptive

@@ -12,9 +12,7 @@ from mechscope.sae.jumprelu import jumprelu, step
 
 
 def make(arch: str, **kw) -> SAE:
-    cfg = SAEConfig(
-        arch=arch, d_in=8, d_sae=24, k=3, **kw
-    )
+    cfg = SAEConfig(arch=arch, d_in=8, d_sae=24, k=3, **kw)
     return SAE(cfg)
 
 

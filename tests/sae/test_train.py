@@ -14,9 +14,7 @@ from mechscope.sae.train import lr_at
 
 
 def small(arch: str, **kw) -> SAE:
-    cfg = SAEConfig(
-        arch=arch, d_in=16, d_sae=48, k=3, normalize_scale=0.5, **kw
-    )
+    cfg = SAEConfig(arch=arch, d_in=16, d_sae=48, k=3, normalize_scale=0.5, **kw)
     return SAE(cfg, seed=1)
 
 

@@ -23,7 +23,9 @@ def test_exact_dictionary_permuted_scaled_and_flipped():
     truth = unit(torch.randn(10, 6, generator=torch.Generator().manual_seed(0)))
     learned = torch.cat([-3 * truth[[4, 2, 0, 1, 3, 9, 8, 7, 6, 5]], torch.zeros(0, 6)])
     s = score_dictionary(truth, learned)
-    assert s.mcc == pytest.approx(1.0) and s.recovered == 1.0 and s.mean_max_cos == pytest.approx(1.0)
+    assert (
+        s.mcc == pytest.approx(1.0) and s.recovered == 1.0 and s.mean_max_cos == pytest.approx(1.0)
+    )
     assert s.precision == s.recall == s.f1 == 1.0
 
 
@@ -36,7 +38,9 @@ def test_hungarian_matching_counts_each_latent_once():
     )
     s = score_dictionary(truth, learned)
     # best cosines: f0 1.0, f1 0.707 (via the mixed latent), f2 1.0, f3 0.707
-    assert s.recovered == pytest.approx(0.5) and s.mean_max_cos == pytest.approx((2 + 2**0.5) / 4, abs=1e-3)
+    assert s.recovered == pytest.approx(0.5) and s.mean_max_cos == pytest.approx(
+        (2 + 2**0.5) / 4, abs=1e-3
+    )
     # one-to-one: f0-l0 (1), f2-l2 (1), f1-l1 (0.141) or f1-l3, f3-the other (0.707): best sum
     cos = (unit(truth) @ unit(learned).T).abs()
     assert s.mcc == pytest.approx(float(1 + 1 + cos[1, 1] + cos[3, 3]) / 4)

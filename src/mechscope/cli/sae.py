@@ -44,8 +44,20 @@ sae.add_command(sae_eval)
     "--tokens", type=int, default=None, help="Training tokens (default: the whole store once)."
 )
 @click.option("--batch-size", type=int, default=4096, show_default=True)
-@click.option("--l1", "l1_coefficient", type=float, default=None, help="Fixed L1 coefficient (relu; turns off the adaptation to --k).")
-@click.option("--l0", "l0_coefficient", type=float, default=None, help="Fixed L0 coefficient (jumprelu; turns off the adaptation to --k).")
+@click.option(
+    "--l1",
+    "l1_coefficient",
+    type=float,
+    default=None,
+    help="Fixed L1 coefficient (relu; turns off the adaptation to --k).",
+)
+@click.option(
+    "--l0",
+    "l0_coefficient",
+    type=float,
+    default=None,
+    help="Fixed L0 coefficient (jumprelu; turns off the adaptation to --k).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--checkpoint-every",

@@ -219,9 +219,7 @@ def train_step(
     if sae.unit_norm_decoder:
         sae.normalise_decoder()
     sae.after_step(out)
-    record = _bookkeeping(
-        x if target is None else target, out, terms, state, lr, cfg.dead_window
-    )
+    record = _bookkeeping(x if target is None else target, out, terms, state, lr, cfg.dead_window)
     if sae.penalty is not None:
         if sae.adaptive and coef == 1.0 and step < cfg.l0_until * cfg.total_steps:
             adapt(sae, record["l0"], step / cfg.total_steps, cfg.l0_gain, cfg.l0_anneal)
