@@ -41,6 +41,8 @@ def test_learning_rate_schedule():
         ({"tokens": 10, "batch_size": 64}, "at least one step"),
         ({"steps": 5, "decay": "step"}, "unknown learning-rate decay"),
         ({"steps": 5, "lr": -1.0}, "learning rate"),
+        ({"steps": 5, "l0_gain": 0.0}, "l0_gain must be > 0"),
+        ({"steps": 5, "topk_warmup": 1.5}, "fractions in"),
     ],
 )
 def test_train_config_errors(kw, match):

@@ -89,6 +89,12 @@ class TrainConfig:
             or (self.checkpoint_every is not None and self.checkpoint_every < 1)
         ):
             raise MechscopeError("batch_size, log_every and checkpoint_every must be positive")
+        fractions = {n: getattr(self, n) for n in ("l0_anneal", "l0_until", "topk_warmup")}
+        if not (self.l0_gain > 0 and all(0 <= v <= 1 for v in fractions.values())):
+            raise MechscopeError(
+                f"l0_gain must be > 0 and {', '.join(fractions)} fractions in [0, 1], got "
+                f"l0_gain={self.l0_gain!r}, {fractions}"
+            )
 
     @property
     def dead_window(self) -> int:
