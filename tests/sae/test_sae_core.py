@@ -12,14 +12,12 @@ from mechscope.sae.jumprelu import jumprelu, step
 
 
 def make(arch: str, **kw) -> SAE:
-    cfg = SAEConfig(
-        arch=arch, d_in=8, d_sae=24, k=3 if arch in ("topk", "batchtopk") else None, **kw
-    )
+    cfg = SAEConfig(arch=arch, d_in=8, d_sae=24, k=3, **kw)
     return SAE(cfg)
 
 
 def test_registry_and_dispatch():
-    assert set(ARCHITECTURES) == {"relu", "topk", "batchtopk", "jumprelu"}
+    assert set(ARCHITECTURES) == {"relu", "topk", "batchtopk", "jumprelu", "matryoshka"}
     for arch, cls in ARCHITECTURES.items():
         sae = make(arch)
         assert type(sae) is cls and isinstance(sae, BaseSAE)
@@ -96,12 +94,32 @@ def test_batchtopk_train_and_eval():
     torch.testing.assert_close(sae.encode(x), pre * (pre > 0.3))
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_batchtopk_per_token_phase():
+    """While ``per_token`` (the first steps of training) BatchTopK chooses k per token, as TopK,
+    and leaves its inference threshold alone."""
+    sae = make("batchtopk").train()
+    sae.per_token = True
+    x = torch.randn(40, 8)
+    out = sae(x)
+    assert torch.equal(out.sparse.rows, torch.arange(40).repeat_interleave(3))
+    sae.after_step(out)
+    assert float(sae.threshold) == 0.0
+    sae.per_token = False
+    out = sae(x)
+    sae.after_step(out)
+    kept = out.sparse.values.detach()[out.sparse.values > 0]
+    assert float(sae.threshold) == pytest.approx(float(kept.min()))  # bias-corrected first step
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka"])
 @pytest.mark.parametrize("transcoder", [False, True])
 def test_sparse_training_path_matches_dense(arch, transcoder):
-    """The fast path (custom gather + embedding bag) gives the dense loss and gradients exactly."""
+    """The fast path (custom gather + embedding bag) gives the dense loss and gradients exactly;
+    for Matryoshka the loss adds every inner prefix's own squared error."""
     torch.manual_seed(0)
     extra = {"out_hook_name": "blocks.0.hook_mlp_out", "d_out": 6} if transcoder else {}
+    if arch == "matryoshka":
+        extra["matryoshka_widths"] = (8, 32)
     cfg = SAEConfig(
         arch=arch, d_in=16, d_sae=64, k=3, normalize_scale=2.0, dtype="float64", **extra
     )
@@ -132,6 +150,12 @@ def test_sparse_training_path_matches_dense(arch, transcoder):
     r = resid.detach()
     aux = (aux_lat @ sae.W_dec - r).pow(2).sum(-1).mean() / r.pow(2).sum(-1).mean()
     total = mse + 0.5 * aux * min(int(dead.sum()) / (16 // 2), 1.0)
+    if arch == "matryoshka":
+        lat = sae.activate(pre)
+        for m in (8, 32):
+            inner = goal - (lat[:, :m] @ sae.W_dec[:m] + sae.b_dec)
+            total = total + inner.pow(2).sum(-1).mean()
+            assert f"inner_mse_{m}" in fast
     torch.testing.assert_close(fast["loss"], total)
     sae.zero_grad()
     total.backward()

@@ -18,9 +18,7 @@ from mechscope.sae.train import lr_at
 
 
 def small(arch: str, **kw) -> SAE:
-    cfg = SAEConfig(
-        arch=arch, d_in=16, d_sae=48, k=3 if "topk" in arch else None, normalize_scale=0.5, **kw
-    )
+    cfg = SAEConfig(arch=arch, d_in=16, d_sae=48, k=3, normalize_scale=0.5, **kw)
     return SAE(cfg, seed=1)
 
 
@@ -47,6 +45,8 @@ def test_learning_rate_schedule():
         ({"tokens": 10, "batch_size": 64}, "at least one step"),
         ({"steps": 5, "decay": "step"}, "unknown learning-rate decay"),
         ({"steps": 5, "lr": -1.0}, "learning rate"),
+        ({"steps": 5, "l0_gain": 0.0}, "l0_gain must be > 0"),
+        ({"steps": 5, "topk_warmup": 1.5}, "fractions in"),
     ],
 )
 def test_train_config_errors(kw, match):
@@ -54,7 +54,7 @@ def test_train_config_errors(kw, match):
         TrainConfig(**kw)
 
 
-@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"])
 def test_fit_runs_and_keeps_invariants(arch):
     sae = small(arch)
     res = fit(
@@ -108,7 +108,7 @@ def test_pairs_and_tensors_are_checked():
         fit(tc, iter([torch.randn(4, 16)]), TrainConfig(steps=1), progress=False)
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu", "matryoshka"])
 def test_resume_is_exact(tmp_path, arch):
     """2N steps straight == N steps, a crash, and a resume (same iterator from its start)."""
     cfg = TrainConfig(

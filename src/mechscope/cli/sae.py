@@ -9,7 +9,7 @@ import click
 
 from mechscope.cli.common import quiet_option
 
-ARCHS = ("relu", "topk", "batchtopk", "jumprelu")
+ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 
 
 @click.group("sae")
@@ -32,7 +32,8 @@ sae.add_command(sae_eval)
     type=int,
     default=32,
     show_default=True,
-    help="Active latents per token (topk, batchtopk).",
+    help="Target L0, active latents per token (relu/jumprelu: reached by adapting their "
+    "coefficient unless --l1/--l0 fixes it).",
 )
 @click.option(
     "--expansion",
@@ -49,8 +50,20 @@ sae.add_command(sae_eval)
     help="Training tokens (default: the whole store once).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--l1", "l1_coefficient", type=float, default=None, help="L1 coefficient (relu).")
-@click.option("--l0", "l0_coefficient", type=float, default=None, help="L0 coefficient (jumprelu).")
+@click.option(
+    "--l1",
+    "l1_coefficient",
+    type=float,
+    default=None,
+    help="Fixed L1 coefficient (relu; turns off the adaptation to --k).",
+)
+@click.option(
+    "--l0",
+    "l0_coefficient",
+    type=float,
+    default=None,
+    help="Fixed L0 coefficient (jumprelu; turns off the adaptation to --k).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--checkpoint-every",
@@ -114,7 +127,7 @@ def train(
         hook_name=m.sites[0],
         out_hook_name=m.sites[1] if len(m.sites) > 1 else None,
         d_out=m.d_out,
-        k=k if arch in ("topk", "batchtopk") else None,
+        k=k,
         normalize_scale=m.norm_scale,
         model_name=str(m.config.get("model")),
         dataset=str(m.config.get("corpus")),
@@ -170,7 +183,10 @@ def _train_into(
         )
         save_sae(model, folder)
         summary = {"steps": result.steps, "tokens": result.tokens, "fvu": result.fvu}
-        summary.update(l0=result.l0, dead_fraction=result.dead_fraction, history=result.history)
+        summary.update(l0=result.l0, dead_fraction=result.dead_fraction)
+        if result.coefficient is not None:  # the sparsity coefficient relu/jumprelu adapted to --k
+            summary["sparsity_coefficient"] = result.coefficient
+        summary["history"] = result.history
         write_record(folder, settings, summary)
         clear_checkpoints(folder / CHECKPOINTS)
     return result

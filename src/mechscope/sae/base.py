@@ -51,17 +51,20 @@ def register(name: str):
 class SAEConfig:
     """What an SAE needs to run, and (last three fields) where it came from."""
 
-    arch: str  # a key of ARCHITECTURES: relu, topk, batchtopk, jumprelu
+    arch: str  # a key of ARCHITECTURES: relu, topk, batchtopk, jumprelu, matryoshka
     d_in: int  # input width
     d_sae: int  # number of latents
     hook_name: str = ""  # site the SAE reads (and, for an SAE, writes)
     out_hook_name: str | None = None  # transcoder: the site it writes (None for an SAE)
     d_out: int | None = None  # transcoder output width (None: d_in)
-    k: int | None = None  # TopK: latents per token; BatchTopK: mean latents per token
-    l1_coefficient: float = 5.0  # ReLU: weight of the decoder-norm-weighted L1 penalty
-    l0_coefficient: float = 0.01  # JumpReLU: weight of the L0 penalty
-    threshold: float = 0.01  # JumpReLU: initial threshold (normalised units)
+    k: int | None = None  # target L0: TopK per token, (Matryoshka) BatchTopK mean per token,
+    # ReLU/JumpReLU through an adaptive sparsity coefficient (see controller.py)
+    l1_coefficient: float | None = None  # ReLU: fixed L1 weight (None: adapted to reach k)
+    l0_coefficient: float | None = None  # JumpReLU: fixed L0 weight (None: adapted to reach k)
+    threshold: float = 0.1  # JumpReLU: initial threshold (normalised units)
     bandwidth: float = 0.05  # JumpReLU: rectangle-kernel width of the straight-through estimator
+    matryoshka_widths: tuple[int, ...] | None = None  # Matryoshka: prefix widths (None: d_sae/2,
+    # d_sae; d_sae is always the last)
     normalize_scale: float | None = None  # x * s before encoding, x_hat / s after decoding
     apply_b_dec_to_input: bool | None = None  # None: True for an SAE, False for a transcoder
     dtype: str = "float32"
@@ -78,12 +81,17 @@ class SAEConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise MechscopeError(f"SAE {name} must be a positive integer, got {value!r}")
-        if self.arch in ("topk", "batchtopk") and (self.k is None or not 1 <= self.k <= self.d_sae):
+        needs_k = self.arch in ("topk", "batchtopk", "matryoshka")
+        if (needs_k or self.k is not None) and (
+            not isinstance(self.k, int) or not 1 <= self.k <= self.d_sae
+        ):
             raise MechscopeError(
                 f"{self.arch} SAE needs k between 1 and d_sae={self.d_sae}: pass k (got {self.k!r})"
             )
         for name in ("l1_coefficient", "l0_coefficient", "threshold", "bandwidth"):
             value = getattr(self, name)
+            if value is None:
+                continue
             positive = name in ("threshold", "bandwidth")
             if not math.isfinite(value) or value < 0 or (positive and value == 0):
                 need = "> 0" if positive else ">= 0"
@@ -96,6 +104,15 @@ class SAEConfig:
         if self.dtype not in DTYPES:
             raise MechscopeError(
                 f"unknown SAE dtype {self.dtype!r}: use one of {', '.join(DTYPES)}"
+            )
+        widths = self.matryoshka_widths
+        if widths is not None and (
+            not widths
+            or any(not isinstance(w, int) or not 0 < w <= self.d_sae for w in widths)
+            or any(a >= b for a, b in zip(widths, widths[1:]))
+        ):
+            raise MechscopeError(
+                f"matryoshka_widths must increase strictly within 1..d_sae={self.d_sae}, got {widths!r}"
             )
         if self.out_hook_name is None and self.d_out not in (None, self.d_in):
             raise MechscopeError(
@@ -137,6 +154,8 @@ class SAE(nn.Module):
     arch: ClassVar[str] = ""
     unit_norm_decoder: ClassVar[bool] = True  # renormalise W_dec rows after each optimiser step
     uses_auxk: ClassVar[bool] = False  # TopK-style AuxK loss for dead latents
+    penalty: ClassVar[str | None] = None  # config field of the sparsity coefficient, if any
+    penalty_start: ClassVar[float] = 0.0  # the adaptive coefficient's first value
 
     def __new__(cls, cfg: SAEConfig, *args: Any, **kwargs: Any) -> SAE:
         if cls is SAE:
@@ -157,6 +176,16 @@ class SAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.W_dec = nn.Parameter(w_dec.to(dtype).contiguous())
         self.b_dec = nn.Parameter(torch.zeros(cfg.width_out, dtype=dtype))
+        if self.penalty is not None:  # the coefficient in use: fixed, or adapted by the trainer
+            fixed = getattr(cfg, self.penalty)
+            start = self.penalty_start if fixed is None else fixed
+            self.register_buffer("coefficient", torch.tensor(start, dtype=torch.float64))
+            self.register_buffer("l0_start", torch.tensor(math.nan, dtype=torch.float64))
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether training adapts the sparsity coefficient to reach ``cfg.k`` (no fixed value)."""
+        return self.penalty is not None and getattr(self.cfg, self.penalty) is None
 
     # --- the contract -------------------------------------------------------------------------
     def check_input(self, x: Tensor, width: int | None = None, what: str = "activations") -> None:

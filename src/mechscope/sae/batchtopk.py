@@ -24,6 +24,8 @@ THRESHOLD_RATE = 0.01
 class BatchTopKSAE(TopKSAE):
     """``k`` active latents per token on average over a batch; a learned threshold at inference."""
 
+    per_token: bool = False  # set by the trainer: choose k per token (TopK) in the first steps
+
     def __init__(self, cfg: SAEConfig, *, seed: int | None = 0) -> None:
         super().__init__(cfg, seed=seed)
         self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
@@ -32,7 +34,7 @@ class BatchTopKSAE(TopKSAE):
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         if self.training and pre_acts.dim() == 2:
-            return self._batch_topk(pre_acts)
+            return super().activate(pre_acts) if self.per_token else self._batch_topk(pre_acts)
         return pre_acts * (pre_acts > self.threshold.to(pre_acts.dtype))
 
     def _batch_topk(self, pre: Tensor) -> Tensor:
@@ -42,12 +44,16 @@ class BatchTopKSAE(TopKSAE):
         return out
 
     def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        if self.per_token:
+            return super().select(pre)
         n = min(self.cfg.k * pre.shape[0], pre.numel())  # type: ignore[operator]
         flat = pre.reshape(-1).topk(n, sorted=False).indices.sort().values
         return flat // pre.shape[1], flat % pre.shape[1]
 
     @torch.no_grad()
     def after_step(self, out: SAEOutput) -> None:
+        if self.per_token:  # the threshold is the batch selection's: learn it from those steps only
+            return
         values = out.sparse.values.detach() if out.sparse is not None else out.latents
         active = values[values > 0]
         if active.numel() == 0:

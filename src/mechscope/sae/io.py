@@ -13,13 +13,15 @@ mechscope          SAELens ``architecture``
 relu               ``standard`` (``transcoder`` with ``out_hook_name``)
 topk               ``topk`` (``topk_transcoder``: not in SAELens, mechscope only)
 batchtopk          ``jumprelu`` with one threshold for all latents, as SAELens saves it
+matryoshka         ``jumprelu`` likewise (SAELens saves its Matryoshka BatchTopK so)
 jumprelu           ``jumprelu`` (``jumprelu_transcoder``)
 =================  ===================================================================
 
 ``normalize_scale`` is folded into the weights on saving (``W_enc * s``, ``W_dec / s``, ``b_dec
 / s``; the function is unchanged), as SAELens does after training, and ``normalize_activations``
-is ``"none"``. mechscope's own config (training coefficients, the architecture before mapping)
-rides along in ``metadata["mechscope"]``. Loading also reads pre-6.0 flat configs.
+is ``"none"``. mechscope's own config (target L0 ``k``, coefficients, Matryoshka widths, the
+architecture before mapping) rides along in ``metadata["mechscope"]``, with the sparsity
+coefficient a ReLU/JumpReLU SAE ended training with (``sparsity_coefficient``). Loading also reads pre-6.0 flat configs.
 """
 
 from __future__ import annotations
@@ -59,11 +61,14 @@ TO_SAELENS = {
     ("topk", False): "topk",
     ("batchtopk", False): "jumprelu",
     ("jumprelu", False): "jumprelu",
+    ("matryoshka", False): "jumprelu",
     ("relu", True): "transcoder",
     ("topk", True): "topk_transcoder",
     ("batchtopk", True): "jumprelu_transcoder",
     ("jumprelu", True): "jumprelu_transcoder",
+    ("matryoshka", True): "jumprelu_transcoder",
 }
+THRESHOLD_ARCHS = ("jumprelu", "batchtopk", "matryoshka")  # saved with a threshold tensor
 
 
 def saelens_config(sae: SAE) -> dict[str, Any]:
@@ -84,6 +89,8 @@ def saelens_config(sae: SAE) -> dict[str, Any]:
     if c.is_transcoder:
         out["d_out"] = c.width_out
     mech = {k: v for k, v in dataclasses.asdict(c).items() if k not in ("normalize_scale",)}
+    if sae.penalty is not None:
+        mech["sparsity_coefficient"] = float(sae.coefficient)
     out["metadata"] = {
         "sae_lens_version": LAYOUT_VERSION,
         "sae_lens_training_version": None,
@@ -114,7 +121,7 @@ def saelens_tensors(sae: SAE) -> dict[str, Tensor]:
         "b_dec": sae.b_dec / s,
     }
     threshold = getattr(sae, "threshold", None)
-    if sae.cfg.arch in ("jumprelu", "batchtopk"):
+    if sae.cfg.arch in THRESHOLD_ARCHS:
         assert threshold is not None
         tensors["threshold"] = threshold.to(sae.W_enc.dtype).expand(sae.cfg.d_sae).clone()
     dtype = DTYPES[sae.cfg.dtype]
@@ -159,6 +166,9 @@ def load_sae(directory: str | Path) -> SAE:
     _check_shapes(tensors, cfg, folder)
     sae = SAE(cfg, seed=None)
     _assign(sae, tensors, rescale)
+    coefficient = ((raw.get("metadata") or {}).get("mechscope") or {}).get("sparsity_coefficient")
+    if sae.penalty is not None and isinstance(coefficient, (int, float)):
+        sae.coefficient.fill_(float(coefficient))  # the value training ended with
     return sae.eval()
 
 
@@ -178,8 +188,8 @@ def config_from_saelens(raw: dict[str, Any], tensors: dict[str, Tensor]) -> tupl
         )
     arch, transcoder = FROM_SAELENS[arch_name]
     mech = meta.get("mechscope") or {}
-    if arch == "jumprelu" and mech.get("arch") == "batchtopk":
-        arch = "batchtopk"
+    if arch == "jumprelu" and mech.get("arch") in ("batchtopk", "matryoshka"):
+        arch = mech["arch"]
     norm = raw.get("normalize_activations", "none")
     if norm not in ("none", "expected_average_only_in", None, False, True):
         raise MechscopeError(
@@ -190,7 +200,7 @@ def config_from_saelens(raw: dict[str, Any], tensors: dict[str, Tensor]) -> tupl
         return meta.get(key, raw.get(key, default))
 
     k = raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k"))
-    if arch == "batchtopk":
+    if arch != "topk":
         k = mech.get("k", k)
     hook = get("hook_name", get("hook_point", ""))
     d_out = raw.get("d_out") if transcoder else None
@@ -199,6 +209,8 @@ def config_from_saelens(raw: dict[str, Any], tensors: dict[str, Tensor]) -> tupl
         for f in ("l1_coefficient", "l0_coefficient", "bandwidth", "version")
         if f in mech
     }
+    if arch == "matryoshka" and mech.get("matryoshka_widths") is not None:
+        keep["matryoshka_widths"] = tuple(int(w) for w in mech["matryoshka_widths"])
     cfg = SAEConfig(
         arch=arch,
         d_in=int(raw["d_in"]),
@@ -225,7 +237,7 @@ def _check_shapes(tensors: dict[str, Tensor], cfg: SAEConfig, folder: Path) -> N
         "W_dec": (cfg.d_sae, cfg.width_out),
         "b_dec": (cfg.width_out,),
     }
-    if cfg.arch in ("jumprelu", "batchtopk"):
+    if cfg.arch in THRESHOLD_ARCHS:
         expected["threshold"] = (cfg.d_sae,)
     for name, shape in expected.items():
         if name not in tensors:
@@ -265,7 +277,7 @@ def _assign(sae: SAE, tensors: dict[str, Tensor], rescale: bool) -> None:
             )
         # 0 (a plain ReLU latent) becomes the smallest positive normal number: log must be finite
         sae.log_threshold.copy_(threshold.clamp(min=torch.finfo(dtype).tiny).log())
-    elif sae.cfg.arch == "batchtopk":
+    elif sae.cfg.arch in THRESHOLD_ARCHS:
         value = float(tensors["threshold"].double().mean())
         sae.threshold.fill_(value)
         if not math.isfinite(value):

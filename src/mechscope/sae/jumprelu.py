@@ -2,7 +2,9 @@
 with JumpReLU Sparse Autoencoders").
 
 Steps: ``latents = pre * H(pre - threshold)`` with a learned per-latent ``threshold = exp(log_threshold) > 0``; loss
-= squared error + ``l0_coefficient * sum_i H(pre_i - threshold_i)``. The Heaviside step has no
+= squared error + ``c * sum_i H(pre_i - threshold_i)``, ``c`` the config's ``l0_coefficient`` or,
+when that is None, a coefficient the trainer adapts until L0 reaches ``k``
+(:mod:`mechscope.sae.controller`). The Heaviside step has no
 useful gradient, so both the activation and the L0 penalty use straight-through estimators whose
 pseudo-derivative with respect to the threshold is a rectangle kernel of width ``bandwidth``:
 ``d/dθ JumpReLU(z) = -(θ/ε) K((z-θ)/ε)`` and ``d/dθ H(z-θ) = -(1/ε) K((z-θ)/ε)`` with
@@ -75,6 +77,8 @@ class JumpReluSAE(SAE):
     """JumpReLU latents with a learned per-latent threshold and an L0 penalty."""
 
     unit_norm_decoder = False
+    penalty = "l0_coefficient"
+    penalty_start = 0.01  # normalised units; the controller moves it from here
 
     def __init__(self, cfg: SAEConfig, *, seed: int | None = 0) -> None:
         super().__init__(cfg, seed=seed)
@@ -95,4 +99,4 @@ class JumpReluSAE(SAE):
         self, out: SAEOutput, residual: Tensor, dead: Tensor | None, coef_scale: float = 1.0
     ) -> dict[str, Tensor]:
         l0 = step(out.pre_acts, self.threshold, self.cfg.bandwidth).sum(-1).mean()
-        return {"l0_loss": self.cfg.l0_coefficient * coef_scale * l0}
+        return {"l0_loss": self.coefficient.to(l0.dtype) * coef_scale * l0}

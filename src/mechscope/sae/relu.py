@@ -1,7 +1,8 @@
 """ReLU SAE with a decoder-norm-weighted L1 penalty (Anthropic, "Circuits Updates - April 2024").
 
-Steps: ``latents = ReLU(x W_enc + b_enc)``; loss = squared error + ``l1_coefficient *
-sum_i latents_i * ||W_dec[i]||``. The decoder is left unconstrained: weighting the penalty by the
+Steps: ``latents = ReLU(x W_enc + b_enc)``; loss = squared error + ``c * sum_i latents_i *
+||W_dec[i]||`` with ``c`` the config's ``l1_coefficient`` or, when that is None, a coefficient the
+trainer adapts until L0 reaches ``k`` (:mod:`mechscope.sae.controller`). The decoder is left unconstrained: weighting the penalty by the
 decoder norms stops the SAE from shrinking latents and growing decoder rows to dodge the penalty
 (the earlier fix was to renormalise the rows after every step).
 """
@@ -20,6 +21,8 @@ class ReluSAE(SAE):
     """``latents = ReLU(pre_acts)``, L1 penalty weighted by decoder row norms."""
 
     unit_norm_decoder = False
+    penalty = "l1_coefficient"
+    penalty_start = 0.3  # normalised units; the controller moves it from here
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         return pre_acts.relu()
@@ -28,4 +31,4 @@ class ReluSAE(SAE):
         self, out: SAEOutput, residual: Tensor, dead: Tensor | None, coef_scale: float = 1.0
     ) -> dict[str, Tensor]:
         l1 = (out.latents * self.W_dec.norm(dim=1)).sum(-1).mean()
-        return {"l1_loss": self.cfg.l1_coefficient * coef_scale * l1}
+        return {"l1_loss": self.coefficient.to(l1.dtype) * coef_scale * l1}

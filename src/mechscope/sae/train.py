@@ -32,7 +32,9 @@ from torch import Tensor
 from mechscope.errors import MechscopeError
 from mechscope.progress import progress as progress_bar
 from mechscope.sae.base import SAE, SAEOutput
+from mechscope.sae.batchtopk import BatchTopKSAE
 from mechscope.sae.checkpoint import TrainState, load_checkpoint, locked, save_checkpoint
+from mechscope.sae.controller import adapt, check_target
 from mechscope.sae.resample import resample_dead
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "lr_at"]
@@ -53,8 +55,13 @@ class TrainConfig:
     decay_fraction: float = 0.2
     betas: tuple[float, float] = (0.9, 0.999)
     sparsity_warmup_steps: int = 0  # L1/L0 coefficient ramps from 0 over these steps
+    l0_gain: float = 0.05  # ReLU/JumpReLU with a target k: the controller's log-step per unit error
+    l0_anneal: float = 0.5  # fraction of the steps over which the target L0 falls to k
+    l0_until: float = 0.8  # fraction of the steps after which the adapted coefficient is frozen
+    topk_warmup: float = 0.5  # (Matryoshka) BatchTopK: fraction of the steps choosing k per token
     aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK)
-    dead_window_tokens: int = 1_000_000  # a latent silent for this many tokens is dead
+    dead_window_tokens: int | None = None  # a latent silent this long is dead (None: a quarter
+    # of the training tokens, at most 1M)
     grad_clip: float | None = None  # max global gradient norm
     resample_every: int | None = None  # steps between resamplings of dead latents (None: never)
     resample_until: float = 0.5  # fraction of the steps after which resampling stops
@@ -82,6 +89,19 @@ class TrainConfig:
             or (self.checkpoint_every is not None and self.checkpoint_every < 1)
         ):
             raise MechscopeError("batch_size, log_every and checkpoint_every must be positive")
+        fractions = {n: getattr(self, n) for n in ("l0_anneal", "l0_until", "topk_warmup")}
+        if not (self.l0_gain > 0 and all(0 <= v <= 1 for v in fractions.values())):
+            raise MechscopeError(
+                f"l0_gain must be > 0 and {', '.join(fractions)} fractions in [0, 1], got "
+                f"l0_gain={self.l0_gain!r}, {fractions}"
+            )
+
+    @property
+    def dead_window(self) -> int:
+        """Tokens without firing after which a latent counts as dead."""
+        if self.dead_window_tokens is not None:
+            return self.dead_window_tokens
+        return min(1_000_000, max(self.batch_size, self.total_steps * self.batch_size // 4))
 
     @property
     def total_steps(self) -> int:
@@ -98,6 +118,7 @@ class TrainResult:
     l0: float
     dead_fraction: float
     history: list[dict[str, float]] = field(default_factory=list)
+    coefficient: float | None = None  # ReLU/JumpReLU: the sparsity coefficient at the end
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -124,6 +145,7 @@ def fit(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``sae`` in place on ``batches``; resume from ``checkpoint_dir`` when it holds a checkpoint."""
+    check_target(sae)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
     state = load_checkpoint(checkpoint_dir, sae, opt, cfg) if checkpoint_dir is not None else None
     state = state or TrainState.new(sae.cfg.d_sae, device=sae.W_enc.device)
@@ -151,7 +173,7 @@ def fit(
             and (step + 1) % cfg.resample_every == 0
             and step + 1 <= cfg.resample_until * cfg.total_steps
         ):
-            dead = state.tokens_since_fired >= cfg.dead_window_tokens
+            dead = state.tokens_since_fired >= cfg.dead_window
             record["resampled"] = float(
                 resample_dead(sae, opt, x, target, out, dead, seed=cfg.seed * 1_000_003 + step)
             )
@@ -169,7 +191,10 @@ def fit(
         ):
             save_checkpoint(checkpoint_dir, sae, opt, state, cfg)
     sae.eval()
-    return _result(state, recent)
+    result = _result(state, recent)
+    if sae.penalty is not None:
+        result.coefficient = float(sae.coefficient)
+    return result
 
 
 def train_step(
@@ -185,8 +210,10 @@ def train_step(
     lr = lr_at(cfg, step)
     for group in opt.param_groups:
         group["lr"] = lr
-    dead = state.tokens_since_fired >= cfg.dead_window_tokens if sae.uses_auxk else None
+    dead = state.tokens_since_fired >= cfg.dead_window if sae.uses_auxk else None
     coef = min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else 1.0
+    if isinstance(sae, BatchTopKSAE):
+        sae.per_token = step < cfg.topk_warmup * cfg.total_steps
     out = sae(x)
     terms = sae.loss(x, out, target=target, dead=dead, coef_scale=coef)
     opt.zero_grad(set_to_none=True)
@@ -199,9 +226,11 @@ def train_step(
     if sae.unit_norm_decoder:
         sae.normalise_decoder()
     sae.after_step(out)
-    record = _bookkeeping(
-        x if target is None else target, out, terms, state, lr, cfg.dead_window_tokens
-    )
+    record = _bookkeeping(x if target is None else target, out, terms, state, lr, cfg.dead_window)
+    if sae.penalty is not None:
+        if sae.adaptive and coef == 1.0 and step < cfg.l0_until * cfg.total_steps:
+            adapt(sae, record["l0"], step / cfg.total_steps, cfg.l0_gain, cfg.l0_anneal)
+        record["coefficient"] = float(sae.coefficient)
     return record, out
 
 
