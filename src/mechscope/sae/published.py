@@ -71,7 +71,8 @@ def load_sae(
         sae = {"gemma_scope": _gemma_scope, "sparsify": _sparsify, "circuit_tracer": _tracer}[fmt](
             p, layer
         )
-    sae = _resite(sae, site, out_site)
+    # a SAELens file without a hook name still loads without a model (e.g. to score it)
+    sae = _resite(sae, site, out_site, required=model is not None or fmt != "saelens")
     if model is not None:
         sae = _fold_norm_gain(sae, model)
         _check_against(sae, model, p)
@@ -355,11 +356,15 @@ def _tracer_layer(file: Path, conf: dict[str, Any]) -> SAE:
 # --- sites -------------------------------------------------------------------------------------
 
 
-def _resite(sae: SAE, site: str | None, out_site: str | None) -> SAE:
-    """The same weights at other sites (a new config; the tensors are shared)."""
+def _resite(sae: SAE, site: str | None, out_site: str | None, required: bool = True) -> SAE:
+    """The same weights at other sites (a new config; the tensors are shared).
+
+    With ``required=False`` a dictionary whose site is unknown loads as it is."""
     c = sae.cfg
     read = site or c.hook_name
     write = out_site or c.out_hook_name
+    if not read and not required:
+        return sae
     if not read:
         raise MechscopeError(
             "the path does not say which site this dictionary reads: pass site= (for example "
