@@ -46,11 +46,12 @@ def neurons_section(model: HookedModel, ctx: ReportContext, corpus: Any = None) 
     intro = (
         f"{STYLE}<p>Every MLP neuron of layer {layer} (<code>{escape(data['site'])}</code>) over "
         f"{data['tokens']:,} tokens of the corpus ({data['windows']} windows of {data['seq_len']}"
-        f"), in one streaming pass. Shown: the {SHOW} neurons with the largest maximum "
+        "; each window's first position, the attention sink, left out of the statistics and the "
+        f"ranking), in one streaming pass. Shown: the {SHOW} neurons with the largest maximum "
         f"activation, each with its top {K} windows (tokens shaded by the neuron's activation, "
         "orange positive, blue negative; hover for the value; the maximum is outlined), its "
         "activation histogram (log counts) and the tokens its output weights promote and "
-        "suppress through the final norm and unembedding. Run <code>mechscope neurons</code> for "
+        f"suppress ({escape(data['logit_unit'])}). Run <code>mechscope neurons</code> for "
         "any layer, more tokens and more neurons.</p>"
     )
     blocks = "".join(neuron_block(entry) for entry in data["neurons"])
