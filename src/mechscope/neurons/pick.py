@@ -56,7 +56,7 @@ def pick_spread(
     ok = (dens >= lo) & (dens <= hi) & full & (position_share(scan) <= max_position_share)
     eligible = ok.nonzero().flatten()
     order = eligible[torch.sort(dens[eligible], descending=True, stable=True).indices]
-    groups = [g for g in torch.tensor_split(order, min(n, len(order))) if len(g)] if n else []
+    groups = torch.tensor_split(order, min(n, len(order))) if n and len(order) else []
     maxima = scan.max
     picked = [int(g[torch.argmax(maxima[g])]) for g in groups]
     first = "" if scan.include_first else " (each window's first position left out)"
