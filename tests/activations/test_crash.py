@@ -90,6 +90,7 @@ def reference(script: Path, toy_files: tuple[Path, Path], tmp_path_factory) -> t
     return snapshot(out)
 
 
+@pytest.mark.slow  # several subprocess harvests of 20k tokens
 def test_sigkill_at_random_moments_then_resume(
     script: Path, toy_files: tuple[Path, Path], reference: tuple, tmp_path: Path
 ) -> None:

@@ -42,6 +42,7 @@ def train(arch: str) -> tuple[SAE, float, float]:
     return sae, frac, mean_cos
 
 
+@pytest.mark.slow  # trains four SAEs to convergence
 @pytest.mark.parametrize("arch", sorted(SETTINGS))
 def test_recovers_planted_dictionary(arch):
     sae, frac, mean_cos = train(arch)
@@ -54,6 +55,7 @@ def test_recovers_planted_dictionary(arch):
     assert 2 <= l0 <= 12
 
 
+@pytest.mark.slow  # trains a transcoder to convergence
 def test_transcoder_recovers_mapped_dictionary():
     """x_out = codes @ D @ M: decoder rows must match the rows of D @ M (the features' outputs)."""
     dic = syn.dictionary()
