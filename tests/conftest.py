@@ -12,7 +12,7 @@ cache looks, so the report loads it instead of training a second one. The report
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -53,24 +53,42 @@ def smollm2_hf_copy() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return hf, tokenizer
 
 
+def share_builtin_model(patch: pytest.MonkeyPatch, model: HookedModel) -> None:
+    """Make ``mechscope.load("smollm2-135m")`` (what the CLI calls) return the loaded ``model``."""
+    import mechscope
+
+    real = mechscope.load
+
+    def load(name: Any, *args: Any, **kwargs: Any) -> Any:
+        return model if name == mechscope.DEFAULT_MODEL else real(name, *args, **kwargs)
+
+    patch.setattr(mechscope, "load", load)
+
+
+@pytest.fixture
+def cli_uses_smollm2(smollm2: HookedModel, monkeypatch: pytest.MonkeyPatch) -> HookedModel:
+    """For CLI tests on the built-in model: the command gets the session's ``smollm2``."""
+    share_builtin_model(monkeypatch, smollm2)
+    return smollm2
+
+
 @pytest.fixture(scope="session")
 def builtin_report(
     smollm2: HookedModel, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Path:
     """``report.html`` of ``mechscope report --quiet`` with default settings, on the shared model.
 
-    The command runs through the CLI (option parsing, config, output path); only its model load is
-    replaced by the session's ``smollm2``, which is the same ``mechscope.load("smollm2-135m")``.
+    The command runs through the CLI (option parsing, model loading, config, output path); only
+    ``mechscope.load("smollm2-135m")`` returns the session's ``smollm2`` (:func:`share_builtin_model`).
     """
     from click.testing import CliRunner
 
-    from mechscope.cli import report as report_cli
     from mechscope.cli.main import cli
 
     out = tmp_path_factory.mktemp("builtin-report")
     request.getfixturevalue("report_tuned_lens")  # the report then loads this session's lens
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report_cli, "load_model", lambda name, quiet=False: smollm2)
+        share_builtin_model(patch, smollm2)
         result = CliRunner().invoke(cli, ["report", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.stderr
     return Path(result.stdout.strip())
