@@ -129,12 +129,7 @@ def scan(
         if not torch.isfinite(acts).all():
             raise MechscopeError(f"non-finite activations at {readout.site}; check the model")
         if top is None:
-            seq_len = tokens.shape[1]
-            if seq_len <= start:
-                raise MechscopeError(
-                    "windows of one token have no position after the first; "
-                    "use longer windows or include_first=True"
-                )
+            seq_len = _check_length(tokens.shape[1], start)
             top = empty_topk(readout.n_units, k, seq_len)
             if through_norm and readout.writes is not None:
                 resid = final_residuals(model, tokens[:JACOBIAN_WINDOWS], start)
@@ -156,6 +151,15 @@ def scan(
     return NeuronScan(
         readout, top, hist, effects, n_tokens, n_windows, seq_len, include_first, resid is not None
     )
+
+
+def _check_length(seq_len: int, start: int) -> int:
+    if seq_len <= start:
+        raise MechscopeError(
+            "windows of one token have no position after the first; "
+            "use longer windows or include_first=True"
+        )
+    return seq_len
 
 
 def final_residuals(model: HookedModel, tokens: Tensor, start: int = 1) -> Tensor:
