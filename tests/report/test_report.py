@@ -16,7 +16,6 @@ from mechscope.report import SECTIONS, ReportConfig, Section, build_report
 EXTERNAL = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.IGNORECASE)
 
 
-@pytest.mark.slow  # every section, SAE training included
 def test_report_files_and_sections(tiny: HookedModel, small_corpus, tmp_path: Path) -> None:
     config = ReportConfig(corpus=small_corpus)
     path = build_report(tiny, tmp_path / "out", config=config, quiet=True)
