@@ -23,17 +23,27 @@ def cached(model: HookedModel, corpus: Corpus, sites: list[str], n_windows: int,
     return {s: cache[s].reshape(-1, cache[s].shape[-1]) for s in sites}
 
 
-def test_rows_equal_run_with_cache(tiny: HookedModel, toy_corpus: Corpus, tmp_path) -> None:
+@pytest.mark.parametrize("include_first", [False, True])
+def test_rows_equal_run_with_cache(
+    tiny: HookedModel, toy_corpus: Corpus, tmp_path, include_first: bool
+) -> None:
+    """Rows are positions 1: of every window by default (the first position is the attention
+    sink), every position with include_first; the manifest records the choice."""
     store = harvest(
-        tiny, SITE, toy_corpus, 3000, tmp_path, seq_len=32, shard_tokens=1000, progress=False
-    )
+        tiny, SITE, toy_corpus, 3000, tmp_path, seq_len=32, shard_tokens=1000, progress=False,
+        include_first=include_first,
+    )  # fmt: skip
     m = store.manifest
     assert m.complete and m.n_tokens == 3000 and m.d_in == 48 and m.d_out is None
-    # 1000 // 32 = 31 windows (992 rows) per shard: shards of 992, 992, 992, 24 rows
+    assert m.config["include_first"] is include_first and m.include_first is include_first
+    # 1000 // 31 = 32 windows of 31 rows, or 1000 // 32 = 31 windows of 32: 992 rows per shard
     assert [s.n_tokens for s in m.shards] == [992, 992, 992, 24]
     x = store.tensor()
-    want = cached(tiny, toy_corpus, [SITE], math.ceil(3000 / 32), seq_len=32, split="train")
-    assert torch.equal(x, want[SITE][:3000])
+    per_window = 32 if include_first else 31
+    n_windows = math.ceil(3000 / per_window)
+    want = cached(tiny, toy_corpus, [SITE], n_windows, seq_len=32, split="train")[SITE]
+    rows = want.reshape(n_windows, 32, 48)[:, 32 - per_window :].reshape(-1, 48)
+    assert torch.equal(x, rows[:3000])
     store.verify()
 
 
@@ -54,6 +64,7 @@ def test_transcoder_pair_and_bos_skip(tiny: HookedModel, toy_corpus: Corpus, tmp
     for site in sites:  # position 0 (BOS) of every window is left out
         rows = want[site].reshape(20, 32, 48)[:, 1:].reshape(-1, 48)
         assert torch.equal(store.tensor(site), rows)
+    assert not m.include_first
     # shuffled batches keep the sites paired: resid_post = resid_mid + mlp_out on every row
     for mid, out, post in store.batches(64, seed=3, mix_shards=2):
         torch.testing.assert_close(mid + out, post, rtol=0, atol=1e-6)
@@ -108,7 +119,7 @@ def test_corpus_running_out_ends_the_store_early(tiny: HookedModel, tmp_path) ->
     small = Corpus.from_texts([" ".join(["v1"] * 70), " ".join(["v2"] * 40), "v3 v4"], name="s")
     store = harvest(tiny, SITE, small, 10_000, tmp_path, seq_len=32, progress=False)
     assert store.manifest.exhausted and store.manifest.complete
-    assert store.n_tokens == 3 * 32  # 2 windows from the first document, 1 from the second
+    assert store.n_tokens == 3 * 31  # 2 windows from the first document, 1 from the second
 
 
 def test_repeat_run_reuses_a_complete_store(
@@ -227,6 +238,6 @@ def test_partial_store_needs_allow_partial(tiny: HookedModel, toy_corpus: Corpus
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(MechscopeError, match="not complete .*run the same `mechscope harvest`"):
         ActivationStore.open(tmp_path)
-    assert ActivationStore.open(tmp_path, allow_partial=True).n_tokens == 480  # 15 windows
+    assert ActivationStore.open(tmp_path, allow_partial=True).n_tokens == 496  # 16 windows of 31
     with pytest.raises(MechscopeError, match="not an activation store"):
         ActivationStore.open(tmp_path / "nowhere")

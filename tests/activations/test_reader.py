@@ -16,10 +16,10 @@ from mechscope.models.hooked import HookedModel
 @pytest.fixture(scope="module")
 def store(tiny: HookedModel, toy_corpus: Corpus, tmp_path_factory) -> ActivationStore:
     out = tmp_path_factory.mktemp("reader")
-    # 8 shards: 7 of 320 rows and one of 260
+    # 8 shards: 7 of 320 rows and one of 260 (every position stored: windows of 32 rows)
     return harvest(
         tiny, "blocks.2.hook_resid_post", toy_corpus, 2500, out, seq_len=32, shard_tokens=320,
-        progress=False,
+        include_first=True, progress=False,
     )  # fmt: skip
 
 

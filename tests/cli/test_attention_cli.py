@@ -78,7 +78,7 @@ def test_bad_input_is_one_line(tiny_folder: Path, args: list[str], message: str)
 
 
 @pytest.mark.slow
-def test_smollm2_ioi(tmp_path, ioi_prompt: str) -> None:
+def test_smollm2_ioi(tmp_path, ioi_prompt: str, cli_uses_smollm2) -> None:
     html, png = tmp_path / "ioi.html", tmp_path / "ioi.png"
     result = run(
         "attention", "-p", ioi_prompt, "--layers", "5,14-15",

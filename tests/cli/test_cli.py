@@ -51,6 +51,7 @@ def test_info_table(tiny_folder: Path) -> None:
     assert "blocks.2.mlp.hook_post" in result.stdout and "[batch pos 80]" in result.stdout
 
 
+@pytest.mark.slow  # every section, on the whole built-in corpus
 def test_report(tiny_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     result = run("report", "--model", str(tiny_folder), "--out", str(out), "--quiet")
@@ -100,12 +101,11 @@ def test_usage_error_exits_2() -> None:
 
 
 @pytest.mark.slow
-def test_report_on_the_builtin_model(tmp_path: Path) -> None:
-    result = run("report", "--out", str(tmp_path), "--quiet")
-    assert result.exit_code == 0, result.stderr
-    data = json.loads((tmp_path / "report.json").read_text("utf-8"))
+def test_report_on_the_builtin_model(builtin_report: Path) -> None:
+    """The session's one ``mechscope report`` run (tests/conftest.py)."""
+    data = json.loads((builtin_report.parent / "report.json").read_text("utf-8"))
     ioi = data["predictions"][0]
     assert ioi["prompt"].startswith("When Mary and John")
     assert ioi["top"][0]["token"] == " Mary"
     assert data["logit_lens"]["target_rank"][-1][-1] == 0  # the last layer agrees
-    assert "␣Mary" in Path(result.stdout.strip()).read_text("utf-8")
+    assert "␣Mary" in builtin_report.read_text("utf-8")

@@ -37,15 +37,22 @@ def test_harvest_writes_a_store_and_resumes(tiny_folder: Path, corpus: Path, tmp
             "--split", "all", "-o", str(out), "-q"]  # fmt: skip
     result = run(*args, "--tokens", "500")
     assert result.exit_code == 0, result.output
-    assert "500 tokens x blocks.1.hook_resid_mid [" in result.output and "4 shards" in result.output
+    # 15 stored positions per window of 16 (the first left out): 8 windows, 120 rows per shard
+    assert "500 tokens x blocks.1.hook_resid_mid [" in result.output and "5 shards" in result.output
     store = ActivationStore.open(out, verify=True)
     assert store.sites == ["blocks.1.hook_resid_mid", "blocks.1.hook_mlp_out"]
     first = store.tensor("blocks.1.hook_mlp_out")
     result = run(*args, "--tokens", "1k")  # the same folder, more tokens: extended in place
     assert result.exit_code == 0, result.output
-    assert "1,000 tokens" in result.output and "resumed at 384" in result.output
+    assert "1,000 tokens" in result.output and "resumed at 480" in result.output
     grown = ActivationStore.open(out)
     assert torch.equal(grown.tensor("blocks.1.hook_mlp_out")[:500], first)
+    assert not grown.manifest.include_first
+    result = run(
+        *args[:-3], "-o", str(tmp_path / "all"), "-q", "--tokens", "500", "--include-first"
+    )
+    assert result.exit_code == 0 and "4 shards" in result.output  # 8 windows of 16 per shard
+    assert ActivationStore.open(tmp_path / "all").manifest.config["include_first"] is True
 
 
 def test_other_settings_need_another_folder_or_overwrite(

@@ -66,7 +66,7 @@ def test_heads_unsupported_model(bert_folder: Path) -> None:
 
 
 @pytest.mark.slow
-def test_heads_smollm2(tmp_path: Path) -> None:
+def test_heads_smollm2(tmp_path: Path, cli_uses_smollm2) -> None:
     out = tmp_path / "h.json"
     result = run("heads", "--seqs", "8", "--seq-len", "30", "--json", str(out), "-q")
     assert result.exit_code == 0, result.stderr

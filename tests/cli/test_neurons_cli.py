@@ -45,7 +45,9 @@ def test_neurons_json_and_html(tiny_folder: Path, text_file: Path, tmp_path: Pat
         assert {"index", "max", "top", "histogram", "promotes", "suppresses"} <= set(n)
         assert len(n["top"]) == 4 and n["top"][0]["value"] == n["max"]
         assert {"text", "tokens", "acts", "position", "value"} <= set(n["top"][0])
-        assert sum(n["histogram"]["counts"]) == 320 and len(n["promotes"]) == 10
+        # 20 windows of 16: the first position of each is left out of the statistics
+        assert sum(n["histogram"]["counts"]) == 300 and len(n["promotes"]) == 10
+        assert all(t["position"] >= 1 for t in n["top"])
     html = page.read_text()
     assert html.count("<svg") == 3 and 'class="peak"' in html
     assert "http" not in html.replace("http://www.w3.org/2000/svg", "")
@@ -57,9 +59,13 @@ def test_chosen_neurons(tiny_folder: Path, text_file: Path, tmp_path: Path) -> N
     result = run(
         "neurons", "-m", str(tiny_folder), "-l", "0", "--neurons", "5,0,17", "-k", "2",
         "--tokens", "64", "--seq-len", "8", "--corpus", str(text_file), "--json", str(out), "-q",
+        "--include-first",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert [n["index"] for n in json.loads(out.read_text())["neurons"]] == [5, 0, 17]
+    data = json.loads(out.read_text())
+    assert [n["index"] for n in data["neurons"]] == [5, 0, 17]
+    assert data["include_first"] is True  # every position counted: 8 windows of 8
+    assert all(sum(n["histogram"]["counts"]) == 64 for n in data["neurons"])
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ def test_sae_train_writes_a_loadable_sae(stores, tmp_path, arch):
     m = store.manifest
     assert loaded.cfg.arch == arch and loaded.cfg.d_in == m.d_in and loaded.cfg.d_sae == 2 * m.d_in
     assert loaded.cfg.hook_name == "blocks.1.hook_resid_post"
+    assert loaded.cfg.include_first is False  # the store left the first positions out
     training = json.loads((out / "training.json").read_text())
     assert training["steps"] == 2048 // 256 and training["tokens"] == 2048
     assert 0 <= training["fvu"] < 1.5 and training["history"]

@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 
 import mechscope
-from mechscope.lenses import TrainConfig, held_out_kl, train_tuned_lens
+from mechscope.lenses import TunedLens, held_out_kl
 
 pytestmark = pytest.mark.slow
 
 
-def test_tuned_lens_beats_the_logit_lens_on_held_out_text(smollm2: mechscope.HookedModel) -> None:
-    lens = train_tuned_lens(smollm2, None, TrainConfig(), quiet=True)
+def test_tuned_lens_beats_the_logit_lens_on_held_out_text(
+    smollm2: mechscope.HookedModel, report_tuned_lens: TunedLens
+) -> None:
+    """``report_tuned_lens`` (tests/conftest.py) is ``train_tuned_lens(model, None,
+    TrainConfig())``, trained in this session and shared with the session's report."""
+    lens = report_tuned_lens
     kl = held_out_kl(smollm2, None, lens=lens, tokens=512)
     assert kl.tuned is not None and kl.tokens == 512
     worse = np.flatnonzero(kl.tuned[:-1] >= kl.logit[:-1])

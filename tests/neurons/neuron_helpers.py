@@ -23,8 +23,9 @@ def hooked(kind: str, seed: int = 0) -> HookedModel:
     return HookedModel(tiny_model(kind, seed=seed), tiny_tokenizer(WORDS))
 
 
-def brute_topk(acts: torch.Tensor, k: int):
-    """Per unit: top-k windows by max (ties: earlier window), from acts [window pos unit]."""
-    best, where = acts.max(dim=1)  # [window unit]
+def brute_topk(acts: torch.Tensor, k: int, start: int = 1):
+    """Per unit: top-k windows by max over positions ``start:`` (ties: earlier window), from
+    acts [window pos unit]; positions count from the window's start."""
+    best, where = acts[:, start:].max(dim=1)  # [window unit]
     order = torch.sort(best.T, dim=1, descending=True, stable=True).indices[:, :k]
-    return best.T.gather(1, order), order, where.T.gather(1, order)
+    return best.T.gather(1, order), order, where.T.gather(1, order) + start

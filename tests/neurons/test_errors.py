@@ -29,6 +29,7 @@ from mechscope.neurons import (
         (lambda m: residual_directions(m, "blocks.0.hook_resid_pots", torch.ones(48)), "nearest"),
         (lambda m: residual_directions(m, "blocks.0.attn.hook_z", torch.ones(48)), "residual"),
         (lambda m: residual_directions(m, "hook_embed", torch.ones(2, 5)), "d_model=48"),
+        (lambda m: residual_directions(m, "hook_embed", torch.zeros(2, 48)), "direction 0 is zero"),
     ],
 )
 def test_bad_readouts(llama, build, message: str) -> None:
@@ -50,6 +51,9 @@ def test_bad_scans(llama) -> None:
     ragged = [torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long)]
     with pytest.raises(MechscopeError, match="fixed-length windows"):
         scan(llama, readout, ragged)
+    with pytest.raises(MechscopeError, match="no position after the first"):
+        scan(llama, readout, [torch.zeros(3, 1, dtype=torch.long)])
+    assert scan(llama, readout, [torch.zeros(3, 1, dtype=torch.long)], include_first=True)
     some = scan(llama, mlp_neurons(llama, 0, [1, 2]), [torch.zeros(1, 4, dtype=torch.long)])
     with pytest.raises(MechscopeError, match="unit 3 was not scanned"):
         unit_positions(some, [3])

@@ -38,7 +38,7 @@ def test_planted_neuron_fires_on_its_token(corpus) -> None:
         window_tokens = top.tokens[NEURON, slot]
         pos = int(top.positions[NEURON, slot])
         assert int(window_tokens[pos]) == token  # highlighted at the token itself
-        assert int(top.acts[NEURON, slot].argmax()) == pos
+        assert int(top.acts[NEURON, slot, 1:].argmax()) + 1 == pos  # first position left out
         # every occurrence of the token fires equally (layer 0 sees only the token)
         hits = top.acts[NEURON, slot][window_tokens == token]
         assert torch.allclose(hits, top.values[NEURON, slot].expand_as(hits))
@@ -62,9 +62,9 @@ def test_planted_direction_finds_its_token(corpus) -> None:
 
 
 def test_planted_unembedding_direction_promotes_its_token() -> None:
-    """A write along W_U[t] (through_norm=False) promotes t first; its negation suppresses it."""
+    """A write along W_U[t] (no final norm) promotes t first; its negation suppresses it."""
     model = hooked("gpt2")
     w_u = model.hf.lm_head.weight.detach()
     writes = torch.stack([w_u[13] * 10, -w_u[13] * 10])
-    effects = logit_effects(model, writes, 5, through_norm=False)
+    effects = logit_effects(model, writes, 5)
     assert int(effects.promote_ids[0, 0]) == 13 and int(effects.suppress_ids[1, 0]) == 13

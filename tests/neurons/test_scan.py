@@ -33,15 +33,18 @@ def batches_of(tokens, size):
     return [tokens[i : i + size] for i in range(0, len(tokens), size)]
 
 
+@pytest.mark.parametrize("include_first", [False, True])
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "gpt_neox"])
-def test_neuron_scan_equals_brute_force(kind: str, corpus) -> None:
+def test_neuron_scan_equals_brute_force(kind: str, include_first: bool, corpus) -> None:
+    """Top windows and statistics over positions 1: by default, over all with include_first."""
     model = hooked(kind)
     tokens = all_windows(model, corpus)
     readout = mlp_neurons(model, 1)
     acts = cached(model, tokens, readout.site)  # [window pos d_mlp]
-    values, wins, positions = brute_topk(acts, 6)
+    start = 0 if include_first else 1
+    values, wins, positions = brute_topk(acts, 6, start)
     for size in (1, 4, len(tokens)):
-        result = scan(model, readout, batches_of(tokens, size), k=6)
+        result = scan(model, readout, batches_of(tokens, size), k=6, include_first=include_first)
         assert torch.allclose(result.top.values, values, atol=1e-5)
         assert torch.equal(result.top.windows, wins)
         assert torch.equal(result.top.positions, positions)
@@ -49,11 +52,16 @@ def test_neuron_scan_equals_brute_force(kind: str, corpus) -> None:
         rows = acts[wins[:, 0], :, torch.arange(acts.shape[2])]  # [unit pos]
         assert torch.allclose(result.top.acts[:, 0], rows, atol=1e-5)
         assert result.n_tokens == tokens.numel() and result.n_windows == len(tokens)
-        assert torch.allclose(result.max, acts.amax((0, 1)), atol=1e-5)
-    full = scan(model, readout, [tokens], k=6)  # the same single batch: exact histograms
-    flat = acts.reshape(-1, acts.shape[2])
+        assert torch.allclose(result.max, acts[:, start:].amax((0, 1)), atol=1e-5)
+        assert result.include_first == include_first
+    # the same single batch: exact histograms
+    full = scan(model, readout, [tokens], k=6, include_first=include_first)
+    flat = acts[:, start:].reshape(-1, acts.shape[2])
     assert torch.equal(full.histogram.hi, flat.max(0).values)
-    assert int(full.histogram.counts.sum()) == flat.numel()
+    assert torch.equal(full.histogram.lo, flat.min(0).values)
+    assert int(full.histogram.counts.sum()) == flat.numel() == full.histogram.n * acts.shape[2]
+    assert torch.equal(full.histogram.positive, (flat > 0).sum(0))
+    assert torch.allclose(full.histogram.mean(), flat.double().mean(0), atol=1e-6)
 
 
 def test_subset_of_neurons_matches_the_full_layer(llama, corpus) -> None:
@@ -79,7 +87,7 @@ def test_head_norms_and_projections_equal_the_cache(llama, corpus, site: str) ->
 
 
 def test_z_direction_writes_what_the_head_result_shows(llama, corpus) -> None:
-    """z_h . u scaled into the residual is u @ W_O[h]: check against hook_result on a run."""
+    """One unit of z_h . u writes (u / |u|^2) @ W_O[h]: check against hook_result on a run."""
     tokens = all_windows(llama, corpus)[:2]
     u = torch.randn(llama.dims.d_head, generator=torch.Generator().manual_seed(1))
     readout = head_outputs(llama, 0, [3], direction=u)
@@ -87,7 +95,7 @@ def test_z_direction_writes_what_the_head_result_shows(llama, corpus) -> None:
     result = cached(llama, tokens, "blocks.0.attn.hook_result")[:, :, 3]  # [b p d_model]
     # the head writes z @ W_O; its component along u (with z = c u + rest) is c * (u @ W_O)
     w_o = result.reshape(-1, result.shape[-1]).T @ torch.linalg.pinv(z.reshape(-1, z.shape[-1]).T)
-    assert torch.allclose(readout.writes[0], u @ w_o.T, atol=1e-3)
+    assert torch.allclose(readout.writes[0], u @ w_o.T / u.dot(u), atol=1e-3)
 
 
 def test_direction_scan_and_its_unembedding(llama, corpus) -> None:
@@ -97,7 +105,9 @@ def test_direction_scan_and_its_unembedding(llama, corpus) -> None:
     result = scan(llama, readout, batches_of(tokens, 5), k=5, through_norm=False)
     acts = cached(llama, tokens, "blocks.1.hook_resid_post") @ dirs.T
     assert torch.allclose(result.top.values, brute_topk(acts, 5)[0], atol=1e-4)
-    logits = dirs @ llama.hf.lm_head.weight.T
+    # per unit of x . d the write is d / |d|^2: the same ranking as d itself
+    logits = dirs @ llama.hf.lm_head.weight.T / dirs.pow(2).sum(-1, keepdim=True)
+    assert torch.allclose(result.effects.promote_values, logits.topk(10).values, atol=1e-5)
     assert torch.equal(result.effects.promote_ids, logits.topk(10).indices)
 
 
@@ -115,5 +125,8 @@ def test_scan_corpus_and_json(llama, corpus) -> None:
     assert len(top["tokens"]) == len(top["acts"]) == 10
     assert top["acts"][top["position"]] == pytest.approx(top["value"], abs=1e-4)
     hist = first["histogram"]
-    assert len(hist["edges"]) == len(hist["counts"]) + 1 and sum(hist["counts"]) == 300
+    # statistics leave out each window's first position: 30 windows of 9 counted tokens
+    assert len(hist["edges"]) == len(hist["counts"]) + 1 and sum(hist["counts"]) == 270
+    assert data["include_first"] is False and "final norm" in data["logit_unit"]
+    assert all(t["position"] >= 1 for n in data["neurons"] for t in n["top"])
     assert hist["edges"][0] <= first["min"] and first["max"] < hist["edges"][-1]

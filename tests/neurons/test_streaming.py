@@ -27,19 +27,22 @@ def brute_histogram(x: torch.Tensor, bins: int):
     return out
 
 
-def stream(acts: torch.Tensor, tokens: torch.Tensor, batch: int, k: int, bins: int):
+def stream(acts: torch.Tensor, tokens: torch.Tensor, batch: int, k: int, bins: int, first: int):
+    """The scan's merge: windows rank by their maximum over positions ``first:``, the histogram
+    counts positions ``first:``."""
     top = empty_topk(acts.shape[2], k, acts.shape[1])
     hist = empty_histogram(acts.shape[2], bins)
     for start in range(0, len(acts), batch):
         a, t = acts[start : start + batch], tokens[start : start + batch]
-        top = update_topk(top, a, t, start)
-        hist = update_histogram(hist, a.reshape(-1, acts.shape[2]))
+        top = update_topk(top, a, t, start, first)
+        hist = update_histogram(hist, a[:, first:].reshape(-1, acts.shape[2]))
     return top, hist
 
 
+@pytest.mark.parametrize("first", [0, 1])  # 1: each window's first position left out
 @pytest.mark.parametrize("batch", [1, 3, 7, 40])
 @pytest.mark.parametrize("integer", [False, True])  # integer values: many exact ties
-def test_streaming_equals_all_at_once(batch: int, integer: bool) -> None:
+def test_streaming_equals_all_at_once(batch: int, integer: bool, first: int) -> None:
     g = torch.Generator().manual_seed(batch)
     acts = torch.randn(40, 9, 6, generator=g) * torch.tensor([0.01, 1, 3, 50, 1e-4, 7])
     acts[:, :, 5] = torch.relu(acts[:, :, 5])  # a unit that is often exactly 0
@@ -47,8 +50,10 @@ def test_streaming_equals_all_at_once(batch: int, integer: bool) -> None:
         acts = torch.randint(-3, 4, (40, 9, 6), generator=g).float()
     tokens = torch.randint(0, 100, (40, 9), generator=g)
     k, bins = 5, 16
-    top, hist = stream(acts, tokens, batch, k, bins)
-    values, windows, positions = brute_topk(acts, k)
+    acts[:, 0] += 1000.0  # a huge first position: ranked only when it is not left out
+    top, hist = stream(acts, tokens, batch, k, bins, first)
+    values, windows, positions = brute_topk(acts, k, first)
+    assert bool((positions == 0).all()) == (first == 0)
     assert torch.equal(top.values, values)
     assert torch.equal(top.windows, windows)
     assert torch.equal(top.positions, positions)
@@ -57,7 +62,7 @@ def test_streaming_equals_all_at_once(batch: int, integer: bool) -> None:
             w = int(windows[u, slot])
             assert torch.equal(top.acts[u, slot], acts[w, :, u])
             assert torch.equal(top.tokens[u, slot].long(), tokens[w])
-    flat = acts.reshape(-1, 6)
+    flat = acts[:, first:].reshape(-1, 6)
     for u, (e, offset, counts) in enumerate(brute_histogram(flat, bins)):
         assert int(hist.exponent[u]) == e and int(hist.offset[u]) == offset
         assert torch.equal(hist.counts[u], counts)

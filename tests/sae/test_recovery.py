@@ -64,6 +64,7 @@ def test_recovers_planted_dictionary_at_target_l0(arch, case):
     assert abs(l0 - k) <= 0.25 * k, f"{arch} ended at L0 {l0:.2f}, asked for {k}"
 
 
+@pytest.mark.slow  # trains a transcoder to convergence
 def test_transcoder_recovers_mapped_dictionary():
     """x_out = codes @ D @ M: decoder rows must match the rows of D @ M (the features' outputs)."""
     dic = syn.dictionary()

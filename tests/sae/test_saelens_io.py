@@ -184,7 +184,7 @@ def test_pre_6_flat_config(tmp_path):
 def test_our_sae_saves_and_reloads_the_same_function(tmp_path, arch):
     cfg = SAEConfig(
         arch=arch, d_in=16, d_sae=40, k=4 if "topk" in arch else None, hook_name="blocks.3.hook_resid_post",
-        normalize_scale=0.37, model_name="smollm2-135m", dataset="builtin",
+        normalize_scale=0.37, model_name="smollm2-135m", dataset="builtin", include_first=False,
     )  # fmt: skip
     sae = SAE(cfg, seed=3).eval()
     with torch.no_grad():
@@ -201,6 +201,7 @@ def test_our_sae_saves_and_reloads_the_same_function(tmp_path, arch):
         back.cfg.k == cfg.k
         and back.cfg.hook_name == cfg.hook_name
         and back.cfg.model_name == "smollm2-135m"
+        and back.cfg.include_first is False  # trained without each window's first position
     )
     x = torch.randn(6, 16) * 3
     torch.testing.assert_close(back(x).x_hat, sae(x).x_hat, rtol=1e-4, atol=1e-5)

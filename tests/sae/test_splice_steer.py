@@ -75,7 +75,8 @@ def reference_ce(model, corpus, hooks=()):
 def test_a_perfect_sae_recovers_everything(model, corpus):
     d = model.dims.d_model
     ev = run(model, identity_sae(d, scale=3.0), corpus)
-    assert ev.n_tokens == 160
+    assert ev.n_tokens == 150  # 10 windows of 16; scores leave each window's first position out
+    assert run(model, identity_sae(d, scale=3.0), corpus, include_first=True).n_tokens == 160
     assert ev.ce_loss_spliced == pytest.approx(ev.ce_loss_clean, abs=1e-5)
     assert ev.ce_loss_recovered == pytest.approx(1.0, abs=1e-4)
     assert ev.kl == pytest.approx(0.0, abs=1e-6) and ev.fvu < 1e-10 and ev.mse < 1e-10
@@ -101,12 +102,14 @@ def test_an_sae_that_outputs_nothing_recovers_nothing(model, corpus):
     assert ev.fvu > 1.0  # predicting zero is worse than predicting the mean
 
 
-def test_fvu_matches_its_definition(model, corpus):
+@pytest.mark.parametrize("include_first", [False, True])
+def test_fvu_matches_its_definition(model, corpus, include_first: bool):
+    """FVU and MSE over positions 1: of each window by default, over all with include_first."""
     d = model.dims.d_model
     sae = identity_sae(d)
     with torch.no_grad():
         sae.W_dec[:d] *= 0.5  # positive parts come back at half size
-    ev = run(model, sae, corpus)
+    ev = run(model, sae, corpus, include_first=include_first)
     from mechscope.corpus import batches
 
     xs = []
@@ -114,7 +117,7 @@ def test_fvu_matches_its_definition(model, corpus):
         corpus, model.tokenizer, batch_size=4, seq_len=16, n_tokens=160, split="all"
     ):
         _, cache = model.run_with_cache(tokens, names=[SITE])
-        xs.append(cache[SITE].reshape(-1, d))
+        xs.append(cache[SITE][:, 0 if include_first else 1 :].reshape(-1, d))
     x = torch.cat(xs)
     err = x.clamp(min=0) * 0.5
     fvu = float(err.pow(2).sum() / (x - x.mean(0)).pow(2).sum())

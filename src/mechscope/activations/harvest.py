@@ -15,8 +15,9 @@ Steps:
 4. When every shard is written, record per-site norm scales (``1 / sqrt(mean ||x||^2)``) computed
    from the per-shard sums of squared norms, and mark the store complete.
 
-With ``prepend_bos`` the BOS position of each window is not stored (its activations are outliers
-that would dominate the norm statistics). The MLP input for a transcoder is the residual stream
+The first position of each window is not stored unless ``include_first=True``: it is BOS with
+``prepend_bos``, and otherwise the attention-sink position; either way its activations are outliers
+that would dominate the norm statistics and the SAE's training signal (SAELens drops BOS too). The MLP input for a transcoder is the residual stream
 the MLP block reads, ``blocks.L.hook_resid_mid``, paired with ``blocks.L.hook_mlp_out``.
 """
 
@@ -168,7 +169,13 @@ def _shard_rows(n_tokens: int, shard_rows: int) -> Iterator[tuple[int, int]]:
 
 
 def _check_args(
-    model: Any, sites: list[str], dtype: str, seq_len: int, prepend_bos: bool, *counts: int
+    model: Any,
+    sites: list[str],
+    dtype: str,
+    seq_len: int,
+    skip: int,
+    prepend_bos: bool,
+    *counts: int,
 ) -> None:
     if not sites or len(set(sites)) != len(sites):
         raise MechscopeError(f"sites must be one or more distinct site names, got {sites}")
@@ -181,8 +188,9 @@ def _check_args(
         raise MechscopeError("this model has no tokenizer; harvest needs one to cut the corpus")
     if prepend_bos and model.tokenizer.bos_token_id is None:
         raise MechscopeError("this tokenizer has no BOS token; use prepend_bos=False")
-    if seq_len < 1 + int(prepend_bos):
-        raise MechscopeError(f"seq_len={seq_len} is too short; use at least {1 + int(prepend_bos)}")
+    if seq_len < 1 + max(skip, int(prepend_bos)):
+        least = 1 + max(skip, int(prepend_bos))
+        raise MechscopeError(f"seq_len={seq_len} is too short; use at least {least}")
     if seq_len > model.dims.n_ctx:
         raise MechscopeError(f"seq_len={seq_len} exceeds the model's context of {model.dims.n_ctx}")
 
@@ -201,6 +209,7 @@ def harvest(
     seed: int = 0,
     split: str = "train",
     prepend_bos: bool = False,
+    include_first: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> ActivationStore:
@@ -208,15 +217,18 @@ def harvest(
 
     ``sites`` is one site name (an SAE's input) or several (e.g. ``["blocks.6.hook_resid_mid",
     "blocks.6.hook_mlp_out"]`` for a transcoder); every site gets the same token rows.
+    ``include_first`` stores each window's first position too (BOS with ``prepend_bos``).
     """
     sites = [sites] if isinstance(sites, str) else list(sites)
-    _check_args(model, sites, dtype, seq_len, prepend_bos, n_tokens, batch_size, shard_tokens)
+    skip = 0 if include_first else 1
+    _check_args(model, sites, dtype, seq_len, skip, prepend_bos, n_tokens, batch_size, shard_tokens)
     dims = _site_dims(model, sites)
-    per_window = seq_len - int(prepend_bos)
+    per_window = seq_len - skip
     shard_windows = max(1, shard_tokens // per_window)
     config = _config(
         model, sites, corpus, split=split, seed=seed, seq_len=seq_len, prepend_bos=prepend_bos,
-        batch_size=batch_size, shard_windows=shard_windows, dtype=dtype, n_tokens=n_tokens,
+        include_first=include_first, batch_size=batch_size, shard_windows=shard_windows,
+        dtype=dtype, n_tokens=n_tokens,
     )  # fmt: skip
     folder = Path(out_dir)
     with folder_lock(folder, "mechscope harvest"):  # one harvest per folder at a time
@@ -253,7 +265,7 @@ def _harvest_shard(
 ) -> ShardInfo:
     """Run the windows of one shard, fill its buffers and write it (atomically)."""
     cfg = manifest.config
-    skip, size = int(cfg["prepend_bos"]), cfg["batch_size"]
+    skip, size = 0 if cfg["include_first"] else 1, cfg["batch_size"]
     buffers = {
         s: torch.empty(rows, d, dtype=DTYPES[cfg["dtype"]]) for s, d in manifest.dims.items()
     }

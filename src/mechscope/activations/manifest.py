@@ -5,7 +5,8 @@ file, fsync, ``os.replace``) after every shard, so at any moment it lists exactl
 complete on disk; a shard file it does not list is a leftover of a crash and is overwritten.
 
 Keys (see docs/activations.md): ``format``, ``config`` (everything that decides the stored values:
-model, sites, dtype, corpus, seed, seq_len, batch size, shard size, token count), ``dims`` (width of
+model, sites, dtype, corpus, seed, seq_len, whether each window's first position is stored
+(``include_first``), batch size, shard size, token count), ``dims`` (width of
 each site), ``shards`` (file, rows, bytes, sha256, per-site sum of squared norms), ``n_tokens``
 (rows in complete shards), ``complete``, ``exhausted`` (the corpus ran out early) and
 ``norm_scales`` (per site, ``1 / sqrt(mean ||x||^2)``: multiplying by it gives unit mean squared
@@ -79,6 +80,11 @@ class Manifest:
     def norm_scale(self) -> float | None:
         """The first site's unit-mean-squared-norm factor (``SAEConfig.normalize_scale``)."""
         return None if self.norm_scales is None else self.norm_scales[self.sites[0]]
+
+    @property
+    def include_first(self) -> bool:
+        """Whether the rows include each window's first position (older stores: unless BOS)."""
+        return bool(self.config.get("include_first", not self.config.get("prepend_bos", False)))
 
     @property
     def dtype(self) -> str:

@@ -63,6 +63,11 @@ def parse_tokens(text: str) -> int:
 @click.option(
     "--prepend-bos", is_flag=True, help="Start windows with BOS (its position is not stored)."
 )
+@click.option(
+    "--include-first",
+    is_flag=True,
+    help="Store each window's first position too (left out by default: BOS or attention sink).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store of other settings in --out.")
 @quiet_option
 def harvest(
@@ -78,6 +83,7 @@ def harvest(
     seed: int,
     split: str,
     prepend_bos: bool,
+    include_first: bool,
     overwrite: bool,
     quiet: bool,
 ) -> None:
@@ -97,7 +103,7 @@ def harvest(
     store = run_harvest(
         hooked, list(sites), text, count, out_dir, seq_len=seq_len, batch_size=batch_size,
         shard_tokens=shard_tokens, dtype=dtype, seed=seed, split=split, prepend_bos=prepend_bos,
-        overwrite=overwrite, progress=not quiet,
+        include_first=include_first, overwrite=overwrite, progress=not quiet,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     m = store.manifest

@@ -34,7 +34,8 @@ def _ints(spec: str) -> list[int]:
 @click.option("--seq-len", default=64, show_default=True, help="Tokens per window.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Corpus document order.")
-@click.option("--no-final-norm", is_flag=True, help="Unembed W_out rows without the final norm's weight.")  # fmt: skip
+@click.option("--no-final-norm", is_flag=True, help="Unembed W_out rows without the final norm.")
+@click.option("--include-first", is_flag=True, help="Rank and count each window's first position too.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write an HTML page here.")  # fmt: skip
 @quiet_option
@@ -50,6 +51,7 @@ def neurons(
     batch_size: int,
     seed: int,
     no_final_norm: bool,
+    include_first: bool,
     json_out: str | None,
     html_out: str | None,
     quiet: bool,
@@ -74,7 +76,7 @@ def neurons(
     readout = mlp_neurons(hooked, layer)
     result = scan_corpus(
         hooked, readout, text, n_tokens=tokens, seq_len=seq_len, batch_size=batch_size,
-        seed=seed, k=k, through_norm=not no_final_norm, quiet=quiet,
+        seed=seed, k=k, through_norm=not no_final_norm, include_first=include_first, quiet=quiet,
     )  # fmt: skip
     show = unit_positions(result, chosen) if chosen else result.ranked(top_neurons or 8)
     data = scan_to_dict(result, hooked.tokenizer, show=show, model=model)

@@ -131,6 +131,7 @@ def train(
         normalize_scale=m.norm_scale,
         model_name=str(m.config.get("model")),
         dataset=str(m.config.get("corpus")),
+        include_first=m.include_first,
         **extra,
     )
     steps = tokens // batch_size

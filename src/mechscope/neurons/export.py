@@ -1,10 +1,11 @@
 """A :class:`NeuronScan` as JSON-ready data: a layer summary plus the shown units in full.
 
-Keys: ``model, layer, site, kind, tokens, windows, seq_len, k, summary`` (every unit's
-``index, max, mean, std, density``) and ``neurons``: for each shown unit ``index, max, mean, std,
-density, top`` (windows best first: ``window, text, tokens, acts, position, value``),
-``histogram`` (``edges, counts``, trimmed to the occupied bins) and ``promotes`` / ``suppresses``
-(``token, id, value``; empty when the readout has no write vector).
+Keys: ``model, layer, site, kind, tokens, windows, seq_len, k, include_first, logit_unit,
+summary`` (every unit's ``index, max, min, mean, std, density``) and ``neurons``: for each shown
+unit ``index, max, min, mean, std, density, top`` (windows best first: ``window, text, tokens,
+acts, position, value``), ``histogram`` (``edges, counts``, trimmed to the occupied bins) and
+``promotes`` / ``suppresses`` (``token, id, value``; empty when the readout has no write vector).
+Statistics and top windows leave out each window's first position unless ``include_first``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from mechscope.errors import MechscopeError
 from mechscope.neurons.scan import NeuronScan
 
-__all__ = ["scan_to_dict", "unit_positions"]
+__all__ = ["logit_unit", "scan_to_dict", "unit_positions"]
 
 DIGITS = 4
 
@@ -27,6 +28,16 @@ def unit_positions(scan: NeuronScan, units: Sequence[int]) -> list[int]:
     if missing:
         raise MechscopeError(f"unit {missing[0]} was not scanned; scan it or pick another")
     return [where[u] for u in units]
+
+
+def logit_unit(scan: NeuronScan) -> str:
+    """What the ``promotes`` / ``suppresses`` values measure, in words."""
+    how = (
+        "through the final norm (its Jacobian averaged over corpus positions) and the unembedding"
+        if scan.through_norm
+        else "through the unembedding alone (final norm skipped)"
+    )
+    return f"logit change per unit of activation, {how}"
 
 
 def _decode(tokenizer: Any, ids: Sequence[int]) -> list[str]:
@@ -110,6 +121,8 @@ def scan_to_dict(
         "windows": scan.n_windows,
         "seq_len": scan.seq_len,
         "k": scan.top.k,
+        "include_first": scan.include_first,
+        "logit_unit": logit_unit(scan),
         "summary": [_stats(scan, i) for i in range(r.n_units)],
         "neurons": shown,
     }

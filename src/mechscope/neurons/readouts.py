@@ -1,16 +1,21 @@
-"""What a neuron scan reads: MLP neurons, attention-head outputs or residual-stream directions.
+"""What a neuron scan reads: MLP neurons, attention heads, residual directions or SAE latents.
 
 A :class:`Readout` names one site and turns its activation into ``[batch pos unit]`` values, one
-column per unit. ``writes`` [unit d_model] is the residual-stream vector that one unit of
-activation adds (an MLP neuron's row of the down projection, a head direction pushed through
-``W_O``, a residual direction itself); it gives the tokens a unit promotes and suppresses through
-the unembedding. It is ``None`` where the readout is not linear in a write (a head output's norm).
+column per unit, in the model's own scale. ``writes`` [unit d_model] is the residual-stream vector
+that one unit of activation adds, in model units: an MLP neuron's row of the down projection; for
+a direction ``d`` read as ``x . d``, the vector ``d / |d|^2`` (adding it raises ``x . d`` by one),
+pushed through ``W_O`` for a head's ``z``; for an SAE latent, its unit decoder direction, the latent
+being read as ``a_i |d_i|`` (its activation times the length of its decoder row ``d_i`` in model
+units, i.e. the length of what it adds to the residual stream). It gives the tokens a unit promotes
+and suppresses (:mod:`.logits`) and is ``None`` where the readout is not linear in a write (a head
+output's norm).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +25,14 @@ from mechscope.models.hooked import HookedModel
 
 Tensor = torch.Tensor
 
-__all__ = ["Readout", "head_outputs", "mlp_neurons", "residual_directions", "rows_of"]
+__all__ = [
+    "Readout",
+    "head_outputs",
+    "mlp_neurons",
+    "residual_directions",
+    "rows_of",
+    "sae_latents",
+]
 
 VECTOR_SITES = ("embed", "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
@@ -30,7 +42,7 @@ class Readout:
     """One site read as ``n_units`` scalar units per token."""
 
     site: str  # the hook name, e.g. blocks.5.mlp.hook_post
-    kind: str  # "neuron", "head" or "direction"
+    kind: str  # "neuron", "head", "direction" or "latent"
     units: tuple[int, ...]  # each unit's index (neuron, head or direction number)
     read: Callable[[Tensor], Tensor]  # site activation [batch pos ...] -> [batch pos unit]
     writes: Tensor | None  # [unit d_model] float32, or None when the readout is not linear
@@ -111,6 +123,16 @@ def _per_head(direction: Tensor, n_heads: int, width: int, what: str) -> Tensor:
     return direction
 
 
+def per_unit(dirs: Tensor) -> Tensor:
+    """``d / |d|^2`` per row of ``dirs`` [n width]: adding it raises ``x . d`` by exactly one."""
+    sq = dirs.pow(2).sum(-1, keepdim=True)
+    if bool((sq == 0).any()):
+        raise MechscopeError(
+            f"direction {int((sq[:, 0] == 0).nonzero()[0])} is zero; pass a nonzero one"
+        )
+    return dirs / sq
+
+
 def head_outputs(
     model: HookedModel,
     layer: int,
@@ -140,7 +162,10 @@ def head_outputs(
 
         return Readout(name, "head", tuple(idx), read, None)
     u = _per_head(direction, d.n_heads, width, site)[idx]  # [unit width]
-    writes = torch.einsum("hd,hdm->hm", u, o_per_head(model, layer)[idx]) if site == "z" else u
+    step = per_unit(u)  # what raises z_h . u (or result_h . d) by one
+    writes = (
+        torch.einsum("hd,hdm->hm", step, o_per_head(model, layer)[idx]) if site == "z" else step
+    )
 
     def project(t: Tensor) -> Tensor:
         picked = t.index_select(2, index.to(t.device)).float()
@@ -168,7 +193,33 @@ def residual_directions(model: HookedModel, site: str, directions: Tensor) -> Re
             f"got {list(torch.as_tensor(directions).shape)}"
         )
 
+    writes = per_unit(dirs)
+
     def read(t: Tensor) -> Tensor:
         return t.float() @ dirs.T.to(t.device)
 
-    return Readout(site, "direction", tuple(range(len(dirs))), read, dirs.contiguous())
+    return Readout(site, "direction", tuple(range(len(dirs))), read, writes.contiguous())
+
+
+def sae_latents(sae: Any, latents: Sequence[int] | None = None) -> Readout:
+    """SAE (or transcoder) latents at the SAE's input site, in model units (module docstring).
+
+    A latent ``i`` with activation ``a_i`` (what ``sae.encode`` gives, the scale ``mechscope
+    steer --mode clamp`` takes) and decoder row ``d_i`` in model units (``W_dec[i] /
+    normalize_scale``) reads as ``a_i |d_i|`` and writes ``d_i / |d_i|`` per unit; a transcoder's
+    latent writes at its output site, which adds into the residual stream too.
+    """
+    idx = _indices(latents, sae.cfg.d_sae, "latent")
+    index = torch.tensor(idx)
+    scale = sae.cfg.normalize_scale or 1.0
+    rows = sae.W_dec.detach().float().cpu()[index] / scale  # [unit d_out]: decode(e_i) - decode(0)
+    lengths = rows.norm(dim=-1)
+    if bool((lengths == 0).any()):
+        raise MechscopeError("an SAE latent has a zero decoder row; it writes nothing to read")
+
+    def read(t: Tensor) -> Tensor:
+        with torch.no_grad():
+            acts = sae.encode(t.to(sae.W_dec.dtype)).float()
+        return acts.index_select(-1, index.to(t.device)) * lengths.to(t.device)
+
+    return Readout(sae.cfg.hook_name, "latent", tuple(idx), read, rows / lengths[:, None])

@@ -51,15 +51,20 @@ def empty_topk(n_units: int, k: int, seq_len: int) -> TopK:
     )
 
 
-def update_topk(state: TopK, acts: Tensor, tokens: Tensor, first_window: int) -> TopK:
+def update_topk(
+    state: TopK, acts: Tensor, tokens: Tensor, first_window: int, start: int = 0
+) -> TopK:
     """Merge a batch: ``acts`` [batch pos unit] of the windows ``tokens`` [batch pos].
 
-    The batch's windows are numbered ``first_window, first_window + 1, ...``.
+    The batch's windows are numbered ``first_window, first_window + 1, ...``. A window ranks by its
+    maximum over positions ``start:`` (1 leaves out the first position); the kept rows still hold
+    every position, and positions count from the window's start.
     """
     acts = acts.float().cpu()
     batch, seq_len, n_units = acts.shape
     k = state.k
-    best, where = acts.max(dim=1)  # [batch unit]; max() returns the first maximum on ties
+    best, where = acts[:, start:].max(dim=1)  # [batch unit]; max() returns the first on ties
+    where = where + start
     numbers = torch.arange(first_window, first_window + batch)
     values = torch.cat([state.values, best.T], dim=1)  # [unit k+batch]
     # old entries come first and are sorted (value desc, window asc): a stable sort keeps that

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 
 import torch
@@ -16,10 +15,10 @@ import torch
 from mechscope import __version__
 from mechscope.errors import MechscopeError, NotAvailable
 from mechscope.models.hooked import HookedModel
-from mechscope.progress import progress
+from mechscope.progress import steps
 from mechscope.report.context import ReportConfig, ReportContext, Section
 from mechscope.report.sections import SECTIONS
-from mechscope.viz.html import page
+from mechscope.viz.html import page, render
 
 __all__ = ["build_report", "model_name"]
 
@@ -51,8 +50,9 @@ def build_report(
 ) -> Path:
     """Write ``out_dir/report.html`` (and ``report.json``, PNGs); return the HTML file's path.
 
-    ``sections`` defaults to the registry :data:`mechscope.report.sections.SECTIONS`; ``quiet``
-    hides the progress bar over sections.
+    ``sections`` defaults to the registry :data:`mechscope.report.sections.SECTIONS`. Progress
+    goes to stderr (:func:`mechscope.progress.steps`): a bar naming the section on a terminal,
+    else one line per section with its time; ``quiet`` hides both.
     """
     if model.tokenizer is None:
         raise MechscopeError("the report reads text prompts: load a model with a tokenizer")
@@ -60,15 +60,14 @@ def build_report(
     out = _prepare_dir(out_dir)
     ctx = ReportContext(config=config, out_dir=out)
     parts: list[tuple[str, str]] = []
-    bar = progress(sections or SECTIONS, desc="report", quiet=quiet, unit="section")
+    run = steps(sections or SECTIONS, lambda s: s.name, desc="report", quiet=quiet)
     with torch.no_grad():  # not inference_mode: the circuit section needs gradients
-        for section in bar:
-            bar.set_postfix_str(section.name)
+        for section in run:
             try:
                 body = section.fn(model, ctx)
             except NotAvailable as exc:  # e.g. no attention sites on a fallback model
                 ctx.data.setdefault("not_available", {})[section.name] = str(exc)
-                body = f"<p>Not available for this model: {escape(str(exc))}</p>"
+                body = render("skipped.html.j2", reason=f"not available for this model: {exc}")
             parts.append((section.name, body))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name = model_name(model)

@@ -9,9 +9,11 @@ Steps (library calls; the section only renders):
    about two minutes for SmolLM2 on two cores, then loaded in a second);
 2. its scores on held-out text (:func:`mechscope.sae.splice.evaluate_sae`): L0, FVU, dead latents,
    and the cross-entropy with the SAE spliced in versus clean and zero-ablated;
-3. one streaming pass of :func:`mechscope.neurons.scan` over corpus windows reading every latent,
-   then the top windows of ``SHOW`` latents that fire on 0.1%-5% of tokens (rare enough to be
-   specific, common enough to have examples), with the tokens their decoder directions promote.
+3. one streaming pass of :func:`mechscope.neurons.scan` over corpus windows reading every latent
+   (:func:`mechscope.neurons.sae_latents`, in model units), each window's first position left
+   out as in training, then ``SHOW`` latents picked by :func:`mechscope.neurons.pick_spread`
+   (firing on 0.1%-5% of tokens, not tied to one position, spread over density quantiles) with
+   their top windows and the tokens their decoder directions promote.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
 from mechscope.viz import Markup, render
 
-__all__ = ["cached_sae", "latent_readout", "sae_section"]
+__all__ = ["cached_sae", "sae_section"]
 
 HARVEST_TOKENS = 131_072
 STEPS = 600
@@ -51,7 +53,7 @@ def cached_sae(model: HookedModel, site: str, corpus: Any = None, *, quiet: bool
 
     corpus = corpus if corpus is not None and not isinstance(corpus, str) else load_corpus(corpus)
     key = f"{model_fingerprint(model)}-{corpus.fingerprint}-{site}-topk{K}-x{EXPANSION}"
-    key += f"-{HARVEST_TOKENS}-{STEPS}"
+    key += f"-{HARVEST_TOKENS}-{STEPS}-nofirst"  # trained without each window's first position
     folder = cache_root() / "sae" / key
     if folder.is_dir():
         try:
@@ -69,7 +71,7 @@ def cached_sae(model: HookedModel, site: str, corpus: Any = None, *, quiet: bool
         cfg = SAEConfig(
             arch="topk", d_in=d, d_sae=EXPANSION * d, hook_name=site, k=K,
             normalize_scale=store.norm_scale, model_name=str(model.provenance.get("name", "")),
-            dataset=corpus.name,
+            dataset=corpus.name, include_first=store.manifest.include_first,
         )  # fmt: skip
         sae = SAE(cfg)
         train = TrainConfig(steps=STEPS, batch_size=BATCH, warmup_steps=STEPS // 20)
@@ -78,21 +80,6 @@ def cached_sae(model: HookedModel, site: str, corpus: Any = None, *, quiet: bool
         save_sae(sae, Path(tmp) / "sae")
         os.replace(Path(tmp) / "sae", folder)
     return load_sae(folder)
-
-
-def latent_readout(sae: Any, latents: list[int] | None = None) -> Any:
-    """SAE latents as a :class:`mechscope.neurons.Readout` at the SAE's input site."""
-    from mechscope.neurons import Readout
-    from mechscope.sae.steer import direction
-
-    chosen = list(range(sae.cfg.d_sae)) if latents is None else list(latents)
-    index = torch.tensor(chosen)
-
-    def read(t: torch.Tensor) -> torch.Tensor:
-        return sae.encode(t.float())[..., index]
-
-    writes = None if sae.cfg.out_hook_name else torch.stack([direction(sae, i) for i in chosen])
-    return Readout(sae.cfg.hook_name, "latent", tuple(chosen), read, writes)
 
 
 def _load(model: HookedModel, ctx: ReportContext) -> tuple[Any, str]:
@@ -112,7 +99,7 @@ def _load(model: HookedModel, ctx: ReportContext) -> tuple[Any, str]:
 def sae_section(model: HookedModel, ctx: ReportContext) -> str:
     """Evaluation scores of an SAE on the model and the top windows of a few of its latents."""
     from mechscope.corpus import batches, load_corpus
-    from mechscope.neurons import scan, scan_to_dict
+    from mechscope.neurons import pick_spread, sae_latents, scan, scan_to_dict
     from mechscope.sae.splice import evaluate_sae
     from mechscope.viz.neurons import neuron_block
 
@@ -129,27 +116,27 @@ def sae_section(model: HookedModel, ctx: ReportContext) -> str:
         stream = batches(
             corpus, model.tokenizer, batch_size=16, seq_len=64, n_tokens=SCAN_TOKENS, seed=1
         )
-        found = scan(model, latent_readout(sae), stream, k=5)
+        found = scan(model, sae_latents(sae), stream, k=5)
     except MechscopeError as exc:
         ctx.data["sae"] = {"skipped": str(exc)}
         return render("skipped.html.j2", reason=str(exc))
-    data = scan_to_dict(found, model.tokenizer, show=[])
-    lo, hi = DENSITY
-    eligible = [s for s in data["summary"] if lo <= s["density"] <= hi]
-    picked = [s["index"] for s in sorted(eligible, key=lambda s: -s["max"])[:SHOW]]
-    shown = scan_to_dict(found, model.tokenizer, show=picked)["neurons"]
+    picked = pick_spread(found, SHOW, density=DENSITY)
+    data = scan_to_dict(found, model.tokenizer, show=picked.positions)
+    shown = data["neurons"]
     record = scores.to_dict()
     ctx.data["sae"] = {"config": {k: v for k, v in vars(sae.cfg).items()}, "scores": record,
+                       "picked": picked.rule, "logit_unit": data["logit_unit"],
                        "latents": shown}  # fmt: skip
-    picked_how = (
-        f"latents firing on {100 * lo:g}%-{100 * hi:g}% of {found.n_tokens:,} corpus tokens"
-    )
     return render(
         "report/sae.html.j2",
         given=getattr(ctx.config, "sae", None),
         how=how,
         scores=record,
         cfg=sae.cfg,
-        picked=picked_how,
+        picked=picked.rule,
+        n_eligible=picked.n_eligible,
+        scan_tokens=found.n_tokens,
+        n_shown=len(shown),
+        logit_unit=data["logit_unit"],
         blocks=Markup("").join(neuron_block(entry, label="latent") for entry in shown),
     )

@@ -49,7 +49,7 @@ def register(name: str):
 
 @dataclass(frozen=True)
 class SAEConfig:
-    """What an SAE needs to run, and (last three fields) where it came from."""
+    """What an SAE needs to run, and (last four fields) where it came from."""
 
     arch: str  # a key of ARCHITECTURES: relu, topk, batchtopk, jumprelu, matryoshka
     d_in: int  # input width
@@ -72,6 +72,7 @@ class SAEConfig:
     model_name: str | None = None
     dataset: str | None = None
     version: str | None = None
+    include_first: bool | None = None  # trained on each window's first position too (None: unknown)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:

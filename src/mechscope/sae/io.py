@@ -206,7 +206,7 @@ def config_from_saelens(raw: dict[str, Any], tensors: dict[str, Tensor]) -> tupl
     d_out = raw.get("d_out") if transcoder else None
     keep = {
         f: mech[f]
-        for f in ("l1_coefficient", "l0_coefficient", "bandwidth", "version")
+        for f in ("l1_coefficient", "l0_coefficient", "bandwidth", "version", "include_first")
         if f in mech
     }
     if arch == "matryoshka" and mech.get("matryoshka_widths") is not None:

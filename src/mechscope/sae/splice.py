@@ -21,8 +21,9 @@ Scores (as SAELens's evaluator names them where it has a name):
   SAE loses nothing, 0: as bad as deleting the activation); ``kl``: mean KL(clean || spliced) per
   position.
 
-Every position is evaluated, including the first (SAELens excludes BOS when the model prepends
-one; windows here start mid-document and carry no BOS unless asked).
+The reconstruction and sparsity scores leave out each window's first position unless
+``include_first=True`` (it is the attention-sink position, an outlier the harvest leaves out of
+training data too, as SAELens leaves out BOS); the losses and KL are over the full forward.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def evaluate_sae(
     batch_size: int = 8,
     seed: int = 0,
     split: str = "test",
+    include_first: bool = False,
     progress: bool = True,
 ) -> SAEEval:
     """Score ``sae`` on ``n_tokens`` tokens of held-out corpus text (see the module docstring)."""
@@ -132,7 +134,8 @@ def evaluate_sae(
     sums: dict[str, float] = dict.fromkeys(("ce0", "ce1", "ce2", "kl", "sq", "l0", "cos"), 0.0)
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
     moments = [0.0, None]  # sum of squared norms, sum of vectors (for the variance)
-    n_tok = n_pred = 0
+    n_tok = n_pred = n_all = 0
+    first = 0 if include_first else 1
     windows = batches(
         corpus, model.tokenizer, batch_size=batch_size, seq_len=seq_len, n_tokens=n_tokens,
         seed=seed, split=split,
@@ -145,7 +148,9 @@ def evaluate_sae(
         x, target = cache[read].float(), cache[write].float()
         out = sae(x.to(sae.W_dec.dtype))
         x_hat = out.x_hat.float()
-        _accumulate(sums, moments, fired, target, x_hat, out.latents)
+        _accumulate(
+            sums, moments, fired, target[:, first:], x_hat[:, first:], out.latents[:, first:]
+        )
         spliced = model.run_with_hooks(tokens, fwd_hooks=splice_hooks(sae, read, write))
         zero = model.run_with_hooks(
             tokens, fwd_hooks=[(write, lambda a, hook: torch.zeros_like(a))]
@@ -155,8 +160,10 @@ def evaluate_sae(
         sums["ce2"] += float(_ce(zero, tokens).sum())
         lp, lq = logits.float().log_softmax(-1), spliced.float().log_softmax(-1)
         sums["kl"] += float((lp.exp() * (lp - lq)).sum())
-        n_tok += tokens.numel()
+        n_tok += tokens[:, first:].numel()
+        n_all += tokens.numel()
         n_pred += tokens.shape[0] * (tokens.shape[1] - 1)
+    sums["kl"] *= n_tok / max(n_all, 1)  # _scores divides by n_tok: make it a mean over n_all
     return _scores(sums, moments, fired, n_tok, n_pred, sae, write)
 
 
