@@ -137,6 +137,18 @@ def test_resume_after_a_crash_gives_the_same_lens(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lens.safetensors"]
 
 
+def test_one_run_per_output_file(tmp_path, tiny_lm: HookedModel, tiny_corpus: Corpus) -> None:
+    """A run into a file another run holds is refused before it trains or touches its .partial."""
+    from mechscope.errors import FolderInUseError
+    from mechscope.files import file_lock
+
+    out = tmp_path / "lens.safetensors"
+    with file_lock(out, "tuned lens training"), pytest.raises(FolderInUseError) as info:
+        train_tuned_lens(tiny_lm, tiny_corpus, CFG, out=out, quiet=True)
+    assert str(info.value).startswith(f"{out} is in use by tuned lens training (pid ")
+    assert list(tmp_path.iterdir()) == []  # no lens, no .partial, the lock released
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"optimizer": "lbfgs"}, {"tokens": 0}, {"seq_len": 1}, {"lr": 0}, {"train_dtype": "int8"}],
