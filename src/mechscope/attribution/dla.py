@@ -183,8 +183,7 @@ def _capture(
         store[hook.name] = t[rows.to(t.device), pos.to(t.device)].float()
 
     unembedded: list[Tensor] = []
-    head = model.hf.get_submodule(model.family.unembed)
-    handle = head.register_forward_hook(lambda _m, _a, out: unembedded.append(out))
+    handle = model.unembed.register_forward_hook(lambda _m, _a, out: unembedded.append(out))
     try:
         with torch.no_grad(), model.hooks(fwd=[(n, keep) for n in names]):
             logits = model.forward(tokens, mask)
@@ -342,7 +341,7 @@ def _write_factor(model: HookedModel, post_norm: str | None, i: int, pre: Tensor
     factor = torch.full_like(pre, model.dims.residual_scale)
     if post_norm is None:
         return factor
-    norm = model.hf.get_submodule(f"{model.family.layers}.{i}.{post_norm}")
+    norm = model.block(i).get_submodule(post_norm)
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
     scale = (pre.pow(2).mean(-1, keepdim=True) + eps).sqrt()
     return factor * (norm.weight.float() + model.family.norm_offset) / scale
