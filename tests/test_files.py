@@ -9,12 +9,21 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 from mechscope.errors import FolderInUseError, MechscopeError
-from mechscope.files import LOCK_FILE, atomic_path, folder_lock, read_jsonl, write_atomic
+from mechscope.files import (
+    LOCK_FILE,
+    atomic_folder,
+    atomic_path,
+    file_lock,
+    folder_lock,
+    read_jsonl,
+    write_atomic,
+)
 
 
 def test_write_atomic_replaces_or_leaves_the_old_file(tmp_path: Path) -> None:
@@ -31,6 +40,62 @@ def test_write_atomic_replaces_or_leaves_the_old_file(tmp_path: Path) -> None:
     assert path.read_text() == "one" and oct(path.stat().st_mode & 0o777) == "0o644"
     write_atomic(path, b"\x00bytes")
     assert path.read_bytes() == b"\x00bytes"
+
+
+def test_atomic_folder_publishes_whole_or_not_at_all(tmp_path: Path) -> None:
+    entry = tmp_path / "cache" / "entry"
+    with pytest.raises(RuntimeError), atomic_folder(entry) as tmp:
+        (tmp / "half").write_text("half")
+        raise RuntimeError("crash while writing")
+    assert not entry.exists() and list(entry.parent.iterdir()) == []
+    with atomic_folder(entry) as tmp:
+        assert tmp.parent == entry.parent and tmp.name.startswith(".entry.")
+        (tmp / "a").write_text("first")
+    with atomic_folder(entry) as tmp:  # the entry exists: the first copy stays
+        (tmp / "a").write_text("second")
+    assert (entry / "a").read_text() == "first" and oct(entry.stat().st_mode & 0o777) == "0o755"
+    with atomic_folder(entry, replace=True) as tmp:  # a damaged entry or a checkpoint: replaced
+        (tmp / "b").write_text("new")
+    assert sorted(p.name for p in entry.iterdir()) == ["b"]
+    assert [p.name for p in entry.parent.iterdir()] == ["entry"]  # no temporaries left
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_two_writers_publishing_one_entry_at_once(tmp_path: Path, replace: bool) -> None:
+    """Both fill their copy before either publishes; neither fails, one complete copy stays."""
+    entry, barrier, errors = tmp_path / "entry", threading.Barrier(2, timeout=30), []
+
+    def publish(name: str) -> None:
+        try:
+            with atomic_folder(entry, replace=replace) as tmp:
+                for part in ("x", "y"):
+                    (tmp / part).write_text(name)
+                barrier.wait()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in ("one", "two")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+    contents = {(entry / part).read_text() for part in ("x", "y")}
+    assert len(contents) == 1 and contents <= {"one", "two"}  # one writer's copy, whole
+
+
+def test_file_lock_guards_one_file_of_a_folder(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "lens.safetensors"
+    with file_lock(out, "job one") as lock:
+        assert lock == tmp_path / "sub" / ".lens.safetensors.lock"
+        with pytest.raises(FolderInUseError) as info, file_lock(out, "job two"):
+            pass
+        assert str(info.value).startswith(f"{out} is in use by job one (pid {os.getpid()} on ")
+        assert str(info.value).endswith("or use another file")
+        with file_lock(out.with_name("other.safetensors"), "job three"):
+            pass  # another file of the same folder is free
+    assert list(out.parent.iterdir()) == []
 
 
 def test_lock_names_its_holder_and_is_released(tmp_path: Path) -> None:

@@ -5,9 +5,14 @@ GGUF conversions, corpus token caches, tuned lenses and the report's SAE all liv
 
 Writing: :func:`atomic_path` / :func:`write_atomic` give a file its new content all at once (a
 uniquely named temporary file beside it, fsync, ``os.replace``), so a crash leaves the old or the
-new file and two writers never share a temporary name. :func:`folder_lock` makes a long job the
-only writer of its output folder (``flock`` on ``<folder>/.mechscope.lock``; the kernel drops the
-lock when the process dies, even by ``kill -9``, so a stale lock never blocks a rerun).
+new file and two writers never share a temporary name. :func:`atomic_folder` does the same for a
+folder (a cache entry, a checkpoint): it is filled under a unique temporary name and renamed into
+place; when two processes publish the same entry at once, the first one's folder stays and the
+other drops its copy (no error: both wrote the same thing). :func:`folder_lock` makes a long job
+the only writer of its output folder (``flock`` on ``<folder>/.mechscope.lock``; the kernel drops
+the lock when the process dies, even by ``kill -9``, so a stale lock never blocks a rerun);
+:func:`file_lock` does the same for one output file (``.<name>.lock`` beside it), so jobs that
+write other files of the folder are not blocked.
 
 Reading: :func:`read_jsonl` parses a JSON Lines file with one-line errors that give the line and
 column as an editor shows them (lines split at ``\\n`` only).
@@ -16,9 +21,11 @@ column as an editor shows them (lines split at ``\\n`` only).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -30,8 +37,10 @@ from mechscope.errors import FolderInUseError, MechscopeError
 
 __all__ = [
     "LOCK_FILE",
+    "atomic_folder",
     "atomic_path",
     "cache_root",
+    "file_lock",
     "folder_lock",
     "read_jsonl",
     "sha256_file",
@@ -83,6 +92,46 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
+    """A fresh temporary folder beside ``path``; fill it in the block, it then becomes ``path``.
+
+    The temporary name is unique (``.<name>.XXXX.tmp``), so concurrent writers never collide; on
+    an error it is removed and ``path`` is untouched. If ``path`` exists when the block ends,
+    ``replace=False`` keeps it and drops the new copy (another writer of the same cache entry
+    published first: read ``path`` after the block and use its copy); ``replace=True`` moves the
+    old folder aside and removes it. The folder is readable by all (mode 0755).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; results are meant to be shared
+        if replace:
+            _remove_folder(target)
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:  # the target exists and is not empty: another writer won
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_folder(target: Path) -> None:
+    """Rename ``target`` aside (one atomic step, so the name is free at once), then delete it."""
+    aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old.tmp"))
+    try:
+        os.rename(target, aside)  # onto the empty folder mkdtemp made
+    except FileNotFoundError:
+        pass
+    except NotADirectoryError:  # a file where the folder goes
+        target.unlink()
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def _holder(path: Path) -> str:
     """Who holds the lock, from the lock file (written by the holder once it has the lock)."""
     try:
@@ -100,10 +149,26 @@ def folder_lock(folder: str | os.PathLike[str], job: str) -> Iterator[Path]:
     A second holder, in this process or another, gets :class:`FolderInUseError` naming the job,
     pid and host that hold it. The lock file records the holder and is removed on release.
     """
+    root = Path(folder)
+    with _lock(root, root / LOCK_FILE, job) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], job: str) -> Iterator[Path]:
+    """Hold an exclusive lock on the output file ``path`` for the block, as :func:`folder_lock`
+    does on a folder (the lock file is ``.<name>.lock`` beside it; its folder is created)."""
+    target = Path(path)
+    with _lock(target, target.with_name(f".{target.name}.lock"), job) as lock:
+        yield lock
+
+
+@contextlib.contextmanager
+def _lock(subject: Path, path: Path, job: str) -> Iterator[Path]:
+    """``flock`` on ``path``; errors name ``subject``, the folder or file the lock guards."""
     import fcntl  # POSIX only; imported here so that importing this module works everywhere
 
-    root = Path(folder)
-    path = root / LOCK_FILE
+    root = path.parent
     while True:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -117,12 +182,13 @@ def folder_lock(folder: str | os.PathLike[str], job: str) -> Iterator[Path]:
         except BlockingIOError:
             os.close(fd)
             raise FolderInUseError(
-                f"{root} is in use by {_holder(path)}; wait for it to finish or use another folder"
+                f"{subject} is in use by {_holder(path)}; wait for it to finish or use another "
+                f"{'folder' if subject == root else 'file'}"
             ) from None
         except OSError as exc:  # a file system without locks
             os.close(fd)
             raise MechscopeError(
-                f"cannot lock {root} ({exc.strerror}); use a folder on a local file system"
+                f"cannot lock {subject} ({exc.strerror}); use a folder on a local file system"
             ) from None
         try:  # the file we locked may have been removed by a holder releasing it: lock it anew
             same = os.fstat(fd).st_ino == os.stat(path).st_ino

@@ -97,3 +97,17 @@ def test_lens_errors(tiny_folder: Path, args: list[str], match: str) -> None:
 def test_train_needs_out(tiny_folder: Path) -> None:
     result = run("lens", "train", "-m", str(tiny_folder))
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_a_second_train_into_one_file_exits_2(tiny_folder: Path, tmp_path: Path) -> None:
+    import os
+
+    from mechscope.files import file_lock
+
+    out = tmp_path / "lens.safetensors"
+    with file_lock(out, "tuned lens training"):  # what a first run holds while it trains
+        result = run("lens", "train", "-m", str(tiny_folder), "--out", str(out), "-q")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out} is in use by tuned lens ")
+    assert f"(pid {os.getpid()} on " in lines[0] and not out.exists()

@@ -69,6 +69,18 @@ def test_to_dict_is_json(llama: HookedModel) -> None:
     assert data["target"] == 1 and len(data["top_ids"]) == llama.dims.n_layers
     assert logit_lens(llama, tokens()).to_dict()["target_rank"] is None
     assert LENSES["logit"] is logit_lens
+    assert "rows" not in data and data["mean_kl"] == result.mean_kl().tolist()
+    rows = json.loads(json.dumps(result.to_dict(decode=lambda i: f"<{i}>")))["rows"]
+    assert [r["layer"] for r in rows] == result.layers.tolist()
+    last = rows[-1]
+    best = last["top"][-1][0]  # layer n-1, last position, top-1
+    assert best == {
+        "id": int(result.top_ids[-1, -1, 0]),
+        "token": f"<{result.top_ids[-1, -1, 0]}>",
+        "prob": float(result.top_probs[-1, -1, 0]),
+    }
+    assert last["target_rank"] == result.target_rank[-1].tolist()
+    assert last["mean_kl"] == float(result.kl[-1].mean())
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,48 @@ def test_resume_after_a_crash_gives_the_same_lens(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lens.safetensors"]
 
 
+def test_one_run_per_output_file(tmp_path, tiny_lm: HookedModel, tiny_corpus: Corpus) -> None:
+    """A run into a file another run holds is refused before it trains or touches its .partial."""
+    from mechscope.errors import FolderInUseError
+    from mechscope.files import file_lock
+
+    out = tmp_path / "lens.safetensors"
+    with file_lock(out, "tuned lens training"), pytest.raises(FolderInUseError) as info:
+        train_tuned_lens(tiny_lm, tiny_corpus, CFG, out=out, quiet=True)
+    assert str(info.value).startswith(f"{out} is in use by tuned lens training (pid ")
+    assert list(tmp_path.iterdir()) == []  # no lens, no .partial, the lock released
+
+
+def test_cached_lens_waits_for_the_run_training_it(
+    tmp_path, monkeypatch, capsys, tiny_lm: HookedModel, trained: TunedLens
+) -> None:
+    """A second user of the cached lens waits for the run holding it and loads that run's copy."""
+    import threading
+    import time
+
+    import mechscope.lenses.cached as cached
+    from mechscope.files import file_lock
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    monkeypatch.setattr(tuned_train, "lens_step", None)  # it must not train
+    monkeypatch.setattr(cached, "WAIT_SECONDS", 0.01)
+    path, got, err = cached.tuned_lens_path(tiny_lm, 256), [], ""
+    second = threading.Thread(
+        target=lambda: got.append(cached.cached_tuned_lens(tiny_lm, tokens=256))
+    )
+    with file_lock(path, "tuned lens training"):  # the first run, training this lens
+        second.start()
+        while "waiting for the run that trains this lens" not in err:
+            assert second.is_alive(), "it did not wait"
+            time.sleep(0.01)
+            err += capsys.readouterr().err
+        assert "is in use by tuned lens training (pid" in err
+        trained.save(path)  # the first run publishes its lens, then releases the lock
+    second.join(60)
+    assert len(got) == 1
+    torch.testing.assert_close(got[0].weight, trained.weight, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"optimizer": "lbfgs"}, {"tokens": 0}, {"seq_len": 1}, {"lr": 0}, {"train_dtype": "int8"}],

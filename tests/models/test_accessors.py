@@ -79,6 +79,8 @@ def test_accessors_return_the_modules(tiny: tuple[str, HookedModel]) -> None:
         assert model.mlp(i) is getattr(layers[i], mlp)
     assert model.final_norm is norm
     assert model.unembed is unembed
+    assert model.embed is model.hf.get_input_embeddings()  # HF's own answer, not the family file
+    assert model.embed.weight.shape == (model.dims.d_vocab, model.dims.d_model)
     assert model.unembed.weight.shape == (model.dims.d_vocab, model.dims.d_model)
 
 
@@ -199,6 +201,7 @@ def test_fallback_has_no_attn_or_mlp_accessor() -> None:
     )
     model = HookedModel(hf)
     assert model.block(1) is hf.transformer.h[1]
+    assert model.embed is hf.transformer.word_embeddings
     for accessor in (model.attn, model.mlp):
         with pytest.raises(MechscopeError, match="generic fallback"):
             accessor(0)

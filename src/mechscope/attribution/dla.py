@@ -30,6 +30,7 @@ like the ``attn_head`` patching sweep.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from torch import nn
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.results import top_abs
+from mechscope.tasks.base import TaskBatch
 
 Tensor = torch.Tensor
 
@@ -181,8 +183,7 @@ def _capture(
         store[hook.name] = t[rows.to(t.device), pos.to(t.device)].float()
 
     unembedded: list[Tensor] = []
-    head = model.hf.get_submodule(model.family.unembed)
-    handle = head.register_forward_hook(lambda _m, _a, out: unembedded.append(out))
+    handle = model.unembed.register_forward_hook(lambda _m, _a, out: unembedded.append(out))
     try:
         with torch.no_grad(), model.hooks(fwd=[(n, keep) for n in names]):
             logits = model.forward(tokens, mask)
@@ -195,10 +196,8 @@ def _capture(
 
 def direct_logit_attribution(
     model: HookedModel,
-    tokens: Tensor,
-    answer_ids: Tensor,
-    wrong_ids: Tensor,
-    *,
+    batch: TaskBatch,
+    *legacy: Tensor,
     attention_mask: Tensor | None = None,
     pos: Tensor | None = None,
     neurons: bool = True,
@@ -207,14 +206,16 @@ def direct_logit_attribution(
 
     Args:
         model: the model.
-        tokens: token ids [batch pos].
-        answer_ids, wrong_ids: [batch] the answer and the wrong token of each prompt.
-        attention_mask: [batch pos] (1 = real token), for padded batches.
-        pos: [batch] the position read in each prompt; None reads each one's last real token.
+        batch: a task's batch (``task.tokenize(model)``); its clean prompts are read, each at its
+            ``last_pos``, with its ``answer_ids``, ``wrong_ids`` and ``clean_mask``.
+        pos: [batch] the position read in each prompt; None reads ``batch.last_pos``.
         neurons: also attribute to every MLP neuron (``[layer d_mlp batch]``).
+
+    Deprecated form: ``direct_logit_attribution(model, tokens, answer_ids, wrong_ids,
+    attention_mask=..., pos=...)`` (None ``pos`` reads each prompt's last real token); it gives
+    the same numbers and raises a :class:`DeprecationWarning`.
     """
-    if tokens.ndim != 2:
-        raise MechscopeError(f"tokens must be [batch pos], got {tuple(tokens.shape)}")
+    tokens, answer_ids, wrong_ids, attention_mask, pos = _inputs(batch, legacy, attention_mask, pos)
     pos = read_positions(tokens, attention_mask, pos)
     raw = logit_diff_directions(model, answer_ids, wrong_ids)  # [batch d_model]
     if raw.shape[0] != len(pos):
@@ -228,6 +229,39 @@ def direct_logit_attribution(
             parts["constant"] = parts["constant"] + _pick_diff(bias, answer_ids, wrong_ids)
         parts["logit_diff"] = _pick_diff(logits, answer_ids, wrong_ids)
     return DLAResult(**{k: _cpu(v) for k, v in parts.items()}, pos=pos)
+
+
+def _inputs(
+    batch: Any, legacy: tuple[Any, ...], mask: Tensor | None, pos: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(tokens, answer ids, wrong ids, mask, pos) of either call form."""
+    if isinstance(batch, TaskBatch):
+        if legacy or mask is not None:
+            raise MechscopeError(
+                "direct_logit_attribution takes (model, batch): a TaskBatch carries its own "
+                "answer ids, wrong ids and mask"
+            )
+        read = batch.last_pos if pos is None else pos
+        return batch.clean_tokens, batch.answer_ids, batch.wrong_ids, batch.clean_mask, read
+    if not isinstance(batch, Tensor):
+        raise MechscopeError(
+            "direct_logit_attribution takes a TaskBatch (e.g. load_task('ioi', model)"
+            f".tokenize(model)), not {type(batch).__name__}"
+        )
+    warnings.warn(
+        "direct_logit_attribution(model, tokens, answer_ids, wrong_ids, attention_mask=...) is "
+        "deprecated; pass a TaskBatch: direct_logit_attribution(model, batch) "
+        "(see docs/circuits.md)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if len(legacy) != 2:
+        raise MechscopeError(
+            "direct_logit_attribution with token ids needs answer_ids and wrong_ids after them"
+        )
+    if batch.ndim != 2:
+        raise MechscopeError(f"tokens must be [batch pos], got {tuple(batch.shape)}")
+    return batch, legacy[0], legacy[1], mask, pos
 
 
 def _cpu(t: Tensor | None) -> Tensor | None:
@@ -307,7 +341,7 @@ def _write_factor(model: HookedModel, post_norm: str | None, i: int, pre: Tensor
     factor = torch.full_like(pre, model.dims.residual_scale)
     if post_norm is None:
         return factor
-    norm = model.hf.get_submodule(f"{model.family.layers}.{i}.{post_norm}")
+    norm = model.block(i).get_submodule(post_norm)
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
     scale = (pre.pow(2).mean(-1, keepdim=True) + eps).sqrt()
     return factor * (norm.weight.float() + model.family.norm_offset) / scale

@@ -33,10 +33,7 @@ def dla(
         raise MechscopeError("dla attributes the logit difference; use --metric logit_diff")
     hooked = load_model(model, quiet=quiet)
     batch = load_task_batch(hooked, task, n, seed)
-    result = direct_logit_attribution(
-        hooked, batch.clean_tokens, batch.answer_ids, batch.wrong_ids,
-        attention_mask=batch.clean_mask, neurons=False,
-    )  # fmt: skip
+    result = direct_logit_attribution(hooked, batch, neurons=False)
     payload = {**result.to_dict(per_prompt=False), "model": model, "task": task}
     write_json(json_out, payload)
     if html_out:

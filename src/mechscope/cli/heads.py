@@ -35,19 +35,15 @@ def heads(
     """Score every head with the head detectors and list the top heads of each kind."""
     from mechscope.errors import MechscopeError
     from mechscope.heads import head_scores, repeated_tokens
-    from mechscope.report.heads_section import (
-        heads_figure,
-        heads_html,
-        heads_payload,
-    )
     from mechscope.viz import page, save_png
+    from mechscope.viz.heads import heads_figure, heads_html
 
     if top < 1:
         raise MechscopeError(f"--top must be at least 1, got {top}")
     hooked = load_model(model, quiet=quiet)
     tokens = repeated_tokens(hooked, seqs, seq_len, seed)  # checks sizes before any forward
     scores = head_scores(hooked, tokens=tokens, seed=seed)
-    payload = heads_payload(scores, model, top)
+    payload = {"model": model, **scores.to_dict(top)}
     write_json(json_out, payload)
     if html_out:
         subtitle = f"{model} · {seqs} sequences of 2 x {seq_len} random tokens · seed {seed}"

@@ -35,38 +35,21 @@ def _target_id(model: Any, text: str | None) -> int | None:
     return int(ids[0])
 
 
-def _lens_layers(result: Any, decode: Any) -> list[dict[str, Any]]:
-    """Per layer: top tokens per position, target rank/prob per position, KL per position."""
-    rows = []
-    for row, layer in enumerate(result.layers):
-        top = [
-            [{"id": int(i), "token": decode(int(i)), "prob": float(p)} for i, p in zip(ids, ps)]
-            for ids, ps in zip(result.top_ids[row], result.top_probs[row], strict=True)
-        ]
-        entry: dict[str, Any] = {"layer": int(layer), "top": top}
-        if result.target_rank is not None:
-            entry["target_rank"] = result.target_rank[row].tolist()
-            entry["target_prob"] = result.target_prob[row].tolist()
-        entry["kl"] = result.kl[row].tolist()
-        entry["mean_kl"] = float(result.kl[row].mean())
-        rows.append(entry)
-    return rows
-
-
 def lens_payload(model: Any, results: dict[str, Any], prompt: str, name: str) -> dict[str, Any]:
-    """The JSON of ``mechscope lens``: see docs/lenses.md."""
-    first = next(iter(results.values()))
+    """The JSON of ``mechscope lens`` (see docs/lenses.md), from each result's ``to_dict``."""
     decode = functools.partial(_decode, model)
-    target = first.target
+    readings = {lens: r.to_dict(decode) for lens, r in results.items()}
+    first = next(iter(readings.values()))
+    target = first["target"]
     return {
         "model": name,
         "prompt": prompt,
         "str_tokens": model.to_str_tokens(model.to_tokens(prompt)[0]),
-        "site": first.site,
-        "positions": first.positions.tolist(),
-        "target": None if target is None else {"id": target, "token": decode(target)},
-        "kl": {lens: r.mean_kl().tolist() for lens, r in results.items()},
-        "lenses": {lens: _lens_layers(r, decode) for lens, r in results.items()},
+        "site": first["site"],
+        "positions": first["positions"],
+        "target": None if target is None else {"id": target, "token": first["target_token"]},
+        "kl": {lens: r["mean_kl"] for lens, r in readings.items()},
+        "lenses": {lens: r["rows"] for lens, r in readings.items()},
     }
 
 

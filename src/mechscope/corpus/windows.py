@@ -7,18 +7,16 @@ order of documents is shuffled deterministically (a full permutation for cached 
 buffer of documents for streamed sources); ``seed=None`` keeps corpus order.
 
 Corpora with ``cache_tokens`` (the built-in one) are tokenised once per tokenizer into
-``~/.cache/mechscope/tokens/<corpus>-<tokenizer>/`` (``ids.npy`` uint32 + ``offsets.npy``, written to
-a temporary folder and renamed, so a crash never leaves a half-written cache).
+``~/.cache/mechscope/tokens/<corpus>-<tokenizer>/`` (``ids.npy`` uint32 + ``offsets.npy``, written
+with :func:`mechscope.files.atomic_folder`, so a crash never leaves a half-written cache and two
+processes building it at once both succeed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from torch import Tensor
 
 from mechscope.corpus.sources import Corpus
 from mechscope.errors import MechscopeError
-from mechscope.files import cache_root
+from mechscope.files import atomic_folder, cache_root
 
 __all__ = ["batches", "token_cache_dir", "tokenize_corpus", "windows"]
 
@@ -59,25 +57,22 @@ def token_cache_dir(corpus: Corpus, tokenizer: Any, split: str) -> Path:
 def tokenize_corpus(corpus: Corpus, tokenizer: Any, split: str = "all") -> list[np.ndarray]:
     """Every document of ``split`` as a uint32 token array, from the cache when there is one."""
     folder = token_cache_dir(corpus, tokenizer, split)
+    damaged = False
     try:
         ids = np.load(folder / "ids.npy", mmap_mode="r")
         offsets = np.load(folder / "offsets.npy")
         return [ids[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    except FileNotFoundError:
+        pass  # no cache yet
     except (OSError, ValueError):
-        pass  # no cache yet, or a damaged one: rebuild it
+        damaged = True  # rebuild it and replace it
     docs = [
         np.asarray(d, dtype=np.uint32) for d in _encode(tokenizer, list(corpus.documents(split)))
     ]
     offsets = np.cumsum([0, *(len(d) for d in docs)], dtype=np.int64)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    try:
+    with atomic_folder(folder, replace=damaged) as tmp:  # another builder may win: same tokens
         np.save(tmp / "ids.npy", np.concatenate(docs) if docs else np.zeros(0, np.uint32))
         np.save(tmp / "offsets.npy", offsets)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return docs
 
 

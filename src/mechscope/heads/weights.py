@@ -81,12 +81,12 @@ def _raw(model: HookedModel, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor
     return _linear_in(q_mod.weight, n, d), k, v, o
 
 
-def norm_weight(model: HookedModel, path: str | None) -> Tensor:
+def norm_weight(model: HookedModel, norm: nn.Module | None) -> Tensor:
     """The elementwise weight of a norm module [d_model] (ones if it has none or no norm).
 
     Gemma's norms scale by ``1 + w``: the family's ``norm_offset`` is added.
     """
-    w = None if path is None else getattr(model.hf.get_submodule(path), "weight", None)
+    w = None if norm is None else getattr(norm, "weight", None)
     if w is None:
         return torch.ones(model.dims.d_model)
     return w.detach().float() + model.family.norm_offset
@@ -99,7 +99,7 @@ def head_weights(model: HookedModel, layer: int) -> HeadWeights:
     with torch.no_grad():
         q, k, v, o = (t.detach().float() for t in _raw(model, layer))
         ln1 = model.family.ln1
-        gamma = norm_weight(model, ln1 and f"{model.family.layers}.{layer}.{ln1}")
+        gamma = norm_weight(model, ln1 and model.block(layer).get_submodule(ln1))
         q, k, v = (t * gamma[None, :, None] for t in (q, k, v))
         if model.dims.norm == "layer":
             o = o - o.mean(-1, keepdim=True)
@@ -117,7 +117,7 @@ def normalized_embedding(model: HookedModel, tokens: Tensor | None = None) -> Te
 
     The norm's own weight is left out (it is folded into each layer's W_Q/W_K/W_V).
     """
-    e = model.hf.get_submodule(model.family.embed).weight.detach().float()
+    e = model.embed.weight.detach().float()
     if tokens is not None:
         e = e[tokens]
     if model.dims.norm == "layer":
@@ -132,6 +132,6 @@ def unembedding(model: HookedModel, tokens: Tensor | None = None) -> Tensor:
     softmax ignores.
     """
     w = model.unembed.weight.detach().float()  # [vocab d_model]
-    u = w.T * norm_weight(model, model.family.final_norm)[:, None]
+    u = w.T * norm_weight(model, model.final_norm)[:, None]
     u = u - u.mean(1, keepdim=True)
     return u if tokens is None else u[:, tokens]

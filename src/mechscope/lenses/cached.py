@@ -4,14 +4,19 @@
 ``<cache>/tuned_lens/<model fingerprint>-<tokens>.safetensors`` (``<cache>`` is
 ``$MECHSCOPE_CACHE`` or ``~/.cache/mechscope``), training it on the built-in corpus first if it is
 not there. Training writes the file atomically and resumes from its checkpoint after a crash.
+Training holds the file's lock: a second process that wants the same lens meanwhile waits for it
+and loads the first one's copy (or, if that run died, trains it, resuming from its checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from pathlib import Path
 
 from mechscope.corpus import Corpus
+from mechscope.errors import FolderInUseError
 from mechscope.files import cache_root
 from mechscope.lenses.tuned_lens import TunedLens, model_fingerprint
 from mechscope.lenses.tuned_train import TrainConfig, train_tuned_lens
@@ -22,6 +27,7 @@ __all__ = ["REPORT_TOKENS", "cached_tuned_lens", "tuned_lens_path"]
 # The report's budget: about a minute of training for SmolLM2 on 2 CPU threads, and enough to
 # beat the logit lens at every layer but the last on held-out text (docs/lenses.md).
 REPORT_TOKENS = TrainConfig().tokens
+WAIT_SECONDS = 1.0  # between looks at a lens another process is training
 
 
 def tuned_lens_path(model: HookedModel, tokens: int, corpus: Corpus | None = None) -> Path:
@@ -47,7 +53,15 @@ def cached_tuned_lens(
     :class:`TrainConfig`'s); the file name records only the model, ``tokens`` and the corpus.
     """
     path = tuned_lens_path(model, tokens, corpus)
-    if path.is_file():
-        return TunedLens.load(path, model)
     cfg = dataclasses.replace(config or TrainConfig(), tokens=tokens)
-    return train_tuned_lens(model, corpus, cfg, out=path, quiet=not progress)
+    waiting = False
+    while True:
+        if path.is_file():
+            return TunedLens.load(path, model)
+        try:
+            return train_tuned_lens(model, corpus, cfg, out=path, quiet=not progress)
+        except FolderInUseError as exc:  # another process trains this lens: use its copy
+            if progress and not waiting:
+                print(f"waiting for the run that trains this lens: {exc}", file=sys.stderr)
+            waiting = True
+            time.sleep(WAIT_SECONDS)

@@ -66,8 +66,14 @@ class LogitLensResult:
             raise MechscopeError("this lens result has no KL")
         return self.kl.mean(axis=1)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of plain lists."""
+    def to_dict(self, decode: Callable[[int], str] | None = None) -> dict[str, Any]:
+        """A JSON-ready dict of plain lists: every field by name, and ``mean_kl`` [layer].
+
+        With ``decode`` (token id -> text, e.g. the tokenizer's), also ``target_token`` and
+        ``rows``, one entry per layer: ``layer``, ``top`` (per position, the top-k
+        ``{"id", "token", "prob"}``), ``target_rank`` and ``target_prob`` (per position, when a
+        target is tracked), ``kl`` (per position) and ``mean_kl``.
+        """
         out: dict[str, Any] = {"lens": self.lens, "site": self.site, "target": self.target}
         for name in (
             "layers",
@@ -81,7 +87,25 @@ class LogitLensResult:
         ):
             value = getattr(self, name)
             out[name] = None if value is None else value.tolist()
+        out["mean_kl"] = None if self.kl is None else self.mean_kl().tolist()
+        if decode is not None:
+            out["target_token"] = None if self.target is None else decode(self.target)
+            out["rows"] = [self._row(i, decode) for i in range(len(self.layers))]
         return out
+
+    def _row(self, i: int, decode: Callable[[int], str]) -> dict[str, Any]:
+        top = [
+            [{"id": int(t), "token": decode(int(t)), "prob": float(p)} for t, p in zip(ids, ps)]
+            for ids, ps in zip(self.top_ids[i], self.top_probs[i], strict=True)
+        ]
+        row: dict[str, Any] = {"layer": int(self.layers[i]), "top": top}
+        if self.target_rank is not None and self.target_prob is not None:
+            row["target_rank"] = self.target_rank[i].tolist()
+            row["target_prob"] = self.target_prob[i].tolist()
+        if self.kl is not None:
+            row["kl"] = self.kl[i].tolist()
+            row["mean_kl"] = float(self.kl[i].mean())
+        return row
 
 
 def _as_tokens(model: HookedModel, tokens: Tensor | str) -> Tensor:

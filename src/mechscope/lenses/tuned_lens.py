@@ -9,7 +9,7 @@ trains them to minimise KL(final distribution || lens distribution) on a corpus.
 A :class:`TunedLens` holds the translators of every layer of one model and one site. It is saved
 as one safetensors file (``weight [layer d_model d_model]``, ``bias [layer d_model]``) whose header
 carries a JSON config (model name and fingerprint, layer count, d_model, site, tokens trained,
-corpus, training settings), written atomically (temporary file + ``os.replace``).
+corpus, training settings), written atomically (:func:`mechscope.files.atomic_path`).
 :meth:`TunedLens.load` checks the config against the model it is loaded for.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mechscope.errors import MechscopeError
+from mechscope.files import atomic_path
 from mechscope.lenses.logit_lens import LogitLensResult, check_site, read_lens
 from mechscope.models.fingerprint import model_fingerprint
 from mechscope.models.hooked import HookedModel
@@ -125,14 +125,8 @@ class TunedLens(nn.Module):
             "weight": self.weight.detach().cpu().contiguous(),
             "bias": self.bias.detach().cpu().contiguous(),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"config": json.dumps(self.config)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"config": json.dumps(self.config)})
         return path
 
     @classmethod

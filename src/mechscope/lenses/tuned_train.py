@@ -18,6 +18,8 @@ The unembedding runs in bfloat16 during training by default (``train_dtype``), w
 times faster on CPUs; evaluation (:mod:`mechscope.lenses.evaluate`) is float32. With ``out``,
 training checkpoints the lens and the optimizer to ``<out>.partial`` every ``checkpoint_every``
 steps (atomically) and resumes from it after a crash; the finished lens is written to ``out``.
+The run holds a lock on ``out`` (``.<name>.lock`` beside it), so two runs never share a
+checkpoint.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from torch import Tensor
 from mechscope.cache import stack
 from mechscope.corpus import Corpus, batches, load_corpus
 from mechscope.errors import MechscopeError
+from mechscope.files import atomic_path, file_lock
 from mechscope.lenses.logit_lens import check_site
 from mechscope.lenses.tuned_lens import TunedLens
 from mechscope.models.hooked import HookedModel
@@ -170,9 +173,9 @@ def _checkpoint(path: Path, lens: TunedLens, opt: torch.optim.Optimizer, step: i
     for i, param_state in opt.state_dict()["state"].items():
         for key, value in param_state.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).detach().clone()
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"config": json.dumps(lens.config), "step": str(step)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a unique temporary name per writer
+        meta = {"config": json.dumps(lens.config), "step": str(step)}
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _resume(path: Path, lens: TunedLens, opt: torch.optim.Optimizer) -> int:
@@ -206,10 +209,26 @@ def train_tuned_lens(
     """Train a tuned lens for ``model`` on ``corpus`` (None: the built-in one), train split.
 
     With ``out`` the lens is saved there; training checkpoints to ``<out>.partial`` and, run
-    again with the same settings after a crash, resumes from it.
+    again with the same settings after a crash, resumes from it. The run holds ``out``'s lock
+    (:func:`mechscope.files.file_lock`): a second run into the same file raises
+    :class:`~mechscope.errors.FolderInUseError` naming the first.
     """
     cfg = config or TrainConfig()
     corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+    if out is None:
+        return _train(model, corpus, cfg, None, quiet)
+    with file_lock(out, "tuned lens training"):  # one run per output file and its .partial
+        partial = Path(f"{out}.partial")
+        lens = _train(model, corpus, cfg, partial, quiet)
+        lens.save(out)
+        partial.unlink(missing_ok=True)
+    return lens
+
+
+def _train(
+    model: HookedModel, corpus: Corpus, cfg: TrainConfig, partial: Path | None, quiet: bool
+) -> TunedLens:
+    """The training loop; checkpoints to (and resumes from) ``partial`` when given."""
     lens = TunedLens.identity(model, cfg.site)
     lens.config.update(corpus=corpus.name, corpus_fingerprint=corpus.fingerprint, train=asdict(cfg))
     data = batches(
@@ -224,9 +243,6 @@ def train_tuned_lens(
     first = next(data)
     opt = _optimizer(lens, cfg, residual_scales(model, first, cfg.site))
     base_lr = [group["lr"] for group in opt.param_groups]
-    partial = Path(f"{out}.partial") if out is not None else None
-    if partial is not None:
-        partial.parent.mkdir(parents=True, exist_ok=True)
     start = _resume(partial, lens, opt) if partial is not None else 0
     bar = progress_bar(
         itertools.chain([first], data), total=cfg.steps, desc="tuned lens", quiet=quiet, unit="step"
@@ -245,7 +261,4 @@ def train_tuned_lens(
         if partial is not None and (step + 1) % cfg.checkpoint_every == 0:
             _checkpoint(partial, lens, opt, step + 1)
     lens.config["tokens_trained"] = tokens_seen
-    if out is not None:
-        lens.save(out)
-        partial.unlink(missing_ok=True)
     return lens

@@ -135,6 +135,11 @@ class HookedModel:
         return path
 
     @property
+    def embed(self) -> nn.Module:
+        """The input token embedding (TransformerLens's ``embed``): ids -> ``[... d_model]``."""
+        return self._m.module(self.family.embed)
+
+    @property
     def final_norm(self) -> nn.Module:
         """The norm before the unembedding (TransformerLens's ``ln_final``)."""
         return self._m.module(self.family.final_norm)

@@ -12,8 +12,10 @@ Loading a GGUF file through transformers dequantises every tensor and converts t
 which takes about 20 s. So a GGUF file is converted once into a plain safetensors folder under
 ``<cache root>/gguf/<sha256[:16]>/`` and later loads read that folder (well under 2 s). The cache
 root is the ``cache_dir`` argument, else ``$MECHSCOPE_CACHE``, else ``~/.cache/mechscope``. The
-folder is built next to its final place and renamed into it, so a crash never leaves a half
-folder under the final name; a cached folder that fails to load is deleted and rebuilt.
+folder is built next to its final place and renamed into it
+(:func:`mechscope.files.atomic_folder`), so a crash never leaves a half folder under the final
+name and, when two processes convert one file at once, the second uses the first one's folder; a
+cached folder that fails to load is deleted and rebuilt.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mechscope.errors import MechscopeError
-from mechscope.files import cache_root, sha256_file
+from mechscope.files import atomic_folder, cache_root, sha256_file
 
 __all__ = ["BUILTIN_ALIAS", "load_hf"]
 
@@ -160,18 +161,13 @@ def _convert_gguf(path: Path, sha: str, folder: Path, progress: bool) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     if progress:
         print(f"converting {path.name} once into {folder} (about 20 s)", file=sys.stderr)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", suffix=".tmp", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         with _gguf_tqdm(progress):
             model, tokenizer = _load_gguf_direct(path)
         _dequantized_copy(model).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         record = {"sha256": sha, "file": path.name, "transformers": transformers.__version__}
         (tmp / _SOURCE_JSON).write_text(json.dumps(record, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-        _publish(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_gguf_direct(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -212,15 +208,6 @@ def _dequantized_copy(model: PreTrainedModel) -> PreTrainedModel:
     if any(p.is_meta for p in plain.parameters()):
         raise RuntimeError("GGUF conversion left parameters uninitialised")
     return plain
-
-
-def _publish(tmp: Path, folder: Path) -> None:
-    """Rename the finished ``tmp`` to ``folder``; keep ``folder`` if another process won."""
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        if not (folder / _SOURCE_JSON).is_file():
-            raise
 
 
 def _load_pretrained(

@@ -47,10 +47,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     with torch.enable_grad():
         heads = attribution_patch(model, batch, logit_diff, "attn_head")
         found = discover(model, batch, logit_diff, fraction=cfg.circuit_fraction)
-    dla = direct_logit_attribution(
-        model, batch.clean_tokens, batch.answer_ids, batch.wrong_ids,
-        attention_mask=batch.clean_mask, neurons=False,
-    )  # fmt: skip
+    dla = direct_logit_attribution(model, batch, neurons=False)
     scored, circuit, curve = found.scored, found.circuit, found.curve
     top_rows = [(f"L{layer}H{head}", float(v)) for layer, head, v in dla.top_heads(10)]
     ctx.data["circuit"] = {

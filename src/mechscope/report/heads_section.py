@@ -9,22 +9,15 @@ pattern pass stops after the last attention layer) plus ~3 s of weight algebra.
 
 from __future__ import annotations
 
-from typing import Any
-
-from mechscope.heads import HeadScores, head_scores
+from mechscope.heads import head_scores
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
 from mechscope.viz import render, save_png
 from mechscope.viz.heads import HEADS_TOP, heads_figure, heads_html
 
-__all__ = ["heads_figure", "heads_html", "heads_payload", "heads_section"]
+__all__ = ["heads_section"]
 
 HEADS_SEQS, HEADS_SEQ_LEN = 16, 50
-
-
-def heads_payload(scores: HeadScores, model: str, k: int = HEADS_TOP) -> dict[str, Any]:
-    """JSON-ready: the model's name and :meth:`HeadScores.to_dict`."""
-    return {"model": model, **scores.to_dict(k)}
 
 
 def heads_section(model: HookedModel, ctx: ReportContext) -> str:
@@ -33,7 +26,7 @@ def heads_section(model: HookedModel, ctx: ReportContext) -> str:
         model, n_seqs=HEADS_SEQS, seq_len=min(HEADS_SEQ_LEN, model.dims.n_ctx // 2 - 1)
     )
     name = model.provenance.get("name") or model.provenance.get("source") or model.family.name
-    ctx.data["heads"] = heads_payload(scores, str(name))
+    ctx.data["heads"] = {"model": str(name), **scores.to_dict(HEADS_TOP)}
     fig = heads_figure(scores)
     save_png(fig, ctx.out_dir / "heads.png")
     return render(

@@ -18,7 +18,6 @@ Steps (library calls; the section only renders):
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 
 from mechscope.errors import MechscopeError
-from mechscope.files import cache_root
+from mechscope.files import atomic_folder, cache_root
 from mechscope.models.hooked import HookedModel
 from mechscope.report.context import ReportContext
 from mechscope.viz import Markup, render
@@ -77,8 +76,8 @@ def cached_sae(model: HookedModel, site: str, corpus: Any = None, *, quiet: bool
         train = TrainConfig(steps=STEPS, batch_size=BATCH, warmup_steps=STEPS // 20)
         with torch.enable_grad():  # reports run under no_grad
             fit(sae, store.batches(BATCH, loop=True, seed=0), train, progress=not quiet)
-        save_sae(sae, Path(tmp) / "sae")
-        os.replace(Path(tmp) / "sae", folder)
+    with atomic_folder(folder) as out:  # a report that trained it first wins; use its copy
+        save_sae(sae, out)
     return load_sae(folder)
 
 

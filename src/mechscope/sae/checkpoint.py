@@ -22,10 +22,8 @@ import contextlib
 import dataclasses
 import functools
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mechscope.errors import MechscopeError
-from mechscope.files import folder_lock, write_atomic
+from mechscope.files import atomic_folder, folder_lock, write_atomic
 from mechscope.sae.base import SAE
 
 __all__ = [
@@ -99,25 +97,21 @@ def save_checkpoint(
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".tmp"))
-    save_file(
-        {k: v.detach().contiguous() for k, v in sae.state_dict().items()}, tmp / "sae.safetensors"
-    )
-    save_file(_optimizer_tensors(opt), tmp / "optimizer.safetensors")
-    save_file(
-        {"tokens_since_fired": state.tokens_since_fired.contiguous()}, tmp / "trainer.safetensors"
-    )
-    meta = {
-        "step": state.step,
-        "tokens": state.tokens,
-        "history": state.history,
-        "sae": dataclasses.asdict(sae.cfg),
-        "settings": run_settings(sae, train_cfg),
-    }
-    (tmp / "trainer.json").write_text(json.dumps(meta))
     final = root / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_folder(final, replace=True) as tmp:  # .step-N.XXXX.tmp: TEMP matches it
+        weights = {k: v.detach().contiguous() for k, v in sae.state_dict().items()}
+        save_file(weights, tmp / "sae.safetensors")
+        save_file(_optimizer_tensors(opt), tmp / "optimizer.safetensors")
+        fired = {"tokens_since_fired": state.tokens_since_fired.contiguous()}
+        save_file(fired, tmp / "trainer.safetensors")
+        meta = {
+            "step": state.step,
+            "tokens": state.tokens,
+            "history": state.history,
+            "sae": dataclasses.asdict(sae.cfg),
+            "settings": run_settings(sae, train_cfg),
+        }
+        (tmp / "trainer.json").write_text(json.dumps(meta))
     write_atomic(root / LATEST, json.dumps({"checkpoint": name}))
     for old in root.iterdir():  # older checkpoints and a crashed run's temporaries, nothing else
         if old.is_dir() and old != final and (STEP.fullmatch(old.name) or TEMP.fullmatch(old.name)):
