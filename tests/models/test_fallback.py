@@ -120,7 +120,9 @@ def test_harvest_on_the_fallback(bloom: HookedModel, tmp_path) -> None:
         [" ".join(rng.choices(WORDS, k=rng.randint(20, 80))) for _ in range(60)], name="toy"
     )
     site = "blocks.1.hook_resid_post"
-    store = harvest(bloom, site, corpus, 256, tmp_path, seq_len=32, progress=False)
+    store = harvest(
+        bloom, site, corpus, 256, tmp_path, seq_len=32, include_first=True, progress=False
+    )
     ws = list(windows(corpus, bloom.tokenizer, seq_len=32, split="train"))[:8]
     with torch.no_grad():
         _, cache = bloom.run_with_cache(torch.stack(ws), names=site)
@@ -128,7 +130,7 @@ def test_harvest_on_the_fallback(bloom: HookedModel, tmp_path) -> None:
     # an SAE trains on the stored residuals; a planted perfect one (latents ReLU([x, -x]))
     # spliced into the fallback model at that site changes nothing
     d = bloom.dims.d_model
-    sae = SAE(SAEConfig(arch="relu", d_in=d, d_sae=2 * d, hook_name=site))
+    sae = SAE(SAEConfig(arch="relu", d_in=d, d_sae=2 * d, k=4, hook_name=site))
     trained = fit(sae, (store.tensor()[i : i + 64] for i in range(0, 256, 64)),
                   TrainConfig(steps=4, log_every=1), progress=False)  # fmt: skip
     assert len(trained.history) == 4
@@ -179,7 +181,7 @@ def test_the_report_marks_what_the_family_lacks(kind: str, missing: str, tmp_pat
     words = sorted({w for p in DEFAULT_PROMPTS for w in p.replace(",", " , ").split()})
     model = HookedModel(tiny_model(kind), tiny_tokenizer(words))
     html = build_report(model, tmp_path, quiet=True).read_text("utf-8")
-    assert "Not available for this model" in html
+    assert "Skipped: not available for this model" in html
     data = json.loads((tmp_path / "report.json").read_text())
     assert missing in data["not_available"] and "Logit lens" not in data["not_available"]
 

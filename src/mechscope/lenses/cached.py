@@ -59,7 +59,7 @@ def cached_tuned_lens(
         if path.is_file():
             return TunedLens.load(path, model)
         try:
-            return train_tuned_lens(model, corpus, cfg, out=path, quiet=not progress)
+            return train_tuned_lens(model, corpus, cfg, out=path, quiet=not progress, reuse=True)
         except FolderInUseError as exc:  # another process trains this lens: use its copy
             if progress and not waiting:
                 print(f"waiting for the run that trains this lens: {exc}", file=sys.stderr)

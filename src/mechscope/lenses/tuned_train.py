@@ -205,19 +205,24 @@ def train_tuned_lens(
     *,
     out: str | os.PathLike[str] | None = None,
     quiet: bool = False,
+    reuse: bool = False,
 ) -> TunedLens:
     """Train a tuned lens for ``model`` on ``corpus`` (None: the built-in one), train split.
 
     With ``out`` the lens is saved there; training checkpoints to ``<out>.partial`` and, run
     again with the same settings after a crash, resumes from it. The run holds ``out``'s lock
     (:func:`mechscope.files.file_lock`): a second run into the same file raises
-    :class:`~mechscope.errors.FolderInUseError` naming the first.
+    :class:`~mechscope.errors.FolderInUseError` naming the first. ``reuse=True`` loads a lens
+    already at ``out`` once the lock is held (one another run published meanwhile) instead of
+    training it again.
     """
     cfg = config or TrainConfig()
     corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
     if out is None:
         return _train(model, corpus, cfg, None, quiet)
     with file_lock(out, "tuned lens training"):  # one run per output file and its .partial
+        if reuse and Path(out).is_file():
+            return TunedLens.load(out, model)
         partial = Path(f"{out}.partial")
         lens = _train(model, corpus, cfg, partial, quiet)
         lens.save(out)
