@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from machine import cpu_name
+from machine import add_device_option, device_label, pick_device, sync
 from mechscope.sae import ARCHITECTURES, SAE, SAEConfig, TrainConfig, fit, score_dictionary
 
 PEER = Path(__file__).parent / "peers" / "run_saelens_synthetic.py"
@@ -54,12 +54,15 @@ def epochs(x: torch.Tensor, batch_size: int, n: int):
 def ours(arch: str, x: torch.Tensor, truth: torch.Tensor, args: argparse.Namespace) -> dict:
     scale = float(x.pow(2).sum(-1).mean().rsqrt())
     cfg = SAEConfig(arch=arch, d_in=x.shape[1], d_sae=args.d_sae, k=args.k, normalize_scale=scale)
-    sae = SAE(cfg)
+    sae = SAE(cfg).to(args.device)
+    x, truth = x.to(args.device), truth.to(args.device)
     train_cfg = TrainConfig(
         steps=args.epochs * (x.shape[0] // args.batch_size), lr=args.lr, batch_size=args.batch_size
     )
+    sync(args.device)
     wall = time.perf_counter()
     result = fit(sae, epochs(x, args.batch_size, args.epochs), train_cfg, progress=False)
+    sync(args.device)
     wall = time.perf_counter() - wall
     with torch.no_grad():
         latents = sae.encode(x)
@@ -75,7 +78,7 @@ def ours(arch: str, x: torch.Tensor, truth: torch.Tensor, args: argparse.Namespa
 def theirs(arch: str, data: Path, truth: torch.Tensor, args: argparse.Namespace) -> dict:
     cmd = [args.peer_python, str(PEER), "--data", str(data), "--arch", arch, "--k", str(args.k),
            "--d-sae", str(args.d_sae), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
-           "--epochs", str(args.epochs)]  # fmt: skip
+           "--epochs", str(args.epochs), "--device", args.device.type]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -87,7 +90,7 @@ def theirs(arch: str, data: Path, truth: torch.Tensor, args: argparse.Namespace)
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     head = (
-        f"{datetime.date.today()}, {cpu_name()}, 2 cores shared (one thread per run); "
+        f"{datetime.date.today()}, {device_label(args.device)}, one thread per run; "
         f"{args.n} samples, 48-d, 192 true directions, ~4 active, d_sae {args.d_sae}, k {args.k}, "
         f"lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs"
     )
@@ -124,7 +127,9 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(sorted(ARCHITECTURES)))
     parser.add_argument("--peer-python", default=None, help="python of the SAELens venv")
     parser.add_argument("--peer-archs", default="topk,batchtopk")
+    add_device_option(parser)
     args = parser.parse_args()
+    args.device = pick_device(args.device)
     torch.set_num_threads(1)
     x, truth = planted(args.n, 192, 48, 4.0)
     rows = []

@@ -43,8 +43,8 @@ def provider(x: torch.Tensor, batch_size: int, epochs: int) -> Iterator[torch.Te
     raise SystemExit("the provider ran out of batches")
 
 
-def make_sae(arch: str, d_in: int, d_sae: int, k: int):
-    common = {"d_in": d_in, "d_sae": d_sae, "k": k, "dtype": "float32", "device": "cpu"}
+def make_sae(arch: str, d_in: int, d_sae: int, k: int, device: str):
+    common = {"d_in": d_in, "d_sae": d_sae, "k": k, "dtype": "float32", "device": device}
     if arch == "topk":
         from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
@@ -64,23 +64,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the caller's device)")
     args = parser.parse_args()
 
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
     data = load_file(args.data)
-    x, truth = data["x"].float(), data["truth"].float()
+    x, truth = data["x"].float().to(args.device), data["truth"].float().to(args.device)
     steps = args.epochs * (x.shape[0] // args.batch_size)
     torch.manual_seed(args.seed)
-    sae = make_sae(args.arch, x.shape[1], args.d_sae, args.k)
+    sae = make_sae(args.arch, x.shape[1], args.d_sae, args.k, args.device)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * args.batch_size,
         train_batch_size_samples=args.batch_size,
         lr=args.lr,
         lr_end=args.lr / 10,
         lr_scheduler_name="constant",
-        device="cpu",
+        device=args.device,
     )
     trainer = SAETrainer(trainer_cfg, sae, provider(x, args.batch_size, args.epochs + 1))
     wall = time.perf_counter()
