@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.sae.base import SAE, SAEConfig, SAEOutput, register
+from mechscope.sae.sparse import auxk_dense
 
 __all__ = ["JumpReluSAE", "jumprelu", "step"]
 
@@ -79,6 +80,10 @@ class JumpReluSAE(SAE):
     unit_norm_decoder = False
     penalty = "l0_coefficient"
     penalty_start = 0.01  # normalised units; the controller moves it from here
+    uses_auxk = True  # AuxK brings back latents whose threshold passed all their pre-activations
+    aux_coefficient: float = 1 / 32  # set by the trainer
+    aux_scale = 8.0  # AuxK weight = aux_scale * aux_coefficient (1/4 with the default 1/32)
+    dead_window_batches = 50  # default dead window: 50 batches (not a quarter of the run)
 
     def __init__(self, cfg: SAEConfig, *, seed: int | None = 0) -> None:
         super().__init__(cfg, seed=seed)
@@ -99,4 +104,8 @@ class JumpReluSAE(SAE):
         self, out: SAEOutput, residual: Tensor, dead: Tensor | None, coef_scale: float = 1.0
     ) -> dict[str, Tensor]:
         l0 = step(out.pre_acts, self.threshold, self.cfg.bandwidth).sum(-1).mean()
-        return {"l0_loss": self.coefficient.to(l0.dtype) * coef_scale * l0}
+        terms = {"l0_loss": self.coefficient.to(l0.dtype) * coef_scale * l0}
+        aux = auxk_dense(out.pre_acts, residual, dead, self.W_dec, self.cfg.d_in // 2)
+        if aux is not None and self.aux_coefficient:
+            terms["auxk_loss"] = self.aux_scale * self.aux_coefficient * aux
+        return terms
