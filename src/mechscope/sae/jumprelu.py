@@ -9,7 +9,9 @@ useful gradient, so both the activation and the L0 penalty use straight-through 
 pseudo-derivative with respect to the threshold is a rectangle kernel of width ``bandwidth``:
 ``d/dθ JumpReLU(z) = -(θ/ε) K((z-θ)/ε)`` and ``d/dθ H(z-θ) = -(1/ε) K((z-θ)/ε)`` with
 ``K(u) = 1[|u| < 1/2]``. The pre-activations get the true gradient of JumpReLU (``H(z-θ)``) and
-none from the L0 term. The decoder is not
+none from the L0 term. Dead latents (silent for 50 batches) get AuxK, weighted ``8 *
+aux_coefficient``: a latent whose threshold passed all its pre-activations has no other gradient
+and would never come back. The decoder is not
 constrained (the L0 penalty does not depend on its norms; on planted data a unit-norm
 constraint cost a third of the recovered features).
 """

@@ -5,8 +5,8 @@ Steps of :func:`fit`, per batch (``[batch d_in]``, or ``(x_in, x_out)`` for a tr
 1. learning rate: linear warm-up over ``warmup_steps``, then constant, then linear decay to 0 over
    the last ``decay_fraction`` of the steps (or a cosine over the steps after warm-up);
 2. loss: the SAE's squared error plus its sparsity terms (the L1/L0 coefficient ramps up over
-   ``sparsity_warmup_steps``) and, for TopK/BatchTopK, AuxK on the latents that have not fired
-   for ``dead_window_tokens`` tokens (coefficient ``aux_coefficient``);
+   ``sparsity_warmup_steps``) and, for TopK/BatchTopK/JumpReLU, AuxK on the latents that have
+   not fired for :func:`dead_window` tokens (coefficient ``aux_coefficient``);
 3. when the architecture keeps unit-norm decoder rows, the gradient's component along each row is
    removed before the Adam step and the rows are renormalised after it;
 4. bookkeeping: tokens since each latent last fired, L0, FVU, dead fraction; a progress bar; a
@@ -59,7 +59,7 @@ class TrainConfig:
     l0_anneal: float = 0.5  # fraction of the steps over which the target L0 falls to k
     l0_until: float = 0.8  # fraction of the steps after which the adapted coefficient is frozen
     topk_warmup: float = 0.5  # (Matryoshka) BatchTopK: fraction of the steps choosing k per token
-    aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK)
+    aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK; JumpReLU: 8x)
     dead_window_tokens: int | None = None  # a latent silent this long is dead (None: a quarter
     # of the training tokens, at most 1M)
     grad_clip: float | None = None  # max global gradient norm
