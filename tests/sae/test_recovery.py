@@ -25,8 +25,6 @@ CASES = {
 }
 STEPS = {"topk": 400, "batchtopk": 600, "matryoshka": 600, "relu": 1000, "jumprelu": 1500}
 FAST = {"d32-f96-k2-x0.05"}  # the other cases are marked slow
-# Known shortfall: on the most superposed case JumpReLU recovers 84-90% (docs/sae.md).
-SHORT = {("jumprelu", "d64-f256-k4-x3")}
 
 
 def train(arch: str, case: str) -> tuple[SAE, float, float]:
@@ -51,8 +49,6 @@ def cases():
     for case in CASES:
         for arch in sorted(ARCHITECTURES):
             marks = [] if case in FAST else [pytest.mark.slow]
-            if (arch, case) in SHORT:
-                marks.append(pytest.mark.xfail(reason="JumpReLU: 84-90% here", strict=False))
             yield pytest.param(arch, case, marks=marks, id=f"{arch}-{case}")
 
 

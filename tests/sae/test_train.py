@@ -14,7 +14,7 @@ from mechscope.errors import FolderInUseError, MechscopeError
 from mechscope.files import folder_lock
 from mechscope.sae import SAE, SAEConfig, TrainConfig, fit
 from mechscope.sae.checkpoint import clear_checkpoints
-from mechscope.sae.train import lr_at
+from mechscope.sae.train import dead_window, lr_at
 
 
 def small(arch: str, **kw) -> SAE:
@@ -93,6 +93,35 @@ def test_dead_latents_get_auxk():
     early, late = res.history[2], res.history[-1]
     assert "auxk_loss" not in early and early["dead_fraction"] == 0.0
     assert late["dead_fraction"] >= 0.5 and late["auxk_loss"] > 0
+
+
+def test_jumprelu_dead_latents_get_auxk():
+    """A JumpReLU latent above every threshold has no gradient but AuxK's, after 50 batches."""
+
+    def blocked() -> SAE:
+        sae = small("jumprelu")
+        with torch.no_grad():
+            sae.log_threshold[:24] = 5.0  # threshold e^5: these latents never fire
+        return sae
+
+    cfg = TrainConfig(steps=240, lr=1e-3, batch_size=64, log_every=1)
+    sae = blocked()
+    assert dead_window(cfg, sae) == 50 * 64 < cfg.dead_window  # the architecture's shorter window
+    assert dead_window(cfg, small("topk")) == cfg.dead_window
+    assert dead_window(TrainConfig(steps=240, dead_window_tokens=99), sae) == 99
+    w_enc = sae.W_enc.detach().clone()
+    res = fit(sae, data(240), cfg, progress=False)
+    assert "auxk_loss" not in res.history[48] and res.history[50]["auxk_loss"] > 0
+    moved = (sae.W_enc.detach() - w_enc).abs().sum(0)
+    assert bool((moved[:24] > 0).all())  # only AuxK reaches the dead latents' encoder columns
+    off = blocked()
+    fit(
+        off,
+        data(240),
+        TrainConfig(steps=240, lr=1e-3, batch_size=64, aux_coefficient=0.0),
+        progress=False,
+    )
+    assert bool((off.W_enc.detach()[:, :24] == w_enc[:, :24]).all())  # without AuxK: frozen
 
 
 def test_pairs_and_tensors_are_checked():

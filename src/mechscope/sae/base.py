@@ -62,7 +62,7 @@ class SAEConfig:
     l1_coefficient: float | None = None  # ReLU: fixed L1 weight (None: adapted to reach k)
     l0_coefficient: float | None = None  # JumpReLU: fixed L0 weight (None: adapted to reach k)
     threshold: float = 0.1  # JumpReLU: initial threshold (normalised units)
-    bandwidth: float = 0.05  # JumpReLU: rectangle-kernel width of the straight-through estimator
+    bandwidth: float = 0.02  # JumpReLU: rectangle-kernel width of the straight-through estimator
     matryoshka_widths: tuple[int, ...] | None = None  # Matryoshka: prefix widths (None: d_sae/2,
     # d_sae; d_sae is always the last)
     normalize_scale: float | None = None  # x * s before encoding, x_hat / s after decoding
@@ -155,6 +155,8 @@ class SAE(nn.Module):
     arch: ClassVar[str] = ""
     unit_norm_decoder: ClassVar[bool] = True  # renormalise W_dec rows after each optimiser step
     uses_auxk: ClassVar[bool] = False  # TopK-style AuxK loss for dead latents
+    dead_window_batches: ClassVar[int | None] = None  # default dead window in batches (None: the
+    # trainer's, a quarter of the run)
     penalty: ClassVar[str | None] = None  # config field of the sparsity coefficient, if any
     penalty_start: ClassVar[float] = 0.0  # the adaptive coefficient's first value
 

@@ -9,7 +9,9 @@ useful gradient, so both the activation and the L0 penalty use straight-through 
 pseudo-derivative with respect to the threshold is a rectangle kernel of width ``bandwidth``:
 ``d/dθ JumpReLU(z) = -(θ/ε) K((z-θ)/ε)`` and ``d/dθ H(z-θ) = -(1/ε) K((z-θ)/ε)`` with
 ``K(u) = 1[|u| < 1/2]``. The pre-activations get the true gradient of JumpReLU (``H(z-θ)``) and
-none from the L0 term. The decoder is not
+none from the L0 term. Dead latents (silent for 50 batches) get AuxK, weighted ``8 *
+aux_coefficient``: a latent whose threshold passed all its pre-activations has no other gradient
+and would never come back. The decoder is not
 constrained (the L0 penalty does not depend on its norms; on planted data a unit-norm
 constraint cost a third of the recovered features).
 """
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.sae.base import SAE, SAEConfig, SAEOutput, register
+from mechscope.sae.sparse import auxk_dense
 
 __all__ = ["JumpReluSAE", "jumprelu", "step"]
 
@@ -79,6 +82,10 @@ class JumpReluSAE(SAE):
     unit_norm_decoder = False
     penalty = "l0_coefficient"
     penalty_start = 0.01  # normalised units; the controller moves it from here
+    uses_auxk = True  # AuxK brings back latents whose threshold passed all their pre-activations
+    aux_coefficient: float = 1 / 32  # set by the trainer
+    aux_scale = 8.0  # AuxK weight = aux_scale * aux_coefficient (1/4 with the default 1/32)
+    dead_window_batches = 50  # default dead window: 50 batches (not a quarter of the run)
 
     def __init__(self, cfg: SAEConfig, *, seed: int | None = 0) -> None:
         super().__init__(cfg, seed=seed)
@@ -99,4 +106,8 @@ class JumpReluSAE(SAE):
         self, out: SAEOutput, residual: Tensor, dead: Tensor | None, coef_scale: float = 1.0
     ) -> dict[str, Tensor]:
         l0 = step(out.pre_acts, self.threshold, self.cfg.bandwidth).sum(-1).mean()
-        return {"l0_loss": self.coefficient.to(l0.dtype) * coef_scale * l0}
+        terms = {"l0_loss": self.coefficient.to(l0.dtype) * coef_scale * l0}
+        aux = auxk_dense(out.pre_acts, residual, dead, self.W_dec, self.cfg.d_in // 2)
+        if aux is not None and self.aux_coefficient:
+            terms["auxk_loss"] = self.aux_scale * self.aux_coefficient * aux
+        return terms

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SparseCode", "gather_pre", "sparse_decode", "to_sparse"]
+__all__ = ["SparseCode", "auxk_dense", "gather_pre", "sparse_decode", "to_sparse"]
 
 
 @dataclass
@@ -135,5 +135,27 @@ def auxk_loss(
     aux = make_code(code.x_c, W_enc, b_enc, pre, rows, cols)
     recon = F.embedding_bag(aux.cols, W_dec, aux.offsets, mode="sum", per_sample_weights=aux.values)
     residual = residual.detach()
+    err = (recon - residual).pow(2).sum(-1).mean()
+    return err / residual.pow(2).sum(-1).mean().clamp_min(1e-12) * min(n_dead / k_aux, 1.0)
+
+
+def auxk_dense(
+    pre: Tensor, residual: Tensor, dead: Tensor | None, W_dec: Tensor, k_aux: int
+) -> Tensor | None:
+    """AuxK for the dense path (ReLU, JumpReLU): as :func:`auxk_loss`, from ``pre`` with its gradient.
+
+    The top ``k_aux`` dead pre-activations of each token (through a ReLU, not the latent's own
+    threshold) reconstruct the residual; a dead latent gets a gradient even below its threshold.
+    """
+    if dead is None or not bool(dead.any()):
+        return None
+    n_dead = int(dead.sum())
+    k = min(k_aux, n_dead)
+    pre = pre.reshape(-1, pre.shape[-1])
+    with torch.no_grad():
+        idx = pre.masked_fill(~dead, float("-inf")).topk(k, dim=-1, sorted=False).indices
+    values = pre.gather(-1, idx).relu()
+    recon = (values.unsqueeze(-1) * W_dec[idx]).sum(-2)
+    residual = residual.detach().reshape(recon.shape)
     err = (recon - residual).pow(2).sum(-1).mean()
     return err / residual.pow(2).sum(-1).mean().clamp_min(1e-12) * min(n_dead / k_aux, 1.0)

@@ -5,8 +5,8 @@ Steps of :func:`fit`, per batch (``[batch d_in]``, or ``(x_in, x_out)`` for a tr
 1. learning rate: linear warm-up over ``warmup_steps``, then constant, then linear decay to 0 over
    the last ``decay_fraction`` of the steps (or a cosine over the steps after warm-up);
 2. loss: the SAE's squared error plus its sparsity terms (the L1/L0 coefficient ramps up over
-   ``sparsity_warmup_steps``) and, for TopK/BatchTopK, AuxK on the latents that have not fired
-   for ``dead_window_tokens`` tokens (coefficient ``aux_coefficient``);
+   ``sparsity_warmup_steps``) and, for TopK/BatchTopK/JumpReLU, AuxK on the latents that have
+   not fired for :func:`dead_window` tokens (coefficient ``aux_coefficient``);
 3. when the architecture keeps unit-norm decoder rows, the gradient's component along each row is
    removed before the Adam step and the rows are renormalised after it;
 4. bookkeeping: tokens since each latent last fired, L0, FVU, dead fraction; a progress bar; a
@@ -37,7 +37,7 @@ from mechscope.sae.checkpoint import TrainState, load_checkpoint, locked, save_c
 from mechscope.sae.controller import adapt, check_target
 from mechscope.sae.resample import resample_dead
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "lr_at"]
+__all__ = ["TrainConfig", "TrainResult", "dead_window", "fit", "lr_at"]
 
 DECAYS = ("linear", "cosine", "none")
 
@@ -59,7 +59,7 @@ class TrainConfig:
     l0_anneal: float = 0.5  # fraction of the steps over which the target L0 falls to k
     l0_until: float = 0.8  # fraction of the steps after which the adapted coefficient is frozen
     topk_warmup: float = 0.5  # (Matryoshka) BatchTopK: fraction of the steps choosing k per token
-    aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK)
+    aux_coefficient: float = 1 / 32  # AuxK weight (TopK, BatchTopK; JumpReLU: 8x)
     dead_window_tokens: int | None = None  # a latent silent this long is dead (None: a quarter
     # of the training tokens, at most 1M)
     grad_clip: float | None = None  # max global gradient norm
@@ -121,6 +121,14 @@ class TrainResult:
     coefficient: float | None = None  # ReLU/JumpReLU: the sparsity coefficient at the end
 
 
+def dead_window(cfg: TrainConfig, sae: SAE) -> int:
+    """Tokens without firing after which a latent of ``sae`` is dead: ``cfg.dead_window_tokens``,
+    else the shorter of the trainer's default and the architecture's ``dead_window_batches``."""
+    if cfg.dead_window_tokens is not None or sae.dead_window_batches is None:
+        return cfg.dead_window
+    return min(cfg.dead_window, sae.dead_window_batches * cfg.batch_size)
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Learning rate for ``step`` (0-based): warm-up, then constant or cosine, then linear decay."""
     total = cfg.total_steps
@@ -173,7 +181,7 @@ def fit(
             and (step + 1) % cfg.resample_every == 0
             and step + 1 <= cfg.resample_until * cfg.total_steps
         ):
-            dead = state.tokens_since_fired >= cfg.dead_window
+            dead = state.tokens_since_fired >= dead_window(cfg, sae)
             record["resampled"] = float(
                 resample_dead(sae, opt, x, target, out, dead, seed=cfg.seed * 1_000_003 + step)
             )
@@ -210,7 +218,8 @@ def train_step(
     lr = lr_at(cfg, step)
     for group in opt.param_groups:
         group["lr"] = lr
-    dead = state.tokens_since_fired >= cfg.dead_window if sae.uses_auxk else None
+    window = dead_window(cfg, sae)
+    dead = state.tokens_since_fired >= window if sae.uses_auxk else None
     coef = min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else 1.0
     if isinstance(sae, BatchTopKSAE):
         sae.per_token = step < cfg.topk_warmup * cfg.total_steps
@@ -226,7 +235,7 @@ def train_step(
     if sae.unit_norm_decoder:
         sae.normalise_decoder()
     sae.after_step(out)
-    record = _bookkeeping(x if target is None else target, out, terms, state, lr, cfg.dead_window)
+    record = _bookkeeping(x if target is None else target, out, terms, state, lr, window)
     if sae.penalty is not None:
         if sae.adaptive and coef == 1.0 and step < cfg.l0_until * cfg.total_steps:
             adapt(sae, record["l0"], step / cfg.total_steps, cfg.l0_gain, cfg.l0_anneal)
