@@ -138,7 +138,7 @@ def train(
     train_cfg = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(1, steps // 100), seed=seed,
         sparsity_warmup_steps=steps // 20 if arch in ("relu", "jumprelu") else 0,
-        dead_window_tokens=min(1_000_000, max(batch_size, tokens // 4)), checkpoint_every=checkpoint_every,
+        checkpoint_every=checkpoint_every,  # dead window: the trainer's, per architecture
         log_every=max(1, min(50, steps // 20)),
     )  # fmt: skip
     model = SAE(cfg, seed=seed)
