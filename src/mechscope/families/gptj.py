@@ -6,24 +6,15 @@ MLP, so ``hook_resid_mid`` does not exist. The unembedding has a bias.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from mechscope.families.base import Dims, Family
+from mechscope.families.gpt2 import gpt2_dims
 
 
 def gptj_dims(config: Any) -> Dims:
-    return Dims(
-        n_layers=config.n_layer,
-        d_model=config.n_embd,
-        n_heads=config.n_head,
-        n_kv_heads=config.n_head,
-        d_head=config.n_embd // config.n_head,
-        d_mlp=config.n_inner or 4 * config.n_embd,
-        d_vocab=config.vocab_size,
-        n_ctx=config.n_positions,
-        parallel=True,
-        norm="layer",
-    )
+    return replace(gpt2_dims(config), parallel=True)  # GPT-2's config names, parallel blocks
 
 
 FAMILY = Family(
