@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny_model("llama").save_pretrained(folder)
     tiny_tokenizer(WORDS).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JSONL corpus of 60 documents (20-200 words each) that the tiny tokenizer knows."""
+    words = sorted({w for p in DEFAULT_PROMPTS for w in p.split()})  # the tokenizer's words
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("cli-corpus") / "text.jsonl"
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 200))) for _ in range(60)]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return path
 
 
 @pytest.fixture(scope="session")

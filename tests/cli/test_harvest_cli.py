@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
@@ -13,21 +11,10 @@ from click.testing import CliRunner
 from mechscope.activations import ActivationStore
 from mechscope.cli.harvest import parse_tokens
 from mechscope.cli.main import cli
-from mechscope.report import DEFAULT_PROMPTS
 
 
 def run(*args: str):
     return CliRunner().invoke(cli, ["harvest", *args])
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    words = sorted({w for p in DEFAULT_PROMPTS for w in p.split()})  # the tokenizer's words
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("harvest-corpus") / "text.jsonl"
-    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 200))) for _ in range(60)]
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    return path
 
 
 def test_harvest_writes_a_store_and_resumes(tiny_folder: Path, corpus: Path, tmp_path) -> None:

@@ -22,7 +22,6 @@ from mechscope.cli.main import cli
 from mechscope.corpus import Corpus
 from mechscope.models.hooked import HookedModel
 from mechscope.models.tiny import tiny_model, tiny_tokenizer
-from mechscope.report import DEFAULT_PROMPTS
 from mechscope.sae import load_sae
 
 WORDS = [f"w{i}" for i in range(90)]
@@ -227,16 +226,6 @@ def test_kill_9_mid_training_then_rerun_resumes_exactly(script, stores, tmp_path
     history = [json.loads((d / "training.json").read_text())["history"] for d in (out, reference)]
     assert history[0] == history[1]
     assert not (out / "checkpoints").exists() and not (out / ".mechscope.lock").exists()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    words = sorted({w for p in DEFAULT_PROMPTS for w in p.split()})  # the tokenizer's words
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("safe-corpus") / "text.jsonl"
-    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 200))) for _ in range(60)]
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    return path
 
 
 def test_two_harvests_into_one_folder(script, tiny_folder, corpus, tmp_path):
