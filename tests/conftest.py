@@ -7,10 +7,16 @@ never pay the load (about 2 s each once the GGUF conversion is cached, about 20 
 the report's tuned lens once per session (the lens test checks it) and saves it where the report's
 cache looks, so the report loads it instead of training a second one. The report's SAE is cached in
 ~/.cache/mechscope under a key of its settings, trained on first use.
+
+The suite runs on both cores with pytest-xdist (``pytest -n 2``, as the README and ``.ci/run``
+do): each worker uses one torch thread, and every test that reads the session's report or its
+tuned lens is put in one xdist group, so the lens is trained and the report built once, on one
+worker, while the other worker runs the rest.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +27,21 @@ if TYPE_CHECKING:
 
     from mechscope import HookedModel
     from mechscope.lenses import TunedLens
+
+REPORT_FIXTURES = frozenset({"builtin_report", "report_tuned_lens"})
+
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    import torch
+
+    torch.set_num_threads(1)  # two workers on two cores: one thread each, no oversubscription
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that share the session's report (or its tuned lens) run on one xdist worker."""
+    for item in items:
+        if REPORT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("builtin-report"))
+
 
 IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"
 
