@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+import numpy as np
 
 from mechscope import DEFAULT_MODEL
 from mechscope.cli.common import load_model, quiet_option
@@ -56,6 +57,62 @@ def build(model: str, sources: tuple[str, ...], corpus: str | None, tokens: int,
         f"{summary['seconds']:.1f} s ({rate:,.0f} tokens/s)"
     )
     click.echo(f"browse it: mechscope serve {out}")
+
+
+MODES = ("text", "semantic", "token", "infer", "neighbours")
+
+
+@features.command("search")
+@click.argument("db")
+@click.argument("query")
+@click.option("--mode", type=click.Choice(MODES), default="text", show_default=True, help="text / semantic: explanations; token: features peaking on a token; infer: run the model on QUERY; neighbours: QUERY is SOURCE/INDEX.")  # fmt: skip
+@click.option("--source", default=None, help="The source to rank (infer).")
+@click.option("--model", "-m", default=None, help="The model for infer [the database's].")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@quiet_option
+def search(db: str, query: str, mode: str, source: str | None, model: str | None, limit: int,
+           as_json: bool, quiet: bool) -> None:  # fmt: skip
+    """Search the feature database DB (a file or a postgresql:// URL)."""
+    from mechscope.errors import MechscopeError
+    from mechscope.features import open_db
+    from mechscope.features import search as fs
+
+    with open_db(db, readonly=True) as d:
+        if mode in ("text", "semantic"):
+            rows = (fs.search_text if mode == "text" else fs.search_semantic)(d, query, limit)
+            lines = [f"{r['score']:8.3f}  {r['source']}/{r['index']}  {r['explanation']}" for r in rows]  # fmt: skip
+            _emit({"results": rows}, as_json, lines or ["no match"])
+        elif mode == "token":
+            rows = fs.search_token(d, query, limit)
+            lines = [f"{r['hits']:4d} top examples peak on {r['token']!r}: {r['source']}/{r['index']}" for r in rows]  # fmt: skip
+            _emit({"results": rows}, as_json, lines or ["no feature peaks on it"])
+        elif mode == "neighbours":
+            name, _, index = query.rpartition("/")
+            if not name or not index.isdigit():
+                raise MechscopeError(f"bad feature {query!r}; write SOURCE/INDEX, e.g. mlp:3/17")
+            rows = fs.feature_neighbours(d, name, int(index))[:limit]
+            lines = [f"{r['cosine']:7.3f}  {name}/{r['index']}" for r in rows]
+            _emit({"results": rows}, as_json, lines)
+        else:
+            if source is None:
+                raise MechscopeError("--mode infer needs --source (one of the database's sources)")
+            d.source(source)  # an unknown source fails before the model loads
+            hooked = load_model(model or d.meta().get("model", DEFAULT_MODEL), quiet=quiet)
+            out = fs.search_infer(d, hooked, query, source, limit)
+            lines = [f"{f['max']:9.4f}  {source}/{f['index']}  peak at {out['tokens'][int(np.argmax(f['values']))]!r}" for f in out["features"]]  # fmt: skip
+            _emit(out, as_json, lines)
+
+
+@features.command("embed")
+@click.argument("db")
+def embed(db: str) -> None:
+    """Store a MiniLM embedding for every explanation of DB that has none (for semantic search)."""
+    from mechscope.features import open_db
+    from mechscope.features.search import embed_explanations
+
+    with open_db(db) as d:
+        click.echo(f"embedded {embed_explanations(d)} explanations")
 
 
 def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
