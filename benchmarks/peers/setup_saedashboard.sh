@@ -6,6 +6,8 @@
 # VENV_DIR defaults to /work/peers/venv-saedashboard. SAEDashboard 0.8.0 pins transformer-lens < 3
 # and transformers < 4.57, which cannot live next to mechscope's own pins, so it gets its own venv.
 # Only PyPI is used (pip).
+# Status (2026-12-05): not run to completion. pip replaced the pinned torch 2.13.0 with 2.14.1 while
+# resolving sae-dashboard 0.8.0, and the install was stopped; bench_features.py has no peer run yet.
 set -euo pipefail
 
 VENV=${1:-/work/peers/venv-saedashboard}

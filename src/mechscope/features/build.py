@@ -241,6 +241,7 @@ def build_features(
         if not done["windows"]:
             raise MechscopeError("no tokens to build from; the corpus gave no window")
         finalize(db, model, sources, states, resid, cfg, done)
+        db.backend.compact()  # the checkpoints' pages
     seconds = time.perf_counter() - began
     tokens_read = done["windows"] * cfg.seq_len
     return {**summary, "status": "complete", "tokens": tokens_read, "windows": done["windows"],
