@@ -19,7 +19,7 @@ from mechscope.viz import render
 
 __all__ = ["features_section"]
 
-TOKENS = 8192
+TOKENS = 4096
 SEQ_LEN = 64
 K = 10
 SHOW = 6
