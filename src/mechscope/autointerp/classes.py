@@ -41,6 +41,7 @@ _ALIASES = {
     "punctuation": r"\bpunctuation\b",
     "line breaks": r"\bline ?breaks?\b|\bnewlines?\b|\bwhitespace\b",
 }
+_CONTEXT = re.compile(r'\(often after "(?:[^"\\]|\\.)*"\)')  # the tokens explainer's context note
 _QUOTED = re.compile(r"\"([^\"]{1,40})\"|'([^']{1,40})'|“([^”]{1,40})”")
 
 
@@ -60,9 +61,10 @@ def classes_in(explanation: str) -> list[str]:
 
 
 def quoted_in(explanation: str) -> set[str]:
-    """The quoted strings of an explanation, whitespace stripped (``"the"`` -> ``the``)."""
+    """The quoted strings of an explanation, whitespace stripped (``"the"`` -> ``the``), leaving
+    out the ``(often after "x")`` context note."""
     found = set()
-    for match in _QUOTED.finditer(explanation):
+    for match in _QUOTED.finditer(_CONTEXT.sub("", explanation)):
         value = next(g for g in match.groups() if g is not None).strip()
         if value:
             found.add(value)

@@ -27,9 +27,7 @@ def _quote(token: str) -> str:
     return json.dumps(token.strip() or token, ensure_ascii=False)
 
 
-def explain_tokens(
-    examples: Sequence[Example], class_share: float = 0.8, n_tokens: int = 3
-) -> str:
+def explain_tokens(examples: Sequence[Example], class_share: float = 0.8, n_tokens: int = 3) -> str:
     """A one-line explanation of what the activating tokens of ``examples`` have in common."""
     weight: Counter[str] = Counter()
     before: Counter[str] = Counter()

@@ -41,7 +41,10 @@ def parse_explanation(reply: str) -> Reply:
         picked = picked.split(":", 1)[1]
     elif lines:
         picked = lines[0]
-    text = (picked or "").strip().strip("\"'*` ").strip()[:300]
+    text = (picked or "").strip().strip("*` ").strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":  # the whole phrase quoted
+        text = text[1:-1].strip()
+    text = text[:300]
     return Reply(text) if text else Reply(reply, error="empty explanation in the reply")
 
 

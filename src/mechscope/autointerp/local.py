@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from mechscope.autointerp.backend import NO, YES, Chat, Reply
+from mechscope.errors import MechscopeError
 
 __all__ = ["LocalBackend"]
 
@@ -22,7 +23,16 @@ class LocalBackend:
         from mechscope.models.loading import load_hf
 
         self.name = f"local:{model}"
-        self.model, self.tokenizer, _ = load_hf(model, progress=False)
+        try:
+            self.model, self.tokenizer, _ = load_hf(model, progress=False)
+        except MechscopeError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:  # transformers' errors for a bad name
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MechscopeError(
+                f"cannot load model {model!r} for local:{model} ({first[:120]}): "
+                "pass a hub id in the cache, a local folder, a .gguf file or smollm2-135m"
+            ) from None
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -83,6 +93,8 @@ class LocalBackend:
             yes = probs[:, yes_ids].sum(-1)
             no = probs[:, no_ids].sum(-1)
             for i, y, n in zip(idx, yes.tolist(), no.tolist(), strict=True):
-                answer = "Yes" if y >= n else "No"
-                replies[i] = Reply(answer, y / (y + n))
+                if y + n <= 0:
+                    replies[i] = Reply(error="no probability on Yes or No")
+                    continue
+                replies[i] = Reply("Yes" if y >= n else "No", y / (y + n))
         return replies

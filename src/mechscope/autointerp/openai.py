@@ -51,7 +51,9 @@ class OpenAIBackend:
         backoff: float = 0.5,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise MechscopeError(f"openai:{url} is not an http(s) URL: use openai:http://HOST:PORT/v1")
+            raise MechscopeError(
+                f"openai:{url} is not an http(s) URL: use openai:http://HOST:PORT/v1"
+            )
         self.chat_url, self.models_url = _endpoints(url)
         headers = {}
         if api_key_env:

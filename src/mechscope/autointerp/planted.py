@@ -28,11 +28,47 @@ from mechscope.autointerp.records import Example, FeatureExamples
 
 __all__ = ["PLANTED", "planted_examples", "planted_windows", "write_planted_db"]
 
-FILLER = (
-    "water stone light quiet small house road green open over under near slowly through "
-    "garden morning bread table window paper old long warm little between across without "
-    "cloud village bridge simple early story music field market yellow friend letter"
-).split()
+FILLER = [
+    "water",
+    "stone",
+    "light",
+    "quiet",
+    "small",
+    "house",
+    "road",
+    "green",
+    "open",
+    "over",
+    "under",
+    "near",
+    "slowly",
+    "through",
+    "garden",
+    "morning",
+    "bread",
+    "table",
+    "window",
+    "paper",
+    "old",
+    "long",
+    "warm",
+    "little",
+    "between",
+    "across",
+    "without",
+    "cloud",
+    "village",
+    "bridge",
+    "simple",
+    "early",
+    "story",
+    "music",
+    "field",
+    "market",
+    "yellow",
+    "friend",
+    "letter",
+]
 TOKENS: dict[str, list[str]] = {
     "digits": [" 7", " 42", " 2024", " 3", " 15", " 98", " 100", " 6"],
     "capitalised words": [" Alice", " Paris", " Monday", " London", " Maria", " Tokyo", " Oslo"],
@@ -89,12 +125,8 @@ def planted_examples(
         rest = active[n_top:]
         quantile = [rest[int(j)] for j in np.linspace(0, len(rest) - 1, n_quantile)] if rest else []
         negative = [idle[int(j)] for j in rng.permutation(len(idle))[:n_negative]]
-        pick = lambda idx: tuple(examples[i] for i in idx)  # noqa: E731
-        out.append(
-            FeatureExamples(
-                source, index, pick(top), pick(quantile), pick(negative), {"truth": name}
-            )
-        )
+        kinds = [tuple(examples[i] for i in idx) for idx in (top, quantile, negative)]
+        out.append(FeatureExamples(source, index, *kinds, meta={"truth": name}))
     return out
 
 

@@ -2,15 +2,18 @@
 
 The default file is ``prompts.toml`` beside this module; ``--prompts FILE`` replaces it. Each
 section (``explain``, ``detection``, ``fuzzing``, ``simulation``) has a ``system`` and a ``user``
-message with ``$name`` fields (:class:`string.Template`).
+message with ``$name`` fields (:class:`string.Template`) and optional worked examples
+(``[[explain.demo]]`` tables with ``user`` and ``assistant``), sent as earlier turns of the chat:
+small models follow a shown answer far better than a described one.
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+
+import tomllib
 
 from mechscope.errors import MechscopeError
 
@@ -23,19 +26,19 @@ Chat = list[dict[str, str]]
 
 @dataclass(frozen=True)
 class Prompts:
-    """The (system, user) templates of each section."""
+    """The (system, user, demos) templates of each section."""
 
-    sections: dict[str, tuple[str, str]]
+    sections: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]]
     path: str
 
     def chat(self, section: str, **fields: str) -> Chat:
         """The chat messages of ``section`` with ``fields`` filled in."""
-        system, user = self.sections[section]
+        system, user, demos = self.sections[section]
         try:
-            return [
-                {"role": "system", "content": Template(system).substitute(fields)},
-                {"role": "user", "content": Template(user).substitute(fields)},
-            ]
+            chat = [{"role": "system", "content": Template(system).substitute(fields)}]
+            for asked, answered in demos:
+                chat += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]  # fmt: skip
+            return [*chat, {"role": "user", "content": Template(user).substitute(fields)}]
         except (KeyError, ValueError) as exc:
             raise MechscopeError(
                 f"prompt [{section}] in {self.path} has an unknown or bad field ({exc}): "
@@ -62,5 +65,16 @@ def load_prompts(path: str | Path | None = None) -> Prompts:
                 f"prompt file {file} lacks [{name}] with string keys system and user: "
                 f"copy {DEFAULT_PROMPTS} and edit it"
             )
-        sections[name] = (entry["system"], entry["user"])
+        demos = entry.get("demo", [])
+        if not isinstance(demos, list) or not all(
+            isinstance(d, dict)
+            and isinstance(d.get("user"), str)
+            and isinstance(d.get("assistant"), str)
+            for d in demos
+        ):
+            raise MechscopeError(
+                f"prompt file {file}: every [[{name}.demo]] needs string keys user and assistant"
+            )
+        pairs = tuple((d["user"], d["assistant"]) for d in demos)
+        sections[name] = (entry["system"], entry["user"], pairs)
     return Prompts(sections, str(file))

@@ -32,6 +32,7 @@ from mechscope.progress import progress
 __all__ = ["RunSummary", "explain_features", "explained", "load_examples", "score_features"]
 
 NEEDS_NEGATIVES = {"detection", "embedding"}
+JUDGED = {"detection", "fuzzing", "simulation"}  # scorers whose numbers depend on the judge
 
 
 @dataclass
@@ -72,7 +73,9 @@ def check_examples(db: Any, source: str, index: int, scorers: Sequence[str] = ()
         )
 
 
-def explained(db: Any, source: str, explainer: str | None = None) -> dict[int, tuple[int, str, str]]:
+def explained(
+    db: Any, source: str, explainer: str | None = None
+) -> dict[int, tuple[int, str, str]]:
     """The latest ``ok`` explanation of each feature: ``{index: (id, explainer, text)}``."""
     sql = "SELECT idx, id, explainer, text FROM explanations WHERE source = ? AND status = 'ok'"
     params: list[Any] = [source]
@@ -135,9 +138,10 @@ def _done(db: Any, explanation_id: int, judge: str, control: bool) -> set[str]:
     out = set()
     for s in db.scores(explanation_id):
         details = s["details"] or {}
-        if s["status"] == "ok" and details.get("judge") == judge:
-            if not control or s["control"] is not None:
-                out.add(s["scorer"])
+        same = s["scorer"] not in JUDGED or details.get("judge") == judge
+        ok = s["status"] == "ok" and same
+        if ok and (not control or s["control"] is not None):
+            out.add(s["scorer"])
     return out
 
 
@@ -192,7 +196,9 @@ def _score_one(
 ) -> tuple[float | None, float | None, dict[str, Any], str | None]:
     """(value, control value, details, error) of one scorer on one feature."""
     score = SCORERS[name](text, data, ctx)
-    details: dict[str, Any] = {"judge": ctx.judge.name, **score.details}
+    details: dict[str, Any] = dict(score.details)
+    if name in JUDGED:
+        details["judge"] = ctx.judge.name
     if score.error:
         return None, None, details, score.error
     if control is None:
@@ -205,3 +211,61 @@ def _score_one(
     if score.value is None or other.value is None:
         return None, None, details, "undefined score (one class of windows missing)"
     return score.value, other.value, details, None
+
+
+def parse_features(spec: str, n_features: int) -> list[int]:
+    """Feature indices from ``all``, ``0-99``, ``3,7,12`` or a mix (``0-9,42``)."""
+    if spec.strip() == "all":
+        return list(range(n_features))
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, dash, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    except ValueError:
+        raise MechscopeError(f"bad --features {spec!r}: use all, 0-99, 3,7,12 or 0-9,42") from None
+    bad = [i for i in out if not 0 <= i < n_features]
+    if bad:
+        raise MechscopeError(f"feature {bad[0]} is out of range: the source has 0-{n_features - 1}")
+    return sorted(set(out))
+
+
+def pick_source(db: Any, source: str | None) -> dict[str, Any]:
+    """The named source, or the only one; a one-line error otherwise."""
+    sources = db.sources()
+    if source is None:
+        if len(sources) != 1:
+            names = ", ".join(s["source"] for s in sources) or "none"
+            raise MechscopeError(
+                f"the database has several sources ({names}): pick one with --source"
+            )
+        return sources[0]
+    return db.source(source)
+
+
+def results(
+    db: Any, source: str, indices: Sequence[int], explainer: str | None
+) -> list[dict[str, Any]]:
+    """``[{"source", "index", "explainer", "explanation", "scores", "control", "errors"}]`` for
+    the features with an explanation: the latest ``ok`` score of each scorer, and the latest error
+    of scorers that have none."""
+    have = explained(db, source, explainer)
+    out = []
+    for index in indices:
+        if index not in have:
+            continue
+        eid, who, text = have[index]
+        scores: dict[str, float] = {}
+        control: dict[str, float] = {}
+        errors: dict[str, str] = {}
+        for s in db.scores(eid):
+            if s["status"] == "ok":
+                scores[s["scorer"]] = s["value"]
+                errors.pop(s["scorer"], None)
+                if s["control"] is not None:
+                    control[s["scorer"]] = s["control"]
+            elif s["scorer"] not in scores:
+                errors[s["scorer"]] = s["error"]
+        out.append({"source": source, "index": index, "explainer": who, "explanation": text,
+                    "scores": scores, "control": control, "errors": errors})  # fmt: skip
+    return out

@@ -35,6 +35,8 @@ COMMANDS = {
     "sae": "mechscope.cli.sae:sae",
     "steer": "mechscope.cli.steer:steer",
     "toy": "mechscope.cli.toy:toy",
+    "explain": "mechscope.cli.explain:explain",
+    "score": "mechscope.cli.score:score",
 }
 
 

