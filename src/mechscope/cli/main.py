@@ -35,6 +35,8 @@ COMMANDS = {
     "sae": "mechscope.cli.sae:sae",
     "steer": "mechscope.cli.steer:steer",
     "toy": "mechscope.cli.toy:toy",
+    "features": "mechscope.cli.features:features",
+    "serve": "mechscope.cli.serve:serve",
     "explain": "mechscope.cli.explain:explain",
     "score": "mechscope.cli.score:score",
 }
