@@ -58,7 +58,9 @@ class LLMExplainer(Explainer):
         self.name = backend.name
 
     def prompt(self, examples: Sequence[Example]) -> list[dict[str, str]]:
-        shown = "\n".join(f"Example {i + 1}: {mark_active(e)}" for i, e in enumerate(examples))
+        shown = "\n".join(
+            f"Example {i + 1}: {mark_active(e).strip()}" for i, e in enumerate(examples)
+        )
         return self.prompts.chat("explain", examples=shown)
 
     def explain(self, features: list[Sequence[Example]]) -> list[Reply]:

@@ -14,6 +14,7 @@ unparseable one carries ``error`` and never becomes a number.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from mechscope.autointerp.records import mark
 __all__ = ["Judge", "LLMJudge", "LexicalJudge", "Simulated", "parse_simulation"]
 
 Window = Sequence[str]
+_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")  # a list marker: "- ", "* ", "2. ", "3) "
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def parse_simulation(reply: str, tokens: Window) -> Simulated:
     ``<< >>`` marks; a token fires when its text equals a listed line. A reply whose lines name
     no token of the window is unparseable (an error), not a prediction of zero.
     """
-    lines = [line.strip().lstrip("-*0123456789.) ").strip("\"'`<> ") for line in reply.splitlines()]
+    lines = [_MARKER.sub("", line).strip().strip("\"'`<> ") for line in reply.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
         return Simulated(None, "empty reply")
@@ -108,21 +110,21 @@ class LLMJudge(Judge):
 
     def detect(self, explanation: str, windows: list[Window]) -> list[Reply]:
         chats = [
-            self.prompts.chat("detection", explanation=explanation, text="".join(w))
+            self.prompts.chat("detection", explanation=explanation, text="".join(w).strip())
             for w in windows
         ]
         return self.backend.yes_no(chats)
 
     def fuzz(self, explanation: str, windows: list[tuple[Window, list[bool]]]) -> list[Reply]:
         chats = [
-            self.prompts.chat("fuzzing", explanation=explanation, text=mark(w, m))
+            self.prompts.chat("fuzzing", explanation=explanation, text=mark(w, m).strip())
             for w, m in windows
         ]
         return self.backend.yes_no(chats)
 
     def simulate(self, explanation: str, windows: list[Window]) -> list[Simulated]:
         chats = [
-            self.prompts.chat("simulation", explanation=explanation, text="".join(w))
+            self.prompts.chat("simulation", explanation=explanation, text="".join(w).strip())
             for w in windows
         ]
         replies = self.backend.generate(chats, self.max_tokens)
