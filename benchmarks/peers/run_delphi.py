@@ -26,14 +26,22 @@ class _Stub(types.ModuleType):
         return type(name, (), {})
 
 
-for _name in ("vllm", "vllm.distributed", "vllm.distributed.parallel_state", "vllm.inputs"):
-    sys.modules[_name] = _Stub(_name)
+_STUBS = ("vllm", "vllm.distributed", "vllm.distributed.parallel_state", "vllm.inputs")
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
+
+# transformers resolves these lazily: resolve them now, while no stand-in vllm exists
+_ = (transformers.AutoTokenizer, transformers.PreTrainedModel, transformers.PreTrainedTokenizer)
+_ = transformers.PreTrainedTokenizerFast
+sys.modules.update({name: _Stub(name) for name in _STUBS})
 from delphi.clients import OpenRouter  # noqa: E402
 from delphi.explainers import DefaultExplainer  # noqa: E402
 from delphi.latents import ActivatingExample, Latent, LatentRecord, NonActivatingExample  # noqa: E402
 from delphi.scorers import DetectionScorer  # noqa: E402
+
+for _name in _STUBS:  # delphi holds its references; transformers must not see a vllm later
+    del sys.modules[_name]
 
 
 def _active(w: dict) -> ActivatingExample:

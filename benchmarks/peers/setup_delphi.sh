@@ -16,4 +16,5 @@ VENV=${1:-/work/peers/delphi/venv}
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv --system-site-packages "$VENV"
 "$VENV/bin/pip" install --no-deps eai-delphi==0.1.3 eai-sparsify
-"$VENV/bin/pip" install orjson simple_parsing fire blobfile aiofiles asyncer beartype faiss-cpu datasets
+"$VENV/bin/pip" install orjson simple_parsing fire blobfile aiofiles asyncer beartype faiss-cpu datasets \
+    tiktoken
