@@ -84,7 +84,10 @@ def planted(args: argparse.Namespace) -> None:
         print(f"| {name} | {scorer} | {judge} | {np.nanmean(true):.3f} | {np.nanmean(ctrl):.3f} |")
 
 
-def _llama_server(python: str) -> tuple[subprocess.Popen, str]:
+def _server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """llama.cpp's server on the built-in GGUF file, or the HF stand-in, on a free port."""
+    import sys
+
     import httpx
 
     from mechscope.models.loading import _builtin_gguf
@@ -93,9 +96,13 @@ def _llama_server(python: str) -> tuple[subprocess.Popen, str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    cmd = [python, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()), "--model_alias",
-           "smollm2", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1",
-           "--verbose", "False"]  # fmt: skip
+    if args.llama_python:
+        cmd = [args.llama_python, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()),
+               "--model_alias", "smollm2", "--port", str(port), "--n_ctx", "4096",
+               "--n_threads", "1", "--verbose", "False"]  # fmt: skip
+    else:
+        server = Path(__file__).parent / "peers" / "hf_chat_server.py"
+        cmd = [sys.executable, str(server), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(600):
@@ -172,9 +179,9 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
 
     specs = {"local": "local"}
     proc = None
-    if args.llama_python:
-        proc, url = _llama_server(args.llama_python)
-        specs["llama.cpp server"] = f"openai:{url}"
+    if args.llama_python or args.hf_server:
+        proc, url = _server(args)
+        specs["llama.cpp server" if args.llama_python else "HF chat server"] = f"openai:{url}"
     p_yes = {}
     try:
         for label, spec in specs.items():
@@ -197,6 +204,8 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
                 f = load_examples(db, name, live[0])
                 texts = [e.tokens for e in split(f, n_score=args.n_score).activating]
                 p_yes[label] = [r.p_yes for r in judge.detect("numbers", texts)]
+        if args.delphi_python and proc is not None:
+            _delphi(args, db_path, name, live, url)
     finally:
         if proc is not None:
             proc.kill()
@@ -206,6 +215,59 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
             f"P(yes) local vs llama.cpp on {len(a)} identical prompts: max |diff| "
             f"{np.max(np.abs(a - b)):.3f}, correlation {np.corrcoef(a, b)[0, 1]:.3f}"
         )
+
+
+def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int], url: str) -> None:
+    """delphi's explainer and detection scorer on the same windows through the same server; then
+    mechscope's detection scorer on delphi's explanations (the agreement of the two scorers)."""
+    import json
+    import tempfile
+
+    from mechscope.autointerp.backend import make_backend
+    from mechscope.autointerp.metrics import balanced_accuracy
+    from mechscope.autointerp.run import load_examples
+    from mechscope.features.db import open_db
+
+    window = lambda e: {"tokens": list(e.tokens), "values": list(e.values)}  # noqa: E731
+    feats, splits = [], {}
+    with open_db(str(db_path)) as db:
+        for i in live:
+            d = split(load_examples(db, name, i), n_score=args.n_score)
+            splits[i] = d
+            feats.append({"index": i, "explain": [window(e) for e in d.explain],
+                          "activating": [window(e) for e in d.activating],
+                          "negative": [window(e) for e in d.negative]})  # fmt: skip
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "in.json").write_text(json.dumps({"url": url, "model": "smollm2", "concurrency": 2,
+                                             "features": feats}))  # fmt: skip
+    peer = Path(__file__).parent / "peers" / "run_delphi.py"
+    t0 = time.perf_counter()
+    subprocess.run([args.delphi_python, str(peer), str(tmp / "in.json"), str(tmp / "out.json")],
+                   check=True)  # fmt: skip
+    wall = time.perf_counter() - t0
+    out = json.loads((tmp / "out.json").read_text())
+    work = out["explain_seconds"] + out["score_seconds"]
+    delphi_ba = [f["detection_balanced_accuracy"] for f in out["features"]]
+    print(f"delphi: {len(live)} features explained + detection-scored in {work:.1f} s "
+          f"({wall:.1f} s with its start-up) = {60 * len(live) / work:.2f} features/min; "
+          f"detection balanced accuracy {np.nanmean(np.array(delphi_ba, dtype=float)):.3f}; "
+          f"unparsed answers {sum(f['unparsed'] for f in out['features'])}")  # fmt: skip
+    judge = LLMJudge(make_backend(f"openai:{url}", model="smollm2", concurrency=2))
+    ours = []
+    for f in out["features"]:
+        d = splits[f["index"]]
+        replies = judge.detect(f["explanation"], [e.tokens for e in d.activating + d.negative])
+        labels = [True] * len(d.activating) + [False] * len(d.negative)
+        ok = [(r.p_yes > 0.5, y) for r, y in zip(replies, labels, strict=True) if not r.error]
+        ours.append(balanced_accuracy(*zip(*ok, strict=True)) if ok else None)
+    pairs = [
+        (a, b) for a, b in zip(delphi_ba, ours, strict=True) if a is not None and b is not None
+    ]
+    if len(pairs) > 2:
+        a, b = np.array(pairs).T
+        print(f"detection balanced accuracy on delphi's explanations: delphi {a.mean():.3f}, "
+              f"mechscope {b.mean():.3f}, correlation {np.corrcoef(a, b)[0, 1]:.3f}, "
+              f"mean |diff| {np.abs(a - b).mean():.3f} over {len(pairs)} features")  # fmt: skip
 
 
 def main() -> None:
@@ -219,7 +281,9 @@ def main() -> None:
     b.add_argument("--work", default="/tmp/bench_autointerp")
     b.add_argument("--png")
     b.add_argument("--llm-features", type=int, default=0)
-    b.add_argument("--llama-python")
+    b.add_argument("--llama-python", help="llama.cpp server's python (else --hf-server).")
+    b.add_argument("--hf-server", action="store_true", help="Serve with peers/hf_chat_server.py.")
+    b.add_argument("--delphi-python", help="delphi's venv python (needs a server).")
     b.add_argument("--n-score", type=int, default=10)
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
