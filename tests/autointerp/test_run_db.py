@@ -112,8 +112,11 @@ def _run(*args: str) -> object:
 def test_cli_explain_score_json_and_one_line_errors(db_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.json"
     result = _run("score", str(db_path), "--scorer", "detection,fuzzing", "--judge", "lexical",
-                  "--control", "shuffled", "--json", str(out), "-q")  # fmt: skip
+                  "--control", "shuffled", "--json", str(out), "--html", str(tmp_path / "s.html"), "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
+    html = (tmp_path / "s.html").read_text()
+    assert 'src="data:image/png;base64,' in html and "the token &#34;river&#34;" in html
+    assert (tmp_path / "s.png").stat().st_size > 1000
     import json
 
     features = json.loads(out.read_text())["features"]

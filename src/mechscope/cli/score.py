@@ -27,6 +27,7 @@ from mechscope.cli.explain import backend_options, llm_options
 @click.option("--seed", default=0, show_default=True)
 @llm_options
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here (and a .png).")  # fmt: skip
 @quiet_option
 def score(
     database: str,
@@ -39,6 +40,7 @@ def score(
     n_score: int,
     seed: int,
     json_out: str | None,
+    html_out: str | None,
     quiet: bool,
     **opts: Any,
 ) -> None:
@@ -71,6 +73,8 @@ def score(
         )  # fmt: skip
         rows = results(db, src["source"], indices, explainer)
         write_json(json_out, {"features": rows})
+    if html_out:
+        _write_html(html_out, rows, scorers, f"Explanation scores: {database} {src['source']}")
     click.echo(
         f"scored {summary.done}, already done {summary.skipped}, errors {summary.errors} "
         f"(judge {the_judge.name})"
@@ -78,6 +82,17 @@ def score(
     for reason in summary.reasons[:5]:
         click.echo(f"  error {reason}", err=True)
     _print_means(rows, scorers)
+
+
+def _write_html(path: str, rows: list[dict[str, Any]], scorers: list[str], title: str) -> None:
+    from pathlib import Path
+
+    from mechscope.viz.autointerp import scores_figure, scores_page
+    from mechscope.viz.html import save_png
+
+    Path(path).write_text(scores_page(rows, scorers, title))
+    png = save_png(scores_figure(rows, scorers), Path(path).with_suffix(".png"))
+    click.echo(f"wrote {path} and {png}", err=True)
 
 
 def _print_means(rows: list[dict[str, Any]], scorers: list[str]) -> None:
