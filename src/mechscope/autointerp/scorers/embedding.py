@@ -37,10 +37,19 @@ def _minilm() -> object:
             hf_logging.enable_progress_bar()
 
 
+_CACHE: dict[str, np.ndarray] = {}  # the shuffled control embeds the same windows again
+
+
 def minilm_embed(texts: list[str]) -> np.ndarray:
-    """Unit-norm MiniLM embeddings, one row per text."""
-    model = _minilm()
-    return np.asarray(model.encode(texts, normalize_embeddings=True, batch_size=32))  # type: ignore[attr-defined]
+    """Unit-norm MiniLM embeddings, one row per text (the last 4096 texts are remembered)."""
+    new = list(dict.fromkeys(t for t in texts if t not in _CACHE))
+    if new:
+        model = _minilm()
+        vectors = model.encode(new, normalize_embeddings=True, batch_size=32)  # type: ignore[attr-defined]
+        if len(_CACHE) + len(new) > 4096:
+            _CACHE.clear()
+        _CACHE.update(zip(new, np.asarray(vectors), strict=True))
+    return np.stack([_CACHE[t] for t in texts])
 
 
 def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
