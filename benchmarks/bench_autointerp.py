@@ -55,9 +55,9 @@ def planted(args: argparse.Namespace) -> None:
         from mechscope.autointerp.local import LocalBackend
 
         backend = LocalBackend("smollm2-135m", batch_size=8)
-        judges["smollm2"] = LLMJudge(backend)
+        judges["smollm2"] = LLMJudge(backend, max_tokens=24)
     table = defaultdict(lambda: ([], []))
-    for seed in (0, 1):
+    for seed in range(args.seeds):
         feats = planted_examples(planted_windows(seed=seed), seed=seed)
         explanations = {
             "truth": [f.meta["truth"] for f in feats],
@@ -71,9 +71,9 @@ def planted(args: argparse.Namespace) -> None:
             shuffled = texts[2:] + texts[:2]
             for judge_name, judge in judges.items():
                 ctx = ScoreContext(judge, seed=seed)
-                scorers = ["detection", "fuzzing", "simulation"]
-                if judge_name == "lexical":
-                    scorers.append("embedding")
+                scorers = ["detection", "fuzzing", "simulation", "embedding"]
+                if judge_name != "lexical":
+                    scorers = [s for s in args.llm_scorers.split(",") if s != "embedding"]
                 for scorer in scorers:
                     key = (name, scorer, "MiniLM" if scorer == "embedding" else judge_name)
                     table[key][0].extend(_scores(feats, texts, scorer, ctx, args.n_score))
@@ -276,6 +276,8 @@ def main() -> None:
     p = sub.add_parser("planted")
     p.add_argument("--llm", action="store_true", help="Also SmolLM2 as explainer and judge.")
     p.add_argument("--n-score", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=2, help="Planted corpora (5 features each).")
+    p.add_argument("--llm-scorers", default="detection,fuzzing,simulation")
     b = sub.add_parser("builtin")
     b.add_argument("--db", required=True)
     b.add_argument("--work", default="/tmp/bench_autointerp")
