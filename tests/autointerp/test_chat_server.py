@@ -1,9 +1,12 @@
-"""The OpenAI backend against llama.cpp's server (PyPI ``llama-cpp-python[server]``) serving the
-built-in GGUF file, started by the test on 127.0.0.1: log-prob yes/no answers, generation, the
-``explain`` and ``score`` commands end to end, and the one-line error for a wrong model name.
+"""The OpenAI backend against a real chat server process started by the test on 127.0.0.1:
+log-prob yes/no answers, generation, the ``explain`` and ``score`` commands end to end, and the
+one-line error for a wrong model name.
 
-The server lives in its own virtual environment (benchmarks/peers/setup_llamacpp.sh compiles it);
-without it these tests are skipped with that instruction.
+The server is llama.cpp's (PyPI ``llama-cpp-python[server]``, serving the built-in GGUF file) when
+its virtual environment exists (benchmarks/peers/setup_llamacpp.sh compiles it, about 40 minutes
+on 2 shared cores), else the stand-in benchmarks/peers/hf_chat_server.py: mechscope's own minimal
+OpenAI-compatible server over the same model in Hugging Face transformers (uvicorn, a separate
+process), which tests the HTTP path but is not an independent server.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,17 +37,12 @@ def _has_server() -> bool:
     return probe.returncode == 0
 
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not _has_server(),
-        reason="llama-cpp-python[server] not installed: run benchmarks/peers/setup_llamacpp.sh",
-    ),
-]
+pytestmark = pytest.mark.slow
+STAND_IN = Path(__file__).resolve().parents[2] / "benchmarks" / "peers" / "hf_chat_server.py"
 
 
 @pytest.fixture(scope="module")
-def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from mechscope.models.loading import _builtin_gguf
 
     sock = socket.socket()
@@ -51,13 +50,17 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = sock.getsockname()[1]
     sock.close()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    cmd = [PYTHON, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()),
-           "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False"]  # fmt: skip
+    if _has_server():
+        cmd = [PYTHON, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()),
+               "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
+               "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False"]  # fmt: skip
+    else:
+        cmd = [sys.executable, str(STAND_IN), "--port", str(port), "--alias", "smollm2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     try:
         while True:
             try:
@@ -66,7 +69,7 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "llama.cpp server did not start in 120 s"
+            assert time.monotonic() < deadline, "the chat server did not start in 300 s"
             time.sleep(0.3)
         yield url
     finally:
@@ -74,8 +77,8 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait()
 
 
-def test_yes_no_from_logprobs_and_generation(llama_url: str) -> None:
-    backend = OpenAIBackend(llama_url, model="smollm2", concurrency=2, timeout=60)
+def test_yes_no_from_logprobs_and_generation(server_url: str) -> None:
+    backend = OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=60)
     chats = [
         [{"role": "user", "content": "Is 7 a number? Answer Yes or No."}],
         [{"role": "user", "content": "Is the sky made of cheese? Answer Yes or No."}],
@@ -85,21 +88,21 @@ def test_yes_no_from_logprobs_and_generation(llama_url: str) -> None:
     text = backend.generate([[{"role": "user", "content": "Say hello."}]], max_tokens=8)[0]
     assert text.error is None and text.text
     with pytest.raises(MechscopeError, match="no model 'gpt-9' .it serves smollm2."):
-        OpenAIBackend(llama_url, model="gpt-9")
+        OpenAIBackend(server_url, model="gpt-9")
 
 
-def test_explain_and_score_through_llama_server(llama_url: str, tmp_path: Path) -> None:
+def test_explain_and_score_through_the_server(server_url: str, tmp_path: Path) -> None:
     from mechscope.autointerp.planted import planted_examples, write_planted_db
     from mechscope.cli.main import cli
 
     db = tmp_path / "planted.db"
     write_planted_db(str(db), planted_examples())
     run = CliRunner().invoke
-    llm = ["-e", f"openai:{llama_url}", "--model", "smollm2", "--features", "0-1", "-q"]
+    llm = ["-e", f"openai:{server_url}", "--model", "smollm2", "--features", "0-1", "-q"]
     result = run(cli, ["explain", str(db), *llm])
     assert result.exit_code == 0 and "explained 2" in result.output, result.output
     out = tmp_path / "s.json"
-    result = run(cli, ["score", str(db), "--judge", f"openai:{llama_url}", "--model", "smollm2",
+    result = run(cli, ["score", str(db), "--judge", f"openai:{server_url}", "--model", "smollm2",
                        "--scorer", "detection", "--features", "0-1", "--n-score", "4",
                        "--control", "shuffled", "--json", str(out), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
