@@ -177,7 +177,7 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
     from mechscope.autointerp.run import explain_features, load_examples, results, score_features
     from mechscope.features.db import open_db
 
-    specs = {"local": "local"}
+    specs = {"local": "local"} if "local" in args.backends.split(",") else {}
     proc = None
     if args.llama_python or args.hf_server:
         proc, url = _server(args)
@@ -186,7 +186,7 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
     try:
         for label, spec in specs.items():
             backend = make_backend(spec, model="smollm2" if spec.startswith("openai") else None,
-                                   concurrency=2)  # fmt: skip
+                                   concurrency=2, timeout=900)  # fmt: skip
             with open_db(str(db_path)) as db:
                 t0 = time.perf_counter()
                 explain_features(db, name, live, LLMExplainer(backend), quiet=True)
@@ -252,7 +252,7 @@ def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int],
           f"({wall:.1f} s with its start-up) = {60 * len(live) / work:.2f} features/min; "
           f"detection balanced accuracy {np.nanmean(np.array(delphi_ba, dtype=float)):.3f}; "
           f"unparsed answers {sum(f['unparsed'] for f in out['features'])}")  # fmt: skip
-    judge = LLMJudge(make_backend(f"openai:{url}", model="smollm2", concurrency=2))
+    judge = LLMJudge(make_backend(f"openai:{url}", model="smollm2", concurrency=2, timeout=900))
     ours = []
     for f in out["features"]:
         d = splits[f["index"]]
@@ -287,6 +287,7 @@ def main() -> None:
     b.add_argument("--hf-server", action="store_true", help="Serve with peers/hf_chat_server.py.")
     b.add_argument("--delphi-python", help="delphi's venv python (needs a server).")
     b.add_argument("--n-score", type=int, default=10)
+    b.add_argument("--backends", default="local,server", help="local, server or both.")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     planted(args) if args.part == "planted" else builtin(args)

@@ -78,7 +78,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_yes_no_from_logprobs_and_generation(server_url: str) -> None:
-    backend = OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=60)
+    backend = OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=600)
     chats = [
         [{"role": "user", "content": "Is 7 a number? Answer Yes or No."}],
         [{"role": "user", "content": "Is the sky made of cheese? Answer Yes or No."}],
@@ -98,11 +98,12 @@ def test_explain_and_score_through_the_server(server_url: str, tmp_path: Path) -
     db = tmp_path / "planted.db"
     write_planted_db(str(db), planted_examples())
     run = CliRunner().invoke
-    llm = ["-e", f"openai:{server_url}", "--model", "smollm2", "--features", "0-1", "-q"]
+    slow = ["--model", "smollm2", "--timeout", "600"]  # a loaded CI machine is slow, not broken
+    llm = ["-e", f"openai:{server_url}", *slow, "--features", "0-1", "-q"]
     result = run(cli, ["explain", str(db), *llm])
     assert result.exit_code == 0 and "explained 2" in result.output, result.output
     out = tmp_path / "s.json"
-    result = run(cli, ["score", str(db), "--judge", f"openai:{server_url}", "--model", "smollm2",
+    result = run(cli, ["score", str(db), "--judge", f"openai:{server_url}", *slow,
                        "--scorer", "detection", "--features", "0-1", "--n-score", "4",
                        "--control", "shuffled", "--json", str(out), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
