@@ -36,6 +36,7 @@ from mechscope.autointerp import SCORERS, LexicalJudge, LLMJudge, ScoreContext, 
 from mechscope.autointerp.explain_tokens import explain_tokens  # noqa: E402
 from mechscope.autointerp.explainers import LLMExplainer  # noqa: E402
 from mechscope.autointerp.planted import planted_examples, planted_windows  # noqa: E402
+from mechscope.errors import MechscopeError  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -191,8 +192,12 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
                 t0 = time.perf_counter()
                 explain_features(db, name, live, LLMExplainer(backend), quiet=True)
                 judge = LLMJudge(backend)
-                s = score_features(db, name, live, ["detection"], ScoreContext(judge),
-                                   explainer=backend.name, n_score=args.n_score, quiet=True)  # fmt: skip
+                try:
+                    s = score_features(db, name, live, ["detection"], ScoreContext(judge),
+                                       explainer=backend.name, n_score=args.n_score, quiet=True)  # fmt: skip
+                except MechscopeError as exc:  # e.g. fewer than two features explained
+                    print(f"{label}: scoring stopped: {exc}")
+                    continue
                 dt = time.perf_counter() - t0
                 rows = results(db, name, live, backend.name)
                 det = [r["scores"]["detection"] for r in rows if "detection" in r["scores"]]
