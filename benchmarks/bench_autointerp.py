@@ -149,6 +149,14 @@ def builtin(args: argparse.Namespace) -> None:
     with open_db(str(db_path)) as db:
         src = db.sources()[0]
         name, n = src["source"], src["n_features"]
+        if args.llm_only:  # features spread over the source that have negative examples
+            step = max(1, n // max(1, args.llm_features))
+            live = [i for i in range(0, n, step) if db.examples(name, i, "negative")]
+            live = live[: args.llm_features]
+    if args.llm_only:
+        _llm_throughput(args, db_path, name, live)
+        return
+    with open_db(str(db_path)) as db:
         t0 = time.perf_counter()
         s = explain_features(db, name, range(n), TokensExplainer(), quiet=True)
         t1 = time.perf_counter()
@@ -293,6 +301,7 @@ def main() -> None:
     b.add_argument("--delphi-python", help="delphi's venv python (needs a server).")
     b.add_argument("--n-score", type=int, default=10)
     b.add_argument("--backends", default="local,server", help="local, server or both.")
+    b.add_argument("--llm-only", action="store_true", help="Only the --llm-features part.")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     planted(args) if args.part == "planted" else builtin(args)

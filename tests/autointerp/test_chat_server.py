@@ -104,7 +104,7 @@ def test_explain_and_score_through_the_server(server_url: str, tmp_path: Path) -
     assert result.exit_code == 0 and "explained 2" in result.output, result.output
     out = tmp_path / "s.json"
     result = run(cli, ["score", str(db), "--judge", f"openai:{server_url}", *slow,
-                       "--scorer", "detection", "--features", "0-1", "--n-score", "4",
+                       "--scorer", "detection", "--features", "0-1", "--n-score", "2",
                        "--control", "shuffled", "--json", str(out), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["features"]
