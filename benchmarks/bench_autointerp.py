@@ -251,7 +251,7 @@ def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int],
                           "activating": [window(e) for e in d.activating],
                           "negative": [window(e) for e in d.negative]})  # fmt: skip
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "in.json").write_text(json.dumps({"url": url, "model": "smollm2", "concurrency": 2,
+    (tmp / "in.json").write_text(json.dumps({"url": url, "model": "smollm2", "concurrency": 1,
                                              "features": feats}))  # fmt: skip
     peer = Path(__file__).parent / "peers" / "run_delphi.py"
     t0 = time.perf_counter()

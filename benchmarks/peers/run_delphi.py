@@ -8,7 +8,9 @@ FEATURES.json: ``{"url", "model", "concurrency", "features": [{"index", "explain
 "negative"}]}``, each window ``{"tokens": [str], "values": [float]}``. delphi's ``delphi.clients``
 imports vLLM at module level although the OpenRouter client never uses it; vLLM needs a GPU
 build, so this runner puts an empty stand-in module under that name before importing delphi.
-OUT.json: seconds for explaining and for scoring, and per feature the explanation and the
+Calls run ``concurrency`` at a time (its client's 100 s timeout is fixed in delphi's code), at
+most ``max_tokens`` tokens each; a record whose call fails after the client's retry is counted
+(``unparsed`` -1) instead of stopping the run. OUT.json: seconds for explaining and for scoring, and per feature the explanation and the
 detection balanced accuracy (delphi's text answers give no probabilities through this client).
 """
 
@@ -70,7 +72,7 @@ def _balanced(outputs: list) -> tuple[float | None, int]:
 
 async def main(spec: dict) -> dict:
     client = OpenRouter(spec["model"], api_key="none", base_url=spec["url"] + "/chat/completions",
-                        max_tokens=200, temperature=0.0)  # fmt: skip
+                        max_tokens=spec.get("max_tokens", 120), temperature=0.0)  # fmt: skip
     sem = asyncio.Semaphore(spec.get("concurrency", 2))
     records = []
     for f in spec["features"]:
@@ -81,21 +83,24 @@ async def main(spec: dict) -> dict:
         records.append(r)
 
     async def bounded(fn, record):
-        async with sem:
-            return await fn(record)
+        async with sem:  # delphi's client raises after its retry: count the failure, go on
+            try:
+                return await fn(record)
+            except RuntimeError:
+                return None
 
     explainer = DefaultExplainer(client, activations=False, threshold=0.3)
     t0 = time.perf_counter()
     explained = await asyncio.gather(*(bounded(explainer, r) for r in records))
     t1 = time.perf_counter()
     for r, e in zip(records, explained, strict=True):
-        r.explanation = e.explanation
+        r.explanation = e.explanation if e is not None else "Explanation could not be generated."
     scorer = DetectionScorer(client, n_examples_shown=5, log_prob=False, temperature=0.0)
     scored = await asyncio.gather(*(bounded(scorer, r) for r in records))
     t2 = time.perf_counter()
     rows = []
     for r, s in zip(records, scored, strict=True):
-        ba, failed = _balanced(s.score)
+        ba, failed = _balanced(s.score) if s is not None else (None, -1)
         rows.append({"index": r.latent.latent_index, "explanation": r.explanation,
                      "detection_balanced_accuracy": ba, "unparsed": failed})  # fmt: skip
     return {"explain_seconds": t1 - t0, "score_seconds": t2 - t1, "features": rows}
