@@ -37,6 +37,8 @@ COMMANDS = {
     "toy": "mechscope.cli.toy:toy",
     "features": "mechscope.cli.features:features",
     "serve": "mechscope.cli.serve:serve",
+    "explain": "mechscope.cli.explain:explain",
+    "score": "mechscope.cli.score:score",
 }
 
 

@@ -1,0 +1,100 @@
+"""A Hugging Face causal LM run in-process as the explainer's or the judges' model.
+
+Prompts go through the tokenizer's chat template (plain ``system\\n\\nuser`` when it has none),
+left-padded into batches of similar length. :meth:`LocalBackend.generate` decodes greedily;
+:meth:`LocalBackend.yes_no` reads one forward's next-token distribution and compares the mass on
+"Yes"-like and "No"-like first tokens (any case, with or without a leading space).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mechscope.autointerp.backend import NO, YES, Chat, Reply
+from mechscope.errors import MechscopeError
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend:
+    """``local:MODEL``: the model is loaded once (``mechscope.models.loading.load_hf``)."""
+
+    def __init__(self, model: str = "smollm2-135m", batch_size: int = 8) -> None:
+        from mechscope.models.loading import load_hf
+
+        self.name = f"local:{model}"
+        try:
+            self.model, self.tokenizer, _ = load_hf(model, progress=False)
+        except MechscopeError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:  # transformers' errors for a bad name
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MechscopeError(
+                f"cannot load model {model!r} for local:{model} ({first[:120]}): "
+                "pass a hub id in the cache, a local folder, a .gguf file or smollm2-135m"
+            ) from None
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size = batch_size
+        self._yes_no_ids = (self._first_ids(YES), self._first_ids(NO))
+
+    def _first_ids(self, words: tuple[str, ...]) -> list[int]:
+        ids = set()
+        for word in words:
+            for form in (word, word.capitalize(), " " + word, " " + word.capitalize()):
+                ids.add(self.tokenizer.encode(form, add_special_tokens=False)[0])
+        return sorted(ids)
+
+    def _text(self, chat: Chat) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                chat, add_generation_prompt=True, tokenize=False
+            )
+        return "\n\n".join(m["content"] for m in chat) + "\n\n"
+
+    def _batches(self, chats: list[Chat]) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
+        texts = [self._text(c) for c in chats]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = []
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+            )
+            out.append((idx, dict(enc)))
+        return out
+
+    @torch.inference_mode()
+    def generate(self, chats: list[Chat], max_tokens: int) -> list[Reply]:
+        """Greedy replies of at most ``max_tokens`` tokens."""
+        replies: list[Reply] = [Reply(error="not run")] * len(chats)
+        for idx, enc in self._batches(chats):
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            new = out[:, enc["input_ids"].shape[1] :]
+            for i, row in zip(idx, new, strict=True):
+                replies[i] = Reply(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return replies
+
+    @torch.inference_mode()
+    def yes_no(self, chats: list[Chat]) -> list[Reply]:
+        """P(yes) from the next-token distribution after each prompt."""
+        yes_ids, no_ids = self._yes_no_ids
+        replies: list[Reply] = [Reply(error="not run")] * len(chats)
+        for idx, enc in self._batches(chats):
+            logits = self.model(**enc).logits[:, -1].float()
+            probs = torch.softmax(logits, dim=-1)
+            yes = probs[:, yes_ids].sum(-1)
+            no = probs[:, no_ids].sum(-1)
+            for i, y, n in zip(idx, yes.tolist(), no.tolist(), strict=True):
+                if y + n <= 0:
+                    replies[i] = Reply(error="no probability on Yes or No")
+                    continue
+                replies[i] = Reply("Yes" if y >= n else "No", y / (y + n))
+        return replies

@@ -1,0 +1,32 @@
+"""Simulation: from the explanation alone, predict where in each window the feature fires.
+
+The judge predicts a value per token of every held-out window (activating and negative); the
+value is Pearson's correlation of predictions and true activations over all those tokens, as in
+Bills et al. 2023 ("Language models can explain neurons in language models") with all windows
+scored at once. ``auroc`` ranks tokens that fire against those that do not. Predictions that
+never vary give a correlation of 0 (they carry no information), flagged ``constant``.
+"""
+
+from __future__ import annotations
+
+from mechscope.autointerp.metrics import auroc, pearson
+from mechscope.autointerp.records import Split
+from mechscope.autointerp.scorers.base import Score, ScoreContext, need
+
+
+def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
+    examples = list(data.activating) + list(data.negative)
+    missing = need(bool(data.activating), "activating windows")
+    if missing:
+        return missing
+    sims = ctx.judge.simulate(explanation, [e.tokens for e in examples])
+    errors = [s.error for s in sims if s.error]
+    if errors:
+        return Score(None, f"{len(errors)} of {len(sims)} calls failed; first: {errors[0]}")
+    predicted = [v for s in sims for v in (s.values or ())]
+    true = [v for e in examples for v in e.values]
+    r = pearson(predicted, true)
+    details = {"auroc": auroc(predicted, [v > 0 for v in true]), "n_tokens": len(true)}
+    if r is None:
+        details["constant"] = True
+    return Score(0.0 if r is None else r, details=details)

@@ -1,0 +1,116 @@
+"""The OpenAI backend against a real chat server process started by the test on 127.0.0.1:
+log-prob yes/no answers, generation, the ``explain`` and ``score`` commands end to end, and the
+one-line error for a wrong model name.
+
+The server is llama.cpp's (PyPI ``llama-cpp-python[server]``, serving the built-in GGUF file) when
+its virtual environment exists (benchmarks/peers/setup_llamacpp.sh compiles it, about 40 minutes
+on 2 shared cores), else the stand-in benchmarks/peers/hf_chat_server.py: mechscope's own minimal
+OpenAI-compatible server over the same model in Hugging Face transformers (uvicorn, a separate
+process), which tests the HTTP path but is not an independent server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from mechscope.autointerp.openai import OpenAIBackend
+from mechscope.errors import MechscopeError
+
+PYTHON = os.environ.get("MECHSCOPE_LLAMA_PYTHON", "/work/peers/llamacpp/venv/bin/python")
+
+
+def _has_server() -> bool:
+    if not Path(PYTHON).exists():
+        return False
+    probe = subprocess.run([PYTHON, "-c", "import llama_cpp.server"], capture_output=True)
+    return probe.returncode == 0
+
+
+pytestmark = pytest.mark.slow
+STAND_IN = Path(__file__).resolve().parents[2] / "benchmarks" / "peers" / "hf_chat_server.py"
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from mechscope.models.loading import _builtin_gguf
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    if _has_server():
+        cmd = [PYTHON, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()),
+               "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
+               "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False"]  # fmt: skip
+    else:
+        cmd = [sys.executable, str(STAND_IN), "--port", str(port), "--alias", "smollm2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            try:
+                if httpx.get(url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the chat server did not start in 300 s"
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_yes_no_from_logprobs_and_generation(server_url: str) -> None:
+    backend = OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=600)
+    chats = [
+        [{"role": "user", "content": "Is 7 a number? Answer Yes or No."}],
+        [{"role": "user", "content": "Is the sky made of cheese? Answer Yes or No."}],
+    ]
+    replies = backend.yes_no(chats)
+    assert all(r.error is None and 0.0 < r.p_yes < 1.0 for r in replies), replies  # log-probs
+    text = backend.generate([[{"role": "user", "content": "Say hello."}]], max_tokens=8)[0]
+    assert text.error is None and text.text
+    with pytest.raises(MechscopeError, match="no model 'gpt-9' .it serves smollm2."):
+        OpenAIBackend(server_url, model="gpt-9")
+
+
+def test_explain_and_score_through_the_server(server_url: str, tmp_path: Path) -> None:
+    from mechscope.autointerp.planted import planted_examples, write_planted_db
+    from mechscope.cli.main import cli
+
+    db = tmp_path / "planted.db"
+    write_planted_db(str(db), planted_examples())
+    run = CliRunner().invoke
+    slow = ["--model", "smollm2", "--timeout", "600"]  # a loaded CI machine is slow, not broken
+    llm = ["-e", f"openai:{server_url}", *slow, "--features", "0-1", "-q"]
+    result = run(cli, ["explain", str(db), *llm])
+    assert result.exit_code == 0 and "explained 2" in result.output, result.output
+    out = tmp_path / "s.json"
+    result = run(cli, ["score", str(db), "--judge", f"openai:{server_url}", *slow,
+                       "--scorer", "detection", "--features", "0-1", "--n-score", "2",
+                       "--control", "shuffled", "--json", str(out), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["features"]
+    assert len(rows) == 2 and all(r["explanation"] for r in rows)
+    for row in rows:  # a number in [0, 1] with its control, or a recorded error: never both
+        if "detection" in row["scores"]:
+            assert 0.0 <= row["scores"]["detection"] <= 1.0 and "detection" in row["control"]
+        else:
+            assert row["errors"]["detection"]
