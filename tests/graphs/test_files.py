@@ -10,6 +10,7 @@ from graphkit import random_set
 
 from mechscope.errors import MechscopeError
 from mechscope.graphs.tcfiles import load_transcoders, save_transcoders
+from mechscope.models.fingerprint import model_fingerprint
 from mechscope.models.hooked import HookedModel
 from mechscope.models.tiny import tiny_model
 
@@ -42,10 +43,16 @@ def test_bad_folders(model, tmp_path) -> None:
     (tmp_path / "t" / "config.yaml").unlink()
     with pytest.raises(MechscopeError, match=r"lacks the transcoders of layers \[1\]"):
         load_transcoders(tmp_path / "t", model)
-    other = HookedModel(tiny_model("gpt2"))  # 3 layers, d_model 48 too, but another model name
-    save_transcoders(random_set(other, d_sae=8).to(torch.float32), tmp_path / "g")
+    other = HookedModel(tiny_model("gpt2"))  # 3 layers and d_model 48 too: another model
+    theirs = random_set(other, d_sae=8).to(torch.float32)
+    theirs.model_name, theirs.fingerprint = "tiny-gpt2", model_fingerprint(other)
+    save_transcoders(theirs, tmp_path / "g")
+    with pytest.raises(MechscopeError, match="trained on another model"):
+        load_transcoders(tmp_path / "g", model)
+    assert load_transcoders(tmp_path / "g", other).model_name == "tiny-gpt2"
     cfg = tmp_path / "g" / "layer_0" / "cfg.json"
     assert json.loads(cfg.read_text())["metadata"]["hook_name"] == "blocks.0.mlp.hook_in"
+    (tmp_path / "g" / "mechscope.json").unlink()
     two = HookedModel(tiny_model("falcon"))  # 2 layers
     with pytest.raises(MechscopeError, match="cover 3 layers but the model has 2"):
         load_transcoders(tmp_path / "g", two)

@@ -15,10 +15,18 @@ from typing import Any
 
 from mechscope.errors import MechscopeError
 
-__all__ = ["choose_batch", "estimate"]
+__all__ = ["choose_batch", "estimate", "size"]
 
 GB = 1e9
 MAX_BATCH = 64
+
+
+def size(n: float) -> str:
+    """Bytes as GB, MB or KB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale / 10:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 1e3:.1f} KB"
 
 
 def estimate(dims: Any, n_pos: int, n_feat: int, n_rows: int, itemsize: int = 4) -> tuple[int, int]:
@@ -41,14 +49,14 @@ def choose_batch(
     batch = int((budget - fixed) // per) if budget > fixed else 0
     if batch < 1:
         raise MechscopeError(
-            f"a memory budget of {budget / GB:.2f} GB is too small for one chunk of this "
-            f"{n_pos}-token prompt (it needs {(fixed + per) / GB:.2f} GB): raise --max-memory or "
+            f"a memory budget of {size(budget)} is too small for one chunk of this "
+            f"{n_pos}-token prompt (it needs {size(fixed + per)}): raise --max-memory or "
             "shorten the prompt"
         )
     batch = min(batch, MAX_BATCH, max(1, n_rows))
     print(
-        f"memory estimate: {fixed / GB:.2f} GB fixed + {per / GB:.3f} GB per target in a batch; "
-        f"batch {batch} -> {(fixed + batch * per) / GB:.2f} GB (budget {budget / GB:.2f} GB)",
+        f"memory estimate: {size(fixed)} fixed + {size(per)} per target in a batch; "
+        f"batch {batch} -> {size(fixed + batch * per)} (budget {size(budget)})",
         file=log or sys.stderr,
     )
     return batch

@@ -37,6 +37,7 @@ from mechscope.graphs.transcoders import TranscoderSet, from_saes, in_site, out_
 __all__ = ["LAYOUTS", "load_transcoders", "save_transcoders", "to_saes"]
 
 LAYOUTS = ("saelens", "circuit_tracer")
+INDEX = "mechscope.json"  # the model the transcoders belong to (name, weights fingerprint)
 CT_ACT = {"jumprelu": "jump_relu", "relu": "relu", "topk": "topk"}
 
 
@@ -72,6 +73,8 @@ def save_transcoders(tcs: TranscoderSet, folder: str | Path, layout: str = "sael
     target = Path(folder)
     tcs = tcs.to(torch.float32)
     with atomic_folder(target, replace=True) as tmp:
+        ident = {"model_name": tcs.model_name, "model_fingerprint": tcs.fingerprint}
+        write_atomic(tmp / INDEX, json.dumps(ident, indent=2))
         if layout == "circuit_tracer":
             _save_tracer(tcs, tmp)
         elif tcs.cross_layer:
@@ -174,14 +177,15 @@ def load_transcoders(folder: str | Path, model: Any = None) -> TranscoderSet:
             f"{p} holds no transcoders (cfg.json, layer_L/, config.yaml, layer_L.safetensors or "
             "W_enc_L.safetensors): pass a folder written by `mechscope graph train`"
         )
+    if (p / INDEX).is_file():
+        try:
+            ident = json.loads((p / INDEX).read_text())
+        except json.JSONDecodeError as exc:
+            raise MechscopeError(f"{p / INDEX} is not valid JSON ({exc.msg})") from exc
+        tcs.model_name = ident.get("model_name") or tcs.model_name
+        tcs.fingerprint = ident.get("model_fingerprint")
     if model is not None:
         tcs.check_model(model)
-        name = (model.provenance or {}).get("name")
-        if tcs.model_name and name and tcs.model_name != name:
-            raise MechscopeError(
-                f"the transcoders in {p} were trained on {tcs.model_name!r}, not {name!r}: "
-                "use transcoders of this model"
-            )
     return tcs
 
 

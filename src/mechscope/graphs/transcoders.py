@@ -51,6 +51,7 @@ class TranscoderSet:
     threshold: list[Tensor] | None = None  # JumpReLU: per layer [d_sae]
     k: int | None = None  # TopK: active features per token and layer
     model_name: str | None = None  # provenance: the model the transcoders were trained on
+    fingerprint: str | None = None  # that model's weights hash (mechscope.models.fingerprint)
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -128,12 +129,19 @@ class TranscoderSet:
 
         return TranscoderSet(
             cast(self.W_enc), cast(self.b_enc), cast(self.W_dec), self.b_dec.to(dtype),
-            self.activation, cast(self.threshold), self.k, self.model_name,
+            self.activation, cast(self.threshold), self.k, self.model_name, self.fingerprint,
         )  # fmt: skip
 
     def check_model(self, model: Any) -> None:
         """One-line errors for transcoders that do not fit ``model`` (layers, width)."""
+        from mechscope.models.fingerprint import model_fingerprint
+
         d = model.dims
+        if self.fingerprint and self.fingerprint != model_fingerprint(model):
+            raise MechscopeError(
+                f"these transcoders were trained on another model ({self.model_name!r}, weights "
+                f"{self.fingerprint}); use transcoders trained on this one"
+            )
         if self.n_layers != d.n_layers:
             raise MechscopeError(
                 f"the transcoders cover {self.n_layers} layers but the model has {d.n_layers}: "
