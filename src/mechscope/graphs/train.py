@@ -221,7 +221,9 @@ def train_transcoders(
             opt.step()
             state["step"] = i + 1
             if (i + 1) % 50 == 0 or i + 1 == cfg.steps:
-                state["history"].append({k: float(v) for k, v in terms.items()} | {"step": i + 1})
+                state["history"].append(
+                    {k: float(v.detach()) for k, v in terms.items()} | {"step": i + 1}
+                )
                 bar.set_postfix_str(f"fvu {float(terms['fvu']):.3f} L0 {float(terms['l0']):.1f}")
             if (i + 1) % cfg.checkpoint_every == 0:
                 _save(root, clt, opt, state)
