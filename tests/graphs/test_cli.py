@@ -53,8 +53,12 @@ def run(*args: str) -> object:
 def test_graph_json_and_verify(setup, tmp_path) -> None:
     model, tc = setup
     out = tmp_path / "g.json"
-    res = run("-m", str(model), "-t", str(tc), "-p", PROMPT, "--out", str(out), "-q")
+    page = tmp_path / "g.html"
+    res = run(
+        "-m", str(model), "-t", str(tc), "-p", PROMPT, "--out", str(out), "--html", str(page), "-q"
+    )
     assert res.exit_code == 0, res.output
+    assert 'class="msg-wrap"' in page.read_text() and "https://" not in page.read_text()
     assert "replacement score" in res.output
     g = json.loads(out.read_text())
     assert set(g) == {"metadata", "qParams", "nodes", "links"}

@@ -144,7 +144,7 @@ class Graph:
             if s in kept and t in kept
         ]
         used = {x["source"] for x in links} | {x["target"] for x in links}
-        nodes = [self._node(i, ids[i], float(p.cumulative[i])) for i in keep]
+        nodes = [self._node(i, ids[i], float(p.cumulative[i]), float(p.influence[i])) for i in keep]
         nodes = [
             x for x in nodes if x["node_id"] in used or x["feature_type"] in ("embedding", "logit")
         ]
@@ -181,8 +181,9 @@ class Graph:
             "links": links,
         }
 
-    def _node(self, i: int, nid: str, cumulative: float) -> dict[str, Any]:
+    def _node(self, i: int, nid: str, cumulative: float, own: float) -> dict[str, Any]:
         base = {"node_id": nid, "jsNodeId": nid, "influence": cumulative, "clerp": ""}
+        base["node_influence"] = own  # mechscope: the node's own influence on the logits
         base.update(token_prob=0.0, is_target_logit=False, run_idx=0, reverse_ctx_idx=0)
         if i < self.n_features:
             layer, pos, feat = (int(v) for v in self.features[i])
