@@ -91,3 +91,22 @@ def test_one_line_errors(setup, tmp_path, args, message) -> None:
     assert res.exit_code == 2
     lines = [x for x in res.output.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], res.output
+
+
+def test_train_then_graph(setup, tmp_path) -> None:
+    from mechscope.models.tiny import tiny_model as _tm  # noqa: F401  (the saved model is tiny)
+
+    model, _ = setup
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(" ".join(WORDS[i % 12 :] + WORDS[: i % 12]) * 4 for i in range(40)))
+    out = tmp_path / "tc"
+    res = CliRunner().invoke(cli, ["graph", "train", "-m", str(model), "-c", str(corpus), "--out",
+                                   str(out), "--d-sae", "16", "--k", "4", "--tokens", "2000",
+                                   "--steps", "20", "--batch-size", "64", "--seq-len", "32", "--layout",
+                                   "circuit_tracer", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (out / "config.yaml").is_file() and (out / "W_dec_2.safetensors").is_file()
+    res = run(
+        "-m", str(model), "-t", str(out), "-p", PROMPT, "--out", str(tmp_path / "g.json"), "-q"
+    )
+    assert res.exit_code == 0, res.output

@@ -138,3 +138,57 @@ def verify(model: str, transcoders: str, graph_file: str, nodes: tuple[str, ...]
         )
         for t, p, m in list(zip(c["targets"], c["predicted"], c["measured"]))[-3:]:
             click.echo(f"  {t:<16} predicted {p:+.4f}  measured {m:+.4f}")
+
+
+@graph.command()
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
+@click.option(
+    "--corpus", "-c", default=None, help="Corpus: built-in (default), a file or folder, hf:NAME."
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), help="Transcoder folder."
+)
+@click.option(
+    "--work", type=click.Path(file_okay=False), help="Harvest and checkpoints (default: OUT-work)."
+)
+@click.option("--kind", type=click.Choice(["clt", "per-layer"]), default="clt", show_default=True)
+@click.option(
+    "--activation", type=click.Choice(["jumprelu", "topk"]), default="topk", show_default=True
+)
+@click.option("--d-sae", default=1024, show_default=True, help="Features per layer.")
+@click.option(
+    "--k", default=32, show_default=True, help="TopK: active features per layer and token."
+)
+@click.option("--l0-coefficient", default=2e-3, show_default=True, help="JumpReLU sparsity weight.")
+@click.option("--tokens", default=50_000, show_default=True, help="Tokens harvested.")
+@click.option("--seq-len", default=128, show_default=True, help="Tokens per harvested window.")
+@click.option("--steps", default=1000, show_default=True)
+@click.option("--batch-size", default=512, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option(
+    "--layout",
+    type=click.Choice(["saelens", "circuit_tracer"]),
+    default="saelens",
+    show_default=True,
+)
+@quiet_option
+def train(model: str, corpus: str | None, out: str, work: str | None, kind: str, activation: str,
+          d_sae: int, k: int, l0_coefficient: float, tokens: int, seq_len: int, steps: int,
+          batch_size: int,
+          lr: float, layout: str, quiet: bool) -> None:  # fmt: skip
+    """Train transcoders for every layer (a CLT or per-layer) from one harvest; resumable."""
+    from mechscope.corpus import load_corpus
+    from mechscope.graphs.train import CLTConfig, train_on_model
+
+    cfg = CLTConfig(
+        d_sae=d_sae, activation=activation, cross_layer=kind == "clt",
+        k=k if activation == "topk" else None, l0_coefficient=l0_coefficient, lr=lr,
+        steps=steps, batch_size=batch_size,
+    )  # fmt: skip
+    hooked = load_model(model, quiet=quiet)
+    _, hist = train_on_model(hooked, load_corpus(corpus), cfg, out, work or f"{out}-work",
+                             n_tokens=tokens, seq_len=seq_len, layout=layout, quiet=quiet)  # fmt: skip
+    last = hist[-1] if hist else {}
+    click.echo(
+        f"wrote {out}: FVU {last.get('fvu', float('nan')):.3f}, L0 {last.get('l0', float('nan')):.1f} per layer"
+    )

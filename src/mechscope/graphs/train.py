@@ -40,7 +40,7 @@ from mechscope.graphs.transcoders import TranscoderSet, in_site, out_site
 from mechscope.progress import progress
 from mechscope.sae.jumprelu import jumprelu, step
 
-__all__ = ["CLTConfig", "CrossLayerTranscoder", "sites", "train_transcoders"]
+__all__ = ["CLTConfig", "CrossLayerTranscoder", "sites", "train_on_model", "train_transcoders"]
 
 
 @dataclass(frozen=True)
@@ -239,3 +239,38 @@ def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
                 f"cannot resume: the batches ended after {i}, the checkpoint is at {n}"
             )
     return it
+
+
+def train_on_model(
+    model: Any,
+    corpus: Any,
+    cfg: CLTConfig,
+    out: str | Path,
+    work: str | Path,
+    *,
+    n_tokens: int = 50_000,
+    seq_len: int = 128,
+    layout: str = "saelens",
+    quiet: bool = False,
+) -> tuple[TranscoderSet, list[dict[str, float]]]:
+    """Harvest every layer's MLP input and output once (resumable), train the set (resumable),
+    write it to ``out`` in ``layout``."""
+    from mechscope.activations import harvest
+    from mechscope.activations.reader import batches
+    from mechscope.graphs.tcfiles import save_transcoders
+    from mechscope.models.fingerprint import model_fingerprint
+
+    n = model.dims.n_layers
+    names = sites(n)
+    store = harvest(model, names, corpus, n_tokens, Path(work) / "harvest", seq_len=seq_len,
+                    dtype="float16", progress=not quiet)  # fmt: skip
+    scales = store.manifest.norm_scales or {}
+    s = torch.tensor([scales[name] for name in names])
+    data = batches(store, cfg.batch_size, seed=cfg.seed, loop=True, drop_last=True)
+    name = str((model.provenance or {}).get("name", ""))
+    tcs, hist = train_transcoders(
+        data, n, model.dims.d_model, cfg, (s[:n], s[n:]), Path(work) / "train", quiet=quiet,
+        model_name=name, fingerprint=model_fingerprint(model),
+    )  # fmt: skip
+    save_transcoders(tcs, out, layout)
+    return tcs, hist
