@@ -73,3 +73,28 @@ def test_edges_equal_removal_effects(family: str) -> None:
         rtol=1e-4,
         atol=1e-5 * float(snap.unembed.abs().max()),
     )
+
+
+def test_max_feature_nodes_keeps_the_most_influential_rows() -> None:
+    """With a cap, the chosen features' rows are the full graph's rows, restricted to the chosen
+    features, and the chosen ones carry most of the full graph's feature influence."""
+    model = HookedModel(tiny_model("llama", dtype=torch.float64))
+    tcs = random_set(model, cross_layer=True)
+    tokens = torch.randint(1, 100, (7,), generator=torch.Generator().manual_seed(3))
+    full = attribute(model, tcs, tokens, GraphConfig(batch_size=8), quiet=True)
+    cap = full.n_features // 3
+    part = attribute(
+        model, tcs, tokens, GraphConfig(batch_size=8, max_feature_nodes=cap), quiet=True
+    )
+    assert part.n_features == cap
+    idx = [full.feature_index(*f) for f in part.features.tolist()]
+    n_rest = full.adjacency.shape[0] - full.n_features
+    sub = full.adjacency[idx][:, idx]
+    assert torch.allclose(part.adjacency[:cap, :cap], sub, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(
+        part.adjacency[:cap, cap:], full.adjacency[idx, full.n_features :], atol=1e-7
+    )
+    assert n_rest == part.adjacency.shape[0] - cap
+    inf = full.prune().influence[: full.n_features]
+    assert float(inf[idx].sum()) > 0.5 * float(inf.sum())
+    assert float(inf[idx].sum()) > float(inf.sort(descending=True).values[-cap:].sum())

@@ -261,8 +261,8 @@ def _partial_influence(
     mat[n_done:] = logit_adj.float()
     norm = normalize_rows(mat)
     # influence flows from the logit rows back through computed feature rows
-    weights = torch.zeros(n)
-    weights[n_done:] = logit_p
+    weights = torch.zeros(n, dtype=norm.dtype)
+    weights[n_done:] = logit_p.to(norm.dtype)
     to_row = torch.tensor(order, dtype=torch.long)
     current = weights @ norm  # [width]
     total = current.clone()
