@@ -146,6 +146,7 @@ def _save_tracer(tcs: TranscoderSet, folder: Path) -> None:
     conf = {
         "model_kind": kind,
         "model_name": tcs.model_name,
+        "scan": f"mechscope-{tcs.model_name or 'transcoders'}",
         "feature_input_hook": "mlp.hook_in",
         "feature_output_hook": "hook_mlp_out",
         "activation": CT_ACT[tcs.activation],
