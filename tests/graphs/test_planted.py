@@ -62,7 +62,7 @@ def test_trained_transcoders_keep_the_planted_path(tmp_path) -> None:
     # the trained feature closest to each planted neuron
     best = []
     for layer, neuron in ((0, N0), (1, N1)):
-        w = model.hf.model.decoder.layers[layer].fc1.weight[neuron]
+        w = model.hf.model.decoder.layers[layer].fc1.weight[neuron].detach()
         cos = (tcs.W_enc[layer].T @ w) / (tcs.W_enc[layer].norm(dim=0) * w.norm())
         assert float(cos.max()) > 0.5
         best.append(int(cos.argmax()))
