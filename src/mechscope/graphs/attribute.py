@@ -111,10 +111,15 @@ class _Rows:
         ]
         with torch.enable_grad():
             self.mlp_in, self.unembed = frozen_forward(model, snap, self.embed, self.outs)
-        # per source layer: positions, features, activations of its active features
-        self.by_layer = [
-            (feats.index[:, 0] == i).nonzero(as_tuple=True)[0] for i in range(n_layers)
-        ]
+        # per source layer: its active features (rows), their positions and their decoders
+        # scaled by their activations, flattened over the layers they write [n n_out*d_model]
+        self.decoders = []
+        for i in range(n_layers):
+            rows = (feats.index[:, 0] == i).nonzero(as_tuple=True)[0]
+            dec = tcs.W_dec[i][feats.index[rows, 2]] * feats.values[rows, None, None].to(
+                tcs.W_dec[i].dtype
+            )
+            self.decoders.append((rows, feats.index[rows, 1], dec.flatten(1)))
 
     def run(self, targets: list[tuple[str, int, int, Tensor]]) -> Tensor:
         """Rows ``[len(targets) n_sources]`` for targets ``(kind, layer, pos, vector)``:
@@ -144,18 +149,18 @@ class _Rows:
 
     @torch.no_grad()
     def _assemble(self, g_embed: Tensor, g_out: Tensor) -> Tensor:
-        f, tcs = self.feats, self.tcs
+        f = self.feats
         batch = g_embed.shape[0]
         tokens = (g_embed * self.snap.embed[None]).sum(-1)  # [batch pos]
         errors = (g_out * f.error[:, None]).sum(-1).transpose(0, 1)  # [batch layer pos]
         feat = torch.zeros(batch, f.index.shape[0], dtype=g_embed.dtype)
-        for layer, rows in enumerate(self.by_layer):
+        g_pos = g_out.permute(2, 1, 0, 3).contiguous()  # [pos batch layer d]
+        for layer, (rows, pos, dec) in enumerate(self.decoders):
             if not len(rows):
                 continue
-            pos, idx = f.index[rows, 1], f.index[rows, 2]
-            w = tcs.W_dec[layer][idx].to(g_out.dtype)  # [n n_out d]
-            g = g_out[layer : layer + w.shape[1], :, pos]  # [n_out batch n d]
-            feat[:, rows] = torch.einsum("mbnd,nmd->bn", g, w) * f.values[rows].to(g.dtype)
+            n_out = dec.shape[1] // g_pos.shape[-1]
+            g = g_pos[pos][:, :, layer : layer + n_out].reshape(len(rows), batch, -1)
+            feat[:, rows] = torch.bmm(g, dec.to(g.dtype)[:, :, None])[:, :, 0].T
         return torch.cat([feat, errors.reshape(batch, -1), tokens], 1)
 
 
