@@ -8,8 +8,8 @@ Each graph is built in a fresh child process, so its peak RSS (``ru_maxrss``) is
 (circuit-tracer's per-layer loader reads no TopK): a TopK set is turned into JumpReLU with one
 threshold per layer (the pre-activation quantile that gives L0 = k on the prompt), saved in
 circuit-tracer's layout, and both tools attribute the same token ids with it. Edge weights are
-compared over the nodes both graphs have (circuit-tracer zeroes the features at position 0 and
-folds them into the error nodes there, so position 0's error nodes are left out).
+compared over the nodes both graphs have; mechscope runs with ``zero_first`` (circuit-tracer's
+default: no features at position 0, their part in the error nodes there).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_graphs.py --transcoders DIR [--peer VENV]
 """
@@ -44,7 +44,7 @@ def _child(job: dict[str, Any], queue: Any) -> None:
     tcs = load_transcoders(job["transcoders"], model)
     tokens = torch.tensor(job["tokens"])
     cfg = GraphConfig(max_feature_nodes=job["max_feature_nodes"], max_memory=job["budget"],
-                      batch_size=job.get("batch_size"))  # fmt: skip
+                      batch_size=job.get("batch_size"), zero_first=job.get("zero_first", False))  # fmt: skip
     start = time.perf_counter()
     g = attribute(model, tcs, tokens, cfg, quiet=True, prompt=job.get("prompt", ""))
     seconds = time.perf_counter() - start
@@ -120,7 +120,7 @@ def _compare(ours: dict, theirs: dict, n_layers: int, n_pos: int) -> dict[str, f
     act = theirs["active_features"][theirs["selected_features"]].tolist()
     common = [(ours_f[tuple(f)], j) for j, f in enumerate(act) if tuple(f) in ours_f]
     n_o, n_t = ours["features"].shape[0], len(act)
-    errs = [(layer * n_pos + p) for layer in range(n_layers) for p in range(1, n_pos)]
+    errs = list(range(n_layers * n_pos))
     tok = list(range(n_layers * n_pos, n_layers * n_pos + n_pos))
     n_logit = len(ours["logits"])
     idx_o = [i for i, _ in common] + [n_o + e for e in errs + tok]
@@ -145,7 +145,7 @@ def peer(args: argparse.Namespace, tokens: list[int]) -> dict[str, Any]:
     (tmp / "tokens.json").write_text(json.dumps(tokens))
     mine = run({"transcoders": str(tmp / "tc"), "tokens": tokens, "budget": args.budget,
                 "max_feature_nodes": args.peer_features, "batch_size": args.batch_size,
-                "save": str(tmp / "ours.pt")})  # fmt: skip
+                "save": str(tmp / "ours.pt"), "zero_first": True})  # fmt: skip
     _, _, prov = load_hf("smollm2-135m", progress=False)
     cmd = [f"{args.peer}/bin/python", str(HERE / "peers" / "run_circuit_tracer.py"), prov["path"],
            str(tmp / "tc"), str(tmp / "tokens.json"), str(tmp / "theirs.safetensors"),

@@ -17,7 +17,7 @@ PIP="$VENV/bin/pip"
 # 1. torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 "$PIP" install torch==2.13.0
 # 2. circuit-tracer and what it pins (its nnsight backend loads models TransformerLens lacks).
-"$PIP" install circuit-tracer==0.5.0 "transformers==4.57.3" "huggingface-hub<1.0" safetensors pyyaml
+"$PIP" install circuit-tracer==0.5.0 "nnsight==0.6.3" "transformers==4.57.3" "huggingface-hub<1.0" safetensors pyyaml
 
 "$VENV/bin/python" - <<'PY'
 import circuit_tracer, torch, transformers

@@ -98,3 +98,20 @@ def test_max_feature_nodes_keeps_the_most_influential_rows() -> None:
     inf = full.prune().influence[: full.n_features]
     assert float(inf[idx].sum()) > 0.5 * float(inf.sum())
     assert float(inf[idx].sum()) > float(inf.sort(descending=True).values[-cap:].sum())
+
+
+def test_zero_first_drops_position_zero_nodes_only() -> None:
+    """circuit-tracer's convention: no feature or error nodes at position 0; every other edge of
+    a feature present in both graphs is unchanged (position 0 only adds constants)."""
+    model = HookedModel(tiny_model("llama", dtype=torch.float64))
+    tcs = random_set(model)
+    tokens = torch.randint(1, 100, (6,), generator=torch.Generator().manual_seed(8))
+    full = attribute(model, tcs, tokens, GraphConfig(batch_size=64), quiet=True)
+    cut = attribute(model, tcs, tokens, GraphConfig(batch_size=64, zero_first=True), quiet=True)
+    assert int((cut.features[:, 1] == 0).sum()) == 0 < int((full.features[:, 1] == 0).sum())
+    idx = [full.feature_index(*f) for f in cut.features.tolist()]
+    assert torch.allclose(
+        cut.adjacency[: cut.n_features, : cut.n_features], full.adjacency[idx][:, idx]
+    )
+    errors = cut.adjacency[:, cut.n_features : cut.n_features + cut.n_errors]
+    assert float(errors.reshape(-1, model.dims.n_layers, cut.n_pos)[:, :, 0].abs().max()) == 0

@@ -49,6 +49,8 @@ class GraphConfig:
     max_memory: float = 4e9  # bytes for the backward passes (sets the batch)
     batch_size: int | None = None  # targets per backward pass (None: from max_memory)
     update_every: int = 4  # batches between re-rankings of the features by influence
+    zero_first: bool = False  # position 0 (BOS) has no feature or error nodes: its MLP outputs
+    # are constants, as circuit-tracer does by default
 
     def __post_init__(self) -> None:
         if not 0 < self.logit_prob <= 1 or self.max_logits < 1:
@@ -71,21 +73,24 @@ class Features:
 
 
 @torch.no_grad()
-def encode_prompt(tcs: TranscoderSet, snap: Snapshot) -> Features:
+def encode_prompt(tcs: TranscoderSet, snap: Snapshot, zero_first: bool = False) -> Features:
     """Active features of every layer, the reconstruction and the error nodes."""
     acts, index, values, pre_vals = [], [], [], []
     for layer in range(tcs.n_layers):
         pre = tcs.pre_activations(layer, snap.mlp_in[layer])
         a = tcs.activate(layer, pre)
+        if zero_first:
+            a[0] = 0
         acts.append(a)
         pos, feat = a.nonzero(as_tuple=True)
         index.append(torch.stack([torch.full_like(pos, layer), pos, feat], 1))
         values.append(a[pos, feat])
         pre_vals.append(pre[pos, feat])
     recon = torch.stack(tcs.decode(acts)).to(snap.mlp_out.dtype)
-    return Features(
-        torch.cat(index), torch.cat(values), torch.cat(pre_vals), recon, snap.mlp_out - recon
-    )
+    error = snap.mlp_out - recon
+    if zero_first:  # position 0's MLP outputs become constants, as circuit-tracer treats them
+        error[:, 0] = 0
+    return Features(torch.cat(index), torch.cat(values), torch.cat(pre_vals), recon, error)
 
 
 def salient_logits(unembed: Tensor, logits: Tensor, cfg: GraphConfig) -> tuple[Tensor, Tensor]:
@@ -189,7 +194,7 @@ def attribute(
     snap = snapshot(model, tokens)
     dtype = snap.mlp_out.dtype
     tcs = tcs.to(dtype)
-    feats = encode_prompt(tcs, snap)
+    feats = encode_prompt(tcs, snap, cfg.zero_first)
     logit_ids, logit_p = salient_logits(snap.unembed, snap.logits, cfg)
     n_feat = feats.index.shape[0]
     n_select = n_feat if cfg.max_feature_nodes is None else min(n_feat, cfg.max_feature_nodes)
