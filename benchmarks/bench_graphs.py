@@ -172,6 +172,63 @@ def peer(args: argparse.Namespace, tokens: list[int]) -> dict[str, Any]:
             "circuit_tracer_process_seconds": wall, "ratio": seconds / mine["seconds"], **cmp}  # fmt: skip
 
 
+def peer_tiny(args: argparse.Namespace) -> dict[str, Any]:
+    """The same comparison on a random tiny Llama (3 layers) with random JumpReLU transcoders."""
+    sys.path.insert(0, str(HERE.parent / "tests" / "graphs"))
+    from graphkit import random_set
+
+    from mechscope.graphs import GraphConfig, attribute
+    from mechscope.graphs.tcfiles import save_transcoders
+    from mechscope.models.hooked import HookedModel
+    from mechscope.models.tiny import tiny_model, tiny_tokenizer
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-graphs-tiny-"))
+    words = [
+        "When",
+        "Mary",
+        "and",
+        "John",
+        "went",
+        "to",
+        "the",
+        "store",
+        ",",
+        "gave",
+        "a",
+        "drink",
+        "to",
+    ]
+    tiny_model("llama").save_pretrained(tmp / "model")
+    tiny_tokenizer(words).save_pretrained(tmp / "model")
+    conf = tmp / "model" / "tokenizer_config.json"  # transformers 4.x cannot read the 5.x name
+    conf.write_text(
+        json.dumps({**json.loads(conf.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"})
+    )
+    model = HookedModel(tiny_model("llama"), tiny_tokenizer(words))
+    tcs = random_set(model, activation="jumprelu").to(torch.float32)
+    save_transcoders(tcs, tmp / "tc", "circuit_tracer")
+    tokens = [1] + model.to_tokens(" ".join(words))[0].tolist()  # a special token first
+    (tmp / "tokens.json").write_text(json.dumps(tokens))
+    start = time.perf_counter()
+    g = attribute(model, tcs, torch.tensor(tokens), GraphConfig(batch_size=args.batch_size or 32,
+                  zero_first=True), quiet=True)  # fmt: skip
+    mine = time.perf_counter() - start
+    cmd = [f"{args.peer}/bin/python", str(HERE / "peers" / "run_circuit_tracer.py"), str(tmp / "model"),
+           str(tmp / "tc"), str(tmp / "tokens.json"), str(tmp / "theirs.safetensors"),
+           "--batch-size", str(args.batch_size or 32)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    theirs = load_file(str(tmp / "theirs.safetensors"))
+    with safe_open(str(tmp / "theirs.safetensors"), "pt") as f:
+        seconds = float(f.metadata()["seconds"])
+    ours = {"adjacency": g.adjacency, "features": g.features, "logits": g.logit_tokens}
+    return {"mechscope_seconds": mine, "circuit_tracer_seconds": seconds,
+            "same_logits": ours["logits"] == theirs["logit_tokens"].tolist(),
+            **_compare(ours, theirs, model.dims.n_layers, len(tokens))}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transcoders", required=True)
@@ -182,7 +239,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--peer", help="circuit-tracer venv (setup_circuit_tracer.sh)")
     parser.add_argument("--peer-features", type=int, default=256)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ioi", "long", "peer"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ioi", "long", "peer", "tiny"])
     args = parser.parse_args()
     import mechscope
 
@@ -203,6 +260,9 @@ def main() -> None:
         results["long"] = run({"transcoders": args.transcoders, "tokens": long, "budget": args.budget,
                                "max_feature_nodes": args.long_features, "batch_size": args.batch_size})  # fmt: skip
         print(json.dumps({"long": results["long"]}, indent=1), flush=True)
+    if args.peer and "tiny" not in args.skip:
+        results["peer_tiny"] = peer_tiny(args)
+        print(json.dumps({"peer_tiny": results["peer_tiny"]}, indent=1), flush=True)
     if args.peer and "peer" not in args.skip:
         results["peer"] = peer(args, tokens)
         print(json.dumps({"peer": results["peer"]}, indent=1), flush=True)
