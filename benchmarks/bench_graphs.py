@@ -70,12 +70,12 @@ def _analyse(model: Any, tcs: Any, g: Any) -> dict[str, Any]:
     ids = g.node_ids()
     kept = {n["node_id"] for n in payload["nodes"]}
     feats = [i for i in range(g.n_features) if ids[i] in kept]
-    feats.sort(key=lambda i: -abs(float(g.adjacency[top, i])))
+    feats.sort(key=lambda i: -abs(g.edge(top, i)))
     rows = []
     for i in feats[:8]:
         layer, pos, f = g.features[i].tolist()
         rows.append({"node": ids[i], "token": g.str_tokens[pos], "edge_to_top_logit":
-                     float(g.adjacency[top, i]), "activation": float(g.activations[i])})  # fmt: skip
+                     g.edge(top, i), "activation": float(g.activations[i])})  # fmt: skip
     checks = verify(model, tcs, g, [r["node"] for r in rows[:3]], mode="ablate")
     target = ids[top]
     ver = []

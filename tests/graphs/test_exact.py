@@ -115,3 +115,29 @@ def test_zero_first_drops_position_zero_nodes_only() -> None:
     )
     errors = cut.adjacency[:, cut.n_features : cut.n_features + cut.n_errors]
     assert float(errors.reshape(-1, model.dims.n_layers, cut.n_pos)[:, :, 0].abs().max()) == 0
+
+
+def test_compact_rows_prune_like_the_dense_matrix() -> None:
+    """Pruning and scores on the graph's rows equal circuit-tracer's definitions applied to the
+    square matrix (a dense re-statement of them, written out here)."""
+    from mechscope.graphs.prune import find_threshold
+
+    model = HookedModel(tiny_model("gpt2", dtype=torch.float64))
+    g = attribute(
+        model, random_set(model), torch.arange(1, 8), GraphConfig(batch_size=64), quiet=True
+    )
+    a = g.adjacency.double()
+    n = a.shape[0]
+    w = torch.zeros(n, dtype=torch.float64)
+    w[n - len(g.logit_tokens) :] = g.logit_probs.double()
+    norm = a.abs() / a.abs().sum(1, keepdim=True).clamp_min(1e-10)
+    dense = torch.linalg.solve((torch.eye(n) - norm).T, w) - w  # w ((I - N)^-1 - I)
+    p = g.prune()
+    assert torch.allclose(p.influence, dense, rtol=1e-8, atol=1e-12)
+    keep = dense >= find_threshold(dense, 0.8)
+    assert bool((p.node_mask[: g.n_features] <= keep[: g.n_features]).all())
+    err = slice(g.n_features, g.n_features + g.n_errors)
+    tok = slice(err.stop, err.stop + g.n_pos)
+    replacement = float(dense[tok].sum() / (dense[tok].sum() + dense[err].sum()))
+    completeness = float(((1 - norm[:, err].sum(1)) * (dense + w)).sum() / (dense + w).sum())
+    assert g.scores() == pytest.approx((replacement, completeness), rel=1e-9)

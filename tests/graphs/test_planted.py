@@ -21,7 +21,8 @@ def prompt(seed: int) -> torch.Tensor:
 def kept_links(g) -> set[tuple[str, str]]:
     p = g.prune()
     ids = g.node_ids()
-    dst, src = p.edge_mask.nonzero(as_tuple=True)
+    row, src = p.edge_mask.nonzero(as_tuple=True)
+    dst = g.row_nodes[row]
     return {(ids[s], ids[t]) for t, s in zip(dst.tolist(), src.tolist())}
 
 

@@ -27,7 +27,8 @@ def _cantor(x: int, y: int) -> int:
 @dataclass
 class Graph:
     """Nodes ``[features (selected), errors (layer-major), tokens, logits]``; ``adjacency[t, s]``
-    is the direct effect of source ``s`` on target ``t``."""
+    is the direct effect of source ``s`` on target ``t``. Only features and logits have inputs:
+    ``rows`` holds their rows (features, then logits); ``adjacency`` builds the square matrix."""
 
     prompt: str
     tokens: list[int]
@@ -36,7 +37,7 @@ class Graph:
     features: Tensor  # [n_feat 3] layer, pos, feature
     activations: Tensor  # [n_feat]
     pre_activations: Tensor  # [n_feat]: the value of each feature node as a target
-    adjacency: Tensor  # [n n]
+    rows: Tensor  # [n_feat + n_logits, n]: the non-zero rows of the adjacency matrix
     logit_tokens: list[int]
     logit_strs: list[str]
     logit_probs: Tensor  # [n_logits]
@@ -63,10 +64,9 @@ class Graph:
         rows = torch.cat([feat_rows[rank], logit_adj])
         n_sel, n_rest = sel.shape[0], rows.shape[1] - n_all
         n = n_sel + n_rest + logit_ids.shape[0]
-        adj = torch.zeros(n, n, dtype=torch.float32)
-        targets = torch.cat([torch.arange(n_sel), torch.arange(n - logit_ids.shape[0], n)])
-        adj[targets[:, None], torch.arange(n_sel)[None]] = rows[:, sel].float()
-        adj[targets, n_sel : n_sel + n_rest] = rows[:, n_all:].float()
+        adj = torch.zeros(rows.shape[0], n, dtype=torch.float32)
+        adj[:, :n_sel] = rows[:, sel].float()
+        adj[:, n_sel : n_sel + n_rest] = rows[:, n_all:].float()
         tokens = snap.tokens.tolist()
         return cls(
             prompt=prompt,
@@ -76,7 +76,7 @@ class Graph:
             features=feats.index[sel],
             activations=feats.values[sel].float(),
             pre_activations=feats.pre[sel].float(),
-            adjacency=adj,
+            rows=adj,
             logit_tokens=logit_ids.tolist(),
             logit_strs=_strs(model, logit_ids.tolist()),
             logit_probs=logit_p.float(),
@@ -92,6 +92,30 @@ class Graph:
     @property
     def n_features(self) -> int:
         return int(self.features.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.rows.shape[1])
+
+    @property
+    def row_nodes(self) -> Tensor:
+        """The node of each row of ``rows``: the features, then the logits."""
+        n_logits = len(self.logit_tokens)
+        return torch.cat(
+            [torch.arange(self.n_features), torch.arange(self.n_nodes - n_logits, self.n_nodes)]
+        )
+
+    @property
+    def adjacency(self) -> Tensor:
+        """The square matrix ``[n n]`` (zero rows for errors and tokens; for small graphs)."""
+        adj = torch.zeros(self.n_nodes, self.n_nodes, dtype=self.rows.dtype)
+        adj[self.row_nodes] = self.rows
+        return adj
+
+    def edge(self, target: int, source: int) -> float:
+        """``adjacency[target, source]`` without building the matrix."""
+        hit = (self.row_nodes == target).nonzero()
+        return float(self.rows[int(hit[0, 0]), source]) if len(hit) else 0.0
 
     @property
     def n_errors(self) -> int:
@@ -111,18 +135,20 @@ class Graph:
         return int(hit[0, 0]) if len(hit) else None
 
     def node_ids(self) -> list[str]:
-        return [node_id(self, i) for i in range(self.adjacency.shape[0])]
+        return [node_id(self, i) for i in range(self.n_nodes)]
 
     # -- analysis ----------------------------------------------------------------------------
     def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
         return prune(
-            self.adjacency, self.logit_probs, self.n_features, self.n_pos,
+            self.rows, self.row_nodes, self.logit_probs, self.n_features, self.n_pos,
             node_threshold, edge_threshold,
         )  # fmt: skip
 
     def scores(self) -> tuple[float, float]:
         """(replacement score, completeness score)."""
-        return scores(self.adjacency, self.logit_probs, self.n_features, self.n_errors, self.n_pos)
+        return scores(
+            self.rows, self.row_nodes, self.logit_probs, self.n_features, self.n_errors, self.n_pos
+        )
 
     # -- interchange -------------------------------------------------------------------------
     def to_dict(
@@ -136,11 +162,13 @@ class Graph:
         p = pruned or self.prune(node_threshold, edge_threshold)
         ids = self.node_ids()
         keep = p.node_mask.nonzero().flatten().tolist()
-        dst, src = p.edge_mask.nonzero(as_tuple=True)
+        row, src = p.edge_mask.nonzero(as_tuple=True)
         kept = set(keep)
+        targets = self.row_nodes[row].tolist()
+        weights = self.rows[row, src].tolist()
         links = [
-            {"source": ids[s], "target": ids[t], "weight": float(self.adjacency[t, s])}
-            for t, s in zip(dst.tolist(), src.tolist())
+            {"source": ids[s], "target": ids[t], "weight": w}
+            for t, s, w in zip(targets, src.tolist(), weights)
             if s in kept and t in kept
         ]
         used = {x["source"] for x in links} | {x["target"] for x in links}

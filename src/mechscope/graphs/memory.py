@@ -2,7 +2,7 @@
 
 Fixed: the recorded attention patterns (``layers * heads * pos^2``), the per-layer MLP inputs,
 outputs, reconstructions and errors (``4 * layers * pos * d_model``), the rows being computed
-(``rows * sources``) and the square adjacency matrix of the graph. Per target in a batch (one
+(``rows * sources``, twice: the rows and their normalised copy when pruning). Per target in a batch (one
 copy of the frozen forward kept for the backward passes): about ``12 * pos * d_model`` saved
 activations per layer plus its copy of the patterns, and the gradients of every layer's output.
 ``choose_batch`` takes the largest batch (at most 64) that fits the budget.
@@ -35,7 +35,7 @@ def estimate(dims: Any, n_pos: int, n_feat: int, n_rows: int, itemsize: int = 4)
     n_sources = n_feat + n_layers * t + t
     n_nodes = n_rows + n_layers * t + t
     fixed = itemsize * (n_layers * heads * t * t + 4 * n_layers * t * d + n_rows * n_sources)
-    fixed += 8 * n_nodes * n_nodes  # the adjacency matrix (float32) and its normalised copy
+    fixed += 12 * n_rows * n_nodes  # the graph's rows (float32) and their normalised copy
     per = itemsize * (n_layers * (12 * t * d + heads * t * t) + 3 * (n_layers + 1) * t * d)
     return fixed, per
 

@@ -11,6 +11,10 @@ score each edge as ``N[t, s] * (influence[t] + w[t])`` and keep the edges likewi
 until nothing changes, feature and error nodes with no kept outgoing edge and feature nodes with
 no kept incoming edge.
 
+Only feature and logit nodes have inputs, so the matrix is kept as its non-zero rows
+(``rows [R n]`` with ``row_nodes [R]`` naming the node of each row): a 1,024-token prompt has
+31,000 error nodes, and the square matrix would take gigabytes.
+
 Scores: the replacement score is the share of the tokens' influence in the influence of tokens
 and errors; the completeness score is the influence-weighted mean over nodes of the share of
 their normalised input that does not come from error nodes.
@@ -43,26 +47,32 @@ def normalize_rows(matrix: Tensor) -> Tensor:
     return a / a.sum(1, keepdim=True).clamp_min(1e-10)
 
 
-def influence(normalized: Tensor, weights: Tensor, max_iter: int = 10_000) -> Tensor:
-    """``w N + w N^2 + ...`` for a nilpotent (acyclic) ``N``: ``w ((I - N)^-1 - I)``."""
+def influence(
+    normalized: Tensor, row_nodes: Tensor, weights: Tensor, max_iter: int = 10_000
+) -> Tensor:
+    """``w N + w N^2 + ...`` over all nodes ``[n]`` for the rows ``normalized [R n]`` of an acyclic
+    ``N`` (``weights [R]``: the weight of each row's node): ``w ((I - N)^-1 - I)``."""
     current = weights.double() @ normalized
     total = current.clone()
     for _ in range(max_iter):
-        current = current @ normalized
+        current = current[row_nodes] @ normalized
         if not bool(current.any()):
             return total
         total += current
     raise MechscopeError("influence did not converge: the adjacency matrix has a cycle")
 
 
-def node_influence(adjacency: Tensor, weights: Tensor) -> Tensor:
-    return influence(normalize_rows(adjacency), weights)
+def node_influence(rows: Tensor, row_nodes: Tensor, weights: Tensor) -> Tensor:
+    return influence(normalize_rows(rows), row_nodes, weights)
 
 
-def edge_influence(adjacency: Tensor, weights: Tensor) -> Tensor:
-    normalized = normalize_rows(adjacency)
-    node = influence(normalized, weights) + weights.double()
-    return normalized * node[:, None]
+def edge_influence(rows: Tensor, row_nodes: Tensor, weights: Tensor, n: int) -> Tensor:
+    """Edge scores ``[R n]``: ``N[t, s] * (influence[t] + w[t])``."""
+    normalized = normalize_rows(rows)
+    node = influence(normalized, row_nodes, weights)
+    full_w = torch.zeros(n, dtype=torch.float64)
+    full_w[row_nodes] = weights.double()
+    return normalized * (node + full_w)[row_nodes][:, None]
 
 
 def find_threshold(scores: Tensor, fraction: float) -> Tensor:
@@ -78,7 +88,7 @@ def find_threshold(scores: Tensor, fraction: float) -> Tensor:
 
 @dataclass
 class Pruned:
-    """Masks of the kept nodes ``[n]`` and edges ``[n n]``, and every node's influence."""
+    """Masks of the kept nodes ``[n]`` and edges ``[R n]`` (per row), and every node's influence."""
 
     node_mask: Tensor
     edge_mask: Tensor
@@ -86,8 +96,15 @@ class Pruned:
     cumulative: Tensor  # [n] cumulative share of influence at each node's rank (circuit-tracer)
 
 
+def _weights(row_nodes: Tensor, logit_p: Tensor) -> Tensor:
+    w = torch.zeros(row_nodes.shape[0], dtype=torch.float64)
+    w[row_nodes.shape[0] - logit_p.shape[0] :] = logit_p.double()  # the logit rows come last
+    return w
+
+
 def prune(
-    adjacency: Tensor,
+    rows: Tensor,
+    row_nodes: Tensor,
     logit_p: Tensor,
     n_features: int,
     n_tokens: int,
@@ -98,25 +115,27 @@ def prune(
     for name, t in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
         if not 0.0 <= t <= 1.0:
             raise MechscopeError(f"{name} must lie in [0, 1], got {t}")
-    n = adjacency.shape[0]
+    n = rows.shape[1]
     n_logits = logit_p.shape[0]
-    weights = torch.zeros(n, dtype=torch.float64)
-    weights[n - n_logits :] = logit_p.double()
-    node_inf = node_influence(adjacency, weights)
+    weights = _weights(row_nodes, logit_p)
+    node_inf = node_influence(rows, row_nodes, weights)
     node_mask = node_inf >= find_threshold(node_inf, node_threshold)
     node_mask[n - n_logits - n_tokens :] = True
-    kept = adjacency.clone()
-    kept[~node_mask] = 0
+    kept = rows.clone()
+    kept[~node_mask[row_nodes]] = 0
     kept[:, ~node_mask] = 0
-    edge_scores = edge_influence(kept, weights)
+    edge_scores = edge_influence(kept, row_nodes, weights, n)
     edge_mask = edge_scores >= find_threshold(edge_scores, edge_threshold)
     inner = n - n_logits - n_tokens  # features and errors
+    feature_rows = row_nodes < n_features
     while True:
         old = node_mask.clone()
-        edge_mask[~node_mask] = False
+        edge_mask[~node_mask[row_nodes]] = False
         edge_mask[:, ~node_mask] = False
         node_mask[:inner] &= edge_mask[:, :inner].any(0)
-        node_mask[:n_features] &= edge_mask[:n_features].any(1)
+        has_input = torch.zeros(n, dtype=torch.bool)
+        has_input[row_nodes[feature_rows]] = edge_mask[feature_rows].any(1)
+        node_mask[:n_features] &= has_input[:n_features]
         if bool((old == node_mask).all()):
             break
     ordered, order = node_inf.sort(descending=True)
@@ -126,19 +145,23 @@ def prune(
 
 
 def scores(
-    adjacency: Tensor, logit_p: Tensor, n_features: int, n_errors: int, n_tokens: int
+    rows: Tensor, row_nodes: Tensor, logit_p: Tensor, n_features: int, n_errors: int, n_tokens: int
 ) -> tuple[float, float]:
     """(replacement score, completeness score) of a graph laid out as in :func:`prune`."""
-    n = adjacency.shape[0]
-    weights = torch.zeros(n, dtype=torch.float64)
-    weights[n - logit_p.shape[0] :] = logit_p.double()
-    normalized = normalize_rows(adjacency)
-    node = influence(normalized, weights)
+    n = rows.shape[1]
+    weights = _weights(row_nodes, logit_p)
+    normalized = normalize_rows(rows)
+    node = influence(normalized, row_nodes, weights)
     err = slice(n_features, n_features + n_errors)
     tok = slice(n_features + n_errors, n_features + n_errors + n_tokens)
     token_inf, error_inf = float(node[tok].sum()), float(node[err].sum())
     replacement = token_inf / max(token_inf + error_inf, 1e-30)
-    non_error = 1 - normalized[:, err].sum(1)  # 1 for nodes with no inputs, as circuit-tracer
-    output = node + weights
+    non_error = torch.ones(
+        n, dtype=torch.float64
+    )  # nodes with no inputs count 1, as circuit-tracer
+    non_error[row_nodes] = 1 - normalized[:, err].sum(1)
+    full_w = torch.zeros(n, dtype=torch.float64)
+    full_w[row_nodes] = weights
+    output = node + full_w
     completeness = float((non_error * output).sum() / output.sum())
     return replacement, completeness

@@ -48,17 +48,18 @@ class Check:
 def predict(g: Graph, source: int, delta: float) -> Tensor:
     """Predicted change of every node ``[n]`` when feature node ``source`` changes by ``delta``."""
     n_f = g.n_features
-    adj = g.adjacency.double()
-    per_unit = adj[:, :n_f] / g.activations.double().clamp_min(1e-30)[None]  # d target / d a_s
+    rows = g.rows.double()  # features, then logits
+    per_row = rows[:, :n_f] / g.activations.double().clamp_min(1e-30)[None]  # d target / d a_s
     change = torch.zeros(n_f, dtype=torch.float64)
     change[source] = delta
     for _ in range(n_f + 1):  # the graph is acyclic: this reaches a fixed point
-        new = per_unit[:n_f] @ change
+        new = per_row[:n_f] @ change
         new[source] = delta
         if torch.allclose(new, change, rtol=0, atol=1e-12):
             break
         change = new
-    out = per_unit @ change
+    out = torch.zeros(g.n_nodes, dtype=torch.float64)
+    out[g.row_nodes] = per_row @ change
     out[:n_f] = torch.where(
         torch.arange(n_f) == source, torch.tensor(float(delta)).double(), out[:n_f]
     )
@@ -80,7 +81,7 @@ def _measure(model: Any, tcs: TranscoderSet, g: Graph, source: int, delta: float
         fwd.append((out_site(m), add))
     tokens = torch.tensor(g.tokens)
     base, after = snapshot(model, tokens), _snapshot_with(model, tokens, fwd)
-    out = torch.zeros(g.adjacency.shape[0], dtype=torch.float64)
+    out = torch.zeros(g.n_nodes, dtype=torch.float64)
     for i, (lay, p, f) in enumerate(g.features.tolist()):
         w = tcs.W_enc[lay][:, f].double()
         out[i] = float((after.mlp_in[lay, p].double() - base.mlp_in[lay, p].double()) @ w)
@@ -100,7 +101,7 @@ def measure_frozen(model: Any, tcs: TranscoderSet, g: Graph, source: int, delta:
     feats = encode_prompt(tcs, snap)
     runs = [_replacement_run(model, tcs, g, snap, feats.error, source, d) for d in (0.0, delta)]
     (in0, un0), (in1, un1) = runs
-    out = torch.zeros(g.adjacency.shape[0], dtype=torch.float64)
+    out = torch.zeros(g.n_nodes, dtype=torch.float64)
     for i, (lay, p, f) in enumerate(g.features.tolist()):
         out[i] = float((in1[lay][p] - in0[lay][p]).double() @ tcs.W_enc[lay][:, f].double())
     d = un1.double() - un0.double()
