@@ -6,7 +6,7 @@
 Loads the HF model through circuit-tracer's nnsight backend and a per-layer JumpReLU transcoder
 set written by mechscope in circuit-tracer's layout (layer_L.safetensors), attributes the given
 token ids, and writes the adjacency matrix, the active and selected features, the logit tokens
-and the wall time of ``attribute`` (JSON metadata of the safetensors file).
+and the wall and CPU time of ``attribute`` (metadata of the safetensors file).
 """
 
 import argparse
@@ -58,6 +58,10 @@ save_file(
         "logit_probs": graph.logit_probabilities.float().contiguous(),
     },
     args.out,
-    metadata={"seconds": str(seconds)},
+    metadata={"seconds": str(seconds), "cpu_seconds": str(cpu)},
 )
-print(json.dumps({"seconds": seconds, "n_active": int(graph.active_features.shape[0])}))
+print(
+    json.dumps(
+        {"seconds": seconds, "cpu_seconds": cpu, "n_active": int(graph.active_features.shape[0])}
+    )
+)
