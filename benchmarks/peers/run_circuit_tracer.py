@@ -44,11 +44,11 @@ tcs = load_transcoder_set(
 )
 model = NNSightReplacementModel.from_pretrained_and_transcoders(args.model, tcs, device="cpu")
 tokens = torch.tensor(json.loads(Path(args.tokens).read_text()))
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 graph = attribute(
     tokens, model, max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size
 )
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 save_file(
     {
         "adjacency": graph.adjacency_matrix.float().contiguous(),
