@@ -137,6 +137,23 @@ def _compare(ours: dict, theirs: dict, n_layers: int, n_pos: int) -> dict[str, f
             "max_abs_diff_over_max": float((a - b).abs().max() / b.abs().max())}  # fmt: skip
 
 
+def _hf4_copy(src: Path, dst: Path) -> Path:
+    """The model folder as transformers 4.x reads it (circuit-tracer's pin): weights linked, the
+    tokenizer class and ``rope_theta`` written the 4.x way."""
+    dst.mkdir(parents=True)
+    for name in ("model.safetensors", "tokenizer.json", "generation_config.json"):
+        if (src / name).exists():
+            (dst / name).symlink_to(src / name)
+    config = json.loads((src / "config.json").read_text())
+    config.update(config.get("rope_parameters") or {})
+    config["torch_dtype"] = config.get("dtype", "float32")
+    (dst / "config.json").write_text(json.dumps(config))
+    tok = json.loads((src / "tokenizer_config.json").read_text())
+    tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (dst / "tokenizer_config.json").write_text(json.dumps(tok))
+    return dst
+
+
 def peer(args: argparse.Namespace, tokens: list[int]) -> dict[str, Any]:
     from mechscope.models.loading import load_hf
 
@@ -147,7 +164,8 @@ def peer(args: argparse.Namespace, tokens: list[int]) -> dict[str, Any]:
                 "max_feature_nodes": args.peer_features, "batch_size": args.batch_size,
                 "save": str(tmp / "ours.pt"), "zero_first": True})  # fmt: skip
     _, _, prov = load_hf("smollm2-135m", progress=False)
-    cmd = [f"{args.peer}/bin/python", str(HERE / "peers" / "run_circuit_tracer.py"), prov["path"],
+    folder = _hf4_copy(Path(prov["path"]), tmp / "model")
+    cmd = [f"{args.peer}/bin/python", str(HERE / "peers" / "run_circuit_tracer.py"), str(folder),
            str(tmp / "tc"), str(tmp / "tokens.json"), str(tmp / "theirs.safetensors"),
            "--max-feature-nodes", str(args.peer_features), "--batch-size", str(args.batch_size)]  # fmt: skip
     start = time.perf_counter()
