@@ -39,6 +39,7 @@ COMMANDS = {
     "serve": "mechscope.cli.serve:serve",
     "explain": "mechscope.cli.explain:explain",
     "score": "mechscope.cli.score:score",
+    "graph": "mechscope.cli.graph:graph",
 }
 
 
