@@ -255,7 +255,10 @@ def _fit(run: Runner, rot: Rotation, config: DASConfig, quiet: bool) -> list[flo
     params = [p for p in run.model.hf.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
-    opt = torch.optim.Adam(rot.parameters(), lr=config.lr)
+    groups: list[dict[str, Any]] = [{"params": list(rot.linear.parameters()), "lr": config.lr}]
+    if rot.boundary is not None:  # one scalar that must cross many coordinates: a faster rate
+        groups.append({"params": [rot.boundary], "lr": 5 * config.lr})
+    opt = torch.optim.Adam(groups)
     g = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     n = len(run.data)
