@@ -1,0 +1,76 @@
+"""MIB's CPR and CMD: the area arithmetic by hand, the curve against the library's faithfulness,
+intervals and circuit stability on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import hooked, toy_batch
+from mechscope.circuits import faithfulness
+from mechscope.circuits.mib import PERCENTAGES, areas, mib_score, ranked, stability, subset
+
+
+def test_areas_by_hand() -> None:
+    assert areas([1.0] * 10) == pytest.approx((0.999, 0.0, 1.0))
+    assert areas([0.0] * 10) == pytest.approx((0.0, 0.999, 0.0))
+    f = [0, 0, 0, 0, 0, 0, 0, 0, 0.5, 1.5]  # only the last two intervals count
+    under = 0.3 * 0.25 + 0.5 * 1.0
+    from_1 = 0.001 + 0.003 + 0.005 + 0.01 + 0.03 + 0.05 + 0.1 + 0.3 * 0.75 + 0.5 * 0.5
+    assert areas(f) == pytest.approx((under, from_1, 0.2))
+    assert len(PERCENTAGES) == 10 and PERCENTAGES[0] == 0.001 and PERCENTAGES[-1] == 1.0
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, batch = hooked("llama"), toy_batch(b=8)
+    return model, batch, mib_score(model, batch, method="eap", n_boot=200)
+
+
+def test_curve_matches_faithfulness(setup) -> None:
+    model, batch, score = setup
+    assert score.signed[-1] == pytest.approx(1.0, abs=1e-5)  # every edge: the clean run
+    assert score.absolute[-1] == pytest.approx(1.0, abs=1e-5)
+    assert score.cpr == pytest.approx(areas(score.signed)[0])
+    assert score.cmd == pytest.approx(areas(score.absolute)[1])
+    from mechscope.circuits.eap import attribute
+
+    scored = attribute(model, batch, method="eap")
+    for i in (4, 6):  # the |score| ranking is the library's top_n
+        n = score.n_edges[i]
+        want = faithfulness(model, batch, scored.top_n(n).pruned())
+        assert score.absolute[i] == pytest.approx(want, abs=1e-4)
+    signed = ranked(scored, score.n_edges[6], absolute=False)
+    assert bool(
+
+            signed.scores[signed.mask].min()
+            >= signed.scores[~signed.mask & signed.graph.edge_mask].max()
+
+    )
+
+
+def test_intervals_are_seeded(setup) -> None:
+    model, batch, score = setup
+    # percentile intervals of a ratio need not hold the point estimate; they must be ordered
+    assert score.cpr_ci[0] < score.cpr_ci[1] and score.cmd_ci[0] < score.cmd_ci[1]
+    again = mib_score(model, batch, method="eap", n_boot=200)
+    assert again.cpr_ci == score.cpr_ci and again.cmd_ci == score.cmd_ci
+    d = score.to_dict()
+    assert d["cpr_ci"] == list(score.cpr_ci) and d["n_prompts"] == 8
+
+
+def test_stability_of_the_whole_graph_is_one() -> None:
+    model, batch = hooked("llama"), toy_batch(b=6)
+    from mechscope.circuits.graph import Graph
+
+    total = Graph.from_dims(model.dims).n_edges
+    whole = stability(model, batch, method="eap", n_edges=total, n_boot=3)
+    assert whole["mean_jaccard"] == 1.0
+    few = stability(model, batch, method="eap", n_edges=5, n_boot=3)
+    assert 0.0 <= few["min_jaccard"] <= few["mean_jaccard"] <= 1.0
+
+
+def test_subset_keeps_rows() -> None:
+    batch = toy_batch(b=4)
+    sub = subset(batch, [3, 3, 0])
+    assert torch.equal(sub.clean_tokens[0], batch.clean_tokens[3]) and len(sub) == 3
