@@ -20,6 +20,7 @@ from a source run makes the model output the high-level causal model's counterfa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,14 +51,22 @@ class Rotation(nn.Module):
     ``boundless=True`` adds a learned boundary: :meth:`mask` is the soft choice of coordinates.
     """
 
-    def __init__(self, d: int, k: int, *, boundless: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, d: int, k: int, *, boundless: bool = False, seed: int = 0, init: Tensor | None = None
+    ) -> None:
         super().__init__()
         if not 1 <= k <= d:
             raise MechscopeError(f"subspace of {k} dimensions does not fit in {d}; choose 1..{d}")
         g = torch.Generator().manual_seed(seed)
+        start = torch.randn(d, d, generator=g)
+        if init is not None:  # a given first k columns, completed to an orthogonal matrix
+            check_basis(init, d, "the rotation")
+            start[:, : init.shape[1]] = init
+        q, r = torch.linalg.qr(start)
+        q = q * torch.sign(r.diagonal())  # keep the given columns' signs
         linear = nn.Linear(d, d, bias=False)
         with torch.no_grad():
-            linear.weight.copy_(torch.linalg.qr(torch.randn(d, d, generator=g))[0])
+            linear.weight.copy_(q)
         self.linear = nn.utils.parametrizations.orthogonal(linear)
         self.d, self.k, self.boundless = d, k, boundless
         self.boundary = nn.Parameter(torch.tensor(k / d)) if boundless else None
@@ -120,20 +129,23 @@ class DASResult:
     test_iia: float
     test_correct: Tensor  # [pair] bool, held-out pairs (for intervals)
     losses: list[float] = field(default_factory=list)
+    fit_seconds: float = 0.0  # wall time of the optimiser steps
 
     def to_dict(self) -> dict[str, Any]:
         from mechscope.stats import bootstrap_ci
 
-        lo, hi = bootstrap_ci(self.test_correct.float())
+        few = len(self.test_correct) < 2  # no interval from one pair
+        ci = None if few else list(bootstrap_ci(self.test_correct.float()))
         return {
             "site": self.site,
             "positions": self.positions,
             "k": self.k,
             "train_iia": self.train_iia,
             "test_iia": self.test_iia,
-            "test_iia_ci": [lo, hi],
+            "test_iia_ci": ci,
             "n_test": len(self.test_correct),
             "losses": self.losses,
+            "fit_seconds": self.fit_seconds,
         }
 
 
@@ -222,17 +234,21 @@ def train_das(
     positions: int | Sequence[int] | str = "last",
     config: DASConfig = DASConfig(),
     *,
+    init: Tensor | None = None,
     quiet: bool = True,
 ) -> DASResult:
-    """Learn a ``config.k``-dimensional subspace of ``site`` at ``positions`` (see the module)."""
+    """Learn a ``config.k``-dimensional subspace of ``site`` at ``positions`` (see the module);
+    ``init`` ``[d k]`` starts from a given subspace (default: a seeded random rotation)."""
     run = Runner(model, train, site, positions)
     if config.k > run.d:
         raise MechscopeError(
             f"subspace of {config.k} dimensions is larger than site {site!r} ({run.d} values per "
             f"position); choose k <= {run.d}"
         )
-    rot = Rotation(run.d, config.k, boundless=config.boundless, seed=config.seed)
+    rot = Rotation(run.d, config.k, boundless=config.boundless, seed=config.seed, init=init)
+    start = time.perf_counter()
     losses = _fit(run, rot, config, quiet)
+    seconds = time.perf_counter() - start
     with torch.no_grad():
         basis = rot.basis().detach().clone()
     fixed = lambda h, s: swap(h, s, basis)  # noqa: E731
@@ -248,6 +264,7 @@ def train_das(
         test_iia=float(test_correct.float().mean()),
         test_correct=test_correct,
         losses=losses,
+        fit_seconds=seconds,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,14 +119,20 @@ def accuracy(model: HookedModel, n: int = 1000, seed: int = 1) -> float:
         return float((model(tokens)[:, -1].argmax(-1) == target).float().mean())
 
 
+def cache_folder() -> Path:
+    """Where the trained toy is cached (a Hugging Face model folder)."""
+    return (
+        cache_root() / "causal" / ("equality-" + "-".join(f"{k}{v}" for k, v in SETTINGS.items()))
+    )
+
+
 def equality_model(quiet: bool = True) -> HookedModel:
     """The trained toy as a :class:`HookedModel`, from the cache or trained now (and cached)."""
-    key = "equality-" + "-".join(f"{k}{v}" for k, v in SETTINGS.items())
-    folder = cache_root() / "causal" / key
+    folder = cache_folder()
     if not (folder / "model.safetensors").exists():  # a concurrent trainer may publish first
         hf = train_equality(SETTINGS, quiet)
         with atomic_folder(folder) as tmp:
             hf.save_pretrained(tmp)
             (tmp / "settings.json").write_text(json.dumps(SETTINGS))
     hf = AutoModelForCausalLM.from_pretrained(folder).eval()
-    return HookedModel(hf, provenance={"model": key})
+    return HookedModel(hf, provenance={"model": folder.name})

@@ -215,3 +215,32 @@ def stability(
     out = bootstrap_jaccard(select, len(batch), n_boot=n_boot, seed=seed)
     out["frequency"] = dict(list(out["frequency"].items())[:50])
     return {"method": method, "n_edges": n_edges, **out}
+
+
+def finding_stats(
+    model: HookedModel,
+    batch: TaskBatch,
+    metric: Metric,
+    found: Any,
+    *,
+    mib: bool,
+    n_resamples: int,
+    steps: int = 5,
+    ungroup_kv: bool = False,
+) -> dict[str, Any]:
+    """What ``mechscope circuit --mib --stability N`` adds to a :class:`CircuitRun`'s JSON: the
+    MIB score of its scored edges and the stability of a circuit of its size."""
+    method = found.scored.method
+    if method not in ("eap", "eap-ig"):
+        raise MechscopeError(
+            f"--mib and --stability need edge scores that rank (eap, eap-ig), not {method!r}"
+        )
+    out: dict[str, Any] = {}
+    if mib:
+        out["mib"] = mib_score(model, batch, metric, scored=found.scored, steps=steps).to_dict()
+    if n_resamples:
+        out["stability"] = stability(
+            model, batch, metric, method, n_edges=found.circuit.n_edges, steps=steps,
+            ungroup_kv=ungroup_kv, n_boot=n_resamples,
+        )  # fmt: skip
+    return out
