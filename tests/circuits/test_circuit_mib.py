@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import hooked, toy_batch
+from conftest import hooked, logit_diff64, toy_batch
 from mechscope.circuits import faithfulness
 from mechscope.circuits.mib import PERCENTAGES, areas, mib_score, ranked, stability, subset
 
@@ -42,10 +42,8 @@ def test_curve_matches_faithfulness(setup) -> None:
         assert score.absolute[i] == pytest.approx(want, abs=1e-4)
     signed = ranked(scored, score.n_edges[6], absolute=False)
     assert bool(
-
-            signed.scores[signed.mask].min()
-            >= signed.scores[~signed.mask & signed.graph.edge_mask].max()
-
+        signed.scores[signed.mask].min()
+        >= signed.scores[~signed.mask & signed.graph.edge_mask].max()
     )
 
 
@@ -74,3 +72,16 @@ def test_subset_keeps_rows() -> None:
     batch = toy_batch(b=4)
     sub = subset(batch, [3, 3, 0])
     assert torch.equal(sub.clean_tokens[0], batch.clean_tokens[3]) and len(sub) == 3
+
+
+def test_faithfulness_ci_brackets_a_planted_spread() -> None:
+    from mechscope.circuits.eap import attribute
+    from mechscope.circuits.mib import faithfulness_ci
+
+    model, batch = hooked("llama"), toy_batch(b=8)
+    scored = attribute(model, batch, method="eap")
+    whole = faithfulness_ci(model, batch, logit_diff64, scored)  # every edge: exactly 1
+    assert whole == pytest.approx((1.0, 1.0), abs=1e-5)
+    part = scored.top_n(40)
+    lo, hi = faithfulness_ci(model, batch, logit_diff64, part, n_boot=300)
+    assert lo < faithfulness(model, batch, part, logit_diff64) < hi
