@@ -68,21 +68,27 @@ def main(spec_path: str, out_path: str) -> None:
     intervention.rotate_layer.weight = spec["init"]
     opt = torch.optim.Adam(iv.get_trainable_parameters(), lr=spec["lr"])
     g = torch.Generator().manual_seed(spec["seed"])
-    times = []
+    times, cpu = [], []
     for _ in range(spec["steps"]):
         index = torch.randint(len(train_b), (spec["batch_size"],), generator=g)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         logits = run(iv, train_b[index], train_s[index], pos)[:, -1]
         loss = torch.nn.functional.cross_entropy(logits.float(), train_y[index])
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu0)
     with torch.no_grad():
         test_logits = run(iv, spec["test_base"], spec["test_source"], pos)[:, -1]
     correct = test_logits.argmax(-1) == spec["test_label"]
     torch.save(
-        {"fixed_logits": fixed, "test_correct": correct, "step_seconds": torch.tensor(times)},
+        {
+            "fixed_logits": fixed,
+            "test_correct": correct,
+            "step_seconds": torch.tensor(times),
+            "step_cpu": torch.tensor(cpu),
+        },
         out_path,
     )
     print(
