@@ -85,3 +85,22 @@ def test_faithfulness_ci_brackets_a_planted_spread() -> None:
     part = scored.top_n(40)
     lo, hi = faithfulness_ci(model, batch, logit_diff64, part, n_boot=300)
     assert lo < faithfulness(model, batch, part, logit_diff64) < hi
+
+
+def test_mib_submission_json() -> None:
+    from mechscope.circuits.eap import attribute
+    from mechscope.circuits.graph import Graph
+    from mechscope.circuits.mib import to_mib_json
+    from mechscope.errors import MechscopeError
+
+    model, batch = hooked("llama"), toy_batch()
+    scored = attribute(model, batch, method="eap", graph=Graph.from_dims(model.dims, True))
+    data = to_mib_json(scored.top_n(7), model)
+    assert set(data) == {"cfg", "nodes", "edges"} and data["cfg"]["n_layers"] == 3
+    assert len(data["edges"]) == scored.total_edges
+    assert sum(e["in_graph"] for e in data["edges"].values()) == 7
+    assert "input->a0.h0<q>" in data["edges"] and "a0.h1->a1.h0<k>" in data["edges"]
+    top = max(data["edges"].items(), key=lambda kv: abs(kv[1]["score"]))
+    assert top[1]["in_graph"] and data["nodes"]["logits"]["in_graph"] in (True, False)
+    with pytest.raises(MechscopeError, match="ungroup_kv=True"):
+        to_mib_json(attribute(model, batch, method="eap"), model)

@@ -43,6 +43,7 @@ def test_circuit_mib_and_stability(tiny_folder: Path, task_file: Path, tmp_path:
     result = run(
         "circuit", "-m", str(tiny_folder), "-t", str(task_file), "--method", "eap",
         "--edges", "5", "--mib", "--stability", "2", "--no-curve", "--json", str(out), "-q",
+        "--ungroup-kv", "--mib-json", str(tmp_path / "mib.json"),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -50,6 +51,8 @@ def test_circuit_mib_and_stability(tiny_folder: Path, task_file: Path, tmp_path:
     assert len(mib["faithfulness_signed"]) == 10 and mib["faithfulness_signed"][-1] == 1.0
     assert mib["cpr_ci"][0] <= mib["cpr_ci"][1]
     assert data["stability"]["n_boot"] == 2 and 0 <= data["stability"]["mean_jaccard"] <= 1
+    mib_json = json.loads((tmp_path / "mib.json").read_text())
+    assert sum(e["in_graph"] for e in mib_json["edges"].values()) == 5
     assert "MIB: CPR" in result.output and "stability: mean Jaccard" in result.output
     acdc = run("circuit", "-m", str(tiny_folder), "-t", str(task_file), "--method", "acdc",
                "--mib", "-q")  # fmt: skip

@@ -268,3 +268,29 @@ def finding_stats(
             ungroup_kv=ungroup_kv, n_boot=n_resamples,
         )  # fmt: skip
     return out
+
+
+def to_mib_json(circuit: Circuit, model: HookedModel) -> dict[str, Any]:
+    """A circuit (with its scores) in MIB's submission format, the EAP-IG library's graph JSON:
+    ``cfg``, ``nodes`` ``{name: {"in_graph"}}``, ``edges`` ``{"src->dst": {"score", "in_graph"}}``
+    (MIB's ``circuit_loading.load_graph_from_json``). MIB's graph gives every query head its own
+    key and value ports, so the circuit must be scored on the ungrouped graph."""
+    g = circuit.graph
+    if model.dims.n_kv_heads != model.dims.n_heads and not any(".h0<k>" in p for p in g.ports):
+        raise MechscopeError(
+            "MIB's graph gives every query head its own key/value ports; score the circuit with "
+            "ungroup_kv=True (mechscope circuit --ungroup-kv)"
+        )
+    d = model.dims
+    cfg = {"n_layers": d.n_layers, "n_heads": d.n_heads, "parallel_attn_mlp": bool(d.parallel),
+           "d_model": d.d_model}  # fmt: skip
+    touched = set(circuit.nodes())
+    nodes = {n: {"in_graph": n in touched} for n in (*g.nodes, "logits")}
+    edges = {
+        f"{src}->{dst}": {
+            "score": float(circuit.scores[i, j]),
+            "in_graph": bool(circuit.mask[i, j]),
+        }
+        for (src, dst), (i, j) in zip(g.edge_names(), g.edge_mask.nonzero().tolist())
+    }
+    return {"cfg": cfg, "nodes": nodes, "edges": edges}

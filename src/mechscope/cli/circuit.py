@@ -43,6 +43,7 @@ def _edge_counts(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
 )
 @click.option("--mib", is_flag=True, help="Score the method by MIB's CPR and CMD (intervals).")
 @click.option("--stability", type=int, default=0, help="Bootstrap Jaccard over N resamples.")
+@click.option("--mib-json", type=click.Path(dir_okay=False), help="MIB submission JSON here.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write the graph here.")
 @quiet_option
@@ -63,6 +64,7 @@ def circuit(
     curve_edges: list[int] | None,
     mib: bool,
     stability: int,
+    mib_json: str | None,
     json_out: str | None,
     html_out: str | None,
     quiet: bool,
@@ -87,6 +89,10 @@ def circuit(
         payload.update(finding_stats(hooked, batch, task_metric(hooked, batch, metric), found,
                                      mib=mib, n_resamples=stability, steps=steps, ungroup_kv=ungroup_kv))  # fmt: skip
     write_json(json_out, payload)
+    if mib_json:
+        from mechscope.circuits.mib import to_mib_json
+
+        write_json(mib_json, to_mib_json(found.circuit, hooked))
     if html_out:
         render.save(found.circuit, html_out, curve=payload.get("curve"))
         click.echo(f"wrote {html_out}", err=True)
