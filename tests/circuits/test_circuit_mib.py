@@ -6,9 +6,33 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import hooked, logit_diff64, toy_batch
 from mechscope.circuits import faithfulness
 from mechscope.circuits.mib import PERCENTAGES, areas, mib_score, ranked, stability, subset
+from mechscope.models.hooked import HookedModel
+from mechscope.models.tiny import tiny_model
+from mechscope.tasks.base import TaskBatch
+
+
+def hooked(kind: str) -> HookedModel:
+    return HookedModel(tiny_model(kind))
+
+
+def toy_batch(seed: int = 0, b: int = 3, p: int = 6) -> TaskBatch:
+    """Random prompts whose corrupted twins differ at positions 1 and 3 (as conftest's)."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(2, 101, (b, p), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, [1, 3]] = torch.randint(2, 101, (b, 2), generator=g)
+    mask = torch.ones(b, p, dtype=torch.long)
+    answers = torch.randint(2, 101, (2, b), generator=g)
+    last = torch.full((b,), p - 1)
+    return TaskBatch("toy", clean, corrupt, mask, mask, answers[0], answers[1], last, last)
+
+
+def logit_diff64(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    rows = torch.arange(len(batch))
+    last = logits[rows, batch.last_pos]
+    return last[rows, batch.answer_ids] - last[rows, batch.wrong_ids]
 
 
 def test_areas_by_hand() -> None:
