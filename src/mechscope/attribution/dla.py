@@ -94,7 +94,8 @@ class DLAResult:
 
         ``per_prompt=False``: every field is the mean over prompts (its ``batch`` axis dropped,
         ``pos`` omitted), plus ``total`` (the sum of components) and ``top_heads``
-        (``{"layer", "head", "dla"}`` of the 10 heads of largest mean |DLA|).
+        (``{"layer", "head", "dla", "ci"}`` of the 10 heads of largest mean |DLA|; ``ci`` is the
+        95% bootstrap interval over prompts, :func:`mechscope.stats.bootstrap_ci`).
         """
         axes = {k: list(v) if per_prompt else list(v[:-1]) for k, v in self.axes.items()}
         out: dict[str, Any] = {"axes": axes}
@@ -106,9 +107,17 @@ class DLAResult:
         if not per_prompt:
             out["total"] = float(self.total().mean())
             out["top_heads"] = [
-                {"layer": layer, "head": head, "dla": v} for layer, head, v in self.top_heads()
+                {"layer": layer, "head": head, "dla": v, "ci": _ci(self.heads[layer, head])}
+                for layer, head, v in self.top_heads()
             ]
         return out
+
+
+def _ci(values: Tensor) -> list[float] | None:
+    """95% bootstrap interval of the mean over prompts (seeded); None for one prompt."""
+    from mechscope.stats import bootstrap_ci
+
+    return list(bootstrap_ci(values)) if values.numel() > 1 else None
 
 
 def read_positions(tokens: Tensor, attention_mask: Tensor | None, pos: Tensor | None) -> Tensor:

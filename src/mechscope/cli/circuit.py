@@ -41,6 +41,9 @@ def _edge_counts(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
     help="Edge counts of the curve, e.g. 300,564,1000,2000 (default: 0.1%..10% of the model's "
     "grouped graph, the same counts for both graphs).",
 )
+@click.option("--mib", is_flag=True, help="Score the method by MIB's CPR and CMD (intervals).")
+@click.option("--stability", type=int, default=0, help="Bootstrap Jaccard over N resamples.")
+@click.option("--mib-json", type=click.Path(dir_okay=False), help="MIB submission JSON here.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write the graph here.")
 @quiet_option
@@ -59,6 +62,9 @@ def circuit(
     greedy: bool,
     curve: bool,
     curve_edges: list[int] | None,
+    mib: bool,
+    stability: int,
+    mib_json: str | None,
     json_out: str | None,
     html_out: str | None,
     quiet: bool,
@@ -77,11 +83,29 @@ def circuit(
         curve=curve_edges if curve else (),
     )  # fmt: skip
     payload = {**found.to_dict(), "model": model, "task": task, "metric": metric}
+    if mib or stability:
+        from mechscope.circuits.mib import finding_stats
+
+        payload.update(finding_stats(hooked, batch, task_metric(hooked, batch, metric), found,
+                                     mib=mib, n_resamples=stability, steps=steps, ungroup_kv=ungroup_kv))  # fmt: skip
     write_json(json_out, payload)
+    if mib_json:
+        from mechscope.circuits.mib import to_mib_json
+
+        write_json(mib_json, to_mib_json(found.circuit, hooked))
     if html_out:
         render.save(found.circuit, html_out, curve=payload.get("curve"))
         click.echo(f"wrote {html_out}", err=True)
     _summary(found)
+    if "mib" in payload:
+        m = payload["mib"]
+        click.echo(f"MIB: CPR {m['cpr']:.3f} [{m['cpr_ci'][0]:.3f}, {m['cpr_ci'][1]:.3f}], "
+                   f"CMD {m['cmd']:.3f} [{m['cmd_ci'][0]:.3f}, {m['cmd_ci'][1]:.3f}]")  # fmt: skip
+    if "stability" in payload:
+        st = payload["stability"]
+        click.echo(
+            f"stability: mean Jaccard {st['mean_jaccard']:.3f} over {st['n_boot']} resamples"
+        )
 
 
 def _summary(found: Any) -> None:

@@ -40,6 +40,7 @@ COMMANDS = {
     "explain": "mechscope.cli.explain:explain",
     "score": "mechscope.cli.score:score",
     "graph": "mechscope.cli.graph:graph",
+    "das": "mechscope.cli.das:das",
 }
 
 

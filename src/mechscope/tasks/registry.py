@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from mechscope.errors import MechscopeError
+from mechscope.tasks.arithmetic import make_arithmetic
 from mechscope.tasks.base import Task
 from mechscope.tasks.capitals import make_capitals
 from mechscope.tasks.greater_than import make_greater_than
 from mechscope.tasks.induction import make_induction
 from mechscope.tasks.ioi import make_ioi
 from mechscope.tasks.jsonl import read_jsonl
+from mechscope.tasks.mcqa import make_mcqa
 from mechscope.tasks.sva import make_sva
 
 TASKS: dict[str, Callable[..., Task]] = {
@@ -26,6 +28,9 @@ TASKS: dict[str, Callable[..., Task]] = {
     "greater_than": make_greater_than,
     "sva": make_sva,
     "capitals": make_capitals,
+    "arithmetic": make_arithmetic,
+    "arithmetic-sub": partial(make_arithmetic, operator="-"),
+    "mcqa": make_mcqa,
 }
 DEFAULT_N = 32
 

@@ -1,0 +1,296 @@
+"""MIB circuit-localisation scores (Mueller et al. 2025, "MIB: A Mechanistic Interpretability
+Benchmark"): CPR and CMD over the whole faithfulness curve, with bootstrap intervals, and the
+stability of a circuit under resampling of the prompts.
+
+Following MIB's scoring code (``MIB_circuit_track/evaluation.py:evaluate_area_under_curve``):
+
+1. the clean run's metric (``baseline``) and the empty circuit's (``corrupted``: every edge
+   patched) are batch means; faithfulness is ``(circuit - corrupted) / (baseline - corrupted)``;
+2. at each fraction ``p`` of :data:`PERCENTAGES` (0.1% .. 100% of the graph's edges, the code's
+   list; the paper's text lists 0%..50%) the circuit is the top ``int(p * n_edges)`` edges, ranked
+   by signed score (``absolute=False``) or by |score| (``absolute=True``), then pruned
+   (:meth:`Circuit.pruned`, the reference's ``prune=True``);
+3. ``area_under`` is the trapezoid rule over ``(p, faithfulness)`` on a linear axis and
+   ``area_from_1`` the same over ``|1 - faithfulness|``;
+4. CPR is ``area_under`` of the signed ranking and CMD ``area_from_1`` of the absolute ranking
+   (``print_results.py`` prefers ``abs-False`` results for CPR and ``abs-True`` for CMD).
+
+Intervals: the circuits stay fixed and the prompts of the evaluation are resampled with
+replacement; each resample recomputes baseline, corrupted, every point of both curves, CPR and CMD
+from the per-prompt metrics (no extra forwards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from mechscope.circuits.circuit import Circuit
+from mechscope.circuits.eap import attribute
+from mechscope.circuits.faithfulness import Evaluator
+from mechscope.circuits.graph import Graph
+from mechscope.errors import MechscopeError
+from mechscope.models.hooked import HookedModel
+from mechscope.stats import bootstrap_jaccard, resamples
+from mechscope.tasks.base import TaskBatch
+from mechscope.tasks.metrics import Metric, logit_diff
+
+PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+MIB_METHODS = ("eap", "eap-ig", "random")
+
+
+def areas(
+    faithfulness: Sequence[float], percentages: Sequence[float] = PERCENTAGES
+) -> tuple[float, float, float]:
+    """(area under the curve, area between the curve and 1, mean faithfulness), as MIB."""
+    if len(faithfulness) != len(percentages) or len(percentages) < 2:
+        raise MechscopeError(
+            f"need one faithfulness per fraction ({len(percentages)}), got {len(faithfulness)}"
+        )
+    under = from_1 = 0.0
+    for i in range(len(percentages) - 1):
+        width = percentages[i + 1] - percentages[i]
+        f1, f2 = faithfulness[i], faithfulness[i + 1]
+        from_1 += width * (abs(1.0 - f1) + abs(1.0 - f2)) / 2
+        under += width * (f1 + f2) / 2
+    return under, from_1, sum(faithfulness) / len(faithfulness)
+
+
+def ranked(scored: Circuit, n: int, absolute: bool) -> Circuit:
+    """The top ``n`` edges by |score| or by signed score (largest first), pruned."""
+    values = scored.scores.abs() if absolute else scored.scores
+    flat = values.masked_fill(~scored.mask, -float("inf")).flatten()
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[flat.topk(n).indices] = True
+    how = f"top_n({n}, {'|score|' if absolute else 'signed'})"
+    return replace(scored, mask=mask.view_as(scored.mask), meta={**scored.meta, "selection": how})
+
+
+@dataclass(frozen=True)
+class MIBScore:
+    """CPR, CMD and both curves of one method on one task, with bootstrap intervals."""
+
+    method: str
+    n_edges: list[int]
+    signed: list[float]  # faithfulness of the signed ranking at each fraction
+    absolute: list[float]  # faithfulness of the |score| ranking at each fraction
+    cpr: float
+    cmd: float
+    cpr_ci: tuple[float, float]
+    cmd_ci: tuple[float, float]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "percentages": list(PERCENTAGES),
+            "n_edges": self.n_edges,
+            "faithfulness_signed": self.signed,
+            "faithfulness_abs": self.absolute,
+            "cpr": self.cpr,
+            "cmd": self.cmd,
+            "cpr_ci": list(self.cpr_ci),
+            "cmd_ci": list(self.cmd_ci),
+            **self.meta,
+        }
+
+
+def score_edges(
+    model: HookedModel, batch: TaskBatch, metric: Metric, method: str, steps: int, graph: Graph,
+    seed: int = 0,
+) -> Circuit:  # fmt: skip
+    """Edge scores of a method; ``"random"`` draws seeded normal scores (MIB's random baseline)."""
+    if method not in MIB_METHODS:
+        raise MechscopeError(f"unknown method {method!r}; choose one of {', '.join(MIB_METHODS)}")
+    if method != "random":
+        return attribute(model, batch, metric, method=method, steps=steps, graph=graph)
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(graph.edge_mask.shape, generator=g).masked_fill(~graph.edge_mask, 0.0)
+    return Circuit(graph, scores, graph.edge_mask, method="random", meta={"seed": seed})
+
+
+def mib_score(
+    model: HookedModel,
+    batch: TaskBatch,
+    metric: Metric = logit_diff,
+    method: str = "eap-ig",
+    *,
+    steps: int = 5,
+    ungroup_kv: bool = False,
+    scored: Circuit | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> MIBScore:
+    """Score ``method`` (or the given ``scored`` edges) by MIB's CPR and CMD (module docstring)."""
+    graph = scored.graph if scored is not None else Graph.from_dims(model.dims, ungroup_kv)
+    if scored is None:
+        scored = score_edges(model, batch, metric, method, steps, graph, seed)
+    ev = Evaluator(model, batch, metric, graph)
+    per_prompt: dict[bytes, np.ndarray] = {}
+
+    def values(mask: torch.Tensor) -> np.ndarray:  # per-prompt metric, one run per distinct mask
+        key = mask.numpy().tobytes()
+        if key not in per_prompt:
+            per_prompt[key] = metric(ev.logits(mask), batch).detach().double().cpu().numpy()
+        return per_prompt[key]
+
+    base = values(graph.edge_mask)  # nothing patched: the clean run
+    corrupted = values(torch.zeros_like(graph.edge_mask))
+    counts = [int(p * graph.n_edges) for p in PERCENTAGES]
+    curves = {a: [values(ranked(scored, n, a).pruned().mask) for n in counts] for a in (0, 1)}
+    signed, absolute, cpr, cmd = _scores(base, corrupted, curves, np.arange(len(batch)))
+    boots = np.array(
+        [_scores(base, corrupted, curves, i)[2:] for i in resamples(len(batch), n_boot, seed)]
+    )
+    lo, hi = np.quantile(boots, [0.025, 0.975], axis=0)
+    return MIBScore(
+        method=scored.method or method,
+        n_edges=counts,
+        signed=signed,
+        absolute=absolute,
+        cpr=cpr,
+        cmd=cmd,
+        cpr_ci=(float(lo[0]), float(hi[0])),
+        cmd_ci=(float(lo[1]), float(hi[1])),
+        meta={
+            "n_prompts": len(batch),
+            "total_edges": graph.n_edges,
+            "n_boot": n_boot,
+            "seed": seed,
+        },
+    )
+
+
+def _scores(
+    base: np.ndarray, corrupted: np.ndarray, curves: dict[int, list[np.ndarray]], idx: np.ndarray
+) -> tuple[list[float], list[float], float, float]:
+    b, c = base[idx].mean(), corrupted[idx].mean()
+    if abs(b - c) < 1e-9:
+        raise MechscopeError(
+            "clean and corrupted metric values are equal, so faithfulness is undefined; use a "
+            "task or metric that separates them"
+        )
+    faith = {
+        a: [float((v[idx].mean() - c) / (b - c)) for v in curve] for a, curve in curves.items()
+    }
+    return faith[0], faith[1], areas(faith[0])[0], areas(faith[1])[1]
+
+
+def faithfulness_ci(
+    model: HookedModel,
+    batch: TaskBatch,
+    metric: Metric,
+    circuit: Circuit,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% bootstrap interval over prompts of a circuit's faithfulness (three patched runs: the
+    circuit, every edge, no edge; each resample recomputes the batch-mean ratio)."""
+    ev = Evaluator(model, batch, metric, circuit.graph)
+    runs = [circuit.mask, circuit.graph.edge_mask, torch.zeros_like(circuit.mask)]
+    v, b, c = (metric(ev.logits(m), batch).detach().double().cpu().numpy() for m in runs)
+    boots = [_ratio(v[i], b[i], c[i]) for i in resamples(len(batch), n_boot, seed)]
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def _ratio(v: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    return float((v.mean() - c.mean()) / (b.mean() - c.mean()))
+
+
+def subset(batch: TaskBatch, index: Sequence[int] | np.ndarray) -> TaskBatch:
+    """The prompts ``index`` of a batch (repeats allowed: a bootstrap resample)."""
+    idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+    tensors = {k: v[idx] for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
+    sets = {
+        k: tuple(getattr(batch, k)[i] for i in idx.tolist())
+        for k in ("answer_sets", "wrong_sets")
+        if getattr(batch, k) is not None
+    }
+    return replace(batch, **tensors, **sets)
+
+
+def stability(
+    model: HookedModel,
+    batch: TaskBatch,
+    metric: Metric = logit_diff,
+    method: str = "eap-ig",
+    *,
+    n_edges: int,
+    steps: int = 5,
+    ungroup_kv: bool = False,
+    n_boot: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Circuit stability (Méloux et al. 2025): the top ``n_edges`` by |score| found on ``n_boot``
+    resamples of the prompts; mean, min and max Jaccard index over pairs of resamples."""
+    graph = Graph.from_dims(model.dims, ungroup_kv)
+
+    def select(idx: np.ndarray) -> list[tuple[str, str]]:
+        scored = score_edges(model, subset(batch, idx), metric, method, steps, graph, seed)
+        return graph.edge_names(scored.top_n(n_edges).mask)
+
+    out = bootstrap_jaccard(select, len(batch), n_boot=n_boot, seed=seed)
+    out["frequency"] = dict(list(out["frequency"].items())[:50])
+    return {"method": method, "n_edges": n_edges, **out}
+
+
+def finding_stats(
+    model: HookedModel,
+    batch: TaskBatch,
+    metric: Metric,
+    found: Any,
+    *,
+    mib: bool,
+    n_resamples: int,
+    steps: int = 5,
+    ungroup_kv: bool = False,
+) -> dict[str, Any]:
+    """What ``mechscope circuit --mib --stability N`` adds to a :class:`CircuitRun`'s JSON: the
+    MIB score of its scored edges and the stability of a circuit of its size."""
+    method = found.scored.method
+    if method not in ("eap", "eap-ig"):
+        raise MechscopeError(
+            f"--mib and --stability need edge scores that rank (eap, eap-ig), not {method!r}"
+        )
+    out: dict[str, Any] = {}
+    if mib:
+        out["mib"] = mib_score(model, batch, metric, scored=found.scored, steps=steps).to_dict()
+        out["faithfulness_ci"] = list(faithfulness_ci(model, batch, metric, found.circuit))
+    if n_resamples:
+        out["stability"] = stability(
+            model, batch, metric, method, n_edges=found.circuit.n_edges, steps=steps,
+            ungroup_kv=ungroup_kv, n_boot=n_resamples,
+        )  # fmt: skip
+    return out
+
+
+def to_mib_json(circuit: Circuit, model: HookedModel) -> dict[str, Any]:
+    """A circuit (with its scores) in MIB's submission format, the EAP-IG library's graph JSON:
+    ``cfg``, ``nodes`` ``{name: {"in_graph"}}``, ``edges`` ``{"src->dst": {"score", "in_graph"}}``
+    (MIB's ``circuit_loading.load_graph_from_json``). MIB's graph gives every query head its own
+    key and value ports, so the circuit must be scored on the ungrouped graph."""
+    g = circuit.graph
+    if model.dims.n_kv_heads != model.dims.n_heads and not any(".h0<k>" in p for p in g.ports):
+        raise MechscopeError(
+            "MIB's graph gives every query head its own key/value ports; score the circuit with "
+            "ungroup_kv=True (mechscope circuit --ungroup-kv)"
+        )
+    d = model.dims
+    cfg = {"n_layers": d.n_layers, "n_heads": d.n_heads, "parallel_attn_mlp": bool(d.parallel),
+           "d_model": d.d_model}  # fmt: skip
+    touched = set(circuit.nodes())
+    nodes = {n: {"in_graph": n in touched} for n in (*g.nodes, "logits")}
+    edges = {
+        f"{src}->{dst}": {
+            "score": float(circuit.scores[i, j]),
+            "in_graph": bool(circuit.mask[i, j]),
+        }
+        for (src, dst), (i, j) in zip(g.edge_names(), g.edge_mask.nonzero().tolist())
+    }
+    return {"cfg": cfg, "nodes": nodes, "edges": edges}

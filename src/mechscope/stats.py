@@ -1,0 +1,127 @@
+"""Statistics for findings over prompts: bootstrap intervals, permutation p-values, stability.
+
+Every function takes a ``seed`` so each interval is reproducible.
+
+- :func:`bootstrap_ci`: the percentile interval of a statistic (default the mean) over prompts
+  resampled with replacement (Efron and Tibshirani 1993, ch. 13); values ``[prompt ...]`` give one
+  interval per trailing entry (a patching heatmap ``[prompt layer pos]`` gets a heatmap of bounds);
+- :func:`permutation_pvalue`: how often a mean difference at least as large as the observed one
+  arises when the labels "finding" / "control" are shuffled (two-sided, with the +1 correction of
+  Phipson and Smyth 2010, so p is never 0); the paired form flips signs of per-prompt differences;
+- :func:`bootstrap_jaccard`: circuit stability (Méloux et al. 2025, arXiv 2510.00845): select a
+  circuit on prompts resampled with replacement, many times, and report the mean Jaccard index of
+  the selected edge sets over all pairs of resamples (1 = the same circuit every time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+
+from mechscope.errors import MechscopeError
+
+ArrayLike = Any
+
+
+def _array(values: ArrayLike, what: str = "values") -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 0 or arr.shape[0] < 2:
+        raise MechscopeError(f"{what} need at least 2 prompts along the first axis for statistics")
+    return arr
+
+
+def resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot n]`` prompt indices drawn with replacement (seeded)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_ci(
+    values: ArrayLike,
+    *,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+    stat: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[Any, Any]:
+    """(low, high) percentile bounds of ``stat`` (the mean over axis 0) under resampling of the
+    prompts (axis 0); floats for 1-D values, arrays of the trailing shape otherwise."""
+    if not 0 < level < 1:
+        raise MechscopeError(f"level must lie in (0, 1), got {level}")
+    arr = _array(values)
+    idx = resamples(arr.shape[0], n_boot, seed)
+    stat = stat or (lambda a: a.mean(axis=0))
+    boots = np.stack([stat(arr[i]) for i in idx])
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
+    if np.ndim(lo) == 0:
+        return float(lo), float(hi)
+    return lo, hi
+
+
+def permutation_pvalue(
+    finding: ArrayLike,
+    control: ArrayLike | None = None,
+    *,
+    n_perm: int = 2000,
+    seed: int = 0,
+    paired: bool = False,
+) -> float:
+    """Two-sided p-value that ``finding`` and ``control`` have the same mean.
+
+    ``paired=True`` (or no control: a test of mean zero) flips the signs of the per-prompt
+    differences; otherwise the pooled values are shuffled between the two groups.
+    """
+    a = _array(finding, "finding").reshape(len(finding), -1).mean(1)
+    rng = np.random.default_rng(seed)
+    if control is None or paired:
+        diff = a if control is None else a - _array(control, "control").reshape(len(a), -1).mean(1)
+        observed = abs(diff.mean())
+        signs = rng.choice([-1.0, 1.0], size=(n_perm, len(diff)))
+        null = np.abs((signs * diff).mean(1))
+    else:
+        b = _array(control, "control").reshape(len(control), -1).mean(1)
+        pooled, k = np.concatenate([a, b]), len(a)
+        observed = abs(a.mean() - b.mean())
+        perms = np.stack([rng.permutation(len(pooled)) for _ in range(n_perm)])
+        shuffled = pooled[perms]
+        null = np.abs(shuffled[:, :k].mean(1) - shuffled[:, k:].mean(1))
+    return float((1 + np.sum(null >= observed - 1e-12)) / (n_perm + 1))
+
+
+def jaccard(a: Iterable[Any], b: Iterable[Any]) -> float:
+    """``|A & B| / |A | B|`` of two sets (1.0 for two empty sets)."""
+    sa, sb = set(a), set(b)
+    return 1.0 if not sa | sb else len(sa & sb) / len(sa | sb)
+
+
+def bootstrap_jaccard(
+    select: Callable[[np.ndarray], Iterable[Any]],
+    n_prompts: int,
+    *,
+    n_boot: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Stability of a selection: ``select(prompt_indices)`` returns the chosen items (edges) for a
+    resample of the prompts; the mean, min and max Jaccard index over pairs of ``n_boot``
+    resamples, and how often each item was chosen."""
+    if n_boot < 2:
+        raise MechscopeError(f"n_boot must be at least 2 to compare resamples, got {n_boot}")
+    sets = [set(select(idx)) for idx in resamples(n_prompts, n_boot, seed)]
+    pairs = [jaccard(a, b) for a, b in combinations(sets, 2)]
+    counts: dict[Any, int] = {}
+    for s in sets:
+        for item in s:
+            counts[item] = counts.get(item, 0) + 1
+    return {
+        "mean_jaccard": float(np.mean(pairs)),
+        "min_jaccard": float(np.min(pairs)),
+        "max_jaccard": float(np.max(pairs)),
+        "n_boot": n_boot,
+        "frequency": {str(k): v / n_boot for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
+    }

@@ -1,0 +1,130 @@
+"""MIB's CPR and CMD: the area arithmetic by hand, the curve against the library's faithfulness,
+intervals and circuit stability on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechscope.circuits import faithfulness
+from mechscope.circuits.mib import PERCENTAGES, areas, mib_score, ranked, stability, subset
+from mechscope.models.hooked import HookedModel
+from mechscope.models.tiny import tiny_model
+from mechscope.tasks.base import TaskBatch
+
+
+def hooked(kind: str) -> HookedModel:
+    return HookedModel(tiny_model(kind))
+
+
+def toy_batch(seed: int = 0, b: int = 3, p: int = 6) -> TaskBatch:
+    """Random prompts whose corrupted twins differ at positions 1 and 3 (as conftest's)."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(2, 101, (b, p), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, [1, 3]] = torch.randint(2, 101, (b, 2), generator=g)
+    mask = torch.ones(b, p, dtype=torch.long)
+    answers = torch.randint(2, 101, (2, b), generator=g)
+    last = torch.full((b,), p - 1)
+    return TaskBatch("toy", clean, corrupt, mask, mask, answers[0], answers[1], last, last)
+
+
+def logit_diff64(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    rows = torch.arange(len(batch))
+    last = logits[rows, batch.last_pos]
+    return last[rows, batch.answer_ids] - last[rows, batch.wrong_ids]
+
+
+def test_areas_by_hand() -> None:
+    assert areas([1.0] * 10) == pytest.approx((0.999, 0.0, 1.0))
+    assert areas([0.0] * 10) == pytest.approx((0.0, 0.999, 0.0))
+    f = [0, 0, 0, 0, 0, 0, 0, 0, 0.5, 1.5]  # only the last two intervals count
+    under = 0.3 * 0.25 + 0.5 * 1.0
+    from_1 = 0.001 + 0.003 + 0.005 + 0.01 + 0.03 + 0.05 + 0.1 + 0.3 * 0.75 + 0.5 * 0.5
+    assert areas(f) == pytest.approx((under, from_1, 0.2))
+    assert len(PERCENTAGES) == 10 and PERCENTAGES[0] == 0.001 and PERCENTAGES[-1] == 1.0
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, batch = hooked("llama"), toy_batch(b=8)
+    return model, batch, mib_score(model, batch, method="eap", n_boot=200)
+
+
+def test_curve_matches_faithfulness(setup) -> None:
+    model, batch, score = setup
+    assert score.signed[-1] == pytest.approx(1.0, abs=1e-5)  # every edge: the clean run
+    assert score.absolute[-1] == pytest.approx(1.0, abs=1e-5)
+    assert score.cpr == pytest.approx(areas(score.signed)[0])
+    assert score.cmd == pytest.approx(areas(score.absolute)[1])
+    from mechscope.circuits.eap import attribute
+
+    scored = attribute(model, batch, method="eap")
+    for i in (4, 6):  # the |score| ranking is the library's top_n
+        n = score.n_edges[i]
+        want = faithfulness(model, batch, scored.top_n(n).pruned())
+        assert score.absolute[i] == pytest.approx(want, abs=1e-4)
+    signed = ranked(scored, score.n_edges[6], absolute=False)
+    assert bool(
+        signed.scores[signed.mask].min()
+        >= signed.scores[~signed.mask & signed.graph.edge_mask].max()
+    )
+
+
+def test_intervals_are_seeded(setup) -> None:
+    model, batch, score = setup
+    # percentile intervals of a ratio need not hold the point estimate; they must be ordered
+    assert score.cpr_ci[0] < score.cpr_ci[1] and score.cmd_ci[0] < score.cmd_ci[1]
+    again = mib_score(model, batch, method="eap", n_boot=200)
+    assert again.cpr_ci == score.cpr_ci and again.cmd_ci == score.cmd_ci
+    d = score.to_dict()
+    assert d["cpr_ci"] == list(score.cpr_ci) and d["n_prompts"] == 8
+
+
+def test_stability_of_the_whole_graph_is_one() -> None:
+    model, batch = hooked("llama"), toy_batch(b=6)
+    from mechscope.circuits.graph import Graph
+
+    total = Graph.from_dims(model.dims).n_edges
+    whole = stability(model, batch, method="eap", n_edges=total, n_boot=3)
+    assert whole["mean_jaccard"] == 1.0
+    few = stability(model, batch, method="eap", n_edges=5, n_boot=3)
+    assert 0.0 <= few["min_jaccard"] <= few["mean_jaccard"] <= 1.0
+
+
+def test_subset_keeps_rows() -> None:
+    batch = toy_batch(b=4)
+    sub = subset(batch, [3, 3, 0])
+    assert torch.equal(sub.clean_tokens[0], batch.clean_tokens[3]) and len(sub) == 3
+
+
+def test_faithfulness_ci_brackets_a_planted_spread() -> None:
+    from mechscope.circuits.eap import attribute
+    from mechscope.circuits.mib import faithfulness_ci
+
+    model, batch = hooked("llama"), toy_batch(b=8)
+    scored = attribute(model, batch, method="eap")
+    whole = faithfulness_ci(model, batch, logit_diff64, scored)  # every edge: exactly 1
+    assert whole == pytest.approx((1.0, 1.0), abs=1e-5)
+    part = scored.top_n(40)
+    lo, hi = faithfulness_ci(model, batch, logit_diff64, part, n_boot=300)
+    assert lo < faithfulness(model, batch, part, logit_diff64) < hi
+
+
+def test_mib_submission_json() -> None:
+    from mechscope.circuits.eap import attribute
+    from mechscope.circuits.graph import Graph
+    from mechscope.circuits.mib import to_mib_json
+    from mechscope.errors import MechscopeError
+
+    model, batch = hooked("llama"), toy_batch()
+    scored = attribute(model, batch, method="eap", graph=Graph.from_dims(model.dims, True))
+    data = to_mib_json(scored.top_n(7), model)
+    assert set(data) == {"cfg", "nodes", "edges"} and data["cfg"]["n_layers"] == 3
+    assert len(data["edges"]) == scored.total_edges
+    assert sum(e["in_graph"] for e in data["edges"].values()) == 7
+    assert "input->a0.h0<q>" in data["edges"] and "a0.h1->a1.h0<k>" in data["edges"]
+    top = max(data["edges"].items(), key=lambda kv: abs(kv[1]["score"]))
+    assert top[1]["in_graph"] and data["nodes"]["logits"]["in_graph"] in (True, False)
+    with pytest.raises(MechscopeError, match="ungroup_kv=True"):
+        to_mib_json(attribute(model, batch, method="eap"), model)
