@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from compress_helpers import GS, tiny_llama
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
@@ -15,8 +16,6 @@ from mechscope.compress import CompressConfig, compress
 from mechscope.compress.packing import pack_bits, unpack_bits
 from mechscope.compress.quant import FULL, group_bits
 from mechscope.errors import MechscopeError
-
-from compress_helpers import GS, tiny_llama
 
 TOKENS = torch.randint(2, 101, (2, 12), generator=torch.Generator().manual_seed(5))
 
@@ -71,14 +70,16 @@ def test_packed_size_is_the_accounted_size(exported: tuple) -> None:
         want += 2 * GS * int((w == FULL).sum())
     got = 0
     with safe_open(str(out / "packed.safetensors"), "pt") as f:
-        for key in f.keys():
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
             if ".codes" in key or key.endswith((".scale", ".zero")):
                 t = f.get_tensor(key)
                 got += t.numel() * t.element_size()
     assert got == want
     accounted = sum(group_bits(int(b), GS) for b in widths) / 8
     assert abs(got - accounted) <= 8 * len(layout.weights)  # byte padding of each code stream
-    assert result.export["sizes"]["packed.safetensors"] < result.export["sizes"]["model.safetensors"]
+    assert (
+        result.export["sizes"]["packed.safetensors"] < result.export["sizes"]["model.safetensors"]
+    )
 
 
 def test_existing_output_folder(tmp_path: Path) -> None:

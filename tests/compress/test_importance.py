@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from compress_helpers import GS, tiny_llama, toy_batch
 
 from mechscope.attribution import attribution_patch
 from mechscope.compress.groups import linear_weights
@@ -18,8 +19,6 @@ from mechscope.compress.importance import (
 from mechscope.compress.methods import Inputs, circuit
 from mechscope.compress.tables import error_tables
 from mechscope.tasks.metrics import logit_diff
-
-from compress_helpers import GS, tiny_llama, toy_batch
 
 
 def test_neuron_attribution_matches_attribution_patching() -> None:
@@ -49,7 +48,9 @@ def test_slices_follow_heads_kv_groups_and_neurons() -> None:
     assert sorted({r for r, _ in hot[(1, "k")]}) == list(range(8, 16))
     assert sorted({r for r, _ in hot[(1, "v")]}) == list(range(8, 16))
     assert sorted({c for _, c in hot[(1, "o")]}) == [4]  # columns 32..39 = group 4 of each row
-    assert sorted({r for r, _ in hot[(2, "gate")]}) == [17] == sorted({r for r, _ in hot[(2, "up")]})
+    assert (
+        sorted({r for r, _ in hot[(2, "gate")]}) == [17] == sorted({r for r, _ in hot[(2, "up")]})
+    )
     assert sorted({c for _, c in hot[(2, "down")]}) == [17 // GS]
     assert not hot[(0, "q")] and not hot[(2, "o")]
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from compress_helpers import GS, tiny_llama
 
 from mechscope.compress.apply import quantize_model, recount
 from mechscope.compress.gptq import gptq
 from mechscope.compress.groups import linear_weights
 from mechscope.compress.quant import WIDTHS, distinct_per_group, effective_bits, rtn
-
-from compress_helpers import GS, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -91,5 +90,7 @@ def test_recount_from_the_weights(quantizer: str, calib: list[torch.Tensor]) -> 
     two = (widths[: first.n_groups] == 2).nonzero()[0, 0]
     row, col = divmod(int(two), first.groups_per_row)
     with torch.no_grad():
-        model.hf.get_parameter(first.name)[row, col * GS : (col + 1) * GS] += torch.arange(GS) * 1e-3
+        model.hf.get_parameter(first.name)[row, col * GS : (col + 1) * GS] += (
+            torch.arange(GS) * 1e-3
+        )
     assert recount(model, layout, widths).violations >= 1

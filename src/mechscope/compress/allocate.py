@@ -76,7 +76,9 @@ def allocate(loss: Tensor, cost: list[int], budget: int, solver: str = "auto") -
     else:
         raise MechscopeError(f"unknown solver {solver!r}; choose dp, hull or auto")
     spent = int(np.asarray(cost)[choice].sum())
-    return Allocation(torch.from_numpy(choice), total, spent, int(budget), solver, min(bound, total))
+    return Allocation(
+        torch.from_numpy(choice), total, spent, int(budget), solver, min(bound, total)
+    )
 
 
 def _dp(loss: np.ndarray, units: np.ndarray, cap: int) -> np.ndarray:

@@ -49,6 +49,7 @@ class CompressConfig:
     steps: int = 5  # EAP-IG interpolation steps
     calib_tokens: int = 8192  # calibration tokens (activation statistics, gradients, Hessians)
     seq_len: int = 128
+    corpus: str | None = None  # calibration text: None (the built-in corpus), a file or folder
     lm_weight: float = 1.0  # weight of the general-LM term (activation-weighted error)
     task_weight: float = 1.0  # weight of the protected tasks' importance (mean 1 per task)
     seed: int = 0
@@ -128,10 +129,10 @@ class CompressResult:
 
 
 def calibration(model: HookedModel, config: CompressConfig, split: str = "train") -> list[Tensor]:
-    """Token batches ``[8 seq_len]`` of the built-in corpus (``split``) for calibration."""
+    """Token batches ``[8 seq_len]`` of the calibration corpus (``split``)."""
     from mechscope.corpus import batches, load_corpus
 
-    return list(batches(load_corpus(None), model.tokenizer, batch_size=8, seq_len=config.seq_len,
+    return list(batches(load_corpus(config.corpus), model.tokenizer, batch_size=8, seq_len=config.seq_len,
                         n_tokens=config.calib_tokens, seed=config.seed, split=split))  # fmt: skip
 
 
@@ -165,6 +166,7 @@ def plan(
     the quantizer is GPTQ."""
     start = time.perf_counter()
     layout = linear_weights(model, config.group_size)
+    scores, clean = protected_scores(model, config) if config.method in TASK_METHODS else ([], {})
     need = NEEDS.get(config.method)
     batches = list(calib) if calib is not None else None
     if batches is None and (need or config.quantizer == "gptq"):
@@ -175,7 +177,6 @@ def plan(
                                 quiet=quiet)  # fmt: skip
     if need in ("fisher", "taylor"):
         fisher, grad = loss_grads(model, layout, batches or [], quiet=quiet)
-    scores, clean = protected_scores(model, config) if config.method in TASK_METHODS else ([], {})
     task = task_importance(layout, scores, model.dims.d_head) if scores else None
     tables = error_tables(model, layout, config.widths, act=act, fisher=fisher, grad=grad,
                           quiet=quiet)  # fmt: skip

@@ -40,7 +40,9 @@ def quantize_model(
     if quantizer not in QUANTIZERS:
         raise MechscopeError(f"unknown quantizer {quantizer!r}; choose rtn or gptq")
     if quantizer == "gptq" and not hessians:
-        raise MechscopeError("quantizer 'gptq' needs calibration Hessians (input_stats hessian=True)")
+        raise MechscopeError(
+            "quantizer 'gptq' needs calibration Hessians (input_stats hessian=True)"
+        )
     if widths.shape != (layout.n_groups,):
         raise MechscopeError(f"{len(widths)} widths for {layout.n_groups} groups")
     out: dict[str, Quantized] = {}

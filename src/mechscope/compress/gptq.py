@@ -36,7 +36,9 @@ def _inverse_factor(h: Tensor, damp: float) -> tuple[Tensor, Tensor]:
     return torch.linalg.cholesky(inv, upper=True), dead
 
 
-def gptq(weight: Tensor, hessian: Tensor, bits: Tensor, group_size: int, damp: float = 0.01) -> Quantized:
+def gptq(
+    weight: Tensor, hessian: Tensor, bits: Tensor, group_size: int, damp: float = 0.01
+) -> Quantized:
     """Quantize ``weight [out, in]`` with widths ``bits [out, in // group_size]``.
 
     Returns a :class:`Quantized` over groups ``[out * in / group_size, group_size]``.
@@ -66,7 +68,7 @@ def gptq(weight: Tensor, hessian: Tensor, bits: Tensor, group_size: int, damp: f
                 c[full] = half.view(torch.int16).double()
             codes[:, blk, i] = c
             e = (col - q) / u[a + i, a + i]
-            w[:, a + i :b] -= e[:, None] * u[a + i, a + i : b][None, :]
+            w[:, a + i : b] -= e[:, None] * u[a + i, a + i : b][None, :]
             err[:, i] = e
         w[:, b:] -= err @ u[a:b, b:]
     flat = bits.reshape(-1).long()

@@ -123,7 +123,9 @@ def node_scores(
     return from_circuit(circuit, model.dims.n_kv_heads, neurons)
 
 
-def _row_and_col(info: WeightInfo, s: NodeScores, d_head: int) -> tuple[Tensor | None, Tensor | None]:
+def _row_and_col(
+    info: WeightInfo, s: NodeScores, d_head: int
+) -> tuple[Tensor | None, Tensor | None]:
     """(score per output row, score per input column) of one weight; None where it has none."""
     layer = info.layer
     rep = s.head_out.shape[1] // s.kv_k.shape[1]
