@@ -12,10 +12,11 @@ widths {2,3,4,8,16} and RTN quantizes; then, on prompts that played no part in t
 - held-out LM loss: 8 windows of 128 tokens of the built-in corpus's test split (calibration
   reads 4,096 tokens of the train split).
 
-Methods: ``circuit`` (protect ioi + induction), ``uniform``, ``random`` (5 seeds), ``awq``,
-``fisher``, ``taylor``, ``layer``, ``shuffled`` (circuit widths permuted: the control); at the
-first budget also the cross-task runs (protect ioi only, induction only) and GPTQ for circuit and
-uniform (these come last). 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
+Methods: ``circuit`` (protect ioi + induction) with each importance (``eap-ig``: node scores on
+weight slices; ``gradient``: the tasks' Fisher), ``uniform``, ``random`` (5 seeds), ``awq``,
+``fisher``, ``taylor``, ``layer``, ``shuffled`` (each circuit allocation's widths permuted: the
+control); at the first budget also the cross-task runs (protect ioi only, induction only) and
+GPTQ for the gradient circuit and uniform (these come last). 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
 measured in the same run is uniform RTN at the same bits (the ratio printed per task).
 
 Results go to ``OUT/results.jsonl`` one line per run as each finishes (a killed run resumes and
@@ -40,12 +41,12 @@ import torch.nn.functional as F
 
 import mechscope
 from machine import add_device_option, device_label, pick_device
-from mechscope.compress.api import CompressConfig, calibration
+from mechscope.compress.api import IMPORTANCES, CompressConfig, calibration
 from mechscope.compress.apply import quantize_model
-from mechscope.compress.calib import input_stats, loss_grads
+from mechscope.compress.calib import input_stats, loss_grads, task_fisher
 from mechscope.compress.groups import linear_weights
 from mechscope.compress.importance import node_scores, task_importance
-from mechscope.compress.methods import METHODS, Inputs
+from mechscope.compress.methods import METHODS, Inputs, normalised
 from mechscope.compress.quant import WIDTHS, effective_bits
 from mechscope.compress.tables import error_tables
 from mechscope.tasks import load_task
@@ -116,22 +117,23 @@ def append(path: Path, row: dict) -> None:
 
 
 def queue(bits_list: list[float]) -> list[dict]:
+    def job(bits: float, method: str, protect: tuple = (), seed: int = 0, imp: str = "eap-ig",
+            quantizer: str = "rtn") -> dict:  # fmt: skip
+        tag = f"{'+'.join(protect)}:{imp}" if method in ("circuit", "shuffled") else ""
+        return {"bits": bits, "method": method, "protect": protect if tag else (), "seed": seed,
+                "importance": imp, "quantizer": quantizer,
+                "key": f"{bits}/{method}/{tag}/{seed}/{quantizer}"}  # fmt: skip
+
     jobs = []
-    runs = [("circuit", PROTECTED, 0)] + [(m, PROTECTED, 0) for m in BASELINES]
-    runs += [("random", (), s) for s in range(5)]
     for bits in bits_list:
-        for method, protect, seed in runs:
-            jobs.append({"bits": bits, "method": method, "protect": protect, "seed": seed,
-                         "quantizer": "rtn"})  # fmt: skip
-    for protect in (("ioi",), ("induction",)):  # the cross-task matrix, at the first budget
-        jobs.append({"bits": bits_list[0], "method": "circuit", "protect": protect, "seed": 0,
-                     "quantizer": "rtn"})  # fmt: skip
-    for method in ("circuit", "uniform"):
-        jobs.append({"bits": bits_list[0], "method": method, "protect": PROTECTED, "seed": 0,
-                     "quantizer": "gptq"})  # fmt: skip
-    for j in jobs:
-        tag = "+".join(j["protect"]) if j["method"] in ("circuit", "shuffled") else ""
-        j["key"] = f"{j['bits']}/{j['method']}/{tag}/{j['seed']}/{j['quantizer']}"
+        jobs += [job(bits, "circuit", PROTECTED), job(bits, "circuit", PROTECTED, imp="gradient")]
+        jobs += [job(bits, m, PROTECTED) for m in BASELINES]
+        jobs.append(job(bits, "shuffled", PROTECTED, imp="gradient"))
+        jobs += [job(bits, "random", seed=s) for s in range(5)]
+    for imp in IMPORTANCES:  # the cross-task matrix, at the first budget
+        jobs += [job(bits_list[0], "circuit", (t,), imp=imp) for t in PROTECTED]
+    jobs += [job(bits_list[0], m, PROTECTED, imp="gradient", quantizer="gptq")
+             for m in ("circuit", "uniform")]  # fmt: skip
     return jobs
 
 
@@ -139,7 +141,11 @@ def prepare(model, layout, args, out: Path) -> dict:  # type: ignore[no-untyped-
     """Calibration statistics, error tables and task importances (cached in OUT/prep.pt)."""
     cache = out / "prep.pt"
     if cache.exists():
-        return torch.load(cache, weights_only=True)
+        prep = torch.load(cache, weights_only=True)
+        if "task_tables" not in prep:
+            prep["task_tables"] = task_tables(model, layout, args)
+            torch.save(prep, cache)
+        return prep
     cfg = CompressConfig(bits=16, method="awq", calib_tokens=args.calib_tokens)
     calib = calibration(model, cfg, split="train")
     log("calibration", len(calib), "batches")
@@ -157,18 +163,33 @@ def prepare(model, layout, args, out: Path) -> dict:  # type: ignore[no-untyped-
     d_head = model.dims.d_head
     task = {p: task_importance(layout, [scores[t] for t in p.split("+")], d_head)
             for p in ("ioi+induction", "ioi", "induction")}  # fmt: skip
-    prep = {"tables": tables, "task": task,
+    prep = {"tables": tables, "task": task, "task_tables": task_tables(model, layout, args),
             "top": {k: json.dumps(v.top_heads(10)) for k, v in scores.items()}}  # fmt: skip
     torch.save(prep, cache)
     return prep
 
 
+def task_tables(model, layout, args) -> dict:  # type: ignore[no-untyped-def]
+    """Each protected task's own Fisher table (importance="gradient"), normalised at 3 bits."""
+    stats = {}
+    for name in PROTECTED:
+        batch = load_task(name, model, n=args.imp_prompts, seed=0).tokenize(model)
+        stats[name] = task_fisher(model, layout, batch, logit_diff)
+    tables = error_tables(model, layout, WIDTHS, extra=stats)
+    log("task Fisher tables done")
+    return {name: normalised(tables[name], WIDTHS.index(3)).float() for name in PROTECTED}
+
+
 def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: dict) -> dict:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     protect = "+".join(job["protect"])
-    inp = Inputs(layout, WIDTHS, job["bits"], prep["tables"], prep["task"].get(protect),
-                 job["seed"])  # fmt: skip
-    ckey = (job["bits"], protect)
+    imp = job.get("importance", "eap-ig")
+    tables = dict(prep["tables"])
+    if job["protect"]:
+        tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
+    inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
+                 1.0, IMPORTANCES[imp], imp)  # fmt: skip
+    ckey = (job["bits"], protect, imp)
     if job["method"] in ("circuit", "shuffled") and ckey not in cache:
         cache[ckey] = METHODS["circuit"](inp)
     if job["method"] == "circuit":

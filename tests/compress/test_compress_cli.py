@@ -56,18 +56,40 @@ def test_existing_output_folder(folder: Path, tmp_path: Path) -> None:
     _one_line_error(r, "exists")
 
 
-def test_task_the_model_cannot_do(folder: Path, tmp_path: Path) -> None:
+def task_file(path: Path, doable: bool) -> Path:
+    """Two prompts whose answer is the tiny model's most (doable) or least likely next token."""
     from mechscope import HookedModel
 
     model = HookedModel(tiny_model("llama"), tiny_tokenizer())
-    prompt = [5, 9, 14, 3, 27, 8]
-    corrupt = [5, 9, 40, 3, 27, 8]
-    with torch.no_grad():
-        last = model.forward(torch.tensor([prompt]))[0, -1]
-    good, bad = int(last.argmax()), int(last.argmin())  # answer the least likely token
-    rows = [{"clean": prompt, "corrupt": corrupt, "answer": bad, "wrong": good}]
-    task = tmp_path / "hard.jsonl"
-    task.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    rows = []
+    for prompt in ([5, 9, 14, 3, 27, 8], [7, 2, 33, 12, 19, 4]):
+        with torch.no_grad():
+            last = model.forward(torch.tensor([prompt]))[0, -1]
+        good, bad = int(last.argmax()), int(last.argmin())
+        answer, wrong = (good, bad) if doable else (bad, good)
+        corrupt = [*prompt[:2], 40, *prompt[3:]]
+        rows.append({"clean": prompt, "corrupt": corrupt, "answer": answer, "wrong": wrong})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("importance", ["eap-ig", "gradient"])
+def test_circuit_method_end_to_end(folder: Path, tmp_path: Path, importance: str) -> None:
+    task = task_file(tmp_path / "easy.jsonl", doable=True)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(f"w{i}" for i in range(3, 90)) * 20)
+    js = tmp_path / "c.json"
+    r = run("-m", str(folder), "--bits", "6", "--group-size", "8", "--protect", str(task),
+            "--importance", importance, "--corpus", str(corpus), "--calib-tokens", "256", "--seq-len", "32",
+            "--out", str(tmp_path / "o"), "--json", str(js))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    payload = json.loads(js.read_text())
+    assert payload["effective_bits"] <= 6.0 and payload["recount"]["violations"] == 0
+    assert payload["config"]["importance"] == importance
+
+
+def test_task_the_model_cannot_do(folder: Path, tmp_path: Path) -> None:
+    task = task_file(tmp_path / "hard.jsonl", doable=False)
     r = run("-m", str(folder), "--bits", "6", "--group-size", "8", "--protect", str(task),
             "--out", str(tmp_path / "o"))  # fmt: skip
     _one_line_error(r, "cannot do task")

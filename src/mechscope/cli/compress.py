@@ -46,7 +46,19 @@ from mechscope.cli.common import load_model, quiet_option, write_json
 @click.option("--group-size", default=64, show_default=True, help="Input columns per group.")
 @click.option("--prompts", default=16, show_default=True, help="Prompts per protected task.")
 @click.option("--calib-tokens", default=8192, show_default=True, help="Calibration tokens.")
-@click.option("--task-weight", default=1.0, show_default=True, help="Weight of the tasks' term.")
+@click.option("--seq-len", default=128, show_default=True, help="Calibration window length.")
+@click.option(
+    "--importance",
+    default="eap-ig",
+    show_default=True,
+    help="eap-ig (node scores on weight slices) or gradient (the tasks' Fisher).",
+)
+@click.option(
+    "--task-weight",
+    type=float,
+    default=None,
+    help="Weight of the tasks' term (default 0.1 for eap-ig, 0.5 for gradient).",
+)
 @click.option("--lm-weight", default=1.0, show_default=True, help="Weight of the general term.")
 @click.option(
     "--corpus",
@@ -66,7 +78,9 @@ def compress(
     group_size: int,
     prompts: int,
     calib_tokens: int,
-    task_weight: float,
+    seq_len: int,
+    importance: str,
+    task_weight: float | None,
     lm_weight: float,
     corpus: str | None,
     seed: int,
@@ -80,10 +94,11 @@ def compress(
     if Path(out).exists():
         raise MechscopeError(f"output folder {out} exists; pass a new --out folder")
     tasks = tuple(t.strip() for t in protect.split(",") if t.strip())
-    config = CompressConfig(bits=bits, protect=tasks, method=method, quantizer=quantizer,
-                            group_size=group_size, n_prompts=prompts, calib_tokens=calib_tokens,
-                            task_weight=task_weight, lm_weight=lm_weight, seed=seed,
-                            corpus=corpus)  # fmt: skip
+    config = CompressConfig(
+        bits=bits, protect=tasks, method=method, quantizer=quantizer, group_size=group_size,
+        n_prompts=prompts, calib_tokens=calib_tokens, seq_len=seq_len, task_weight=task_weight,
+        lm_weight=lm_weight, seed=seed, importance=importance, corpus=corpus,
+    )  # fmt: skip
     hooked = load_model(model, quiet=quiet)
     result = run(hooked, config, out=out, quiet=quiet)
     payload = {"model": model, **result.to_dict()}

@@ -153,7 +153,13 @@ def _hull(loss: np.ndarray, units: np.ndarray, cap: int) -> tuple[np.ndarray, fl
     if k == len(g):
         return choice, total
     bound = total - gain[k] * left / dc[k]  # the LP optimum takes a fraction of step k
-    for i in np.flatnonzero(dc[k:] <= left) + k:  # spend the rest on upgrades that still fit
+    # spend the rest on the best upgrades that still fit (each group's next hull step)
+    cand = np.flatnonzero((dc <= left) & (choice[g] == frm))
+    cand = cand[cand >= k]
+    smallest = int(dc[cand].min()) if cand.size else left + 1
+    for i in cand:
+        if left < smallest:
+            break
         if dc[i] <= left and choice[g[i]] == frm[i]:
             choice[g[i]] = to[i]
             left -= int(dc[i])

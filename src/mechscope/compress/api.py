@@ -20,18 +20,28 @@ import torch
 
 from mechscope.circuits import METHODS as ATTRIBUTIONS
 from mechscope.compress.apply import QUANTIZERS, Recount, quantize_model, recount
-from mechscope.compress.calib import input_stats, loss_grads
+from mechscope.compress.calib import input_stats, loss_grads, task_fisher
 from mechscope.compress.export import export
 from mechscope.compress.groups import DEFAULT_GROUP, Layout, linear_weights
-from mechscope.compress.importance import NodeScores, node_scores, task_importance
-from mechscope.compress.methods import METHODS, NEEDS, TASK_METHODS, Inputs, check_method
+from mechscope.compress.importance import node_scores, task_importance
+from mechscope.compress.methods import (
+    METHODS,
+    NEEDS,
+    TASK_METHODS,
+    Inputs,
+    check_method,
+    normalised,
+)
 from mechscope.compress.quant import WIDTHS, check_widths, effective_bits
 from mechscope.compress.tables import error_tables
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.tasks import evaluate, load_task
+from mechscope.tasks.base import TaskBatch
+from mechscope.tasks.metrics import logit_diff
 
 Tensor = torch.Tensor
+IMPORTANCES = {"eap-ig": 0.1, "gradient": 0.5}  # the default task weight of each
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,9 @@ class CompressConfig:
     calib_tokens: int = 8192  # calibration tokens (activation statistics, gradients, Hessians)
     seq_len: int = 128
     corpus: str | None = None  # calibration text: None (the built-in corpus), a file or folder
-    lm_weight: float = 1.0  # weight of the general-LM term (activation-weighted error)
-    task_weight: float = 1.0  # weight of the protected tasks' importance (mean 1 per task)
+    lm_weight: float = 1.0  # weight of the general-LM term (the LM loss's Fisher table)
+    task_weight: float | None = None  # weight of the tasks' term (None: 0.1 eap-ig, 0.5 gradient)
+    importance: str = "eap-ig"  # eap-ig: node scores on slices; gradient: the tasks' Fisher
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,6 +75,12 @@ class CompressConfig:
             raise MechscopeError(
                 f"unknown attribution {self.attribution!r}; choose {', '.join(ATTRIBUTIONS)}"
             )
+        if self.importance not in IMPORTANCES:
+            raise MechscopeError(
+                f"unknown importance {self.importance!r}; choose {', '.join(IMPORTANCES)}"
+            )
+        if self.task_weight is None:
+            object.__setattr__(self, "task_weight", IMPORTANCES[self.importance])
         if self.method in TASK_METHODS and not self.protect:
             raise MechscopeError(f"method {self.method!r} needs --protect TASKS (e.g. ioi)")
         for name, v in (("n_prompts", self.n_prompts), ("calib_tokens", self.calib_tokens)):
@@ -136,23 +153,34 @@ def calibration(model: HookedModel, config: CompressConfig, split: str = "train"
                         n_tokens=config.calib_tokens, seed=config.seed, split=split))  # fmt: skip
 
 
-def protected_scores(
-    model: HookedModel, config: CompressConfig
-) -> tuple[list[NodeScores], dict[str, float]]:
-    """Node scores of every protected task, after checking the model can do each one."""
-    scores, clean = [], {}
+def protected_batches(model: HookedModel, config: CompressConfig) -> dict[str, TaskBatch]:
+    """Each protected task's prompts, after checking the model can do it."""
+    out = {}
     for name in config.protect:
-        task = load_task(name, model, n=config.n_prompts, seed=config.seed)
-        batch = task.tokenize(model)
+        batch = load_task(name, model, n=config.n_prompts, seed=config.seed).tokenize(model)
         value = evaluate(model, batch).clean_mean
         if value <= 0:
             raise MechscopeError(
                 f"the model cannot do task {name!r} (clean logit difference {value:.2f} <= 0); "
                 "protect a task it does"
             )
-        clean[name] = value
-        scores.append(node_scores(model, batch, method=config.attribution, steps=config.steps))
-    return scores, clean
+        out[name] = batch
+    return out
+
+
+def task_terms(
+    model: HookedModel, layout: Layout, config: CompressConfig, batches: dict[str, TaskBatch],
+    quiet: bool,
+) -> tuple[Tensor | None, dict[str, dict[str, Tensor]], list[tuple[str, float]]]:  # fmt: skip
+    """(group importance from node scores, task Fisher statistics, top heads) of the tasks."""
+    if config.importance == "gradient":
+        stats = {f"task:{n}": task_fisher(model, layout, b, logit_diff, quiet=quiet)
+                 for n, b in batches.items()}  # fmt: skip
+        return None, stats, []
+    scores = [node_scores(model, b, method=config.attribution, steps=config.steps)
+              for b in batches.values()]  # fmt: skip
+    top = scores[0].top_heads() if len(scores) == 1 else []
+    return task_importance(layout, scores, model.dims.d_head), {}, top
 
 
 def plan(
@@ -166,7 +194,8 @@ def plan(
     the quantizer is GPTQ."""
     start = time.perf_counter()
     layout = linear_weights(model, config.group_size)
-    scores, clean = protected_scores(model, config) if config.method in TASK_METHODS else ([], {})
+    tasks = protected_batches(model, config) if config.method in TASK_METHODS else {}
+    clean = {n: evaluate(model, b).clean_mean for n, b in tasks.items()}
     need = NEEDS.get(config.method)
     batches = list(calib) if calib is not None else None
     if batches is None and (need or config.quantizer == "gptq"):
@@ -177,13 +206,15 @@ def plan(
                                 quiet=quiet)  # fmt: skip
     if need in ("fisher", "taylor"):
         fisher, grad = loss_grads(model, layout, batches or [], quiet=quiet)
-    task = task_importance(layout, scores, model.dims.d_head) if scores else None
+    task, extra, top = task_terms(model, layout, config, tasks, quiet) if tasks else (None, {}, [])
     tables = error_tables(model, layout, config.widths, act=act, fisher=fisher, grad=grad,
-                          quiet=quiet)  # fmt: skip
+                          extra=extra, quiet=quiet)  # fmt: skip
+    if extra:
+        ref = config.widths.index(3) if 3 in config.widths else 0
+        tables["task"] = sum(normalised(tables.pop(k), ref) for k in extra)  # type: ignore[assignment]
     inputs = Inputs(layout, config.widths, config.bits, tables, task, config.seed,
-                    config.lm_weight, config.task_weight)  # fmt: skip
+                    config.lm_weight, float(config.task_weight or 0), config.importance)  # fmt: skip
     widths = METHODS[config.method](inputs)
-    top = scores[0].top_heads() if len(scores) == 1 else []
     result = CompressResult(config, layout, widths, None, clean, top,
                             time.perf_counter() - start)  # fmt: skip
     return result, hess

@@ -6,6 +6,7 @@
   read the same tensor (q/k/v, gate/up) share one statistic.
 - :func:`loss_grads`: per weight, the squared gradient of the LM loss summed over calibration
   batches (empirical Fisher, per batch) and the mean gradient (for Taylor importance).
+- :func:`task_fisher`: per weight, the squared gradient of a task metric summed over prompts.
 
 Inputs are read with forward pre-hooks on the ``nn.Linear`` modules, removed on exit.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,8 @@ from torch import nn
 from mechscope.compress.groups import Layout, WeightInfo
 from mechscope.models.hooked import HookedModel
 from mechscope.progress import progress
+from mechscope.tasks.base import TaskBatch
+from mechscope.tasks.metrics import Metric
 
 Tensor = torch.Tensor
 SHARED = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "gate": "mlp_in", "up": "mlp_in"}
@@ -106,3 +110,22 @@ def loss_grads(
                 mean[k] += g
             n += 1
     return fisher, {k: v / max(n, 1) for k, v in mean.items()}
+
+
+def task_fisher(
+    model: HookedModel, layout: Layout, batch: TaskBatch, metric: Metric, *, quiet: bool = True
+) -> dict[str, Tensor]:
+    """Per weight, ``sum_p (d metric_p / dW)^2`` over the batch's clean prompts, one backward
+    per prompt: the diagonal second-order estimate of how much noise in a weight moves the task
+    metric."""
+    params = {w.name: model.hf.get_parameter(w.name) for w in layout.weights}
+    out = {k: torch.zeros_like(p) for k, p in params.items()}
+    tensors = {k: v for k, v in vars(batch).items() if isinstance(v, Tensor)}
+    with torch.enable_grad():
+        for i in progress(range(len(batch)), desc="task gradients", quiet=quiet):
+            one = replace(batch, **{k: v[i : i + 1] for k, v in tensors.items()})
+            one = replace(one, answer_sets=None, wrong_sets=None)
+            value = metric(model.forward(one.clean_tokens, one.clean_mask), one).sum()
+            for k, g in zip(params, torch.autograd.grad(value, list(params.values()))):
+                out[k] += g.square()
+    return out

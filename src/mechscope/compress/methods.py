@@ -4,8 +4,11 @@ Each method returns a width per group ``[group]`` meeting the budget. All but ``
 ``shuffled`` minimise a loss table ``[group width]`` with the knapsack allocator
 (:func:`mechscope.compress.allocate.allocate`):
 
-- ``circuit``: ``(lm_weight + task_weight * t_g) * act_g(b)``, ``t`` the protected tasks'
-  normalised group importance (:mod:`.importance`), ``act`` the activation-weighted RTN error;
+- ``circuit``: the general-LM term ``F_g(b)`` (the Fisher table, normalised to mean 1 at 3
+  bits) scaled by the protected tasks' importance: ``F_g(b) * (lm_weight + task_weight * t_g)``
+  with ``t`` the EAP-IG node scores mapped to slices (mean 1 per task, :mod:`.importance`); with
+  ``importance="gradient"`` instead ``lm_weight * F_g(b) + task_weight * T_g(b)``, ``T`` the
+  tasks' own Fisher table (squared task-metric gradients per prompt, normalised the same way);
 - ``uniform``: one width everywhere; between two widths, every k-th group takes the wider one;
 - ``random``: ``u_g * 4^-b`` with ``u_g`` uniform random (a random allocation; one per seed);
 - ``awq``: ``act_g(b)`` alone (AWQ-style activation saliency);
@@ -42,7 +45,8 @@ class Inputs:
     task: Tensor | None = None
     seed: int = 0
     lm_weight: float = 1.0
-    task_weight: float = 1.0
+    task_weight: float = 0.1
+    importance: str = "eap-ig"  # eap-ig: node scores on slices; gradient: the tasks' Fisher
 
     @property
     def budget(self) -> int:
@@ -64,11 +68,30 @@ def _need(inp: Inputs, kind: str, method: str) -> Tensor:
     return inp.tables[kind]
 
 
-def circuit(inp: Inputs) -> Tensor:
+def _reference(inp: Inputs) -> int:
+    """Index of the width the tables are normalised at: 3 bits if allowed, else the narrowest."""
+    return inp.widths.index(3) if 3 in inp.widths else 0
+
+
+def normalised(table: Tensor, ref: int) -> Tensor:
+    """``table / mean_g table[g, ref]``: mean 1 over the groups at the reference width."""
+    table = table.double()
+    return table / table[:, ref].mean().clamp_min(1e-30)
+
+
+def circuit_loss(inp: Inputs) -> Tensor:
+    """The circuit method's loss table (see the module docstring)."""
+    ref = _reference(inp)
+    general = normalised(_need(inp, "fisher", "circuit"), ref)
+    if inp.importance == "gradient":
+        return inp.lm_weight * general + inp.task_weight * _need(inp, "task", "circuit").double()
     if inp.task is None:
         raise MechscopeError("method 'circuit' needs protected tasks; pass --protect TASKS")
-    weight = inp.lm_weight + inp.task_weight * inp.task
-    return knapsack(inp, weight[:, None] * _need(inp, "act", "circuit"))
+    return general * (inp.lm_weight + inp.task_weight * inp.task.double())[:, None]
+
+
+def circuit(inp: Inputs) -> Tensor:
+    return knapsack(inp, circuit_loss(inp))
 
 
 def uniform(inp: Inputs) -> Tensor:
@@ -131,7 +154,8 @@ METHODS: dict[str, Callable[[Inputs], Tensor]] = {
     "layer": layer,
     "shuffled": shuffled,
 }
-NEEDS = {"circuit": "act", "awq": "act", "shuffled": "act", "fisher": "fisher", "taylor": "taylor"}
+NEEDS = {"circuit": "fisher", "awq": "act", "shuffled": "fisher", "fisher": "fisher",
+         "taylor": "taylor"}  # fmt: skip
 TASK_METHODS = ("circuit", "shuffled")
 
 

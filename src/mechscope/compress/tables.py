@@ -36,11 +36,14 @@ def error_tables(
     act: dict[str, Tensor] | None = None,
     fisher: dict[str, Tensor] | None = None,
     grad: dict[str, Tensor] | None = None,
+    extra: dict[str, dict[str, Tensor]] | None = None,
     quiet: bool = True,
 ) -> dict[str, Tensor]:
-    """``{kind: [group width]}`` for ``mse`` and each statistic given."""
+    """``{kind: [group width]}`` for ``mse`` and each statistic given; ``extra`` maps more names
+    to squared-gradient statistics tabled like ``fisher`` (e.g. a task's Fisher)."""
+    extra = extra or {}
     kinds = ["mse"] + [k for k, v in (("act", act), ("fisher", fisher), ("taylor", grad)) if v]
-    out = {k: torch.zeros(layout.n_groups, len(widths)) for k in kinds}
+    out = {k: torch.zeros(layout.n_groups, len(widths)) for k in [*kinds, *extra]}
     gs = layout.group_size
     for info in progress(layout.weights, desc="error tables", quiet=quiet):
         w = grouped(get_weight(model, info).detach().float(), gs)
@@ -58,4 +61,6 @@ def error_tables(
                 out["fisher"][sl, j] = (sq * f).sum(1)
             if g is not None:
                 out["taylor"][sl, j] = (dw * g).sum(1).abs()
+            for name, stat in extra.items():
+                out[name][sl, j] = (sq * grouped(stat[info.name].float(), gs)).sum(1)
     return out
