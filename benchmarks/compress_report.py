@@ -33,8 +33,10 @@ def fmt(c: tuple[float, float, float], digits: int = 2) -> str:
 
 def label(row: dict) -> str:
     m = row["method"]
-    if m == "circuit" and "+".join(row.get("protect", [])) != "ioi+induction":
-        m = f"circuit ({'+'.join(row['protect'])} only)"
+    if m in ("circuit", "shuffled"):
+        protect = "+".join(row.get("protect", []))
+        m += f" ({row.get('importance', 'eap-ig')}"
+        m += ")" if protect == "ioi+induction" else f", {protect} only)"
     if row.get("quantizer") == "gptq":
         m += " + GPTQ"
     return m
@@ -80,59 +82,68 @@ def results_table(g: dict[str, dict[str, np.ndarray]], shipped: dict | None) -> 
     return header, rows
 
 
+MAIN = ("circuit (eap-ig)", "circuit (gradient)")
+
+
 def paired_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list, dict]:
-    """circuit minus each baseline on the protected tasks (sign: positive = circuit better)."""
-    header = ["baseline", "IOI: circuit - baseline", "induction loss: baseline - circuit",
-              "LM loss: baseline - circuit", "ahead on both (paired CI > 0, CIs apart)"]  # fmt: skip
+    """Each circuit variant minus each baseline (sign: positive = circuit better)."""
+    header = ["circuit", "baseline", "IOI: circuit - baseline", "induction loss: baseline - "
+              "circuit", "LM loss: baseline - circuit", "ahead on both (paired CI > 0, CIs apart)"]  # fmt: skip
     rows, ahead = [], {}
-    if "circuit" not in g:
-        return header, rows, ahead
-    c = g["circuit"]
-    for name in order([n for n in g if n != "circuit" and not n.startswith("circuit")]):
-        b = g[name]
-        if len(b["ioi"]) != len(c["ioi"]):
-            continue
-        d_ioi = ci(c["ioi"] - b["ioi"])
-        d_ind = ci(b["induction"] - c["induction"])
-        d_lm = ci(b["lm"] - c["lm"], seed=1)
-        apart = ci(c["ioi"])[1] > ci(b["ioi"])[2] and ci(c["induction"])[2] < ci(b["induction"])[1]
-        ok = d_ioi[1] > 0 and d_ind[1] > 0 and apart
-        ahead[name] = ok
-        rows.append([name, fmt(d_ioi), fmt(d_ind), fmt(d_lm, 3), "yes" if ok else "no"])
+    for main in [m for m in MAIN if m in g]:
+        c = g[main]
+        others = [n for n in g if not n.startswith("circuit") and "GPTQ" not in n]
+        for name in order(others):
+            b = g[name]
+            d_ioi = ci(c["ioi"] - b["ioi"])
+            d_ind = ci(b["induction"] - c["induction"])
+            d_lm = ci(b["lm"] - c["lm"], seed=1)
+            apart = (ci(c["ioi"])[1] > ci(b["ioi"])[2]
+                     and ci(c["induction"])[2] < ci(b["induction"])[1])  # fmt: skip
+            ok = d_ioi[1] > 0 and d_ind[1] > 0 and apart
+            ahead[(main, name)] = ok
+            rows.append([main, name, fmt(d_ioi), fmt(d_ind), fmt(d_lm, 3), "yes" if ok else "no"])
     return header, rows, ahead
 
 
 def cross_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list]:
-    header = ["protected", *TASKS]
+    header = ["method", "protected", *TASKS]
     rows = []
-    for name, shown in (("circuit", "ioi + induction"), ("circuit (ioi only)", "ioi"),
-                        ("circuit (induction only)", "induction"), ("awq", "none (awq)")):  # fmt: skip
+    for imp in ("eap-ig", "gradient"):
+        for suffix, shown in ((")", "ioi + induction"), (", ioi only)", "ioi"),
+                              (", induction only)", "induction")):  # fmt: skip
+            name = f"circuit ({imp}{suffix}"
+            if name in g:
+                rows.append([f"circuit ({imp})", shown]
+                            + [f"{g[name][t].mean():.{3 if t == 'lm' else 2}f}" for t in TASKS])  # fmt: skip
+    for name in ("fisher", "awq", "uniform"):
         if name in g:
-            rows.append([shown] + [f"{g[name][t].mean():.{3 if t == 'lm' else 2}f}" for t in TASKS])
+            rows.append([name, "none"]
+                        + [f"{g[name][t].mean():.{3 if t == 'lm' else 2}f}" for t in TASKS])  # fmt: skip
     return header, rows
 
 
 def goals(g: dict[str, dict[str, np.ndarray]], shipped: dict | None, ahead: dict) -> list[str]:
-    if "circuit" not in g or not shipped:
-        return []
-    c = g["circuit"]
-    ship_ioi = float(np.mean(shipped["values"]["ioi"]))
-    lines = [
-        f"IOI logit diff {c['ioi'].mean():.2f} = {100 * c['ioi'].mean() / ship_ioi:.0f}% of the "
-        f"shipped model's {ship_ioi:.2f} (goal >= 80%): "
-        f"{'met' if c['ioi'].mean() >= 0.8 * ship_ioi else 'NOT met'}",
-        f"induction loss {c['induction'].mean():.2f} (goal <= 3.0): "
-        f"{'met' if c['induction'].mean() <= 3.0 else 'NOT met'}",
-    ]
-    if "uniform" in g:
-        u = g["uniform"]["lm"].mean()
-        lines.append(f"held-out LM loss {c['lm'].mean():.3f} vs uniform {u:.3f} (goal: no worse): "
-                     f"{'met' if c['lm'].mean() <= u else 'NOT met'}")  # fmt: skip
-    behind = [k for k, v in ahead.items() if not v]
-    lines.append(
-        "ahead of every baseline on both protected tasks with separated CIs: "
-        + ("met" if ahead and not behind else f"NOT met (not ahead of: {', '.join(behind)})")
-    )
+    lines = []
+    for main in [m for m in MAIN if m in g and shipped]:
+        c = g[main]
+        ship_ioi = float(np.mean(shipped["values"]["ioi"]))  # type: ignore[index]
+        ioi_ok = c["ioi"].mean() >= 0.8 * ship_ioi
+        lines += [
+            f"{main}: IOI logit diff {c['ioi'].mean():.2f} = "
+            f"{100 * c['ioi'].mean() / ship_ioi:.0f}% of the shipped model's {ship_ioi:.2f} "
+            f"(goal >= 80%): {'met' if ioi_ok else 'NOT met'}",
+            f"{main}: induction loss {c['induction'].mean():.2f} (goal <= 3.0): "
+            f"{'met' if c['induction'].mean() <= 3.0 else 'NOT met'}",
+        ]
+        if "uniform" in g:
+            u = g["uniform"]["lm"].mean()
+            lines.append(f"{main}: held-out LM loss {c['lm'].mean():.3f} vs uniform {u:.3f} "
+                         f"(goal: no worse): {'met' if c['lm'].mean() <= u else 'NOT met'}")  # fmt: skip
+        behind = [b for (m, b), ok in ahead.items() if m == main and not ok]
+        lines.append(f"{main}: ahead of every baseline on both protected tasks with separated "
+                     "CIs: " + ("met" if not behind else f"NOT met (not ahead of: "
+                                f"{', '.join(behind)})"))  # fmt: skip
     return lines
 
 
@@ -163,9 +174,9 @@ def report(rows: dict[str, dict], out: Path, device: str) -> None:
                 points.setdefault(f"{name}:{t}", []).append(
                     (float(v["_bits"][0]), m, (hi - lo) / 2)
                 )
-        if "uniform" in g and "circuit" in g:
-            u, c = g["uniform"], g["circuit"]
-            text.append(f"\nratio against the peer (uniform RTN, same run) at {bits}: IOI "
+        for main in [m for m in MAIN if m in g and "uniform" in g]:
+            u, c = g["uniform"], g[main]
+            text.append(f"\n{main} against the peer (uniform RTN, same run) at {bits}: IOI "
                         f"{c['ioi'].mean() / u['ioi'].mean():.2f}x, induction loss "
                         f"{c['induction'].mean() / u['induction'].mean():.2f}x")  # fmt: skip
     body = "\n".join(text)
