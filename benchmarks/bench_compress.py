@@ -125,13 +125,13 @@ def queue(bits_list: list[float]) -> list[dict]:
                 "key": f"{bits}/{method}/{tag}/{seed}/{quantizer}"}  # fmt: skip
 
     jobs = []
-    for bits in bits_list:
+    for i, bits in enumerate(bits_list):
         jobs += [job(bits, "circuit", PROTECTED), job(bits, "circuit", PROTECTED, imp="gradient")]
         jobs += [job(bits, m, PROTECTED) for m in BASELINES]
         jobs.append(job(bits, "shuffled", PROTECTED, imp="gradient"))
         jobs += [job(bits, "random", seed=s) for s in range(5)]
-    for imp in IMPORTANCES:  # the cross-task matrix, at the first budget
-        jobs += [job(bits_list[0], "circuit", (t,), imp=imp) for t in PROTECTED]
+        for imp in IMPORTANCES if i == 0 else ():  # the cross-task matrix, at the first budget
+            jobs += [job(bits, "circuit", (t,), imp=imp) for t in PROTECTED]
     jobs += [job(bits_list[0], m, PROTECTED, imp="gradient", quantizer="gptq")
              for m in ("circuit", "uniform")]  # fmt: skip
     return jobs
