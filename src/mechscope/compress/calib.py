@@ -1,0 +1,131 @@
+"""Calibration statistics of the quantized weights: their inputs and the LM loss's gradients.
+
+- :func:`input_stats`: per weight, the mean squared input of every column ``E[x_j^2]`` (the
+  AWQ-style activation saliency: a group's output error is about ``sum_j E[x_j^2] dw_j^2``) and,
+  on request, the GPTQ Hessian ``H = 2 X^T X / n`` of its inputs ``X [tokens, in]``. Weights that
+  read the same tensor (q/k/v, gate/up) share one statistic.
+- :func:`loss_grads`: per weight, the squared gradient of the LM loss summed over calibration
+  batches (empirical Fisher, per batch) and the mean gradient (for Taylor importance).
+- :func:`task_fisher`: per weight, the squared gradient of a task metric summed over prompts.
+
+Inputs are read with forward pre-hooks on the ``nn.Linear`` modules, removed on exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mechscope.compress.groups import Layout, WeightInfo
+from mechscope.models.hooked import HookedModel
+from mechscope.progress import progress
+from mechscope.tasks.base import TaskBatch
+from mechscope.tasks.metrics import Metric
+
+Tensor = torch.Tensor
+SHARED = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "gate": "mlp_in", "up": "mlp_in"}
+
+
+def stat_key(info: WeightInfo) -> str:
+    """Weights reading the same input share this key."""
+    shared = SHARED.get(info.kind)
+    return f"{info.layer}.{shared}" if shared else info.name
+
+
+def _module(model: HookedModel, info: WeightInfo) -> nn.Module:
+    return model.hf.get_submodule(info.name.removesuffix(".weight"))
+
+
+@contextmanager
+def _input_hooks(model: HookedModel, layout: Layout, fn) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    seen: set[str] = set()
+    handles = []
+    try:
+        for info in layout.weights:
+            key = stat_key(info)
+            if key in seen:
+                continue
+            seen.add(key)
+            hook = (lambda k: lambda mod, args: fn(k, args[0]))(key)
+            handles.append(_module(model, info).register_forward_pre_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def input_stats(
+    model: HookedModel,
+    layout: Layout,
+    batches: Iterable[Tensor],
+    *,
+    hessian: bool = False,
+    quiet: bool = True,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(``E[x^2]`` [in] per key, ``H`` [in in] per key or empty) over calibration ``batches``."""
+    sq: dict[str, Tensor] = {}
+    hess: dict[str, Tensor] = {}
+    count: dict[str, int] = {}
+
+    def add(key: str, x: Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        count[key] = count.get(key, 0) + x.shape[0]
+        sq[key] = sq.get(key, 0) + x.square().sum(0)
+        if hessian:
+            hess[key] = hess.get(key, 0) + x.T @ x
+
+    with _input_hooks(model, layout, add):
+        for tokens in progress(batches, desc="calibration", quiet=quiet):
+            model.forward(tokens)
+    sq = {k: (v / count[k]).float() for k, v in sq.items()}
+    hess = {k: (2 * v / count[k]).float() for k, v in hess.items()}
+    return sq, hess
+
+
+def lm_loss(model: HookedModel, tokens: Tensor) -> Tensor:
+    """Mean next-token cross-entropy of ``tokens [batch pos]``."""
+    logits = model.forward(tokens)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+
+
+def loss_grads(
+    model: HookedModel, layout: Layout, batches: Iterable[Tensor], *, quiet: bool = True
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(sum over batches of grad^2, mean grad) of the LM loss for every quantized weight."""
+    params = {w.name: model.hf.get_parameter(w.name) for w in layout.weights}
+    fisher = {k: torch.zeros_like(p) for k, p in params.items()}
+    mean = {k: torch.zeros_like(p) for k, p in params.items()}
+    n = 0
+    with torch.enable_grad():
+        for tokens in progress(batches, desc="gradients", quiet=quiet):
+            grads = torch.autograd.grad(lm_loss(model, tokens), list(params.values()))
+            for k, g in zip(params, grads):
+                fisher[k] += g.square()
+                mean[k] += g
+            n += 1
+    return fisher, {k: v / max(n, 1) for k, v in mean.items()}
+
+
+def task_fisher(
+    model: HookedModel, layout: Layout, batch: TaskBatch, metric: Metric, *, quiet: bool = True
+) -> dict[str, Tensor]:
+    """Per weight, ``sum_p (d metric_p / dW)^2`` over the batch's clean prompts, one backward
+    per prompt: the diagonal second-order estimate of how much noise in a weight moves the task
+    metric."""
+    params = {w.name: model.hf.get_parameter(w.name) for w in layout.weights}
+    out = {k: torch.zeros_like(p) for k, p in params.items()}
+    tensors = {k: v for k, v in vars(batch).items() if isinstance(v, Tensor)}
+    with torch.enable_grad():
+        for i in progress(range(len(batch)), desc="task gradients", quiet=quiet):
+            one = replace(batch, **{k: v[i : i + 1] for k, v in tensors.items()})
+            one = replace(one, answer_sets=None, wrong_sets=None)
+            value = metric(model.forward(one.clean_tokens, one.clean_mask), one).sum()
+            for k, g in zip(params, torch.autograd.grad(value, list(params.values()))):
+                out[k] += g.square()
+    return out

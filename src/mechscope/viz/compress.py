@@ -1,0 +1,56 @@
+"""Compression results as pictures: the Pareto plot (a task metric against effective bits, one
+line per allocation method) and the page holding it with the results tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mechscope.viz.html import figure_img, page, table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["compression_page", "pareto_figure"]
+
+
+def pareto_figure(
+    points: Mapping[str, Sequence[tuple[float, float, float]]],
+    panels: Sequence[tuple[str, str]],
+    reference: Mapping[str, float] | None = None,
+) -> Figure:
+    """One panel per ``(metric, label)``; ``points[f"{method}:{metric}"]`` are (bits, value,
+    half-width of its 95% interval); ``reference[metric]`` draws a dashed line (the shipped model)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (metric, label) in zip(axes, panels, strict=True):
+        for key, pts in sorted(points.items()):
+            method, _, which = key.rpartition(":")
+            if which != metric or not pts:
+                continue
+            pts = sorted(pts)
+            x, y, e = zip(*pts, strict=True)
+            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=3, lw=1.2,
+                        label=method, zorder=3 if method.startswith("circuit") else 2)  # fmt: skip
+        if reference and metric in reference:
+            ax.axhline(reference[metric], ls="--", c="gray", lw=1, label="as shipped")
+        ax.set_xlabel("effective bits per weight (decoder-layer Linear weights)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def compression_page(
+    title: str,
+    fig: Figure,
+    tables: Sequence[tuple[str, Sequence[Sequence[Any]], Sequence[str]]],
+    subtitle: str = "",
+) -> str:
+    """A self-contained page: the Pareto plot, then each ``(title, rows, header)`` table."""
+    sections = [("Pareto plot", str(figure_img(fig, "task metrics against effective bits")))]
+    sections += [(name, str(table(rows, header))) for name, rows, header in tables]
+    return page(title, sections, subtitle=subtitle)
