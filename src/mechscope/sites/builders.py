@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mechscope.sites import attention
+from mechscope.sites.moe import build_expert_indices, build_expert_weights, build_shared_expert_out
 from mechscope.sites.hooks import (
     Calls,
     Model,
@@ -296,7 +297,10 @@ BUILDERS: dict[str, Builder] = {
     "mlp_pre_linear": _mlp_site("mlp_pre_linear"),
     "mlp_post": _mlp_site("mlp_post"),
     "router_logits": _build_router,
+    "expert_indices": build_expert_indices,
+    "expert_weights": build_expert_weights,
     "expert_out": _build_expert_out,
+    "shared_expert_out": build_shared_expert_out,
     "mlp_out": _mlp_site("mlp_out"),
     "resid_post": _layer_out,
 }
