@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from mechscope.sites import attention
-from mechscope.sites.moe import build_expert_indices, build_expert_weights, build_shared_expert_out
 from mechscope.sites.hooks import (
     Calls,
     Model,
@@ -25,6 +24,7 @@ from mechscope.sites.hooks import (
     hook_input,
     hook_output,
 )
+from mechscope.sites.moe import build_expert_indices, build_expert_weights, build_shared_expert_out
 
 Tensor = torch.Tensor
 Builder = Callable[[Model, Any, Calls], list[Any]]
