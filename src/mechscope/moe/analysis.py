@@ -25,12 +25,12 @@ from mechscope.moe.similarity import expert_cka
 __all__ = ["MoEResult", "moe_analysis"]
 
 
-def _spearman(a: Tensor, b: Tensor) -> float:
-    ra = a.double().argsort().argsort().double()
-    rb = b.double().argsort().argsort().double()
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = ra.norm() * rb.norm()
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+def _spearman(a: Tensor, b: Tensor) -> float | None:
+    from scipy.stats import spearmanr
+
+    if a.unique().numel() < 2 or b.unique().numel() < 2:
+        return None  # undefined when either side is constant (JSON null)
+    return float(spearmanr(a.double().numpy(), b.double().numpy()).statistic)
 
 
 def _rows(t: Tensor) -> list[list[float]]:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.sites.hooks import loaded
+
 __all__ = ["all_expert_outputs", "expert_cka", "linear_cka"]
 
 
@@ -36,7 +38,9 @@ def all_expert_outputs(model: Any, layer: int, tokens: Tensor) -> Tensor:
     indices = torch.arange(n, device=x.device).expand(x.shape[0], n)
     weights = torch.ones(x.shape[0], n, dtype=x.dtype, device=x.device)
     experts = model.block(layer).get_submodule(model.family.moe.experts)
-    return model.family.moe.expert_outputs(experts, x, indices, weights).float().cpu()
+    with loaded(experts):
+        out = model.family.moe.expert_outputs(experts, x, indices, weights)
+    return out.float().cpu()
 
 
 def expert_cka(model: Any, layer: int, tokens: Tensor) -> Tensor:

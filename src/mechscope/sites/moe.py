@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mechscope.errors import MechscopeError
-from mechscope.sites.hooks import Calls, Model
+from mechscope.sites.hooks import Calls, Model, loaded
 
 Tensor = torch.Tensor
 
@@ -85,7 +85,8 @@ def build_shared_expert_out(m: Model, layer: int, calls: Calls) -> list[Any]:
 
     def on_shared(_mod: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
         x = args[0]
-        g = torch.sigmoid(F.linear(x, gate.weight, gate.bias))
+        with loaded(gate):
+            g = torch.sigmoid(F.linear(x, gate.weight, gate.bias))
         t, changed = calls.run((g * out).view(*stash["shape"], -1))
         passed["on"] = changed
         return t.reshape(out.shape).to(out.dtype) if changed else None
