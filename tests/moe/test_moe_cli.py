@@ -30,7 +30,7 @@ def test_moe_command_writes_the_issue_json_and_views(folders, tmp_path: Path) ->
     model, words, numbers = folders
     out = tmp_path / "moe.json"
     args = ["moe", "-m", str(model), "-c", str(words), "-c", str(numbers), "-n", "128",
-            "--seq-len", "32", "--cka-windows", "2", "--causal-windows", "2", "--json", str(out),
+            "--seq-len", "32", "--cka-windows", "2", "--causal-windows", "2", "--prune", "--json", str(out),
             "--html", str(tmp_path / "moe.html"), "--quiet"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -42,8 +42,13 @@ def test_moe_command_writes_the_issue_json_and_views(folders, tmp_path: Path) ->
         assert {"entropy", "coactivation", "specialisation", "similarity", "causal"} <= set(layer)
         domain = layer["specialisation"]["domain"]
         assert domain["labels"] == [str(words), str(numbers)]
+    pruning = d["pruning"]
+    assert set(pruning["prune"]) == {"reroute_effect", "load", "random"}
+    assert [row["n_pruned"] for row in pruning["prune"]["load"]] == [1, 2]  # down to top_k left
+    assert [m["layer"] for m in pruning["merge"]] == [0, 1]
     html = (tmp_path / "moe.html").read_text()
     assert "expert load by layer and token class" in html and "<script src=" not in html
+    assert "held-out tokens" in html
     assert (tmp_path / "moe.png").read_bytes()[:4] == b"\x89PNG"
 
 

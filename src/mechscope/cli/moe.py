@@ -34,6 +34,12 @@ from mechscope.cli.common import load_model, quiet_option, write_json
     show_default=True,
     help="Windows for the ablate/reroute loss check (0: skip); 2 x layers x experts forwards.",
 )
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also prune (by reroute effect, load, random) and merge experts, evaluated on as many "
+    "further windows as --causal-windows.",
+)
 @click.option("--seed", default=0, show_default=True, help="Document order seed.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option(
@@ -48,6 +54,7 @@ def moe(
     batch_size: int,
     cka_windows: int,
     causal_windows: int,
+    prune: bool,
     seed: int,
     json_out: str | None,
     html_out: str | None,
@@ -70,6 +77,9 @@ def moe(
             raise MechscopeError(f"{label} must be positive, got {value}")
     if cka_windows < 0 or causal_windows < 0:
         raise MechscopeError("--cka-windows and --causal-windows must be 0 or more")
+    if prune and (cka_windows == 0 or causal_windows == 0):
+        raise MechscopeError("--prune is guided by the similarity and the causal check: "
+                             "keep --cka-windows and --causal-windows above 0")  # fmt: skip
     hooked = load_model(model, quiet=quiet)
     require_moe(hooked)
     if seq_len > hooked.dims.n_ctx:
@@ -91,6 +101,14 @@ def moe(
                           cka_windows=cka_windows, causal_windows=causal_windows,
                           batch_size=batch_size)  # fmt: skip
     payload = {"model": model, **result.to_dict()}
+    if prune:
+        from mechscope.moe.prune import prune_report
+
+        held_out = all_tokens[causal_windows : 2 * causal_windows]
+        if held_out.shape[0] == 0:
+            raise MechscopeError(f"--prune needs more than --causal-windows {causal_windows} "
+                                 "windows: raise --tokens")  # fmt: skip
+        payload["pruning"] = prune_report(hooked, result, held_out)
     write_json(json_out, payload)
     if html_out:
         _write_html(html_out, payload, model)

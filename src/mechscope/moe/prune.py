@@ -89,3 +89,22 @@ def merge_pairs(
             "prune_loss_delta": p["loss"] - base["loss"], "prune_agreement": p["agreement"],
         })  # fmt: skip
     return out
+
+
+def prune_report(model: Any, result: Any, tokens: Tensor, max_pruned: int | None = None) -> dict:
+    """Pruning by reroute effect / load / random and merging of the most similar pairs, guided by
+    ``result`` (a :class:`~mechscope.moe.MoEResult` with its causal check and similarity) and
+    evaluated on ``tokens``: windows the guide did not read."""
+    from mechscope.errors import MechscopeError
+
+    if result.effects is None or result.similarity is None:
+        raise MechscopeError("pruning needs the causal check and similarity (windows > 0)")
+    r = result.routing
+    load = torch.stack([torch.bincount(r.indices[L].reshape(-1), minlength=r.n_experts)
+                        for L in range(r.n_layers)])  # fmt: skip
+    scores = {"reroute_effect": result.effects.reroute, "load": load.double()}
+    return {
+        "n_eval_tokens": tokens.numel(),
+        "prune": prune_curve(model, tokens, scores, max_pruned),
+        "merge": merge_pairs(model, tokens, result.similarity, load),
+    }
