@@ -40,6 +40,19 @@ from mechscope.cli.common import load_model, quiet_option, write_json
     help="Also prune (by reroute effect, load, random) and merge experts, evaluated on as many "
     "further windows as --causal-windows.",
 )
+@click.option(
+    "--task",
+    default=None,
+    help="Also report the task metric's change per ablated/rerouted expert: ioi, induction, ..., "
+    "or a .jsonl file (see `mechscope ablate`).",
+)
+@click.option("--task-n", default=8, show_default=True, help="Prompts of --task.")
+@click.option(
+    "--metric",
+    type=click.Choice(["logit_diff", "prob", "logprob", "kl"]),
+    default="logit_diff",
+    show_default=True,
+)
 @click.option("--seed", default=0, show_default=True, help="Document order seed.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option(
@@ -55,6 +68,9 @@ def moe(
     cka_windows: int,
     causal_windows: int,
     prune: bool,
+    task: str | None,
+    task_n: int,
+    metric: str,
     seed: int,
     json_out: str | None,
     html_out: str | None,
@@ -96,11 +112,19 @@ def moe(
         chunks += got
         labels += [d] * len(got)
     names = [spec or "built-in" for spec in specs]
+    task_pair = None
+    if task is not None:
+        from mechscope.cli.tasks import load_task_batch, task_metric
+
+        batch = load_task_batch(hooked, task, task_n, seed)
+        task_pair = (batch, task_metric(hooked, batch, metric))
     all_tokens = torch.stack(chunks)
     result = moe_analysis(hooked, all_tokens, domains=names, domain_labels=torch.tensor(labels),
                           cka_windows=cka_windows, causal_windows=causal_windows,
-                          batch_size=batch_size)  # fmt: skip
+                          task=task_pair, batch_size=batch_size)  # fmt: skip
     payload = {"model": model, **result.to_dict()}
+    if task is not None:
+        payload.update(task=task, metric=metric)
     if prune:
         from mechscope.moe.prune import prune_report
 
