@@ -77,49 +77,25 @@ def moe(
     quiet: bool,
 ) -> None:
     """Expert load, balance, entropy, co-activation, specialisation and causal effects."""
-    import torch
-
-    from mechscope.corpus import load_corpus, windows
     from mechscope.errors import MechscopeError
     from mechscope.moe import moe_analysis
     from mechscope.moe.routing import require_moe
 
-    for label, value in (
-        ("--tokens", tokens),
-        ("--seq-len", seq_len),
-        ("--batch-size", batch_size),
-    ):
-        if value < 1:
-            raise MechscopeError(f"{label} must be positive, got {value}")
-    if cka_windows < 0 or causal_windows < 0:
-        raise MechscopeError("--cka-windows and --causal-windows must be 0 or more")
-    if prune and (cka_windows == 0 or causal_windows == 0):
-        raise MechscopeError("--prune is guided by the similarity and the causal check: "
-                             "keep --cka-windows and --causal-windows above 0")  # fmt: skip
+    _check(tokens, seq_len, batch_size, cka_windows, causal_windows, prune)
     hooked = load_model(model, quiet=quiet)
     require_moe(hooked)
     if seq_len > hooked.dims.n_ctx:
         raise MechscopeError(
             f"--seq-len {seq_len} exceeds the model's context of {hooked.dims.n_ctx}"
         )
-    specs = list(corpora) or [None]
-    chunks, labels = [], []
-    for d, spec in enumerate(specs):
-        stream = windows(
-            load_corpus(spec), hooked.tokenizer, seq_len=seq_len, seed=seed, split="all"
-        )
-        got = list(itertools.islice(stream, max(1, tokens // seq_len)))
-        chunks += got
-        labels += [d] * len(got)
-    names = [spec or "built-in" for spec in specs]
+    names, all_tokens, labels = _windows(hooked, corpora, tokens, seq_len, seed)
     task_pair = None
     if task is not None:
         from mechscope.cli.tasks import load_task_batch, task_metric
 
         batch = load_task_batch(hooked, task, task_n, seed)
         task_pair = (batch, task_metric(hooked, batch, metric))
-    all_tokens = torch.stack(chunks)
-    result = moe_analysis(hooked, all_tokens, domains=names, domain_labels=torch.tensor(labels),
+    result = moe_analysis(hooked, all_tokens, domains=names, domain_labels=labels,
                           cka_windows=cka_windows, causal_windows=causal_windows,
                           task=task_pair, batch_size=batch_size)  # fmt: skip
     payload = {"model": model, **result.to_dict()}
@@ -137,6 +113,39 @@ def moe(
     if html_out:
         _write_html(html_out, payload, model)
     _summary(payload)
+
+
+def _check(tokens: int, seq_len: int, batch: int, cka: int, causal: int, prune: bool) -> None:
+    from mechscope.errors import MechscopeError
+
+    for label, value in (("--tokens", tokens), ("--seq-len", seq_len), ("--batch-size", batch)):
+        if value < 1:
+            raise MechscopeError(f"{label} must be positive, got {value}")
+    if cka < 0 or causal < 0:
+        raise MechscopeError("--cka-windows and --causal-windows must be 0 or more")
+    if prune and (cka == 0 or causal == 0):
+        raise MechscopeError("--prune is guided by the similarity and the causal check: "
+                             "keep --cka-windows and --causal-windows above 0")  # fmt: skip
+
+
+def _windows(
+    hooked: Any, corpora: tuple[str, ...], tokens: int, seq_len: int, seed: int
+) -> tuple[list[str], Any, Any]:
+    """Domain names, the windows [window pos] of every domain in turn, and each one's domain."""
+    import torch
+
+    from mechscope.corpus import load_corpus, windows
+
+    specs = list(corpora) or [None]
+    chunks, labels = [], []
+    for d, spec in enumerate(specs):
+        stream = windows(
+            load_corpus(spec), hooked.tokenizer, seq_len=seq_len, seed=seed, split="all"
+        )
+        got = list(itertools.islice(stream, max(1, tokens // seq_len)))
+        chunks += got
+        labels += [d] * len(got)
+    return [spec or "built-in" for spec in specs], torch.stack(chunks), torch.tensor(labels)
 
 
 def _write_html(path: str, payload: dict[str, Any], model: str) -> None:
