@@ -10,7 +10,8 @@ calls that function unchanged:
   with the same global batch to float tolerance.
 - Models bigger than one device: ``mechscope.load(..., device_map="auto")`` (accelerate).
 
-:func:`init` starts the process group from torchrun's environment (gloo on CPU, NCCL on GPU).
+:func:`init` starts the process group from torchrun's environment: gloo for CPU tensors, and
+NCCL for CUDA tensors when a GPU is present (``cpu:gloo,cuda:nccl``).
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ def init(backend: str | None = None) -> bool:
     if not dist.is_available():
         raise MechscopeError("this torch build has no torch.distributed; run with one process")
     if not dist.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        dist.init_process_group(backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # tensors on the CPU go through gloo, CUDA tensors through NCCL
+        cuda = torch.cuda.is_available()
+        dist.init_process_group(backend or ("cpu:gloo,cuda:nccl" if cuda else "gloo"))
+        if cuda:
+            torch.cuda.set_device(
+                int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+            )
     return True
 
 
