@@ -29,20 +29,23 @@ SITE = "blocks.1.hook_resid_post"
 SCRIPT = """
 import sys
 from mechscope.cli.main import cli
-harvest, train = sys.argv[1].split(" "), sys.argv[2].split(" ")
-cli(harvest, standalone_mode=False)
-cli(train, standalone_mode=False)
+for command in sys.argv[1:]:
+    cli(command.split(" "), standalone_mode=False)
 """
 
 
-def commands(root: Path, tag: str) -> tuple[list[str], list[str]]:
+def commands(root: Path, tag: str) -> list[list[str]]:
     harvest = ["harvest", "-m", str(root / "model"), "-s", SITE, "-c", str(root / "text.jsonl"),
                "-n", "2400", "--seq-len", "16", "--shard-tokens", "300", "--batch-size", "4",
                "-o", str(root / f"acts-{tag}"), "--quiet"]  # fmt: skip
     train = ["sae", "train", "--acts", str(root / f"acts-{tag}"), "--arch", "relu", "--k", "8",
              "--expansion", "2", "--batch-size", "64", "--checkpoint-every", "10",
              "--out", str(root / f"sae-{tag}"), "--quiet"]  # fmt: skip
-    return harvest, train
+    # TopK with many latents and a small k: latents die, so AuxK (and its normaliser) is on
+    topk = ["sae", "train", "--acts", str(root / f"acts-{tag}"), "--arch", "topk", "--k", "2",
+            "--expansion", "8", "--batch-size", "64", "--out", str(root / f"topk-{tag}"),
+            "--quiet"]  # fmt: skip
+    return [harvest, train, topk]
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +60,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
     (root / "run.py").write_text(SCRIPT)
-    harvest, train = commands(root, "two")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-              "--nproc-per-node", "2", str(root / "run.py"), " ".join(harvest), " ".join(train)]  # fmt: skip
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+              "2", str(root / "run.py"), *(" ".join(c) for c in commands(root, "two"))]  # fmt: skip
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
@@ -73,12 +75,18 @@ def test_two_ranks_harvest_the_same_store(runs: Path) -> None:
     assert one.manifest.to_json() == two.manifest.to_json()  # same windows, sums, sha256, order
 
 
-def test_data_parallel_sae_matches_one_process(runs: Path) -> None:
-    one = load_file(runs / "sae-one" / "sae_weights.safetensors")
-    two = load_file(runs / "sae-two" / "sae_weights.safetensors")
+@pytest.mark.parametrize("run", ["sae", "topk"])
+def test_data_parallel_sae_matches_one_process(runs: Path, run: str) -> None:
+    one = load_file(runs / f"{run}-one" / "sae_weights.safetensors")
+    two = load_file(runs / f"{run}-two" / "sae_weights.safetensors")
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=1e-5)
-    # the ReLU SAE's sparsity coefficient adapts to the global L0: one value on every rank
+    if run == "topk":
+        record = json.loads((runs / "topk-one" / "training.json").read_text())
+        assert any(h.get("auxk_loss", 0) > 0 for h in record["history"])  # AuxK was active
+
+
+def test_relu_coefficient_adapts_to_the_global_l0(runs: Path) -> None:
     rec = [json.loads((runs / f"sae-{t}" / "training.json").read_text()) for t in ("one", "two")]
     coef = [r["sparsity_coefficient"] for r in rec]
     assert coef[1] == pytest.approx(coef[0], rel=1e-5)

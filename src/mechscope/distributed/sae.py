@@ -5,12 +5,12 @@ Every rank reads the same deterministic stream of global batches and keeps its s
 gradients is the global batch's gradient. After each backward pass the gradients are all-reduced
 (one flat buffer, as DDP's buckets do) before the decoder-norm projection and the Adam step; the
 firing statistics (dead latents for AuxK, L0 for the ReLU/JumpReLU controller) are summed over
-ranks and the decoder bias starts at the global batch's mean. So every rank holds the same
-weights, equal to a one-process run on the global batch to float tolerance.
+ranks, AuxK's normaliser (the residual's mean squared norm) is averaged over ranks
+(``SAE.batch_mean``), and the decoder bias starts at the global batch's mean. So every rank holds
+the same weights, equal to a one-process run on the global batch to float tolerance.
 
-Not exact across ranks (each uses its own slice): AuxK's normaliser (the residual's mean squared
-norm) once latents are dead, BatchTopK's batch-wide threshold, and the resampling of dead latents,
-which is refused.
+Not exact across ranks: BatchTopK's batch-wide threshold (each rank keeps the top ``k x rows`` of
+its own slice), and the resampling of dead latents, which is refused.
 """
 
 from __future__ import annotations
@@ -101,7 +101,12 @@ def fit(sae: Any, batches: Iterable[Any], cfg: Any, **kw: Any) -> Any:
                 kw["checkpoint_dir"] = _copy_checkpoints(Path(kw["checkpoint_dir"]), Path(private))
         dist.barrier()  # every copy is made before rank 0 writes a new checkpoint
         shards = shard_batches(batches, rank(), world_size())
-        return single_fit(sae, shards, cfg, sync=GradSync(), **kw)
+        sync = GradSync()
+        sae.batch_mean = sync.mean  # AuxK's normaliser over the global batch
+        try:
+            return single_fit(sae, shards, cfg, sync=sync, **kw)
+        finally:
+            del sae.batch_mean  # back to the class default
 
 
 def _copy_checkpoints(source: Path, private: Path) -> Path:
