@@ -12,6 +12,7 @@ d_mlp       MLP hidden width (neurons)
 d_vocab     vocabulary size
 layer       transformer blocks
 expert      mixture-of-experts experts
+top_k       the experts a router chooses per token (slots, best first)
 one         a kept axis of size 1 (``ln_final.hook_scale [batch pos one]``)
 d_in        input width of a sparse dictionary
 d_sae       number of dictionary latents

@@ -68,7 +68,7 @@ def check_identities(model: HookedModel, r: DLAResult, tol: float) -> None:
         torch.testing.assert_close(r.neurons.sum(1) + r.mlp_bias, r.mlp, atol=tol, rtol=0)
     else:
         assert r.experts is not None and r.neurons is None
-        torch.testing.assert_close(r.experts.sum(1), r.mlp, atol=tol, rtol=0)
+        torch.testing.assert_close(r.experts.sum(1) + r.mlp_bias, r.mlp, atol=tol, rtol=0)
     for name, axes in r.axes.items():
         value = getattr(r, name)
         assert value is None or value.ndim == len(axes), name

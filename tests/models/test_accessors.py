@@ -44,6 +44,8 @@ for _kind in (
     "granite",
     "starcoder2",
     "gpt_oss",
+    "qwen2_moe",
+    "olmoe",
 ):
     EXPECTED[_kind] = _llama
 for _kind in ("falcon", "falcon_grouped", "falcon_sequential"):

@@ -16,6 +16,8 @@ Known differences, tested as such:
   and the residual-stream sites it has. BLOOM normalises the embedding before the first layer; the
   bridge's ``hook_embed`` is after that norm, mechscope's fallback keeps the embedding module's
   output (``blocks.0.hook_resid_pre`` is after it).
+- ``mlp.hook_expert_indices``/``hook_expert_weights`` are [tokens ...] in the bridge,
+  [batch pos ...] here: compared after flattening.
 - Falcon's ``new_decoder_architecture`` (grouped qkv) makes the bridge fail to boot (it splits the
   fused projection as multi-query); that variant is checked by the other suites only.
 """
@@ -90,6 +92,8 @@ def test_every_common_site_matches_the_bridge(pair: tuple[str, HookedModel, Any]
         a, b = ours[name], theirs[name]
         if name.endswith("hook_attn_scores") and kind in SCORES_ARE_PATTERN:
             a = torch.softmax(a, dim=-1)
+        if name.endswith(("hook_expert_indices", "hook_expert_weights")):
+            a = a.reshape(b.shape)
         if name != "hook_pos_embed":
             assert a.shape == b.shape, name
         assert max_diff(a, b) <= TOL * max(1.0, b.abs().max().item()), name

@@ -11,7 +11,8 @@ from mechscope import HookedModel
 from mechscope.models.tiny import CONFIGS, VOCAB, tiny_model
 
 KINDS = list(CONFIGS)
-DENSE = [k for k in KINDS if k not in ("mixtral", "gpt_oss")]
+MOE = ("mixtral", "gpt_oss", "qwen2_moe", "olmoe")
+DENSE = [k for k in KINDS if k not in MOE]
 X = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(2))
 
 
@@ -181,7 +182,7 @@ def test_final_norm_scale_write(kind: str) -> None:
     torch.testing.assert_close(a, model(X) / 2, atol=1e-5, rtol=0)  # no bias after RMSNorm
 
 
-@pytest.mark.parametrize("kind", ["mixtral", "gpt_oss"])
+@pytest.mark.parametrize("kind", MOE)
 def test_router_write_reroutes_tokens(kind: str) -> None:
     model = HookedModel(tiny_model(kind))
     layer = 0

@@ -65,7 +65,7 @@ class DLAResult:
     Every field is a float32 CPU tensor with the axes in :attr:`axes` (prompts last). Identities:
     ``embed + attn.sum(0) + mlp.sum(0) + constant == logit_diff``;
     ``heads.sum(1) + attn_bias == attn``; ``neurons.sum(1) + mlp_bias == mlp`` (dense MLPs);
-    ``experts.sum(1) == mlp`` (mixture of experts).
+    ``experts.sum(1) + mlp_bias == mlp`` (mixture of experts; ``mlp_bias`` is the shared expert).
     """
 
     embed: Tensor  # token (+ position) embedding
@@ -73,7 +73,7 @@ class DLAResult:
     attn_bias: Tensor  # the output projection's bias alone
     heads: Tensor  # each head's write z_h W_O,h
     mlp: Tensor  # each MLP block's output
-    mlp_bias: Tensor  # the down projection's bias alone (0 for MoE blocks)
+    mlp_bias: Tensor  # the down projection's bias alone (MoE: the shared expert's write, or 0)
     neurons: Tensor | None  # activation x down-projection row; None for MoE or neurons=False
     experts: Tensor | None  # each expert's weighted write; None for dense MLPs
     constant: Tensor  # final-norm bias and unembedding bias
@@ -177,6 +177,8 @@ def _site_names(model: HookedModel, neurons: bool) -> list[str]:
     if moe or neurons or model.family.mlp_write:  # a post-norm's divisor needs the neurons
         kind = "mlp.hook_expert_out" if moe else "mlp.hook_post"
         names += [f"blocks.{i}.{kind}" for i in range(n)]
+    if "blocks.0.mlp.hook_shared_expert_out" in model.sites:
+        names += [f"blocks.{i}.mlp.hook_shared_expert_out" for i in range(n)]
     return names
 
 
@@ -320,6 +322,8 @@ def _attribute(model: HookedModel, acts: dict[str, Tensor], raw: Tensor) -> dict
     }
     if f.moe is not None:
         parts["experts"] = layers("mlp.hook_expert_out")
+        if "blocks.0.mlp.hook_shared_expert_out" in acts:
+            parts["mlp_bias"] = layers("mlp.hook_shared_expert_out")
         return parts
     assert f.mlp_out is not None  # a dense family always names its down projection
     downs = [block(f.mlp_out, i) for i in range(n)]

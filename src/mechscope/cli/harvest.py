@@ -89,11 +89,14 @@ def harvest(
 ) -> None:
     """Harvest activations into OUT (sharded safetensors + manifest.json).
 
-    Runs again with the same options resume a killed harvest where it stopped.
+    Runs again with the same options resume a killed harvest where it stopped. Launched by
+    `torchrun --nproc-per-node N --no-python mechscope harvest ...`, the ranks share the shards
+    and write the same store (docs/scale.md).
     """
-    from mechscope.activations import harvest as run_harvest
     from mechscope.activations import read_manifest
     from mechscope.corpus import load_corpus
+    from mechscope.distributed import is_main
+    from mechscope.distributed.harvest import harvest as run_harvest
 
     count = parse_tokens(n_tokens)
     hooked = load_model(model, quiet=quiet)
@@ -106,6 +109,8 @@ def harvest(
         include_first=include_first, overwrite=overwrite, progress=not quiet,
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    if not is_main():  # rank 0 reports for the run
+        return
     m = store.manifest
     kept = 0 if overwrite else sum(s.n_tokens for s in m.shards if s in before)
     new = m.n_tokens - kept

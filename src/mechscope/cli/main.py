@@ -42,6 +42,7 @@ COMMANDS = {
     "graph": "mechscope.cli.graph:graph",
     "das": "mechscope.cli.das:das",
     "compress": "mechscope.cli.compress:compress",
+    "moe": "mechscope.cli.moe:moe",
 }
 
 

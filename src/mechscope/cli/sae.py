@@ -167,14 +167,20 @@ def _train_into(
     train_cfg: Any,
 ) -> Any:
     """Train and save into ``folder`` under its lock (see :mod:`mechscope.cli.sae_out`); None when
-    it already holds this run, finished."""
+    it already holds this run, finished. Under torchrun every rank trains its slice of each batch
+    (:mod:`mechscope.distributed.sae`) and rank 0 alone holds the folder and writes it."""
     from mechscope.cli.sae_out import CHECKPOINTS, prepare_out, write_record
+    from mechscope.distributed import fit, from_main, init, is_main
     from mechscope.files import folder_lock
-    from mechscope.sae import fit, save_sae
+    from mechscope.sae import save_sae
     from mechscope.sae.checkpoint import clear_checkpoints
 
+    if init() and not is_main():  # the other ranks follow rank 0's decision and train
+        if from_main(None) != "done":
+            fit(model, batches, train_cfg, checkpoint_dir=folder / CHECKPOINTS, progress=False)
+        return None
     with folder_lock(folder, "mechscope sae train"):
-        if prepare_out(folder, settings, overwrite) == "done":
+        if from_main(lambda: prepare_out(folder, settings, overwrite)) == "done":
             click.echo(f"{folder} already holds this SAE (same settings); --overwrite trains again")
             return None
         _note_resume(folder / CHECKPOINTS, quiet)

@@ -22,8 +22,10 @@ from mechscope.families import (
     mixtral,
     neox,
     olmo2,
+    olmoe,
     opt,
     phi3,
+    qwen2_moe,
     starcoder2,
 )
 from mechscope.families.base import Dims, Family, MoESpec
@@ -45,6 +47,8 @@ FAMILIES: tuple[Family, ...] = (
     starcoder2.FAMILY,
     granite.FAMILY,
     gpt_oss.FAMILY,
+    qwen2_moe.FAMILY,
+    olmoe.FAMILY,
 )
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
 # Types the fallback must not guess at, with what to do instead.

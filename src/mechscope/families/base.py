@@ -55,12 +55,16 @@ class MoESpec:
     ``route`` turns router logits [tokens expert] into (weights, indices) [tokens top_k] exactly as
     the HF router does, so that a rewritten router logit re-routes the tokens. ``expert_outputs``
     returns each expert's weighted contribution [tokens expert d_model] for given routing.
+    ``shared_expert`` is an always-on dense expert (Qwen2-MoE) whose output the block multiplies
+    by ``sigmoid(shared_expert_gate(x))`` before adding it to the routed experts' sum.
     """
 
     router: str
     experts: str
     route: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     expert_outputs: Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    shared_expert: str | None = None
+    shared_expert_gate: str | None = None
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,8 @@ class HookedModel:
         if tokens.ndim == 1:
             tokens = tokens[None]
         self._check_tokens(tokens)
-        device = next(self.hf.parameters()).device
+        device = self.hf.get_input_embeddings().weight.device  # the first device of a map
+        device = torch.device("cpu") if device.type == "meta" else device  # offloaded to disk
         kwargs: dict[str, Any] = {"input_ids": tokens.to(device), "use_cache": False}
         if attention_mask is not None:
             mask = attention_mask.to(device)

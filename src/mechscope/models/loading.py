@@ -73,6 +73,9 @@ def load_hf(
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """Load a causal LM and its tokenizer; return ``(model, tokenizer, provenance)``.
 
@@ -81,14 +84,20 @@ def load_hf(
     (as given) and ``path`` (resolved file, folder or hub id); GGUF sources also have ``sha256``
     and ``cache`` (the converted folder). ``cache_dir`` is the root of mechscope's GGUF cache;
     ``progress=False`` silences progress bars and the first-conversion notice.
+    ``device_map`` (``"auto"``, ``"balanced"``, a dict; with ``max_memory`` and
+    ``offload_folder``) spreads the layers over the devices through accelerate instead of moving
+    the model to ``device`` (docs/scale.md).
     """
+    placement = _placement(device_map, max_memory, offload_folder)
     source, path = _resolve(name_or_path)
     provenance: dict[str, Any] = {"source": source, "name": name_or_path, "path": path}
     with _progress_bars(progress):
         if source in ("alias", "gguf"):
             sha = sha256_file(path)
             folder = _cache_root(cache_dir) / "gguf" / sha[:16]
-            model, tokenizer = _load_gguf_cached(Path(path), sha, folder, dtype, progress)
+            model, tokenizer = _load_gguf_cached(
+                Path(path), sha, folder, dtype, progress, placement
+            )
             provenance.update(sha256=sha, cache=str(folder))
         elif source == "local" and (Path(path) / "packed.safetensors").is_file():
             # a `mechscope compress` export: build it from its packed codes (imported lazily)
@@ -97,8 +106,26 @@ def load_hf(
             model, tokenizer = load_packed(path, dtype)
             provenance.update(source="packed")
         else:
-            model, tokenizer = _load_pretrained(path, source, dtype, trust_remote_code)
-    return model.to(device).eval(), tokenizer, provenance
+            model, tokenizer = _load_pretrained(path, source, dtype, trust_remote_code, placement)
+    if device_map is None:
+        model = model.to(device)
+    return model.eval(), tokenizer, provenance
+
+
+def _placement(device_map: Any, max_memory: Any, offload_folder: Any) -> dict[str, Any]:
+    """``from_pretrained``'s placement keywords; accelerate must be installed for a device map."""
+    if device_map is None:
+        if max_memory is not None or offload_folder is not None:
+            raise MechscopeError("max_memory and offload_folder need a device_map (e.g. 'auto')")
+        return {}
+    if importlib.util.find_spec("accelerate") is None:
+        raise MechscopeError('device_map needs accelerate: pip install "mechscope[scale]"')
+    out: dict[str, Any] = {"device_map": device_map}
+    if max_memory is not None:
+        out["max_memory"] = max_memory
+    if offload_folder is not None:
+        out["offload_folder"] = str(offload_folder)
+    return out
 
 
 def _resolve(name: str) -> tuple[str, str]:
@@ -139,27 +166,32 @@ def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _load_gguf_cached(
-    path: Path, sha: str, folder: Path, dtype: torch.dtype, progress: bool
+    path: Path,
+    sha: str,
+    folder: Path,
+    dtype: torch.dtype,
+    progress: bool,
+    placement: dict[str, Any] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the converted copy of ``path``, converting (again) if it is missing or unusable."""
     if folder.exists():
         try:
-            return _load_cache_folder(folder, sha, dtype)
+            return _load_cache_folder(folder, sha, dtype, placement)
         except Exception as exc:  # any failure means the cache cannot be trusted
             _log.warning("cache %s is unusable (%s); converting again", folder, _short(exc))
             shutil.rmtree(folder, ignore_errors=True)
     _convert_gguf(path, sha, folder, progress)
-    return _load_cache_folder(folder, sha, dtype)
+    return _load_cache_folder(folder, sha, dtype, placement)
 
 
 def _load_cache_folder(
-    folder: Path, sha: str, dtype: torch.dtype
+    folder: Path, sha: str, dtype: torch.dtype, placement: dict[str, Any] | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     source = json.loads((folder / _SOURCE_JSON).read_text())
     if source.get("sha256") != sha:
         raise MechscopeError(f"{folder / _SOURCE_JSON} names another file")
     _check_safetensors(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **(placement or {}))
     return model, AutoTokenizer.from_pretrained(folder)
 
 
@@ -218,7 +250,11 @@ def _dequantized_copy(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def _load_pretrained(
-    path: str, source: str, dtype: torch.dtype, trust_remote_code: bool
+    path: str,
+    source: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    placement: dict[str, Any] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load from a local folder or the hub with the ordinary transformers calls."""
     if source == "local":
@@ -226,7 +262,9 @@ def _load_pretrained(
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": offline}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, **kwargs, **(placement or {})
+        )
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     except SafetensorError as exc:
         raise MechscopeError(

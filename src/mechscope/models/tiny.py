@@ -28,12 +28,14 @@ from transformers import (
     MixtralConfig,
     MptConfig,
     Olmo2Config,
+    OlmoeConfig,
     OPTConfig,
     PersimmonConfig,
     Phi3Config,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen2MoeConfig,
     Starcoder2Config,
 )
 
@@ -139,6 +141,20 @@ CONFIGS: dict[str, Callable[[], Any]] = {
         sliding_window=4,
         layer_types=["sliding_attention", "full_attention"],
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    ),
+    "qwen2_moe": lambda: Qwen2MoeConfig(
+        **{**LLAMA_LIKE, "num_hidden_layers": 2},
+        moe_intermediate_size=40,
+        shared_expert_intermediate_size=64,
+        num_experts=4,
+        num_experts_per_tok=2,
+    ),
+    "olmoe": lambda: OlmoeConfig(
+        **{**LLAMA_LIKE, "num_hidden_layers": 2},
+        num_experts=4,
+        num_experts_per_tok=2,
+        norm_topk_prob=True,  # real OLMoE leaves it False (as Qwen2-MoE above): test both rules
+        **IDS,
     ),
 }
 

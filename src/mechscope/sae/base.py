@@ -16,6 +16,7 @@ Losses are computed in normalised units, so hyperparameters do not depend on the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -159,6 +160,9 @@ class SAE(nn.Module):
     # trainer's, a quarter of the run)
     penalty: ClassVar[str | None] = None  # config field of the sparsity coefficient, if any
     penalty_start: ClassVar[float] = 0.0  # the adaptive coefficient's first value
+    # Mean of a per-batch statistic over the whole batch: the identity in one process; data-
+    # parallel training sets it to the mean over ranks (AuxK's normaliser then spans every slice).
+    batch_mean: Callable[[Tensor], Tensor] | None = None
 
     def __new__(cls, cfg: SAEConfig, *args: Any, **kwargs: Any) -> SAE:
         if cls is SAE:

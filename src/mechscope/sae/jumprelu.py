@@ -107,7 +107,9 @@ class JumpReluSAE(SAE):
     ) -> dict[str, Tensor]:
         l0 = step(out.pre_acts, self.threshold, self.cfg.bandwidth).sum(-1).mean()
         terms = {"l0_loss": self.coefficient.to(l0.dtype) * coef_scale * l0}
-        aux = auxk_dense(out.pre_acts, residual, dead, self.W_dec, self.cfg.d_in // 2)
+        aux = auxk_dense(
+            out.pre_acts, residual, dead, self.W_dec, self.cfg.d_in // 2, self.batch_mean
+        )
         if aux is not None and self.aux_coefficient:
             terms["auxk_loss"] = self.aux_scale * self.aux_coefficient * aux
         return terms

@@ -16,6 +16,7 @@ the decoder, the encoder's weight gradient) with products ``d_sae / k`` times sm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,7 @@ def auxk_loss(
     b_enc: Tensor,
     W_dec: Tensor,
     k_aux: int,
+    batch_mean: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor | None:
     """AuxK (Gao et al. 2024, appendix A.2): the top ``k_aux`` dead latents reconstruct the residual.
 
@@ -136,11 +138,18 @@ def auxk_loss(
     recon = F.embedding_bag(aux.cols, W_dec, aux.offsets, mode="sum", per_sample_weights=aux.values)
     residual = residual.detach()
     err = (recon - residual).pow(2).sum(-1).mean()
-    return err / residual.pow(2).sum(-1).mean().clamp_min(1e-12) * min(n_dead / k_aux, 1.0)
+    norm = residual.pow(2).sum(-1).mean()
+    norm = batch_mean(norm) if batch_mean is not None else norm  # over ranks when data-parallel
+    return err / norm.clamp_min(1e-12) * min(n_dead / k_aux, 1.0)
 
 
 def auxk_dense(
-    pre: Tensor, residual: Tensor, dead: Tensor | None, W_dec: Tensor, k_aux: int
+    pre: Tensor,
+    residual: Tensor,
+    dead: Tensor | None,
+    W_dec: Tensor,
+    k_aux: int,
+    batch_mean: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor | None:
     """AuxK for the dense path (ReLU, JumpReLU): as :func:`auxk_loss`, from ``pre`` with its gradient.
 
@@ -158,4 +167,6 @@ def auxk_dense(
     recon = (values.unsqueeze(-1) * W_dec[idx]).sum(-2)
     residual = residual.detach().reshape(recon.shape)
     err = (recon - residual).pow(2).sum(-1).mean()
-    return err / residual.pow(2).sum(-1).mean().clamp_min(1e-12) * min(n_dead / k_aux, 1.0)
+    norm = residual.pow(2).sum(-1).mean()
+    norm = batch_mean(norm) if batch_mean is not None else norm  # over ranks when data-parallel
+    return err / norm.clamp_min(1e-12) * min(n_dead / k_aux, 1.0)

@@ -76,5 +76,6 @@ class TopKSAE(SAE):
             self.b_enc,
             self.W_dec,
             self.cfg.d_in // 2,
+            self.batch_mean,
         )
         return {} if aux is None else {"auxk_loss": self.aux_coefficient * aux}

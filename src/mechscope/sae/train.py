@@ -151,8 +151,14 @@ def fit(
     *,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    sync: Any = None,
 ) -> TrainResult:
-    """Train ``sae`` in place on ``batches``; resume from ``checkpoint_dir`` when it holds a checkpoint."""
+    """Train ``sae`` in place on ``batches``; resume from ``checkpoint_dir`` when it holds a checkpoint.
+
+    ``sync`` (data-parallel training, :mod:`mechscope.distributed.sae`) averages gradients and
+    makes the firing statistics global: ``grads(sae)``, ``mean(tensor)``, ``sum(float)``,
+    ``any(mask)``.
+    """
     check_target(sae)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
     state = load_checkpoint(checkpoint_dir, sae, opt, cfg) if checkpoint_dir is not None else None
@@ -174,8 +180,8 @@ def fit(
             break
         x, target = _split(sae, batch)
         if step == 0 and cfg.init_b_dec:
-            _init_b_dec(sae, x if target is None else target)
-        record, out = train_step(sae, opt, x, target, state, cfg, step)
+            _init_b_dec(sae, x if target is None else target, sync)
+        record, out = train_step(sae, opt, x, target, state, cfg, step, sync)
         if (
             cfg.resample_every
             and (step + 1) % cfg.resample_every == 0
@@ -213,6 +219,7 @@ def train_step(
     state: TrainState,
     cfg: TrainConfig,
     step: int,
+    sync: Any = None,
 ) -> tuple[dict[str, float], SAEOutput]:
     """One optimiser step on one batch; updates ``state``; returns the step's numbers and output."""
     lr = lr_at(cfg, step)
@@ -227,6 +234,8 @@ def train_step(
     terms = sae.loss(x, out, target=target, dead=dead, coef_scale=coef)
     opt.zero_grad(set_to_none=True)
     terms["loss"].backward()
+    if sync is not None:
+        sync.grads(sae)
     if sae.unit_norm_decoder:
         sae.remove_parallel_gradient()
     if cfg.grad_clip is not None:
@@ -235,7 +244,7 @@ def train_step(
     if sae.unit_norm_decoder:
         sae.normalise_decoder()
     sae.after_step(out)
-    record = _bookkeeping(x if target is None else target, out, terms, state, lr, window)
+    record = _bookkeeping(x if target is None else target, out, terms, state, lr, window, sync)
     if sae.penalty is not None:
         if sae.adaptive and coef == 1.0 and step < cfg.l0_until * cfg.total_steps:
             adapt(sae, record["l0"], step / cfg.total_steps, cfg.l0_gain, cfg.l0_anneal)
@@ -251,9 +260,12 @@ def _bookkeeping(
     state: TrainState,
     lr: float,
     window: int,
+    sync: Any = None,
 ) -> dict[str, float]:
     n = target.shape[0]
     fired_latents, l0 = _firing(out)
+    if sync is not None:  # every rank counts the global batch
+        n, l0, fired_latents = int(sync.sum(n)), sync.sum(l0), sync.any(fired_latents)
     state.tokens_since_fired += n
     state.tokens_since_fired[fired_latents] = 0
     state.step += 1
@@ -317,8 +329,10 @@ def _skip(it: Iterator[Any], n: int) -> None:
 
 
 @torch.no_grad()
-def _init_b_dec(sae: SAE, target: Tensor) -> None:
+def _init_b_dec(sae: SAE, target: Tensor, sync: Any = None) -> None:
     mean = sae.scale_in(target).mean(0)
+    if sync is not None:
+        mean = sync.mean(mean)
     sae.b_dec.copy_(mean)
 
 

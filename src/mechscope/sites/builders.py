@@ -23,7 +23,9 @@ from mechscope.sites.hooks import (
     heads_view,
     hook_input,
     hook_output,
+    loaded,
 )
+from mechscope.sites.moe import build_expert_indices, build_expert_weights, build_shared_expert_out
 
 Tensor = torch.Tensor
 Builder = Callable[[Model, Any, Calls], list[Any]]
@@ -84,12 +86,14 @@ def _build_result(m: Model, layer: int, calls: Calls) -> list[Any]:
 
     def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
         z = args[0].unflatten(-1, (n, d))
-        result = torch.einsum("bphd,hdm->bphm", z, _o_per_head(module, n, d))
+        with loaded(module):
+            result = torch.einsum("bphd,hdm->bphm", z, _o_per_head(module, n, d))
         t, changed = calls.run(result)
         if not changed:
             return None
-        bias = getattr(module, "bias", None)
-        return t.sum(-2) if bias is None else t.sum(-2) + bias
+        with loaded(module):
+            bias = getattr(module, "bias", None)
+            return t.sum(-2) if bias is None else t.sum(-2) + bias
 
     return [m.module(m.family.o, layer).register_forward_hook(hook)]
 
@@ -235,7 +239,8 @@ def _build_expert_out(m: Model, layer: int, calls: Calls) -> list[Any]:
 
     def hook(experts: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
         x, indices, weights = args[:3]
-        per = moe.expert_outputs(experts, x, indices, weights)  # [tokens expert d_model]
+        with loaded(experts):
+            per = moe.expert_outputs(experts, x, indices, weights)  # [tokens expert d_model]
         t, changed = calls.run(per.view(*stash["shape"], *per.shape[1:]))
         return t.sum(-2).reshape(out.shape).to(out.dtype) if changed else None
 
@@ -260,10 +265,11 @@ def build_final_norm(m: Model, scale: Calls | None, normalized: Calls | None) ->
             t, changed_n = normalized.run(t)
         if not (changed_s or changed_n):
             return None
-        weight = module.weight + m.family.norm_offset if m.family.norm_offset else module.weight
-        y = weight * t.to(out.dtype)
-        bias = getattr(module, "bias", None)
-        return y if bias is None else y + bias
+        with loaded(module):
+            weight = module.weight + m.family.norm_offset if m.family.norm_offset else module.weight
+            y = weight * t.to(out.dtype)
+            bias = getattr(module, "bias", None)
+            return y if bias is None else y + bias
 
     return [norm.register_forward_hook(hook)]
 
@@ -296,7 +302,10 @@ BUILDERS: dict[str, Builder] = {
     "mlp_pre_linear": _mlp_site("mlp_pre_linear"),
     "mlp_post": _mlp_site("mlp_post"),
     "router_logits": _build_router,
+    "expert_indices": build_expert_indices,
+    "expert_weights": build_expert_weights,
     "expert_out": _build_expert_out,
+    "shared_expert_out": build_shared_expert_out,
     "mlp_out": _mlp_site("mlp_out"),
     "resid_post": _layer_out,
 }

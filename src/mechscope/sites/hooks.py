@@ -8,6 +8,7 @@ of the site's canonical tensor. :func:`attach` returns handles; callers remove t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,17 @@ def _check_replacement(name: str, old: Tensor, new: Any) -> None:
     # -inf is allowed: it is how attention scores are masked.
     if new.is_floating_point() and (torch.isnan(new).any() or torch.isposinf(new).any()):
         raise MechscopeError(f"hook on {name} returned NaN or +inf values; check the intervention")
+
+
+def loaded(module: nn.Module) -> Any:
+    """A context in which ``module``'s own weights are real tensors: accelerate offloads the
+    weights of a disk- or CPU-offloaded module again right after its forward, before forward
+    hooks run (``device_map`` with offloading); a no-op for any other module."""
+    if getattr(module, "_hf_hook", None) is None:
+        return contextlib.nullcontext()
+    from accelerate.utils import align_module_device
+
+    return align_module_device(module)
 
 
 # -- generic module hooks -------------------------------------------------------------------

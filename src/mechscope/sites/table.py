@@ -34,6 +34,7 @@ class Site:
             "d_mlp": dims.d_mlp,
             "d_vocab": dims.d_vocab,
             "expert": dims.n_experts,
+            "top_k": dims.top_k,
             "one": 1,
         }
         out: list[int | str] = []
@@ -61,6 +62,13 @@ class SiteTable(dict[str, Site]):
 
 
 RESIDUAL_ONLY = ("hook_resid_pre", "hook_resid_post")
+MOE_SITES = (
+    "mlp.hook_router_logits",
+    "mlp.hook_expert_indices",
+    "mlp.hook_expert_weights",
+    "mlp.hook_expert_out",
+    "mlp.hook_shared_expert_out",
+)
 
 
 def _layer_rows(family: Family, dims: Dims) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -87,7 +95,11 @@ def _layer_rows(family: Family, dims: Dims) -> list[tuple[str, str, tuple[str, .
         rows.append(("mlp.hook_post", "mlp_post", ("batch", "pos", "d_mlp")))
     else:
         rows.append(("mlp.hook_router_logits", "router_logits", ("batch", "pos", "expert")))
+        rows.append(("mlp.hook_expert_indices", "expert_indices", ("batch", "pos", "top_k")))
+        rows.append(("mlp.hook_expert_weights", "expert_weights", ("batch", "pos", "expert")))
         rows.append(("mlp.hook_expert_out", "expert_out", ("batch", "pos", "expert", "d_model")))
+        if family.moe.shared_expert:
+            rows.append(("mlp.hook_shared_expert_out", "shared_expert_out", BPD))
     rows += [("hook_mlp_out", "mlp_out", BPD), ("hook_resid_post", "resid_post", BPD)]
     return rows
 
@@ -109,8 +121,10 @@ def absent_sites(family: Family, dims: Dims) -> dict[str, str]:
     if family.moe is not None:
         for name in ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"):
             out[name] = moe + "mlp.hook_router_logits or mlp.hook_expert_out"
+        if not family.moe.shared_expert:
+            out["mlp.hook_shared_expert_out"] = f"{kind} have no shared expert"
     else:
-        for name in ("mlp.hook_router_logits", "mlp.hook_expert_out"):
+        for name in MOE_SITES:
             out[name] = f"{kind} have a dense MLP, not a mixture of experts"
         if not family.mlp_up:
             out["mlp.hook_pre_linear"] = f"{kind} have an ungated MLP (no linear branch)"
