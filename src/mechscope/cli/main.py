@@ -35,6 +35,8 @@ COMMANDS = {
     "sae": "mechscope.cli.sae:sae",
     "steer": "mechscope.cli.steer:steer",
     "toy": "mechscope.cli.toy:toy",
+    "compare": "mechscope.cli.compare:compare",
+    "diff": "mechscope.cli.diff:diff",
 }
 
 

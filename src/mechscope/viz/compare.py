@@ -1,0 +1,58 @@
+"""Figures and pages of model comparisons: layer-by-layer similarity heatmaps.
+
+Takes results' ``to_dict()`` and labels, never a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mechscope.viz.html import Cell, figure_uri, heat_color, page, render, table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["similarity_figure", "similarity_page"]
+
+SCORES = (("cka", "debiased linear CKA"), ("procrustes", "orthogonal Procrustes"))
+
+
+def similarity_figure(data: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> Figure:
+    """Two heatmaps, CKA and Procrustes: rows are layers of A, columns layers of B."""
+    from matplotlib.figure import Figure
+
+    la, lb = data["layers_a"], data["layers_b"]
+    fig = Figure(figsize=(min(16, 4 + 0.5 * len(lb)) * 2 / 1.4, 0.35 * len(la) + 2.5))
+    for k, (key, title) in enumerate(SCORES):
+        ax = fig.add_subplot(1, 2, k + 1)
+        values = np.asarray(data[key], dtype=float)
+        im = ax.imshow(values, cmap="viridis", vmin=min(0.0, float(values.min())), vmax=1.0)
+        ax.set_xticks(range(len(lb)), [str(v) for v in lb], fontsize=7)
+        ax.set_yticks(range(len(la)), [str(v) for v in la], fontsize=7)
+        ax.set_xlabel(f"layer of {name_b} (resid_post)")
+        ax.set_ylabel(f"layer of {name_a} (resid_post)")
+        ax.set_title(f"{title} ({data.get('n_tokens', '?')} tokens)")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def _score_table(data: Mapping[str, Any], key: str) -> str:
+    rows = [
+        [f"A {la}", *(Cell(f"{v:.3f}", background=heat_color(v)) for v in row)]
+        for la, row in zip(data["layers_a"], data[key], strict=True)
+    ]
+    return table(rows, ["", *(f"B {lb}" for lb in data["layers_b"])])
+
+
+def similarity_page(data: Mapping[str, Any], name_a: str, name_b: str) -> str:
+    """A self-contained page: the two heatmaps and both matrices as tables."""
+    fig = similarity_figure(data, name_a, name_b)
+    figures = render("figures.html.j2", figures=[(figure_uri(fig), "CKA and Procrustes")])
+    sections = [("Layer-by-layer similarity", figures)]
+    sections += [(title, _score_table(data, key)) for key, title in SCORES]
+    subtitle = f"A = {name_a}, B = {name_b}, {data.get('n_tokens', '?')} aligned tokens"
+    return page("Model comparison", sections, subtitle=subtitle)
