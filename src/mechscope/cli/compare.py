@@ -78,7 +78,9 @@ def compare(
     _summary(data)
 
 
-def _figures(data: dict, name_a: str, name_b: str, html_out: str | None, png_out: str | None) -> None:
+def _figures(
+    data: dict, name_a: str, name_b: str, html_out: str | None, png_out: str | None
+) -> None:
     from mechscope.files import write_atomic
     from mechscope.viz.compare import similarity_figure, similarity_page
     from mechscope.viz.html import png_bytes
