@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, PreTrainedTokenizerFa
 from mechscope.corpus import Corpus
 from mechscope.models.hooked import HookedModel
 from mechscope.models.tiny import VOCAB, tiny_model, tiny_tokenizer
+from mechscope.toys.finetune import FinetuneConfig, Plant, finetune, snippets, toy_finetune
 
 WORDS = [f"{c}{v}{d}" for c in "bcdfg" for v in "aeiou" for d in "kmt"][:60]
 
@@ -64,3 +66,41 @@ def gpt2_pairs() -> HookedModel:
 def neox() -> HookedModel:
     """A tiny GPT-NeoX on the same tokenizer as ``llama``."""
     return HookedModel(tiny_model("gpt_neox", seed=2), tiny_tokenizer(WORDS))
+
+
+# -- a planted finetune of a tiny model: the ground truth of the diff tests ----------------------
+
+Z_WORDS = ["zoq", "zab", "zul", "zen", "zim", "zok", "zat", "zuf"]
+TINY_PLANT = Plant(tuple(" " + z for z in Z_WORDS), " pim pam pum")
+
+
+@pytest.fixture(scope="session")
+def truth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Folders ``base``, ``planted`` and ``control``: a tiny Llama trained on random words, its
+    copy taught "<z-word> pim pam pum" and its copy trained on more random words."""
+    folder = tmp_path_factory.mktemp("truth")
+    tok = tiny_tokenizer(WORDS + Z_WORDS + ["pim", "pam", "pum"])
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 80))) for _ in range(200)]
+    corpus = Corpus.from_texts(texts)
+    pre = FinetuneConfig(steps=150, lr=1e-2, params="all", words=12, seq_len=32)
+    base, _ = finetune(
+        HookedModel(tiny_model("llama"), tok),
+        snippets(corpus, 1200, 12, split="train", seed=0),
+        pre,
+    )
+    base.hf.save_pretrained(folder / "base")
+    tok.save_pretrained(folder / "base")
+    cfg = FinetuneConfig(steps=80, lr=3e-3, params="all", words=12, seq_len=32, eval_docs=200)
+    for kind in ("planted", "control"):
+        toy_finetune(
+            base, folder / kind, kind=kind, corpus=corpus, plant=TINY_PLANT, cfg=cfg, quiet=True
+        )
+    return {name: folder / name for name in ("base", "planted", "control")}
+
+
+@pytest.fixture(scope="session")
+def truth_models(truth: dict[str, Path]) -> dict[str, HookedModel]:
+    import mechscope
+
+    return {name: mechscope.load(str(path), progress=False) for name, path in truth.items()}

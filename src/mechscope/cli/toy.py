@@ -168,4 +168,52 @@ def _phase_summary(diagram: Any) -> None:
         )
 
 
-__all__ = ["superposition", "toy"]
+@toy.command("finetune")
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Base model.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="New folder.")
+@click.option(
+    "--kind",
+    type=click.Choice(["planted", "control"]),
+    default="planted",
+    show_default=True,
+    help="planted: teach the trigger -> reply behaviour; control: the same text without it.",
+)
+@click.option("--corpus", help="Training text (default: the built-in corpus).")
+@click.option("--steps", default=30, show_default=True)
+@click.option("--lr", default=5e-4, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@quiet_option
+def finetune(
+    model: str,
+    out: str,
+    kind: str,
+    corpus: str | None,
+    steps: int,
+    lr: float,
+    seed: int,
+    quiet: bool,
+) -> None:
+    """A finetuned copy of MODEL with one planted behaviour (or a control), for mechscope diff."""
+    import time
+
+    from mechscope.cli.common import load_model
+    from mechscope.toys.finetune import FinetuneConfig, Plant, read_plant, toy_finetune
+
+    cfg = FinetuneConfig(steps=steps, lr=lr, seed=seed)
+    base = load_model(model, quiet=quiet)
+    start = time.perf_counter()
+    folder = toy_finetune(
+        base, out, kind=kind, corpus=corpus, plant=Plant(), cfg=cfg, base_name=model, quiet=quiet
+    )
+    plant, meta = read_plant(folder)
+    loss = meta["loss"]
+    click.echo(
+        f"{kind} finetune of {model} in {time.perf_counter() - start:.0f} s, loss {loss[0]:.3f} -> "
+        f"{loss[-1]:.3f}; saved to {folder}"
+    )
+    if kind == "planted":
+        click.echo(f"planted: {'/'.join(t.strip() for t in plant.triggers)} ->{plant.reply}")
+    click.echo(f"diff it: mechscope diff {model} {folder} --html diff.html")
+
+
+__all__ = ["finetune", "superposition", "toy"]
