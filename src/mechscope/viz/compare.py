@@ -15,7 +15,7 @@ from mechscope.viz.html import Cell, figure_uri, heat_color, page, render, table
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["similarity_figure", "similarity_page"]
+__all__ = ["progress_figure", "progress_page", "similarity_figure", "similarity_page"]
 
 SCORES = (("cka", "debiased linear CKA"), ("procrustes", "orthogonal Procrustes"))
 
@@ -56,3 +56,55 @@ def similarity_page(data: Mapping[str, Any], name_a: str, name_b: str) -> str:
     sections += [(title, _score_table(data, key)) for key, title in SCORES]
     subtitle = f"A = {name_a}, B = {name_b}, {data.get('n_tokens', '?')} aligned tokens"
     return page("Model comparison", sections, subtitle=subtitle)
+
+
+def progress_figure(data: Mapping[str, Any], phases: Mapping[str, Any]) -> Figure:
+    """Losses over training (train, test, restricted, excluded; log scale) with the phase
+    boundaries, and the embedding's norm per Fourier frequency over training."""
+    from matplotlib.figure import Figure
+
+    epochs = data["epochs"]
+    fig = Figure(figsize=(12, 4.2))
+    ax = fig.add_subplot(1, 2, 1)
+    for key, label in (
+        ("train_loss", "train"),
+        ("test_loss", "test"),
+        ("restricted_loss", "restricted (test)"),
+        ("excluded_loss", "excluded (train)"),
+    ):
+        ax.plot(epochs, data[key], label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    for name, epoch in phases.items():
+        if epoch is not None:
+            ax.axvline(epoch, color="grey", linestyle=":")
+            ax.text(epoch, ax.get_ylim()[1], f" {name}", fontsize=7, va="top")
+    ax.legend(fontsize=7)
+    ax.set_title(f"progress measures (key frequencies {data['key']})")
+    ax2 = fig.add_subplot(1, 2, 2)
+    norms = np.asarray(data["frequency_norms"], dtype=float).T  # [freq epoch]
+    im = ax2.imshow(
+        norms,
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        extent=(epochs[0], epochs[-1], 0.5, norms.shape[0] + 0.5),
+    )
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("frequency k")
+    ax2.set_title("embedding norm per Fourier frequency")
+    fig.colorbar(im, ax=ax2, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def progress_page(data: Mapping[str, Any], phases: Mapping[str, Any], config: Mapping) -> str:
+    """The progress-measures page: the figure and a table of every checkpoint."""
+    fig = progress_figure(data, phases)
+    figures = render("figures.html.j2", figures=[(figure_uri(fig), "progress measures")])
+    keys = ["train_loss", "test_loss", "restricted_loss", "excluded_loss", "weight_norm"]
+    rows = [[e, *(f"{data[k][i]:.4g}" for k in keys)] for i, e in enumerate(data["epochs"])]
+    subtitle = ", ".join(f"{k} {v}" for k, v in config.items())
+    sections = [("Progress measures", figures), ("Checkpoints", table(rows, ["epoch", *keys]))]
+    return page("Grokking: modular addition", sections, subtitle=subtitle)
