@@ -7,27 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, GPT2Config, PreTrainedTokenizerFast
+from diff_truth import TINY_PLANT, WORDS, Z_WORDS, pair_tokenizer
+from transformers import AutoModelForCausalLM, GPT2Config
 
 from mechscope.corpus import Corpus
 from mechscope.models.hooked import HookedModel
 from mechscope.models.tiny import VOCAB, tiny_model, tiny_tokenizer
-from mechscope.toys.finetune import FinetuneConfig, Plant, finetune, snippets, toy_finetune
-
-WORDS = [f"{c}{v}{d}" for c in "bcdfg" for v in "aeiou" for d in "kmt"][:60]
-
-
-def pair_tokenizer() -> PreTrainedTokenizerFast:
-    """A tokenizer that cuts every word into pieces of two characters (``bak`` -> ``ba``, ``k``)."""
-    pieces = sorted({w[i : i + 2] for w in WORDS for i in range(0, len(w), 2)})
-    vocab = ["[UNK]", "[PAD]", *pieces]
-    vocab += [f"p{i}" for i in range(VOCAB - len(vocab))]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Split(Regex(".{1,2}"), "isolated")]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+from mechscope.toys.finetune import FinetuneConfig, finetune, snippets, toy_finetune
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +55,6 @@ def neox() -> HookedModel:
 
 
 # -- a planted finetune of a tiny model: the ground truth of the diff tests ----------------------
-
-Z_WORDS = ["zoq", "zab", "zul", "zen", "zim", "zok", "zat", "zuf"]
-TINY_PLANT = Plant(tuple(" " + z for z in Z_WORDS), " pim pam pum")
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diff_truth import TINY_PLANT
 
-from conftest import TINY_PLANT
 from mechscope.corpus import from_files
 from mechscope.diff.crosscoder import (
     CrosscoderInfo,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from diff_truth import TINY_PLANT
 
-from conftest import TINY_PLANT
 from mechscope.cli.main import cli
 from mechscope.corpus import from_files
 from mechscope.diff.run import DiffOptions, diff_models

@@ -127,3 +127,29 @@ def test_default_layers() -> None:
     assert default_layers(5) == [0, 1, 2, 3, 4]
     layers = default_layers(30)
     assert len(layers) == 12 and layers[0] == 0 and layers[-1] == 29
+
+
+def test_compare_cli(llama, neox, texts, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from mechscope.cli.main import cli
+
+    for name, model in (("a", llama), ("b", neox)):
+        model.hf.save_pretrained(tmp_path / name)
+        model.tokenizer.save_pretrained(tmp_path / name)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = {k: tmp_path / f"s.{k}" for k in ("json", "html", "png")}
+    args = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--corpus", str(corpus)]
+    args += ["--tokens", "200", "--seq-len", "16", "--layers-b", "0,2", "-q"]
+    args += [x for k, p in out.items() for x in (f"--{k}", str(p))]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out["json"].read_text())
+    assert data["layers_a"] == [0, 1, 2] and data["layers_b"] == [0, 2]
+    assert np.array(data["cka"]).shape == (3, 2) and np.array(data["procrustes"]).shape == (3, 2)
+    assert out["png"].read_bytes()[:4] == b"\x89PNG" and "<img" in out["html"].read_text()
+    bad = CliRunner().invoke(cli, [*args[:5], "--tokens", "2"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --tokens must be at least 4")

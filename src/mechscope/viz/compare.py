@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mechscope.viz.html import Cell, figure_uri, heat_color, page, render, table
+from mechscope.viz.html import Cell, Markup, figure_uri, heat_color, page, render, table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -108,3 +108,47 @@ def progress_page(data: Mapping[str, Any], phases: Mapping[str, Any], config: Ma
     subtitle = ", ".join(f"{k} {v}" for k, v in config.items())
     sections = [("Progress measures", figures), ("Checkpoints", table(rows, ["epoch", *keys]))]
     return page("Grokking: modular addition", sections, subtitle=subtitle)
+
+
+STATUS_COLORS = {"shared": "#6e7781", "lost": "#b2182b", "added": "#1a7f37"}
+
+
+def circuit_diff_svg(diff: Mapping[str, Any], max_edges: int = 300) -> Markup:
+    """The union of two circuits on A's graph: shared edges grey, lost red, added green."""
+    from mechscope.viz.circuit import _layout
+
+    edges = []
+    for e in diff["edges"]:
+        a, b = e["score_a"] or 0.0, e["score_b"] or 0.0
+        score = a if e["status"] == "lost" else b if e["status"] == "added" else max(a, b, key=abs)
+        edges.append({"src": e["src"], "dst": e["dst"], "score": score, "status": e["status"]})
+    data = {"edges": edges, "graph": diff["graph"], "method": "diff", "n_edges": len(edges)}
+    data["total_edges"] = len(edges)
+    layout = _layout(data, max_edges, None)
+    for e in layout["edges"]:
+        e["color"] = STATUS_COLORS[e["status"]]
+    return render("circuit.svg.j2", standalone=False, data=data, **layout)
+
+
+def circuit_diff_page(diff: Mapping[str, Any], name_a: str, name_b: str, task: str) -> str:
+    """Counts, the graph of the union and the table of every edge with both scores."""
+    counts = diff["counts"]
+    rows = [[s, counts[f"nodes_{s}"], counts[f"edges_{s}"]] for s in STATUS_COLORS]
+    legend = ", ".join(f"{s}: {c}" for s, c in STATUS_COLORS.items())
+    edge_rows = [
+        [e["src"], e["dst"], e["status"], _fmt(e["score_a"]), _fmt(e["score_b"])]
+        for e in diff["edges"]
+    ]
+    sections = [
+        ("Shared, lost and added", table(rows, ["status", "nodes", "edges"])),
+        (f"Graph ({legend})", str(circuit_diff_svg(diff))),
+        (
+            "Edges",
+            table(edge_rows, ["src", "dst", "status", f"score in {name_a}", f"score in {name_b}"]),
+        ),
+    ]
+    return page(f"Circuit diff: {task}", sections, subtitle=f"A = {name_a}, B = {name_b}")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:+.4g}"
