@@ -16,7 +16,7 @@ from mechscope.diff.crosscoder import (
 )
 from mechscope.diff.crosscoder_train import evaluate_crosscoder, train_crosscoder
 from mechscope.errors import MechscopeError
-from mechscope.sae import load_sae
+from mechscope.sae import SAE, load_sae
 from mechscope.toys.finetune import planted_spans
 
 TRAIN = {"layer": 1, "expansion": 2, "k": 8, "n_tokens": 20_000, "batch_size": 256, "seq_len": 32}
@@ -98,3 +98,20 @@ def test_crosscoder_needs_equal_widths(llama, gpt2_pairs, tmp_path) -> None:
 
     with pytest.raises(MechscopeError, match="one width"):
         check_widths(llama, gpt2_pairs)
+
+
+def test_sae_features_of_the_difference() -> None:
+    """The SAE latent whose decoder row is the difference's direction comes first."""
+    from mechscope.diff.lens import sae_features
+    from mechscope.diff.run import _sae_layer
+    from mechscope.sae import SAEConfig
+
+    sae = SAE(SAEConfig(arch="topk", d_in=8, d_sae=16, k=2, hook_name="blocks.3.hook_resid_post"))
+    delta = 2.5 * sae.W_dec[5].detach() + 0.01 * torch.randn(8)
+    top = sae_features(sae, delta, k=3)
+    assert top[0][0] == 5 and top[0][1] > 0.99
+    assert (
+        _sae_layer("blocks.3.hook_resid_post") == 3 and _sae_layer("blocks.3.hook_resid_pre") == 2
+    )
+    with pytest.raises(MechscopeError, match="residual-stream SAEs"):
+        _sae_layer("blocks.3.hook_mlp_out")
