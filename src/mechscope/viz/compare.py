@@ -81,7 +81,9 @@ def progress_figure(data: Mapping[str, Any], phases: Mapping[str, Any]) -> Figur
             ax.axvline(epoch, color="grey", linestyle=":")
             ax.text(epoch, ax.get_ylim()[1], f" {name}", fontsize=7, va="top")
     ax.legend(fontsize=7)
-    ax.set_title(f"progress measures (key frequencies {data['key']})")
+    key = data["key"]
+    shown = ", ".join(map(str, key[:6])) + (", ..." if len(key) > 6 else "")
+    ax.set_title(f"progress measures (key frequencies {shown})", fontsize=9)
     ax2 = fig.add_subplot(1, 2, 2)
     norms = np.asarray(data["frequency_norms"], dtype=float).T  # [freq epoch]
     im = ax2.imshow(
