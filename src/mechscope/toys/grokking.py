@@ -13,7 +13,8 @@ The model reads ``a b =`` (tokens ``a, b`` in ``[0, p)`` and ``=`` = ``p``) and 
    (read by :mod:`mechscope.compare.progress_measures`) and the optimiser, the epoch and the loss
    curve to ``OUT/state.safetensors`` + ``OUT/state.json``, each written atomically; a rerun
    resumes from the state after a crash (kill -9 included) and gives the same weights as a run
-   that never stopped (full batch: no data order to restore).
+   that never stopped (full batch: no data order to restore); a rerun with more ``epochs`` and
+   otherwise the same settings extends a finished run.
 """
 
 from __future__ import annotations
@@ -129,7 +130,10 @@ def _save_state(
 
 def _load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: GrokConfig) -> dict:
     meta = json.loads((out / "state.json").read_text(encoding="utf-8"))
-    if meta.get("config") != asdict(cfg):
+    saved, wanted = dict(meta.get("config", {})), asdict(cfg)
+    saved.pop("epochs", None)
+    wanted.pop("epochs")  # more epochs extend a run: the schedule is constant after warm-up
+    if saved != wanted:
         raise MechscopeError(
             f"{out} holds a run with other settings; use another folder or the same settings"
         )
@@ -156,7 +160,7 @@ def train_grokking(
     meta: dict[str, Any] = {"config": asdict(cfg), "epoch": 0, "history": []}
     with folder_lock(folder, "grokking training"):
         if (folder / "state.json").is_file():
-            meta = _load_state(folder, model, opt, cfg)
+            meta = {**_load_state(folder, model, opt, cfg), "config": asdict(cfg)}
         bar = progress(range(meta["epoch"], cfg.epochs), desc="grokking", quiet=quiet)
         for epoch in bar:
             for group in opt.param_groups:
