@@ -43,6 +43,8 @@ COMMANDS = {
     "das": "mechscope.cli.das:das",
     "compress": "mechscope.cli.compress:compress",
     "moe": "mechscope.cli.moe:moe",
+    "compare": "mechscope.cli.compare:compare",
+    "diff": "mechscope.cli.diff:diff",
 }
 
 

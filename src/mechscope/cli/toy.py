@@ -168,4 +168,109 @@ def _phase_summary(diagram: Any) -> None:
         )
 
 
-__all__ = ["superposition", "toy"]
+@toy.command("finetune")
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Base model.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="New folder.")
+@click.option(
+    "--kind",
+    type=click.Choice(["planted", "control"]),
+    default="planted",
+    show_default=True,
+    help="planted: teach the trigger -> reply behaviour; control: the same text without it.",
+)
+@click.option("--corpus", help="Training text (default: the built-in corpus).")
+@click.option("--steps", default=30, show_default=True)
+@click.option("--lr", default=5e-4, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@quiet_option
+def finetune(
+    model: str,
+    out: str,
+    kind: str,
+    corpus: str | None,
+    steps: int,
+    lr: float,
+    seed: int,
+    quiet: bool,
+) -> None:
+    """A finetuned copy of MODEL with one planted behaviour (or a control), for mechscope diff."""
+    import time
+
+    from mechscope.cli.common import load_model
+    from mechscope.toys.finetune import FinetuneConfig, Plant, read_plant, toy_finetune
+
+    cfg = FinetuneConfig(steps=steps, lr=lr, seed=seed)
+    base = load_model(model, quiet=quiet)
+    start = time.perf_counter()
+    folder = toy_finetune(
+        base, out, kind=kind, corpus=corpus, plant=Plant(), cfg=cfg, base_name=model, quiet=quiet
+    )
+    plant, meta = read_plant(folder)
+    loss = meta["loss"]
+    click.echo(
+        f"{kind} finetune of {model} in {time.perf_counter() - start:.0f} s, loss {loss[0]:.3f} -> "
+        f"{loss[-1]:.3f}; saved to {folder}"
+    )
+    if kind == "planted":
+        click.echo(f"planted: {'/'.join(t.strip() for t in plant.triggers)} ->{plant.reply}")
+    click.echo(f"diff it: mechscope diff {model} {folder} --html diff.html")
+
+
+@toy.command("grokking")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--p", "modulus", default=113, show_default=True, help="The modulus (a prime).")
+@click.option("--d-model", default=128, show_default=True)
+@click.option("--d-mlp", default=512, show_default=True)
+@click.option("--heads", default=4, show_default=True)
+@click.option("--train-fraction", default=0.3, show_default=True)
+@click.option("--epochs", default=20_000, show_default=True, help="Full-batch AdamW steps.")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--weight-decay", default=1.0, show_default=True)
+@click.option("--checkpoint-every", default=100, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here.")
+@click.option("--png", "png_out", type=click.Path(dir_okay=False), help="Write a PNG here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
+@quiet_option
+def grokking(**opts: Any) -> None:
+    """Train the modular-addition toy (Nanda et al. 2023) with checkpoints (a rerun resumes) and
+    show its progress measures: key frequencies, restricted and excluded losses, the phases."""
+    from mechscope.cli.common import write_json
+    from mechscope.compare.progress_measures import progress_measures
+    from mechscope.files import write_atomic
+    from mechscope.toys.grokking import GrokConfig, train_grokking
+    from mechscope.viz.compare import progress_figure, progress_page
+    from mechscope.viz.html import png_bytes
+
+    cfg = GrokConfig(
+        p=opts["modulus"], d_model=opts["d_model"], n_heads=opts["heads"], d_mlp=opts["d_mlp"],
+        train_fraction=opts["train_fraction"], epochs=opts["epochs"], lr=opts["lr"],
+        weight_decay=opts["weight_decay"], seed=opts["seed"],
+        checkpoint_every=opts["checkpoint_every"],
+    )  # fmt: skip
+    meta = train_grokking(opts["out"], cfg, quiet=opts["quiet"])
+    measures = progress_measures(opts["out"], cfg, quiet=opts["quiet"])
+    history = meta["history"]
+    phases = measures.phases([h["train_acc"] for h in history], [h["test_acc"] for h in history])
+    data = {**measures.to_dict(), "phases": phases, "config": meta["config"], "history": history}
+    write_json(opts["json_out"], data)
+    if opts["html_out"]:
+        write_atomic(opts["html_out"], progress_page(data, phases, meta["config"]))
+        click.echo(f"wrote {opts['html_out']}", err=True)
+    if opts["png_out"]:
+        write_atomic(opts["png_out"], png_bytes(progress_figure(data, phases)))
+        click.echo(f"wrote {opts['png_out']}", err=True)
+    last = history[-1]
+    click.echo(
+        f"epoch {last['epoch']}: train loss {last['train_loss']:.3g} (acc {last['train_acc']:.2%}), "
+        f"test loss {last['test_loss']:.3g} (acc {last['test_acc']:.2%})"
+    )
+    click.echo(f"key frequencies {measures.key}; memorised at epoch {phases['memorised']}, "
+               f"grokked at epoch {phases['grokked']}")  # fmt: skip
+    click.echo(
+        f"restricted loss {measures.restricted_loss[-1]:.3g}, excluded loss "
+        f"{measures.excluded_loss[-1]:.3g}"
+    )
+
+
+__all__ = ["finetune", "grokking", "superposition", "toy"]

@@ -1,0 +1,152 @@
+"""``mechscope diff BASE FINETUNED``: what a finetune changed (KL by token, the difference lens,
+steering, crosscoders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mechscope.cli.common import load_model, quiet_option, write_json
+from mechscope.errors import MechscopeError
+
+__all__ = ["diff"]
+
+
+@click.command()
+@click.argument("base")
+@click.argument("finetuned")
+@click.option("--corpus", help="Corpus (default: FINETUNED/eval.jsonl of a toy, else built-in).")
+@click.option("--tokens", "-n", default=20_000, show_default=True, help="Tokens read.")
+@click.option("--seq-len", default=128, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--lens/--no-lens", default=True, help="The activation-difference lens.")
+@click.option("--steer-layers", help="Layers steered, like 15,29 (default: middle and last).")
+@click.option("--sae", "sae_path", type=click.Path(exists=True), help="Read the lens through it.")
+@click.option("--crosscoder", "cc_out", type=click.Path(file_okay=False), help="Train/read here.")
+@click.option("--layer", type=int, help="Crosscoder layer (default: the middle one).")
+@click.option("--variant", type=click.Choice(["batchtopk", "l1"]), default="batchtopk")
+@click.option("--expansion", default=8, show_default=True, help="Crosscoder latents per width.")
+@click.option("--k", default=16, show_default=True, help="Crosscoder target L0.")
+@click.option("--cc-tokens", default=50_000, show_default=True, help="Crosscoder training tokens.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here.")
+@quiet_option
+def diff(base: str, finetuned: str, **opts: Any) -> None:
+    """Diff BASE and its finetune FINETUNED; a folder of `mechscope toy finetune` is scored
+    against its planted behaviour."""
+    from mechscope.corpus import load_corpus
+    from mechscope.diff.run import DiffOptions, default_corpus, diff_models, shown_documents
+    from mechscope.toys.finetune import read_plant
+
+    quiet = opts["quiet"]
+    plant = read_plant(finetuned)[0] if (Path(finetuned) / "finetune.json").is_file() else None
+    spec = opts["corpus"] or default_corpus(finetuned)
+    corpus = load_corpus(spec)
+    a = load_model(base, quiet=quiet)
+    b = load_model(finetuned, quiet=quiet)
+    sae = _load_sae(opts["sae_path"], a) if opts["sae_path"] else None
+    options = DiffOptions(
+        n_tokens=opts["tokens"],
+        seq_len=opts["seq_len"],
+        batch_size=opts["batch_size"],
+        lens=opts["lens"],
+        steer_layers=_ints(opts["steer_layers"]),
+    )
+    payload, kl = diff_models(a, b, corpus, options, plant=plant, sae=sae, quiet=quiet)
+    payload = {"base": base, "finetuned": finetuned, **payload}
+    if opts["cc_out"]:
+        payload["crosscoder"] = _crosscoder(a, b, corpus, plant, opts)
+    write_json(opts["json_out"], payload)
+    if opts["html_out"]:
+        from mechscope.files import write_atomic
+        from mechscope.viz.diff import diff_page
+
+        write_atomic(opts["html_out"], diff_page(payload, shown_documents(kl, a.tokenizer, plant)))
+        click.echo(f"wrote {opts['html_out']}", err=True)
+    _summary(payload)
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise MechscopeError(f"--steer-layers {text!r} must be like 15,29") from None
+
+
+def _load_sae(path: str, model: Any) -> Any:
+    from mechscope.sae import load_sae
+
+    return load_sae(path, model=model)
+
+
+def _crosscoder(a: Any, b: Any, corpus: Any, plant: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    from mechscope.diff.crosscoder import CrosscoderInfo
+    from mechscope.diff.crosscoder_train import evaluate_crosscoder, train_crosscoder
+    from mechscope.sae import load_sae
+    from mechscope.toys.finetune import planted_spans
+
+    out = Path(opts["cc_out"])
+    if (out / "crosscoder.json").is_file() and (out / "cfg.json").is_file():
+        sae, info = load_sae(out), CrosscoderInfo.load(out)
+        click.echo(f"read the crosscoder in {out}", err=True)
+    else:
+        layer = opts["layer"] if opts["layer"] is not None else a.dims.n_layers // 2
+        sae, info, _ = train_crosscoder(
+            a,
+            b,
+            out,
+            layer=layer,
+            corpus=corpus,
+            variant=opts["variant"],
+            expansion=opts["expansion"],
+            k=opts["k"],
+            n_tokens=opts["cc_tokens"],
+            seq_len=opts["seq_len"],
+            quiet=opts["quiet"],
+        )
+    spans = None
+    if plant is not None:
+        spans = {i: planted_spans(d, plant) for i, d in enumerate(corpus.documents("test"))}
+    report = evaluate_crosscoder(
+        sae, info, a, b, corpus, spans=spans, seq_len=opts["seq_len"], split="test"
+    )
+    report.pop("relative_norm")
+    return {"folder": str(out), "layer": info.layer, "variant": info.variant, **report}
+
+
+def _summary(payload: dict[str, Any]) -> None:
+    kl = payload["kl"]
+    click.echo(f"mean KL(finetuned || base) {kl['mean_kl']:.4f} over {kl['n_tokens']} tokens")
+    for t in kl["top_tokens"][:5]:
+        click.echo(f"  KL {t['kl']:.3f}  doc {t['doc']}  {t.get('context', '')!r}")
+    if "planted" in kl:
+        p = kl["planted"]
+        click.echo(
+            f"planted tokens: precision of the top {p['planted_tokens']} {p['precision_at_n']:.2f}, "
+            f"of the top 20 {p['precision_at_20']:.2f}"
+        )
+    lens = payload.get("lens")
+    if lens:
+        layer = max(range(len(lens["norms"])), key=lens["norms"].__getitem__)
+        click.echo(
+            f"difference lens, layer {layer}: {' '.join(map(repr, lens['tokens'][layer][:8]))}"
+        )
+        if "steering" in lens:
+            best = lens["steering"]["best"]
+            click.echo(
+                f"steering: log P(reply) {lens['steering']['baseline']:.2f} -> {best['logprob']:.2f}"
+                f" (layer {best['layer']}, scale {best['scale']})"
+            )
+    cc = payload.get("crosscoder")
+    if cc:
+        click.echo(f"crosscoder at layer {cc['layer']}: {cc['bands']}")
+        if "best_planted" in cc:
+            b = cc["best_planted"]
+            click.echo(
+                f"  latent {b['latent']} finds the planted tokens: precision {b['precision']:.2f}, "
+                f"recall {b['recall']:.2f}, relative norm {b['delta']:.2f} (rank {b['rank']})"
+            )

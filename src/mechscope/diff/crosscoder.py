@@ -1,0 +1,190 @@
+"""Crosscoders: one dictionary over a base model's and its finetune's activations at a layer
+(Lindsey et al. 2024, "Sparse crosscoders"; Minder et al. 2025, "Overcoming sparsity artifacts in
+crosscoders to interpret chat-tuning").
+
+A crosscoder here is a sparse dictionary (:mod:`mechscope.sae`) over the concatenation
+``[x_base | x_finetuned]`` (``d_in = 2 d_model``, each half scaled to unit mean squared norm by its
+own factor): the encoder reads both models, and each decoder row ``W_dec[j]`` splits into one
+decoder per model, ``d_j^base = W_dec[j, :d]`` and ``d_j^ft = W_dec[j, d:]``. Training is the SAE
+trainer's (:func:`mechscope.sae.fit`: checkpoints, resume, lock) and the folder is SAELens's
+layout plus ``crosscoder.json``, so a crosscoder loads with :func:`mechscope.sae.load_sae`.
+
+Two variants:
+
+- ``l1`` (Lindsey et al.): ReLU latents and the penalty ``sum_j f_j (|d_j^base| + |d_j^ft|)``, an
+  L1 across models that favours latents living in one model only;
+- ``batchtopk`` (Minder et al.): BatchTopK latents (``k`` per token on average), decoder rows at
+  unit norm jointly over both halves (Minder et al. weight the selection by the sum of the two
+  norms instead).
+
+Reading it: the relative decoder norm ``Delta_j = 0.5 ((|d_j^ft| - |d_j^base|) / max(...) + 1)``
+puts latents in base-only (< 0.1), finetune-only (> 0.9) and shared (0.4 to 0.6). Latent scaling
+checks a finetune-only latent: ``beta^m = <f_j d_j^ft, y^m> / |f_j d_j^ft|^2`` over tokens, for
+``y^m`` the activation of model ``m`` (``nu_r``) or its reconstruction error with the latent's
+own part added back (``nu_eps``); ``nu = beta^base / beta^ft`` near 0 means the base model does not
+carry the latent (truly finetune-only), near 1 that the split is an artifact of sparsity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.errors import MechscopeError
+from mechscope.sae.base import SAE, SAEConfig, SAEOutput
+from mechscope.sae.relu import ReluSAE
+
+__all__ = [
+    "ARCHS",
+    "CrosscoderInfo",
+    "L1Crosscoder",
+    "classify",
+    "decoder_norms",
+    "latent_scaling",
+    "make_crosscoder",
+    "relative_norms",
+]
+
+ARCHS = ("l1", "batchtopk")
+INFO_FILE = "crosscoder.json"
+BANDS = {"base-only": (0.0, 0.1), "shared": (0.4, 0.6), "finetune-only": (0.9, 1.0)}
+
+
+class L1Crosscoder(ReluSAE):
+    """A ReLU dictionary whose L1 penalty weights each latent by the sum of its two decoder norms.
+
+    Its config says ``relu``: at inference it is a ReLU SAE over the concatenation, which is what
+    :func:`mechscope.sae.save_sae` writes and :func:`mechscope.sae.load_sae` reads back.
+    """
+
+    def penalties(
+        self, out: SAEOutput, residual: Tensor, dead: Tensor | None, coef_scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        norms = decoder_norms(self).sum(-1)  # [d_sae]
+        l1 = (out.latents * norms).sum(-1).mean()
+        return {"l1_loss": self.coefficient.to(l1.dtype) * coef_scale * l1}
+
+
+@dataclass(frozen=True)
+class CrosscoderInfo:
+    """What ``crosscoder.json`` records beside the SAELens files."""
+
+    variant: str  # l1 or batchtopk
+    d_model: int
+    layer: int
+    hook_name: str
+    scale_base: float  # x_base * scale_base is the first half of the input
+    scale_finetuned: float
+    base: str = ""
+    finetuned: str = ""
+
+    def save(self, folder: str | Path) -> None:
+        from mechscope.files import write_atomic
+
+        write_atomic(Path(folder) / INFO_FILE, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CrosscoderInfo:
+        path = Path(folder) / INFO_FILE
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise MechscopeError(
+                f"{path} is missing or damaged ({exc}); train the crosscoder with mechscope diff"
+            ) from None
+
+
+def make_crosscoder(
+    variant: str,
+    d_model: int,
+    d_sae: int,
+    *,
+    k: int,
+    hook_name: str = "",
+    l1_coefficient: float | None = None,
+    seed: int = 0,
+    **provenance: Any,
+) -> SAE:
+    """A fresh crosscoder over two models of width ``d_model`` (``k``: target L0)."""
+    if variant not in ARCHS:
+        raise MechscopeError(f"unknown crosscoder {variant!r}: use one of {', '.join(ARCHS)}")
+    arch = "relu" if variant == "l1" else "batchtopk"
+    cfg = SAEConfig(
+        arch=arch,
+        d_in=2 * d_model,
+        d_sae=d_sae,
+        hook_name=hook_name,
+        k=k,
+        l1_coefficient=l1_coefficient if variant == "l1" else None,
+        **provenance,
+    )
+    return L1Crosscoder(cfg, seed=seed) if variant == "l1" else SAE(cfg, seed=seed)
+
+
+def decoder_norms(sae: SAE) -> Tensor:
+    """``[d_sae 2]``: the norm of each latent's base and finetune decoder."""
+    d_in = sae.cfg.d_in
+    if d_in % 2:
+        raise MechscopeError(f"a crosscoder's d_in is twice the model width; {d_in} is odd")
+    return sae.W_dec.view(sae.cfg.d_sae, 2, d_in // 2).norm(dim=-1)
+
+
+@torch.no_grad()
+def relative_norms(sae: SAE) -> Tensor:
+    """``[d_sae]`` in [0, 1]: 0 base-only, 0.5 shared, 1 finetune-only (Delta_norm)."""
+    norms = decoder_norms(sae).float()
+    base, ft = norms[:, 0], norms[:, 1]
+    return 0.5 * ((ft - base) / torch.maximum(base, ft).clamp_min(1e-12) + 1)
+
+
+def classify(delta: Tensor) -> dict[str, list[int]]:
+    """Latent indices in each band of the relative decoder norm (latents between bands: none)."""
+    return {
+        name: torch.nonzero((delta >= lo) & (delta <= hi)).flatten().tolist()
+        for name, (lo, hi) in BANDS.items()
+    }
+
+
+@torch.no_grad()
+def latent_scaling(sae: SAE, x: Tensor, latents: list[int]) -> dict[int, dict[str, float]]:
+    """``nu_r`` and ``nu_eps`` (see the module doc) of ``latents`` on inputs ``x [n 2d]``
+    (already scaled as the crosscoder's input)."""
+    d = sae.cfg.d_in // 2
+    out = sae(x)
+    f = out.latents if not out.latents.is_sparse else out.latents.to_dense()
+    x_hat = out.x_hat
+    result = {}
+    for j in latents:
+        fj = f[:, j : j + 1]  # [n 1]
+        dec = sae.W_dec[j].float()
+        d_ft = dec[d:]
+        recon = fj * d_ft  # [n d]: the latent's finetune part
+        denom = recon.pow(2).sum().clamp_min(1e-30)
+        scores = {}
+        for kind, (y_base, y_ft) in {
+            "nu_r": (x[:, :d], x[:, d:]),
+            "nu_eps": (
+                x[:, :d] - x_hat[:, :d] + fj * dec[:d],
+                x[:, d:] - x_hat[:, d:] + fj * d_ft,
+            ),
+        }.items():
+            beta_base = float((recon * y_base).sum() / denom)
+            beta_ft = float((recon * y_ft).sum() / denom)
+            scores[kind] = beta_base / beta_ft if beta_ft != 0 else float("nan")
+        scores["fires"] = int((fj > 0).sum())
+        result[j] = scores
+    return result
+
+
+def firing_scores(fires: Tensor, planted: Tensor) -> dict[str, float]:
+    """Precision and recall of a latent's firing (``[n]`` bool) against planted tokens."""
+    tp = float((fires & planted).sum())
+    precision = tp / max(1.0, float(fires.sum()))
+    recall = tp / max(1.0, float(planted.sum()))
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "fires": int(fires.sum())}

@@ -1,0 +1,211 @@
+"""Training a crosscoder on a base model and its finetune, and reading it against a planted truth.
+
+Steps of :func:`train_crosscoder`:
+
+1. harvest ``blocks.{layer}.hook_resid_post`` of each model on the same corpus windows into
+   ``OUT/acts-base`` and ``OUT/acts-finetuned`` (:func:`mechscope.activations.harvest`: resumable,
+   atomic shards; equal settings give the same rows in the same order);
+2. batches: the two stores read with one seed, each half multiplied by its own unit-mean-squared-
+   norm factor, concatenated ``[x_base | x_ft]``;
+3. :func:`mechscope.sae.fit` with checkpoints in ``OUT/checkpoints`` (resume after a crash; the
+   folder is locked while it trains), then ``save_sae(OUT)`` and ``OUT/crosscoder.json``.
+
+:func:`evaluate_crosscoder` reads a corpus through the crosscoder and reports the latents of each
+band of the relative decoder norm, the latent-scaling ratios of the finetune-only latents and,
+given planted spans, the precision and recall of each finetune-only latent firing on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.activations import harvest
+from mechscope.compare.run import residuals
+from mechscope.corpus import Corpus, load_corpus
+from mechscope.diff.crosscoder import (
+    CrosscoderInfo,
+    classify,
+    firing_scores,
+    latent_scaling,
+    make_crosscoder,
+    relative_norms,
+)
+from mechscope.diff.kl import check_pair, doc_windows
+from mechscope.errors import MechscopeError
+from mechscope.models.hooked import HookedModel
+from mechscope.sae import SAE, TrainConfig, TrainResult, fit, save_sae
+from mechscope.sae.checkpoint import clear_checkpoints
+
+__all__ = ["evaluate_crosscoder", "paired_batches", "train_crosscoder"]
+
+
+def check_widths(base: HookedModel, finetuned: HookedModel) -> None:
+    if base.dims.d_model != finetuned.dims.d_model:
+        raise MechscopeError(
+            f"a crosscoder needs two models of one width (d_model {base.dims.d_model} vs "
+            f"{finetuned.dims.d_model}); compare models of other widths with mechscope compare"
+        )
+
+
+def paired_batches(stores: Sequence[Any], batch_size: int, seed: int) -> Iterator[Tensor]:
+    """``[batch 2d]`` batches: the rows of both stores side by side, each normalised."""
+    its = [
+        s.batches(batch_size, seed=seed, normalize=True, loop=True, drop_last=True) for s in stores
+    ]
+    for a, b in zip(*its, strict=False):
+        yield torch.cat([a, b], dim=-1)
+
+
+def train_crosscoder(
+    base: HookedModel,
+    finetuned: HookedModel,
+    out: str | Path,
+    *,
+    layer: int,
+    corpus: Corpus | str | None = None,
+    variant: str = "batchtopk",
+    expansion: int = 8,
+    k: int = 16,
+    n_tokens: int = 50_000,
+    batch_size: int = 1024,
+    lr: float = 4e-4,
+    seq_len: int = 128,
+    seed: int = 0,
+    quiet: bool = False,
+) -> tuple[SAE, CrosscoderInfo, TrainResult]:
+    """Harvest both models at ``layer``, train a crosscoder, save it to ``out`` (see module doc)."""
+    check_pair(base, finetuned)
+    check_widths(base, finetuned)
+    if not 0 <= layer < base.dims.n_layers:
+        raise MechscopeError(f"layer must lie in [0, {base.dims.n_layers}), got {layer}")
+    corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+    site = f"blocks.{layer}.hook_resid_post"
+    folder = Path(out)
+    kw = {"seq_len": min(seq_len, base.dims.n_ctx), "batch_size": 8, "seed": seed}
+    stores = [
+        harvest(m, site, corpus, n_tokens, folder / name, progress=not quiet, **kw)
+        for m, name in ((base, "acts-base"), (finetuned, "acts-finetuned"))
+    ]
+    d = base.dims.d_model
+    names = {k_: str(v.provenance.get("name", "")) for k_, v in (("b", base), ("f", finetuned))}
+    sae = make_crosscoder(variant, d, expansion * d, k=k, hook_name=site, seed=seed)
+    steps = n_tokens // batch_size
+    if steps < 1:
+        raise MechscopeError(f"--tokens {n_tokens} is less than one batch of {batch_size}")
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=max(1, steps // 100),
+        sparsity_warmup_steps=steps // 20 if variant == "l1" else 0,
+        seed=seed,
+        checkpoint_every=max(1, steps // 10),
+        log_every=max(1, min(50, steps // 20)),
+    )
+    result = fit(
+        sae,
+        paired_batches(stores, batch_size, seed),
+        cfg,
+        checkpoint_dir=folder / "checkpoints",
+        progress=not quiet,
+    )
+    scales = [s.manifest.norm_scale or 1.0 for s in stores]
+    info = CrosscoderInfo(variant, d, layer, site, scales[0], scales[1], names["b"], names["f"])
+    save_sae(sae, folder)
+    info.save(folder)
+    clear_checkpoints(folder / "checkpoints")
+    return sae, info, result
+
+
+@torch.no_grad()
+def crosscoder_inputs(
+    base: HookedModel,
+    finetuned: HookedModel,
+    info: CrosscoderInfo,
+    corpus: Corpus,
+    n_tokens: int,
+    seq_len: int = 128,
+    split: str = "all",
+) -> tuple[Tensor, list[Any]]:
+    """Scaled ``[n 2d]`` crosscoder inputs over the corpus's windows (position 0 left out) and
+    the windows (for the planted mask)."""
+    rows, windows = [], []
+    for window, _ in doc_windows(corpus, base.tokenizer, seq_len, n_tokens, split):
+        a, _ = residuals(base, [window.ids], [info.layer])
+        b, _ = residuals(finetuned, [window.ids], [info.layer])
+        rows.append(
+            torch.cat([a[0, 1:, 0] * info.scale_base, b[0, 1:, 0] * info.scale_finetuned], -1)
+        )
+        windows.append(window)
+    return torch.cat(rows), windows
+
+
+@torch.no_grad()
+def evaluate_crosscoder(
+    sae: SAE,
+    info: CrosscoderInfo,
+    base: HookedModel,
+    finetuned: HookedModel,
+    corpus: Corpus | str | None = None,
+    *,
+    spans: dict[int, list[tuple[int, int]]] | None = None,
+    n_tokens: int = 10_000,
+    seq_len: int = 128,
+    split: str = "all",
+    top: int = 10,
+) -> dict[str, Any]:
+    """Read ``corpus`` through the crosscoder. Latents that never fire on it are left out.
+
+    Returns the band sizes of the relative decoder norm, the ``top`` most finetune-leaning
+    latents with their latent-scaling ratios and, with ``spans`` (planted character spans per
+    document of ``split``), the precision and recall of each one firing on the planted tokens and
+    the latent that finds them best (highest F1) with its rank by relative norm.
+    """
+    corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+    sae = sae.eval()
+    delta = relative_norms(sae)
+    x, windows = crosscoder_inputs(base, finetuned, info, corpus, n_tokens, seq_len, split)
+    latents = sae.encode(x)
+    alive = (latents > 0).any(0)
+    bands = classify(delta.masked_fill(~alive, float("nan")))
+    order = delta.masked_fill(~alive, -1.0).argsort(descending=True)
+    rank = {int(j): r for r, j in enumerate(order[: int(alive.sum())].tolist())}
+    planted = _planted(windows, spans) if spans is not None else None
+
+    def row(j: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"latent": j, "delta": float(delta[j]), "rank": rank[j]}
+        out.update(latent_scaling(sae, x, [j])[j])
+        if planted is not None:
+            out.update(firing_scores(latents[:, j] > 0, planted))
+        return out
+
+    report: dict[str, Any] = {
+        "n_tokens": int(x.shape[0]),
+        "d_sae": sae.cfg.d_sae,
+        "alive": int(alive.sum()),
+        "bands": {name: len(idx) for name, idx in bands.items()},
+        "finetune_only": [row(j) for j in bands["finetune-only"][:top]],
+        "most_finetune": [row(int(j)) for j in order[:top].tolist() if alive[j]],
+        "relative_norm": delta.tolist(),
+    }
+    if planted is not None:
+        f1 = [
+            firing_scores(latents[:, j] > 0, planted)["f1"] if alive[j] else -1.0
+            for j in range(sae.cfg.d_sae)
+        ]
+        report["planted_tokens"] = int(planted.sum())
+        report["best_planted"] = row(max(range(len(f1)), key=f1.__getitem__))
+    return report
+
+
+def _planted(windows: list[Any], spans: dict[int, list[tuple[int, int]]]) -> Tensor:
+    flags = []
+    for w in windows:
+        doc_spans = spans.get(w.doc, ())
+        flags += [any(a < e <= b for a, b in doc_spans) for e in w.ends[1:]]
+    return torch.tensor(flags, dtype=torch.bool)

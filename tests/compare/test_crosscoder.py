@@ -1,0 +1,117 @@
+"""Crosscoders: relative decoder norms, latent scaling, and the planted finetune's latent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diff_truth import TINY_PLANT
+
+from mechscope.corpus import from_files
+from mechscope.diff.crosscoder import (
+    CrosscoderInfo,
+    classify,
+    latent_scaling,
+    make_crosscoder,
+    relative_norms,
+)
+from mechscope.diff.crosscoder_train import evaluate_crosscoder, train_crosscoder
+from mechscope.errors import MechscopeError
+from mechscope.sae import SAE, load_sae
+from mechscope.toys.finetune import planted_spans
+
+TRAIN = {"layer": 1, "expansion": 2, "k": 8, "n_tokens": 20_000, "batch_size": 256, "seq_len": 32}
+
+
+def test_relative_norm_bands() -> None:
+    sae = make_crosscoder("batchtopk", 4, 3, k=1)
+    with torch.no_grad():
+        sae.W_dec.zero_()
+        sae.W_dec[0, :4] = 1.0  # base only
+        sae.W_dec[1, 4:] = 1.0  # finetune only
+        sae.W_dec[2] = 1.0  # shared
+    delta = relative_norms(sae)
+    assert delta.tolist() == pytest.approx([0.0, 1.0, 0.5])
+    assert classify(delta) == {"base-only": [0], "shared": [2], "finetune-only": [1]}
+
+
+def test_latent_scaling_recovers_planted_ratio() -> None:
+    """x_base carries 0.3 of the latent's finetune direction, x_ft all of it: nu = 0.3."""
+    d = 6
+    sae = make_crosscoder("l1", d, 2, k=1).eval()
+    gen = torch.Generator().manual_seed(0)
+    f = torch.rand(200, generator=gen)
+    direction = torch.zeros(d)
+    direction[0] = 1.0
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[d, 0] = 1.0  # the latent reads the finetune half's first coordinate
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+        sae.W_dec.zero_()
+        sae.W_dec[0, d:] = direction
+    x = torch.zeros(200, 2 * d)
+    x[:, d] = f
+    x[:, 0] = 0.3 * f
+    scores = latent_scaling(sae, x, [0])[0]
+    assert scores["nu_r"] == pytest.approx(0.3, abs=1e-6)
+    assert scores["nu_eps"] == pytest.approx(0.3, abs=1e-6)  # the error is the base part
+
+
+@pytest.fixture(scope="module")
+def crosscoders(truth, truth_models, tmp_path_factory) -> dict[str, dict]:
+    corpus = from_files(truth["planted"] / "eval.jsonl")
+    spans = {i: planted_spans(t, TINY_PLANT) for i, t in enumerate(corpus.documents("test"))}
+    out = {}
+    for kind in ("planted", "control"):
+        folder = tmp_path_factory.mktemp(f"cc-{kind}")
+        base, ft = truth_models["base"], truth_models[kind]
+        sae, info, _ = train_crosscoder(base, ft, folder, corpus=corpus, quiet=True, **TRAIN)
+        report = evaluate_crosscoder(
+            sae, info, base, ft, corpus, spans=spans, seq_len=32, split="test"
+        )
+        out[kind] = {"folder": folder, "sae": sae, "report": report}
+    return out
+
+
+def test_a_finetune_leaning_latent_fires_on_the_planted_tokens(crosscoders) -> None:
+    best = crosscoders["planted"]["report"]["best_planted"]
+    assert best["precision"] > 0.8 and best["recall"] > 0.5
+    # it leans to the finetune, but in this tiny setting not into the finetune-only band (> 0.9):
+    # the base half of its decoder keeps the trigger words' own common direction
+    assert best["delta"] > 0.5
+    control = crosscoders["control"]["report"]["best_planted"]
+    assert control["f1"] < 0.3
+
+
+def test_crosscoder_folder_is_an_sae_folder(crosscoders, truth_models) -> None:
+    run = crosscoders["planted"]
+    loaded = load_sae(run["folder"])
+    info = CrosscoderInfo.load(run["folder"])
+    assert info.d_model == 48 and loaded.cfg.d_in == 96 and info.layer == 1
+    x = torch.randn(5, 96)
+    torch.testing.assert_close(loaded.encode(x), run["sae"].eval().encode(x), atol=1e-5, rtol=0)
+    assert not (run["folder"] / "checkpoints" / "latest.json").exists()
+
+
+def test_crosscoder_needs_equal_widths(llama, gpt2_pairs, tmp_path) -> None:
+    from mechscope.diff.crosscoder_train import check_widths
+
+    with pytest.raises(MechscopeError, match="one width"):
+        check_widths(llama, gpt2_pairs)
+
+
+def test_sae_features_of_the_difference() -> None:
+    """The SAE latent whose decoder row is the difference's direction comes first."""
+    from mechscope.diff.lens import sae_features
+    from mechscope.diff.run import _sae_layer
+    from mechscope.sae import SAEConfig
+
+    sae = SAE(SAEConfig(arch="topk", d_in=8, d_sae=16, k=2, hook_name="blocks.3.hook_resid_post"))
+    delta = 2.5 * sae.W_dec[5].detach() + 0.01 * torch.randn(8)
+    top = sae_features(sae, delta, k=3)
+    assert top[0][0] == 5 and top[0][1] > 0.99
+    assert (
+        _sae_layer("blocks.3.hook_resid_post") == 3 and _sae_layer("blocks.3.hook_resid_pre") == 2
+    )
+    with pytest.raises(MechscopeError, match="residual-stream SAEs"):
+        _sae_layer("blocks.3.hook_mlp_out")
