@@ -35,6 +35,7 @@ COMMANDS = {
     "sae": "mechscope.cli.sae:sae",
     "steer": "mechscope.cli.steer:steer",
     "toy": "mechscope.cli.toy:toy",
+    "anomaly": "mechscope.cli.anomaly:anomaly",
 }
 
 
