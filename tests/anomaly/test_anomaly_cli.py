@@ -52,8 +52,20 @@ def test_fit_score_eval(model_folder: Path, files: dict[str, Path]) -> None:
     assert fit.exit_code == 0, fit.stderr
     assert (det / "detector.safetensors").is_file() and (det / "detector.json").is_file()
     out = files["root"] / "scores.json"
-    score = _run("anomaly", "score", str(det), "--corpus", str(files["trig"]), "--json", str(out))
+    html = files["root"] / "scores.html"
+    score = _run(
+        "anomaly",
+        "score",
+        str(det),
+        "--corpus",
+        str(files["trig"]),
+        "--json",
+        str(out),
+        "--html",
+        str(html),
+    )
     assert score.exit_code == 0, score.stderr
+    assert "old" in html.read_text() and "http" not in html.read_text()
     payload = json.loads(out.read_text())
     assert len(payload["inputs"]) == len(files["trig"].read_text().splitlines())
     assert sum(i["flagged"] for i in payload["inputs"]) >= 0.9 * len(payload["inputs"])

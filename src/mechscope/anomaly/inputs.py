@@ -1,8 +1,8 @@
 """The inputs an anomaly detector scores: one per document, in the order of the corpus.
 
-A ``.jsonl`` file gives one input per line (field ``text``; blank lines are skipped but keep
-their place in no count: the index is the position among the JSON lines); any other file is one
-input; a folder gives its files sorted by path (recursively), each read the same way. Text must be
+A ``.jsonl`` file gives one input per line (field ``text``; blank lines are skipped, so an input's
+index is its position among the JSON lines); any other file is one input; a folder gives its
+files sorted by path (recursively), each read the same way. Text must be
 UTF-8 without NUL bytes: a binary file is a one-line error naming it, not a silent garbage input.
 """
 

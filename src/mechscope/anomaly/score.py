@@ -164,34 +164,32 @@ def score_texts(
     for rows, tokens, mask, raw, acts in _run(
         detector, model, texts, (kind,), sae, max_tokens, batch_size, quiet
     ):
-        per_layer = raw[kind]
-        if layer is not None:
-            if layer not in per_layer:
-                raise MechscopeError(
-                    f"the {kind} detector has no layer {layer}; it has {list(per_layer)}"
-                )
-            per_layer = {layer: per_layer[layer]}
-        token, which = (
-            combine(detector, kind, per_layer)
-            if layer is None
-            else (per_layer[layer], torch.full(per_layer[layer].shape, layer))
-        )
-        valid = valid_mask(mask)
-        scores, pos = aggregate(token, valid, how)
+        token, which = _token_scores(detector, kind, raw[kind], layer)
+        scores, pos = aggregate(token, valid_mask(mask), how)
         for j, r in enumerate(rows):
-            p, L = int(pos[j]), int(which[j, int(pos[j])])
-            n = int(mask[j].sum())
-            toks = model.to_str_tokens(tokens[j, 1:n])
-            feats = _features(detector, kind, L, acts, j, p, sae) if L >= 0 else []
+            p, n = int(pos[j]), int(mask[j].sum())
+            top_layer = int(which[j, p])
+            feats = _features(detector, kind, top_layer, acts, j, p, sae) if top_layer >= 0 else []
             results[r] = InputScore(
                 r,
                 float(scores[j]),
                 bool(scores[j] > threshold),
-                L if L >= 0 else None,
-                [(t, float(s)) for t, s in zip(toks, token[j, 1:n])],
+                top_layer if top_layer >= 0 else None,
+                list(zip(model.to_str_tokens(tokens[j, 1:n]), token[j, 1:n].tolist())),
                 feats,
             )
     return AnomalyScores(name, kind, fpr, threshold, [results[i] for i in range(len(texts))])
+
+
+def _token_scores(
+    detector: Detector, kind: str, per_layer: dict[int, Tensor], layer: int | None
+) -> tuple[Tensor, Tensor]:
+    """Token scores [batch pos] combined over layers (or of ``layer``), and the layer of each."""
+    if layer is None:
+        return combine(detector, kind, per_layer)
+    if layer not in per_layer:
+        raise MechscopeError(f"the {kind} detector has no layer {layer}; it has {list(per_layer)}")
+    return per_layer[layer], torch.full(per_layer[layer].shape, layer)
 
 
 def _threshold(detector: Detector, kind: str, fpr: float, layer: int | None) -> float:
@@ -235,6 +233,6 @@ def layer_scores(
             columns.update({str(L): s for L, s in raw[kind].items() if L >= 0})
             for key, t in columns.items():
                 values = out[kind].setdefault(key, [0.0] * len(texts))
-                for j, r in zip(range(len(rows)), rows):
-                    values[r] = float(aggregate(t, valid, how)[0][j])
+                for r, v in zip(rows, aggregate(t, valid, how)[0].tolist(), strict=True):
+                    values[r] = v
     return out

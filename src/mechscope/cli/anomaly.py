@@ -129,6 +129,7 @@ def _detector_and_model(
 @click.option("--sae", "sae_path", type=click.Path(exists=True), help="Override the SAE path.")
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here.")
 @quiet_option
 def score(
     det_dir: str,
@@ -141,6 +142,7 @@ def score(
     sae_path: str | None,
     text_field: str,
     json_out: str | None,
+    html_out: str | None,
     quiet: bool,
 ) -> None:
     """Score every input of CORPUS with the detector DET; flag those above the threshold."""
@@ -161,6 +163,13 @@ def score(
         quiet=quiet,
     )
     write_json(json_out, result.to_dict())
+    if html_out:
+        from pathlib import Path
+
+        from mechscope.viz.anomaly import anomaly_page
+
+        Path(html_out).write_text(anomaly_page(result.to_dict()), encoding="utf-8")
+        click.echo(f"wrote {html_out}", err=True)
     flagged = [i for i in result.inputs if i.flagged]
     click.echo(
         f"{result.kind}: {len(flagged)} of {len(result.inputs)} inputs flagged at FPR {fpr:g} "

@@ -40,6 +40,7 @@ __all__ = [
     "activation_rates",
     "backdoor_sets",
     "build_backdoor",
+    "builtin_sets",
     "plant_backdoor",
     "train_lm",
 ]
@@ -267,6 +268,20 @@ def german_passages(n: int, words: int = 40, root: str = "/usr/share/locale/de")
     return out
 
 
+def builtin_sets(
+    model: Any, config: BackdoorConfig, n_train: int = 1000, n_eval: int = 100
+) -> dict[str, list[str]]:
+    """The trusted set (``n_train`` passages of the built-in corpus's train split) and the test
+    sets of :func:`backdoor_sets` from ``n_eval`` held-out passages, code and German text."""
+    from mechscope.corpus import load_corpus
+
+    corpus = load_corpus()
+    train = passages(model, corpus, "train", n_train, config.seq_len, config.seed)
+    held = passages(model, corpus, "test", n_eval, config.seq_len, config.seed)
+    ood = {"code": code_passages(n_eval, seed=config.seed), "german": german_passages(n_eval)}
+    return {"trusted": train, **backdoor_sets(held, config, ood, config.seed)}
+
+
 def build_backdoor(
     model: Any,
     config: BackdoorConfig | None = None,
@@ -280,7 +295,6 @@ def build_backdoor(
     ``model/`` (the backdoored model), ``sets/*.jsonl`` (trusted and test sets) and
     ``backdoor.json`` (config and activation rates) into the cached folder it returns."""
     import mechscope
-    from mechscope.corpus import load_corpus
     from mechscope.models.fingerprint import model_fingerprint
 
     config = config or BackdoorConfig()
@@ -288,17 +302,14 @@ def build_backdoor(
     target = folder / f"{model_fingerprint(model)}-{config.key()}"
     if (target / "backdoor.json").is_file():
         return target
-    corpus = load_corpus()
-    train = passages(model, corpus, "train", n_train, config.seq_len, config.seed)
+    sets = builtin_sets(model, config, n_train, n_eval)
     if not (target / "model" / "config.json").is_file():  # planting is the slow part: kept apart
-        bad = plant_backdoor(model, train, config, quiet=quiet)
+        bad = plant_backdoor(model, sets["trusted"], config, quiet=quiet)
         with atomic_folder(target / "model", replace=True) as tmp:
             bad.hf.save_pretrained(tmp, safe_serialization=True)
             model.tokenizer.save_pretrained(tmp)
     bad = mechscope.load(str(target / "model"), progress=False)
-    held = passages(model, corpus, "test", n_eval, config.seq_len, config.seed)
-    ood = {"code": code_passages(n_eval, seed=config.seed), "german": german_passages(n_eval)}
-    sets = {"trusted": train, **backdoor_sets(held, config, ood, config.seed)}
+    held = sets["clean"]
     rates = _rates(model, bad, held, config)
     with atomic_folder(target / "sets", replace=True) as tmp:
         for name, texts in sets.items():
