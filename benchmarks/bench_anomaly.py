@@ -82,7 +82,8 @@ def evaluate(
     det = fit_detector(model, trusted, cfg, sae=sae, sae_path=sae_path, quiet=True)
     print(f"[{label}] fitted {kinds} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     n = args.attribution if label == "attribution" else args.n
-    tests = {k: sets[k][:n] for k in TESTS if label != "clean" or "trigger" in k}
+    names = args.sets.split(",") if args.sets else TESTS
+    tests = {k: sets[k][:n] for k in names if label != "clean" or "trigger" in k}
     rows = evaluate_sets(det, model, sets["clean"][:n], tests, sae=sae, quiet=True)
     for r in rows:
         r["model"] = "clean" if label == "clean" else "backdoored"
@@ -206,6 +207,7 @@ def main() -> None:
         help="one process per part (they can run at once); --merge prints them together",
     )
     parser.add_argument("--merge", nargs="+", help="JSON files of parts: print one report")
+    parser.add_argument("--sets", help="comma-separated test sets (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the rows here")
