@@ -93,3 +93,23 @@ def test_save_and_load_give_the_same_scores(
     b = layer_scores(saved, world.bad, texts, kinds=("mahalanobis", "lof"), quiet=True)
     assert a == b
     assert saved.threshold("lof", 0.1) == detectors["bad"].threshold("lof", 0.1)
+
+
+def test_layers_combine_by_the_largest_calibrated_z(world: Any, detectors: dict[str, Any]) -> None:
+    import math
+
+    detector, texts = detectors["bad"], world.triggered[:3] + world.held[:3]
+    combined = score_texts(detector, world.bad, texts, quiet=True).inputs
+    stats = detector.calibration["mahalanobis"]["layers"]
+    z = {}
+    for layer in detector.layers:
+        mean, std = stats[str(layer)]
+        per_layer = score_texts(detector, world.bad, texts, layer=layer, quiet=True).inputs
+        z[layer] = [
+            [(math.log(s + 1e-6) - mean) / std for _, s in i.token_scores] for i in per_layer
+        ]
+    for n, item in enumerate(combined):
+        expect = [max(z[L][n][t] for L in z) for t in range(len(item.token_scores))]
+        assert [s for _, s in item.token_scores] == pytest.approx(expect, rel=1e-4, abs=1e-4)
+        top = max(range(len(expect)), key=expect.__getitem__)
+        assert item.layer == max(z, key=lambda L: z[L][n][top])
