@@ -171,7 +171,7 @@ def _phase_summary(diagram: Any) -> None:
 
 @toy.command("backdoor")
 @click.option("--model", "model_name", default="smollm2-135m", show_default=True)
-@click.option("--steps", default=60, show_default=True, help="Fine-tuning steps.")
+@click.option("--steps", default=30, show_default=True, help="Fine-tuning steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Cache folder to use.")
 @quiet_option
