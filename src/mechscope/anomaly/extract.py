@@ -1,8 +1,8 @@
 """What a detector reads from one forward pass: site activations, logits and attributions.
 
 One batch of right-padded token windows goes through the model once with hooks at the requested
-sites. ``attribution`` also takes the gradient of the output (the summed log-probability of the
-model's own top next-token prediction at every real position) with respect to each site, and
+sites. ``attribution`` also takes the gradient of the output (the summed logit of the model's own top
+next-token prediction at every real position) with respect to each site, and
 returns gradient x activation per token. Without logits or gradients the forward stops after the
 last requested site. Every activation is checked to be finite.
 """
@@ -69,8 +69,9 @@ def extract(
             result, cache = model.run_with_cache(
                 tokens, names=sites, attention_mask=mask, detach_cache=False
             )
-            logp = result.float().log_softmax(-1)
-            target = logp.max(-1).values * mask
+            # the top logit, not its log-probability: a confident prediction (as a backdoor's)
+            # saturates the softmax and would give a zero gradient
+            target = result.float().max(-1).values * mask
             grads = torch.autograd.grad(target.sum(), [cache[s] for s in sites])
         out.acts = {s: cache[s].detach() for s in sites}
         out.attributions = {s: (cache[s].detach() * g).detach() for s, g in zip(sites, grads)}
