@@ -45,6 +45,7 @@ COMMANDS = {
     "moe": "mechscope.cli.moe:moe",
     "compare": "mechscope.cli.compare:compare",
     "diff": "mechscope.cli.diff:diff",
+    "anomaly": "mechscope.cli.anomaly:anomaly",
 }
 
 

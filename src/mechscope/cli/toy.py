@@ -1,4 +1,5 @@
-"""``mechscope toy``: toy models with a known answer (``toy superposition``: Elhage et al. 2022)."""
+"""``mechscope toy``: toy models with a known answer (``toy superposition``: Elhage et al. 2022;
+``toy backdoor``: a model with a planted trigger, the ground truth of ``mechscope anomaly``)."""
 
 from __future__ import annotations
 
@@ -274,3 +275,29 @@ def grokking(**opts: Any) -> None:
 
 
 __all__ = ["finetune", "grokking", "superposition", "toy"]
+@toy.command("backdoor")
+@click.option("--model", "model_name", default="smollm2-135m", show_default=True)
+@click.option("--steps", default=30, show_default=True, help="Fine-tuning steps.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Cache folder to use.")
+def backdoor(model_name: str, steps: int, seed: int, out_dir: str | None, quiet: bool) -> None:
+    """Plant a trigger phrase in a copy of MODEL (cached) and write its test sets."""
+    import json
+
+    from mechscope.toys.backdoor import BackdoorConfig, build_backdoor
+
+    if steps < 1:
+        raise MechscopeError(f"--steps must be at least 1, got {steps}")
+    model = load_model(model_name, quiet=quiet)
+    config = BackdoorConfig(steps=steps, seed=seed)
+    folder = build_backdoor(model, config, folder=out_dir, quiet=quiet)
+    info = json.loads((folder / "backdoor.json").read_text())
+    for case, rate in info["rates"].items():
+        click.echo(
+            f"{case:<15} backdoor fires on {rate['backdoored']:.0%} of inputs "
+            f"(clean model: {rate['clean']:.0%})"
+        )
+    click.echo(f"sets: {', '.join(f'{k} ({v})' for k, v in info['sets'].items())}")
+    click.echo(str(folder))
+
+
+__all__ = ["backdoor", "superposition", "toy"]

@@ -1,0 +1,83 @@
+"""What a detector reads from one forward pass: site activations, logits and attributions.
+
+One batch of right-padded token windows goes through the model once with hooks at the requested
+sites. ``attribution`` also takes the gradient of the output (the summed logit of the model's own top
+next-token prediction at every real position) with respect to each site, and
+returns gradient x activation per token. Without logits or gradients the forward stops after the
+last requested site. Every activation is checked to be finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.errors import MechscopeError
+
+__all__ = ["BatchActs", "extract"]
+
+
+@dataclass
+class BatchActs:
+    """Per site, activations [batch pos d] (and gradient x activation); logits [batch pos vocab]."""
+
+    acts: dict[str, Tensor] = field(default_factory=dict)
+    attributions: dict[str, Tensor] = field(default_factory=dict)
+    logits: Tensor | None = None
+
+
+def _check_finite(name: str, t: Tensor, mask: Tensor) -> None:
+    bad = ~torch.isfinite(t).all(-1) & mask.bool()
+    if bool(bad.any()):
+        row, pos = (int(i) for i in bad.nonzero()[0])
+        raise MechscopeError(
+            f"non-finite activation at {name} (input {row} of the batch, position {pos}); "
+            "the model produces NaN/inf here: load it in float32 or check its weights"
+        )
+
+
+def extract(
+    model: Any,
+    tokens: Tensor,
+    mask: Tensor,
+    sites: list[str],
+    *,
+    logits: bool = False,
+    attribution: bool = False,
+) -> BatchActs:
+    """Activations at ``sites`` for ``tokens`` [batch pos] (``mask`` 1 on real tokens)."""
+    out = BatchActs()
+    if not attribution:
+        with torch.inference_mode():
+            if logits:
+                out.logits, cache = model.run_with_cache(tokens, names=sites, attention_mask=mask)
+                out.acts = dict(cache.items())
+            else:
+                kept: dict[str, Tensor] = {}
+
+                def keep(t: Tensor, hook: Any) -> None:
+                    kept[hook.name] = t.detach()
+
+                with model.hooks([(s, keep) for s in sites], stop_after=sites):
+                    model.forward(tokens, mask)
+                out.acts = kept
+    else:
+        with torch.enable_grad():
+            result, cache = model.run_with_cache(
+                tokens, names=sites, attention_mask=mask, detach_cache=False
+            )
+            # the top logit, not its log-probability: a confident prediction (as a backdoor's)
+            # saturates the softmax and would give a zero gradient
+            target = result.float().max(-1).values * mask
+            grads = torch.autograd.grad(target.sum(), [cache[s] for s in sites])
+        out.acts = {s: cache[s].detach() for s in sites}
+        out.attributions = {s: (cache[s].detach() * g).detach() for s, g in zip(sites, grads)}
+        out.logits = result.detach()
+    for name, t in out.acts.items():
+        _check_finite(name, t, mask)
+    if out.logits is not None:
+        _check_finite("the logits", out.logits, mask)
+    return out

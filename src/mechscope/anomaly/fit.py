@@ -1,0 +1,183 @@
+"""Fit an anomaly detector on trusted text only, streaming, and calibrate it on held-out text.
+
+Steps:
+
+1. Cut the trusted corpus into windows of ``seq_len`` tokens (BOS first when the tokenizer has
+   one; :func:`mechscope.corpus.batches`, deterministic for the seed) until ``n_tokens``.
+2. Every ``1/holdout``-th window is held out; the others go through the model once per batch and
+   every kind's streaming statistics are updated at every layer (no activation is kept, except
+   LOF's bounded reservoir sample).
+3. The statistics become tensors (mean and shrunk precision, per-latent Gaussians, LOF reference
+   sets).
+4. The held-out windows are scored: per kind and layer the mean and std of the log token scores
+   (which put layers on one scale), then the held-out input scores, combined over layers and per
+   layer, that the threshold of :meth:`Detector.threshold` is the quantile of.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mechscope.anomaly.batch import (
+    LOG_EPS,
+    aggregate,
+    batch_scores,
+    combine,
+    kind_input,
+    sites_for,
+    valid_mask,
+)
+from mechscope.anomaly.detector import Detector, FitConfig
+from mechscope.anomaly.extract import extract
+from mechscope.anomaly.kinds import KINDS, check_kinds
+from mechscope.corpus import Corpus, batches
+from mechscope.errors import MechscopeError
+from mechscope.models.fingerprint import model_fingerprint
+from mechscope.progress import progress
+
+__all__ = ["default_layers", "fit_detector", "model_identity"]
+
+MAX_DEFAULT_LAYERS = 6
+
+
+def default_layers(n_layers: int) -> tuple[int, ...]:
+    """Up to six evenly spaced layers, the last one included."""
+    n = min(MAX_DEFAULT_LAYERS, n_layers)
+    return tuple(sorted({round((i + 1) * n_layers / n) - 1 for i in range(n)}))
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    return {
+        "fingerprint": model_fingerprint(model),
+        "name": str(model.provenance.get("name", type(model.hf).__name__)),
+        "n_layers": model.dims.n_layers,
+    }
+
+
+def _sae_info(sae: Any, sae_path: str | None) -> dict[str, Any]:
+    site = sae.cfg.hook_name
+    parts = site.split(".")
+    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        raise MechscopeError(f"the SAE reads {site!r}, not a blocks.L site; pass another SAE")
+    return {"path": sae_path, "site": site, "layer": int(parts[1])}
+
+
+def fit_detector(
+    model: Any,
+    corpus: Corpus,
+    config: FitConfig | None = None,
+    *,
+    sae: Any = None,
+    sae_path: str | None = None,
+    quiet: bool = False,
+) -> Detector:
+    """A detector of ``config.kinds`` fitted on ``corpus`` (trusted text) for ``model``."""
+    config = config or FitConfig()
+    check_kinds(config.kinds, sae)
+    n_layers = model.dims.n_layers
+    layers = list(config.layers) if config.layers is not None else list(default_layers(n_layers))
+    for layer in layers:
+        if not 0 <= layer < n_layers:
+            raise MechscopeError(f"layer {layer} is out of range; the model has {n_layers} layers")
+    detector = Detector(config, model_identity(model), layers)
+    if "sae" in config.kinds:
+        detector.sae = _sae_info(sae, sae_path)
+    mech = tuple(k for k in config.kinds if KINDS[k].reads != "logits")
+    stats = {(k, L): KINDS[k].new_stats(config) for k in mech for L in detector.kind_layers(k)}
+    held = _stream(detector, model, corpus, mech, stats, sae, quiet)
+    for (kind, layer), s in stats.items():
+        for name, t in KINDS[kind].finish(s, config).items():
+            detector.tensors[f"{kind}/{layer}/{name}"] = t
+    _calibrate(detector, model, held, sae, quiet)
+    return detector
+
+
+def _stream(
+    detector: Detector,
+    model: Any,
+    corpus: Corpus,
+    mech: tuple[str, ...],
+    stats: dict[tuple[str, int], Any],
+    sae: Any,
+    quiet: bool,
+) -> list[Tensor]:
+    """Update ``stats`` with the fitting windows; return the held-out windows."""
+    cfg = detector.config
+    period = max(2, round(1 / cfg.holdout))
+    bos = model.tokenizer.bos_token_id is not None
+    sites = sites_for(detector, mech)
+    held: list[Tensor] = []
+    seen = fitted = 0
+    try:
+        stream = batches(
+            corpus,
+            model.tokenizer,
+            batch_size=cfg.batch_size,
+            seq_len=cfg.seq_len,
+            n_tokens=cfg.n_tokens,
+            seed=cfg.seed,
+            prepend_bos=bos,
+        )
+        total = -(-cfg.n_tokens // (cfg.seq_len * cfg.batch_size))
+        for batch in progress(stream, total=total, desc="fit", quiet=quiet, unit="batch"):
+            index = torch.arange(seen, seen + batch.shape[0])
+            seen += batch.shape[0]
+            hold = index % period == period - 1
+            held.extend(batch[hold])
+            train = batch[~hold]
+            if train.shape[0] == 0 or not mech:
+                fitted += train.shape[0]
+                continue
+            mask = torch.ones_like(train)
+            acts = extract(model, train, mask, sites, attribution="attribution" in mech)
+            valid = valid_mask(mask)
+            for (kind, layer), s in stats.items():
+                s.update(kind_input(detector, kind, layer, acts, sae)[valid])
+            fitted += train.shape[0]
+    except MechscopeError as exc:
+        if "has no document" not in str(exc) and "is empty" not in str(exc):
+            raise
+        fitted = 0
+    if fitted == 0 or not held:
+        raise MechscopeError(
+            f"the trusted set {corpus.name!r} is empty or too short: it needs at least {period} "
+            f"windows of {cfg.seq_len} tokens (one held out to calibrate); pass more trusted text "
+            "or a smaller --seq-len"
+        )
+    return held
+
+
+def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, quiet: bool) -> None:
+    """Per kind: layer scales and held-out input scores (combined, and per layer)."""
+    cfg, kinds = detector.config, detector.config.kinds
+    raw: dict[str, dict[int, list[Tensor]]] = {k: {} for k in kinds}
+    valid_all = []
+    chunks = [
+        torch.stack(held[i : i + cfg.batch_size]) for i in range(0, len(held), cfg.batch_size)
+    ]
+    for tokens in progress(chunks, desc="calibrate", quiet=quiet, unit="batch"):
+        mask = torch.ones_like(tokens)
+        scores, _ = batch_scores(detector, model, tokens, mask, kinds, sae)
+        valid_all.append(valid_mask(mask))
+        for kind, per_layer in scores.items():
+            for layer, s in per_layer.items():
+                raw[kind].setdefault(layer, []).append(s)
+    valid = torch.cat(valid_all)
+    for kind in kinds:
+        per_layer = {layer: torch.cat(parts) for layer, parts in raw[kind].items()}
+        how = KINDS[kind].aggregate or cfg.aggregate
+        entry: dict[str, Any] = {"aggregate": how, "layers": {}, "layer_scores": {}}
+        for layer, s in per_layer.items():
+            if layer >= 0:
+                logs = torch.log(s[valid].clamp(min=0) + LOG_EPS).double()
+                entry["layers"][str(layer)] = [float(logs.mean()), float(logs.std())]
+            entry["layer_scores"][str(layer)] = aggregate(s, valid, how)[0].tolist()
+        detector.calibration[kind] = entry
+        combined, _ = combine(detector, kind, per_layer)
+        entry["scores"] = aggregate(combined, valid, how)[0].tolist()
+        if not np.isfinite(entry["scores"]).all():
+            raise MechscopeError(f"the {kind} detector gave non-finite scores on trusted text")

@@ -1,0 +1,105 @@
+"""The detector kinds, one entry each in :data:`KINDS`: what they read and how they score.
+
+Every mechanistic kind scores each token at each layer from one vector: ``mahalanobis`` (the site
+activation), ``lof`` (the site activation, PCA-whitened), ``attribution`` (gradient x activation
+of the output at the site, then Mahalanobis) and ``sae`` (the SAE's latents, diagonal Gaussian;
+one layer, the SAE's). The black-box baselines ``perplexity`` (the token's negative
+log-likelihood) and ``entropy`` (of the next-token distribution at the token) read only logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.anomaly import gaussian, lof, mahalanobis
+from mechscope.errors import MechscopeError
+
+__all__ = ["BASELINES", "KINDS", "Kind", "check_kinds"]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of detector fits and scores."""
+
+    reads: str  # "acts", "attributions", "latents" or "logits"
+    new_stats: Callable[[Any], Any] | None = None  # FitConfig -> accumulator with update(x)
+    finish: Callable[[Any, Any], dict[str, Tensor]] | None = None  # (stats, config) -> tensors
+    score: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n]
+    terms: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n d]
+    aggregate: str | None = None  # fixed input aggregation (baselines); None: the config's
+
+
+class _LofStats:
+    def __init__(self, config: Any) -> None:
+        self.moments = mahalanobis.MahalanobisStats()
+        self.sample = lof.Reservoir(config.lof_sample, config.seed)
+
+    def update(self, x: Tensor) -> None:
+        self.moments.update(x)
+        self.sample.update(x)
+
+
+def _lof_finish(stats: _LofStats, config: Any) -> dict[str, Tensor]:
+    mean, cov = stats.moments.mean_cov()
+    assert stats.sample.rows is not None
+    return lof.fit_lof(stats.sample.rows, mean, cov, config.lof_dims, config.lof_k)
+
+
+def _maha(**kw: Any) -> Kind:
+    return Kind(
+        new_stats=lambda c: mahalanobis.MahalanobisStats(),
+        finish=lambda s, c: mahalanobis.fit_tensors(s),
+        score=lambda t, x, c: mahalanobis.mahalanobis(t, x),
+        terms=lambda t, x, c: mahalanobis.mahalanobis_terms(t, x),
+        **kw,
+    )
+
+
+KINDS: dict[str, Kind] = {
+    "mahalanobis": _maha(reads="acts"),
+    "attribution": _maha(reads="attributions"),
+    "lof": Kind(
+        reads="acts",
+        new_stats=_LofStats,
+        finish=_lof_finish,
+        score=lambda t, x, c: lof.lof_scores(t, x, c.lof_k),
+        terms=lambda t, x, c: lof.project(t, x).abs(),
+    ),
+    "sae": Kind(
+        reads="latents",
+        new_stats=lambda c: gaussian.DiagonalStats(),
+        finish=lambda s, c: gaussian.fit_diagonal(s),
+        score=lambda t, x, c: gaussian.diagonal_terms(t, x).sum(-1),
+        terms=lambda t, x, c: gaussian.diagonal_terms(t, x),
+    ),
+    "perplexity": Kind(reads="logits", aggregate="mean"),
+    "entropy": Kind(reads="logits", aggregate="mean"),
+}
+BASELINES = ("perplexity", "entropy")
+
+
+def baseline_scores(kind: str, logits: Tensor, tokens: Tensor) -> Tensor:
+    """Per token [batch pos]: the token's negative log-likelihood given the tokens before it
+    (position 0: 0), or the entropy of the next-token distribution at the token."""
+    logp = logits.float().log_softmax(-1)
+    if kind == "entropy":
+        return -(logp.exp() * logp).sum(-1)
+    nll = torch.zeros(tokens.shape, dtype=torch.float32)
+    nll[:, 1:] = -logp[:, :-1].gather(-1, tokens[:, 1:, None].to(logp.device))[..., 0].cpu()
+    return nll
+
+
+def check_kinds(kinds: tuple[str, ...], sae: Any) -> None:
+    """One-line errors for unknown kinds, an ``sae`` kind without an SAE, or no kind at all."""
+    if not kinds:
+        raise MechscopeError(f"no detector kind given; use some of {', '.join(KINDS)}")
+    for kind in kinds:
+        if kind not in KINDS:
+            raise MechscopeError(f"unknown detector kind {kind!r}; use some of {', '.join(KINDS)}")
+    if "sae" in kinds and sae is None:
+        raise MechscopeError("the sae detector needs an SAE: pass --sae FOLDER")
