@@ -274,15 +274,17 @@ def grokking(**opts: Any) -> None:
     )
 
 
-__all__ = ["finetune", "grokking", "superposition", "toy"]
 @toy.command("backdoor")
 @click.option("--model", "model_name", default="smollm2-135m", show_default=True)
 @click.option("--steps", default=30, show_default=True, help="Fine-tuning steps.")
+@click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Cache folder to use.")
+@quiet_option
 def backdoor(model_name: str, steps: int, seed: int, out_dir: str | None, quiet: bool) -> None:
     """Plant a trigger phrase in a copy of MODEL (cached) and write its test sets."""
     import json
 
+    from mechscope.cli.common import load_model
     from mechscope.toys.backdoor import BackdoorConfig, build_backdoor
 
     if steps < 1:
@@ -300,4 +302,4 @@ def backdoor(model_name: str, steps: int, seed: int, out_dir: str | None, quiet:
     click.echo(str(folder))
 
 
-__all__ = ["backdoor", "superposition", "toy"]
+__all__ = ["backdoor", "finetune", "grokking", "superposition", "toy"]
