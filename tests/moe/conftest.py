@@ -29,6 +29,12 @@ def planted() -> PlantedMoE:
 
 
 @pytest.fixture(scope="session")
+def planted_three() -> PlantedMoE:
+    """A second planted case: 3 classes on 3 experts (top 2), another seed."""
+    return train_planted_moe(n_classes=3, per_class=10, steps=150, seed=1)
+
+
+@pytest.fixture(scope="session")
 def planted_windows(planted: PlantedMoE) -> torch.Tensor:
     """Chains from start tokens the training stream did not draw in this order (seed 5)."""
     ids = torch.tensor(sorted(planted.classes))

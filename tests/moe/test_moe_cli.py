@@ -60,21 +60,25 @@ def test_a_dense_model_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.output.strip().count("\n") == 0 and "dense MLP" in result.output
 
 
-def test_a_task_adds_its_metric_change_per_expert(folders, tmp_path: Path) -> None:
+def test_a_task_and_token_classes(folders, tmp_path: Path) -> None:
     model, words, _ = folders
     task = tmp_path / "task.jsonl"
     rows = [{"clean": "the cat sat on the", "corrupt": "the mat sat on the", "answer": " mat",
              "wrong": " cat"}, {"clean": "1 2 3 1 2", "corrupt": "3 2 1 3 2", "answer": " 3",
              "wrong": " 1"}]  # fmt: skip
     task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"the": "article", "cat": "noun", "mat": "noun"}))
     out = tmp_path / "moe.json"
     args = ["moe", "-m", str(model), "-c", str(words), "-n", "64", "--seq-len", "32",
             "--cka-windows", "0", "--causal-windows", "1", "--task", str(task), "--json", str(out),
-            "--quiet"]  # fmt: skip
+            "--classes", str(classes), "--quiet"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     d = json.loads(out.read_text())
     assert d["metric"] == "logit_diff" and "base_task" in d
+    spec = d["layers"][0]["specialisation"]["token_class"]
+    assert spec["labels"] == ["article", "noun", "other"]
     for layer in d["layers"]:
         assert len(layer["causal"]["task_delta_ablate"]) == d["n_experts"]
         assert any(v != 0 for v in layer["causal"]["task_delta_reroute"])

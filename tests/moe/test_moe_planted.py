@@ -3,9 +3,11 @@ the analyses must recover the plan, and the causal check must point at the same 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mechscope.moe import linear_cka, moe_analysis
+from mechscope.moe.planted import chain_batch
 from mechscope.moe.prune import merge_pairs, prune_curve
 
 
@@ -13,8 +15,13 @@ def test_the_planted_model_learned_its_task(planted) -> None:
     assert planted.final_loss < 0.05
 
 
-def test_specialisation_recovers_the_plan(planted, planted_windows) -> None:
-    r = moe_analysis(planted.model, planted_windows, classes=planted.classes,
+@pytest.mark.parametrize("case", ["planted", "planted_three"])
+def test_specialisation_recovers_the_plan(case: str, request: pytest.FixtureRequest) -> None:
+    planted = request.getfixturevalue(case)
+    ids = torch.tensor(sorted(planted.classes))
+    starts = ids[torch.randint(len(ids), (16,), generator=torch.Generator().manual_seed(7))]
+    windows = chain_batch(planted.successor, starts, 12)  # fresh start tokens (seed 7)
+    r = moe_analysis(planted.model, windows, classes=planted.classes,
                      class_names=planted.class_names, cka_windows=0, causal_windows=0)  # fmt: skip
     d = r.to_dict()
     n, k = d["n_experts"], d["top_k"]

@@ -35,6 +35,13 @@ from mechscope.cli.common import load_model, quiet_option, write_json
     help="Windows for the ablate/reroute loss check (0: skip); 2 x layers x experts forwards.",
 )
 @click.option(
+    "--classes",
+    "classes_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help='Token classes as JSON {"token text or id": "class"} (others: "other"); default: '
+    "classes from the decoded text (word, subword, digit, punct, space).",
+)
+@click.option(
     "--prune",
     is_flag=True,
     help="Also prune (by reroute effect, load, random) and merge experts, evaluated on as many "
@@ -67,6 +74,7 @@ def moe(
     batch_size: int,
     cka_windows: int,
     causal_windows: int,
+    classes_file: str | None,
     prune: bool,
     task: str | None,
     task_n: int,
@@ -95,7 +103,8 @@ def moe(
 
         batch = load_task_batch(hooked, task, task_n, seed)
         task_pair = (batch, task_metric(hooked, batch, metric))
-    result = moe_analysis(hooked, all_tokens, domains=names, domain_labels=labels,
+    classes = _classes(hooked, classes_file) if classes_file else None
+    result = moe_analysis(hooked, all_tokens, domains=names, domain_labels=labels, classes=classes,
                           cka_windows=cka_windows, causal_windows=causal_windows,
                           task=task_pair, batch_size=batch_size)  # fmt: skip
     payload = {"model": model, **result.to_dict()}
@@ -146,6 +155,29 @@ def _windows(
         chunks += got
         labels += [d] * len(got)
     return [spec or "built-in" for spec in specs], torch.stack(chunks), torch.tensor(labels)
+
+
+def _classes(hooked: Any, path: str) -> dict[int, str]:
+    """``{token id: class}`` from a JSON object keyed by token ids or single-token texts."""
+    import json
+
+    from mechscope.errors import MechscopeError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise MechscopeError(f"{path} is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise MechscopeError(f'{path} must be a JSON object {{"token": "class", ...}}')
+    out = {}
+    for key, name in data.items():
+        ids = (
+            [int(key)] if key.isdigit() else hooked.tokenizer.encode(key, add_special_tokens=False)
+        )
+        if len(ids) != 1:
+            raise MechscopeError(f"{key!r} in {path} is {len(ids)} tokens, not one; key it by id")
+        out[ids[0]] = name
+    return out
 
 
 def _write_html(path: str, payload: dict[str, Any], model: str) -> None:

@@ -49,9 +49,12 @@ def token_classes(
         label = {i: classes.get(i, "other") for i in ids}
     else:
         label = {i: classify_text(tokenizer.decode([i])) for i in ids}
-    order = (
-        list(names) if names is not None else [c for c in DEFAULT_CLASSES if c in label.values()]
-    )
+    if names is not None:
+        order = list(names)
+    elif classes is not None:  # the given classes by name, then "other"
+        order = sorted({*label.values()} - {"other"}) + ["other"] * ("other" in label.values())
+    else:
+        order = [c for c in DEFAULT_CLASSES if c in label.values()]
     order += sorted({*label.values()} - set(order))
     index = {c: k for k, c in enumerate(order)}
     lookup = torch.zeros(int(flat.max()) + 1, dtype=torch.long)
