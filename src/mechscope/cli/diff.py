@@ -30,6 +30,7 @@ __all__ = ["diff"]
 @click.option("--expansion", default=8, show_default=True, help="Crosscoder latents per width.")
 @click.option("--k", default=16, show_default=True, help="Crosscoder target L0.")
 @click.option("--cc-tokens", default=50_000, show_default=True, help="Crosscoder training tokens.")
+@click.option("--cc-batch-size", default=1024, show_default=True, help="Crosscoder batch (tokens).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here.")
 @quiet_option
@@ -105,6 +106,7 @@ def _crosscoder(a: Any, b: Any, corpus: Any, plant: Any, opts: dict[str, Any]) -
             expansion=opts["expansion"],
             k=opts["k"],
             n_tokens=opts["cc_tokens"],
+            batch_size=opts["cc_batch_size"],
             seq_len=opts["seq_len"],
             quiet=opts["quiet"],
         )
