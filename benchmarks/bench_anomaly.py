@@ -171,6 +171,17 @@ def overhead_markdown(over: dict[str, Any]) -> str:
     )
 
 
+def _label(row: dict[str, Any]) -> str:
+    """The kind, with the site and aggregation when they are not the defaults."""
+    label = row["kind"]
+    site = row.get("site", "blocks.{layer}.hook_resid_post")
+    if row["kind"] not in ("perplexity", "entropy") and not site.endswith("hook_resid_post"):
+        label += f" ({site.rsplit('.', 1)[-1]})"
+    if row.get("aggregate", "max") != "max" and row["kind"] not in ("perplexity", "entropy"):
+        label += f", {row['aggregate']}"
+    return label
+
+
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     out = [f"### Anomaly detection on a planted backdoor ({datetime.date.today()})", ""]
     out.append(", ".join(f"{k}: {v}" for k, v in info["machine"].items()))
@@ -187,6 +198,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
         out.append("")
         out.append("| kind | layer | " + " | ".join(sets) + " |")
         out.append("|---|---|" + "---|" * len(sets))
+        for r in sub:
+            r["kind"] = _label(r)
         keys = list(dict.fromkeys((r["kind"], r["layer"]) for r in sub))
         for kind, layer in keys:
             cells = []
