@@ -67,15 +67,23 @@ def evaluate(
     model: Any, sets: dict[str, list[str]], args: argparse.Namespace, label: str, sae_from: Any
 ) -> list[dict[str, Any]]:
     """Every kind and layer of a detector fitted on the trusted set, on the test sets."""
-    kinds = ["mahalanobis", "lof", "perplexity", "entropy"]
-    sae, sae_path = report_sae(sae_from)
+    kinds = args.kinds.split(",") if args.kinds else ["mahalanobis", "lof", "perplexity", "entropy"]
+    sae, sae_path = report_sae(sae_from) if not args.kinds else (None, None)
     if sae is not None:
         kinds.insert(2, "sae")
     if label == "attribution":
         kinds, sae, sae_path = ["attribution"], None, None
     layers = (14, 19, 24, 29) if label == "attribution" else None
+    if args.layers:
+        layers = tuple(int(x) for x in args.layers.split(","))
     cfg = FitConfig(
-        kinds=tuple(kinds), layers=layers, seq_len=48, n_tokens=args.n_tokens, batch_size=8
+        kinds=tuple(kinds),
+        layers=layers,
+        site=args.site,
+        aggregate=args.aggregate,
+        seq_len=48,
+        n_tokens=args.n_tokens,
+        batch_size=8,
     )
     t = time.perf_counter()
     trusted = Corpus.from_texts(sets["trusted"])
@@ -87,6 +95,8 @@ def evaluate(
     rows = evaluate_sets(det, model, sets["clean"][:n], tests, sae=sae, quiet=True)
     for r in rows:
         r["model"] = "clean" if label == "clean" else "backdoored"
+        r["site"] = args.site
+        r["aggregate"] = args.aggregate
     print(f"[{label}] done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return rows
 
@@ -161,6 +171,17 @@ def overhead_markdown(over: dict[str, Any]) -> str:
     )
 
 
+def _label(row: dict[str, Any]) -> str:
+    """The kind, with the site and aggregation when they are not the defaults."""
+    label = row["kind"]
+    site = row.get("site", "blocks.{layer}.hook_resid_post")
+    if row["kind"] not in ("perplexity", "entropy") and not site.endswith("hook_resid_post"):
+        label += f" ({site.rsplit('.', 1)[-1]})"
+    if row.get("aggregate", "max") != "max" and row["kind"] not in ("perplexity", "entropy"):
+        label += f", {row['aggregate']}"
+    return label
+
+
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     out = [f"### Anomaly detection on a planted backdoor ({datetime.date.today()})", ""]
     out.append(", ".join(f"{k}: {v}" for k, v in info["machine"].items()))
@@ -177,6 +198,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
         out.append("")
         out.append("| kind | layer | " + " | ".join(sets) + " |")
         out.append("|---|---|" + "---|" * len(sets))
+        for r in sub:
+            r["kind"] = _label(r)
         keys = list(dict.fromkeys((r["kind"], r["layer"]) for r in sub))
         for kind, layer in keys:
             cells = []
@@ -197,9 +220,9 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=60, help="inputs per test set")
-    parser.add_argument("--n-tokens", type=int, default=8192, help="trusted tokens per fit")
-    parser.add_argument("--attribution", type=int, default=24, help="inputs per set (0: skip)")
+    parser.add_argument("--n", type=int, default=40, help="inputs per test set")
+    parser.add_argument("--n-tokens", type=int, default=4096, help="trusted tokens per fit")
+    parser.add_argument("--attribution", type=int, default=16, help="inputs per set")
     parser.add_argument(
         "--part",
         choices=["backdoored", "clean", "attribution", "overhead"],
@@ -208,6 +231,10 @@ def main() -> None:
     )
     parser.add_argument("--merge", nargs="+", help="JSON files of parts: print one report")
     parser.add_argument("--sets", help="comma-separated test sets (default: all)")
+    parser.add_argument("--kinds", help="detector kinds (default: mahalanobis, lof, sae, ...)")
+    parser.add_argument("--layers", help="comma-separated layers (default: the detector's)")
+    parser.add_argument("--site", default="blocks.{layer}.hook_resid_post")
+    parser.add_argument("--aggregate", choices=["max", "mean"], default="max")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the rows here")
