@@ -44,7 +44,7 @@ from mechscope.models.fingerprint import model_fingerprint
 from mechscope.toys.backdoor import BackdoorConfig, build_backdoor, builtin_sets
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine  # noqa: E402
+from machine import add_device_option, machine, pick_device  # noqa: E402
 
 TESTS = ("trigger", "unseen_trigger", "ood_code", "ood_german", "ood_shuffled")
 
@@ -238,7 +238,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the rows here")
+    add_device_option(parser)
     args = parser.parse_args()
+    device = pick_device(args.device)
     torch.set_num_threads(args.threads)
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
@@ -248,8 +250,8 @@ def main() -> None:
         if "overhead" in info:
             print("\n" + overhead_markdown(info["overhead"]))
         return
-    clean = mechscope.load("smollm2-135m", progress=False)
-    info: dict[str, Any] = {"machine": machine("cpu")}
+    clean = mechscope.load("smollm2-135m", progress=False, device=device)
+    info: dict[str, Any] = {"machine": machine(device)}
     config = BackdoorConfig()
     if args.part == "overhead":
         sets = builtin_sets(clean, config, 200, 32)
@@ -261,7 +263,7 @@ def main() -> None:
         folder = build_backdoor(clean, config, quiet=True)
         info.update(json.loads((folder / "backdoor.json").read_text()))
         sets = {p.stem: read(p) for p in sorted((folder / "sets").glob("*.jsonl"))}
-        bad = mechscope.load(str(folder / "model"), progress=False)
+        bad = mechscope.load(str(folder / "model"), progress=False, device=device)
         info["rows"] = evaluate(bad, sets, args, args.part, clean)
     if args.json:
         args.json.write_text(json.dumps(info, indent=1))
