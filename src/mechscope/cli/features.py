@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import click
-import numpy as np
 
 from mechscope import DEFAULT_MODEL
 from mechscope.cli.common import load_model, quiet_option
@@ -100,7 +99,7 @@ def search(db: str, query: str, mode: str, source: str | None, model: str | None
             d.source(source)  # an unknown source fails before the model loads
             hooked = load_model(model or d.meta().get("model", DEFAULT_MODEL), quiet=quiet)
             out = fs.search_infer(d, hooked, query, source, limit)
-            lines = [f"{f['max']:9.4f}  {source}/{f['index']}  peak at {out['tokens'][int(np.argmax(f['values']))]!r}" for f in out["features"]]  # fmt: skip
+            lines = [f"{f['max']:9.4f}  {source}/{f['index']}  peak at {out['tokens'][max(range(len(f['values'])), key=f['values'].__getitem__)]!r}" for f in out["features"]]  # fmt: skip
             _emit(out, as_json, lines)
 
 
