@@ -176,8 +176,10 @@ def report(rows: dict[str, dict], out: Path, device: str) -> None:
                 )
         for main in [m for m in MAIN if m in g and "uniform" in g]:
             u, c = g["uniform"], g[main]
+            ioi = (f"{c['ioi'].mean() / u['ioi'].mean():.2f}x" if u["ioi"].mean() > 0
+                   else f"{c['ioi'].mean():.2f} vs {u['ioi'].mean():.2f} (no ratio: <= 0)")  # fmt: skip
             text.append(f"\n{main} against the peer (uniform RTN, same run) at {bits}: IOI "
-                        f"{c['ioi'].mean() / u['ioi'].mean():.2f}x, induction loss "
+                        f"{ioi}, induction loss "
                         f"{c['induction'].mean() / u['induction'].mean():.2f}x")  # fmt: skip
     body = "\n".join(text)
     print(body)

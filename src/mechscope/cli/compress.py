@@ -65,6 +65,12 @@ from mechscope.cli.common import load_model, quiet_option, write_json
     default=None,
     help="Calibration text: a file or folder (default: the built-in corpus).",
 )
+@click.option(
+    "--prune",
+    default=0.0,
+    show_default=True,
+    help="Fraction of heads and of MLP neurons to prune (structured; their bits go to the rest).",
+)
 @click.option("--seed", default=0, show_default=True)
 @quiet_option
 def compress(
@@ -83,6 +89,7 @@ def compress(
     task_weight: float | None,
     lm_weight: float,
     corpus: str | None,
+    prune: float,
     seed: int,
     quiet: bool,
 ) -> None:
@@ -97,7 +104,7 @@ def compress(
     config = CompressConfig(
         bits=bits, protect=tasks, method=method, quantizer=quantizer, group_size=group_size,
         n_prompts=prompts, calib_tokens=calib_tokens, seq_len=seq_len, task_weight=task_weight,
-        lm_weight=lm_weight, seed=seed, importance=importance, corpus=corpus,
+        lm_weight=lm_weight, seed=seed, importance=importance, corpus=corpus, prune=prune,
     )  # fmt: skip
     hooked = load_model(model, quiet=quiet)
     result = run(hooked, config, out=out, quiet=quiet)

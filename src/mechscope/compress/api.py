@@ -63,6 +63,7 @@ class CompressConfig:
     lm_weight: float = 1.0  # weight of the general-LM term (the LM loss's Fisher table)
     task_weight: float | None = None  # weight of the tasks' term (None: 0.1 eap-ig, 0.5 gradient)
     importance: str = "eap-ig"  # eap-ig: node scores on slices; gradient: the tasks' Fisher
+    prune: float = 0.0  # fraction of heads and of MLP neurons to prune (structured)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,7 +127,8 @@ class CompressResult:
             idx = [i for i, n in enumerate(names) if label in ("all", n)]
             sel = torch.isin(kinds, torch.tensor(idx))
             w = self.widths[sel]
-            out[label] = {b: round(float((w == b).float().mean()), 4) for b in self.config.widths}
+            shown = (0, *self.config.widths) if self.config.prune else self.config.widths
+            out[label] = {b: round(float((w == b).float().mean()), 4) for b in shown}
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,8 +214,10 @@ def plan(
     if extra:
         ref = config.widths.index(3) if 3 in config.widths else 0
         tables["task"] = sum(normalised(tables.pop(k), ref) for k in extra)  # type: ignore[assignment]
+    d = model.dims
     inputs = Inputs(layout, config.widths, config.bits, tables, task, config.seed,
-                    config.lm_weight, float(config.task_weight or 0), config.importance)  # fmt: skip
+                    config.lm_weight, float(config.task_weight or 0), config.importance,
+                    config.prune, (d.n_heads, d.n_kv_heads, d.d_head))  # fmt: skip
     widths = METHODS[config.method](inputs)
     result = CompressResult(config, layout, widths, None, clean, top,
                             time.perf_counter() - start)  # fmt: skip

@@ -85,6 +85,7 @@ def recount(model: HookedModel, layout: Layout, claimed: Tensor) -> Recount:
             need = torch.where(k <= 2**b, b, need)
         fp16 = (w.to(torch.float16).float() == w).all(dim=1)
         need = torch.where((need == FULL) & ~fp16, 32, need)  # not even fp16: count float32
+        need = torch.where((w == 0).all(dim=1), 0, need)  # an all-zero group: pruned
         found.append(need)
     widths = torch.cat(found)
     gs = layout.group_size

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from mechscope.compress.groups import Layout
 from mechscope.compress.packing import PACKED, read_packed, write_packed
@@ -55,7 +58,7 @@ def export(
     if target.exists():
         raise MechscopeError(f"output folder {target} exists; pass a new --out folder")
     meta = {"group_size": layout.group_size, "weights": layout.to_dict()["weights"]}
-    with atomic_folder(target) as tmp:
+    with atomic_folder(target) as tmp, _no_bars():
         model.hf.save_pretrained(tmp, safe_serialization=True)
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(tmp)
@@ -64,6 +67,18 @@ def export(
         summary = {**summary, "sizes": sizes}
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+@contextmanager
+def _no_bars() -> Iterator[None]:
+    """transformers' shard-writing bar off while exporting (the CLI says what it wrote)."""
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def is_export(folder: str | Path) -> bool:

@@ -55,13 +55,15 @@ def gptq(
         a, b = blk * group_size, (blk + 1) * group_size
         rows_bits = bits[:, blk].long()
         full = rows_bits >= FULL
-        scale, zero = params(w[:, a:b], rows_bits)
+        pruned = rows_bits == 0
+        scale, zero = params(w[:, a:b], rows_bits.clamp(min=1))
         scales[:, blk], zeros[:, blk] = scale, zero
         err = torch.zeros(out_f, group_size, dtype=torch.float64)
         for i in range(group_size):
             col = w[:, a + i]
-            c = encode(col[:, None], scale, zero, rows_bits)[:, 0]
+            c = encode(col[:, None], scale, zero, rows_bits.clamp(min=1))[:, 0]
             q = (c - zero) * scale
+            q[pruned], c[pruned] = 0.0, 0.0
             if full.any():
                 half = col[full].to(torch.float16)
                 q[full] = half.double()
@@ -73,7 +75,7 @@ def gptq(
         w[:, b:] -= err @ u[a:b, b:]
     flat = bits.reshape(-1).long()
     scales, zeros = scales.reshape(-1), zeros.reshape(-1)
-    fullg = flat >= FULL
+    fullg = (flat >= FULL) | (flat == 0)
     scales[fullg], zeros[fullg] = 0.0, 0.0
     codes_i = codes.reshape(-1, group_size).to(torch.int32)
     scales, zeros = scales.float(), zeros.float()

@@ -27,6 +27,7 @@ import torch
 
 from mechscope.compress.allocate import allocate
 from mechscope.compress.groups import Layout
+from mechscope.compress.prune import prune_groups
 from mechscope.compress.quant import effective_bits, group_bits
 from mechscope.errors import MechscopeError
 
@@ -47,6 +48,8 @@ class Inputs:
     lm_weight: float = 1.0
     task_weight: float = 0.1
     importance: str = "eap-ig"  # eap-ig: node scores on slices; gradient: the tasks' Fisher
+    prune: float = 0.0  # fraction of heads and of neurons to prune (structured), see .prune
+    heads: tuple[int, int, int] | None = None  # (n_heads, n_kv_heads, d_head), for pruning
 
     @property
     def budget(self) -> int:
@@ -58,8 +61,17 @@ class Inputs:
 
 
 def knapsack(inp: Inputs, loss: Tensor) -> Tensor:
-    alloc = allocate(loss, inp.costs, inp.budget)
-    return torch.tensor(inp.widths)[alloc.choice]
+    """Widths minimising ``loss [group width]`` within the budget; with ``inp.prune`` the
+    pruned heads' and neurons' groups take width 0 and their bits go to the others."""
+    if not inp.prune:
+        return torch.tensor(inp.widths)[allocate(loss, inp.costs, inp.budget).choice]
+    if inp.heads is None:
+        raise MechscopeError("pruning needs the model's head dims (Inputs.heads)")
+    pruned = prune_groups(inp.layout, loss[:, _reference(inp)], *inp.heads, inp.prune)
+    widths = torch.zeros(inp.layout.n_groups, dtype=torch.long)
+    alloc = allocate(loss[~pruned], inp.costs, inp.budget)
+    widths[~pruned] = torch.tensor(inp.widths)[alloc.choice]
+    return widths
 
 
 def _need(inp: Inputs, kind: str, method: str) -> Tensor:
@@ -95,6 +107,8 @@ def circuit(inp: Inputs) -> Tensor:
 
 
 def uniform(inp: Inputs) -> Tensor:
+    if inp.prune:
+        raise MechscopeError("--prune works with the knapsack methods, not with uniform")
     gs, n = inp.layout.group_size, inp.layout.n_groups
     eff = [effective_bits(torch.tensor([w]), gs) for w in inp.widths]
     fits = [i for i, e in enumerate(eff) if e <= inp.bits + 1e-9]

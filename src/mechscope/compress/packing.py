@@ -6,7 +6,8 @@
 - ``W.codes{b}`` uint8: the codes of the groups of width ``b < 16``, bit-packed (``b`` bits per
   code, least significant bit first, groups in order); ``W.codes16`` int16: the fp16 bit patterns
   of the 16-bit groups;
-- ``W.scale`` fp16 and ``W.zero`` int16 ``[quantized group]``: 32 bits per group of ``b < 16``;
+- ``W.scale`` fp16 and ``W.zero`` int16 ``[quantized group]``: 32 bits per group of
+  ``0 < b < 16`` (a pruned group, ``b = 0``, stores nothing);
 
 and every other tensor of the model (embeddings, norms) as it is, under ``other.<name>``. So the
 file's size is the compressed size: codes + 32 bits per quantized group + the unquantized rest.
@@ -51,8 +52,8 @@ def packed_tensors(quantized: dict[str, Quantized], others: dict[str, Tensor]) -
     out: dict[str, Tensor] = {}
     for name, q in quantized.items():
         out[f"{name}.bits"] = q.bits.to(torch.uint8)
-        part = q.bits < FULL
-        for b in sorted(set(q.bits.tolist())):
+        part = (q.bits < FULL) & (q.bits > 0)
+        for b in sorted(set(q.bits.tolist()) - {0}):  # pruned groups store no codes
             sel = q.codes[q.bits == b]
             if b >= FULL:
                 out[f"{name}.codes16"] = sel.to(torch.int16).contiguous()
@@ -89,14 +90,14 @@ def read_packed(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 def _dequantize(f: Any, keys: set[str], name: str, gs: int) -> Tensor:
     bits = f.get_tensor(f"{name}.bits").long()
     codes = torch.zeros(len(bits), gs, dtype=torch.int64)
-    for b in sorted(set(bits.tolist())):
+    for b in sorted(set(bits.tolist()) - {0}):
         sel = bits == b
         if b >= FULL:
             codes[sel] = f.get_tensor(f"{name}.codes16").long().view(-1, gs)
         else:
             n = int(sel.sum()) * gs
             codes[sel] = unpack_bits(f.get_tensor(f"{name}.codes{b}"), b, n).view(-1, gs)
-    part = bits < FULL
+    part = (bits < FULL) & (bits > 0)
     scale = torch.zeros(len(bits))
     zero = torch.zeros(len(bits))
     scale[part] = f.get_tensor(f"{name}.scale").float()

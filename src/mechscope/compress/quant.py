@@ -1,10 +1,11 @@
 """Round-to-nearest (RTN) quantization of weight groups, asymmetric min-max, with bit accounting.
 
-A group of ``b < 16`` bits stores integer codes ``c`` in ``[0, 2^b - 1]``, a 16-bit (fp16) scale
+A group of ``0 < b < 16`` bits stores integer codes ``c`` in ``[0, 2^b - 1]``, a 16-bit (fp16) scale
 ``s`` and a 16-bit zero point ``z`` (an integer in the same range); its weights are
 ``(c - z) * s``, so it holds at most ``2^b`` distinct values. ``s = (max - min) / (2^b - 1)``
 rounded to fp16 and ``z = round(-min / s)``. A 16-bit group is the weights cast to fp16 (no scale
-or zero). Effective bits per weight: ``b + 32 / group_size`` for ``b < 16``, 16 for ``b = 16``.
+or zero); a pruned group (``b = 0``) is all zeros and stores nothing. Effective bits per
+weight: ``b + 32 / group_size`` for ``0 < b < 16``, 16 for ``b = 16``, 0 for ``b = 0``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ def check_widths(widths: tuple[int, ...] | list[int]) -> tuple[int, ...]:
 
 
 def group_bits(width: int, group_size: int) -> int:
-    """Storage bits of one group of ``group_size`` weights at ``width`` bits (codes + scale)."""
+    """Storage bits of one group of ``group_size`` weights at ``width`` bits (codes + scale);
+    width 0 is a pruned group (all zeros, nothing stored but its entry in the bit map)."""
+    if width == 0:
+        return 0
     return FULL * group_size if width >= FULL else width * group_size + SCALE_BITS
 
 
@@ -37,6 +41,7 @@ def effective_bits(widths: Tensor, group_size: int) -> float:
     """Average storage bits per weight of groups with these widths ``[group]``."""
     w = widths.to(torch.float64)
     per = torch.where(w >= FULL, w * group_size, w * group_size + SCALE_BITS)
+    per = torch.where(w == 0, 0.0, per)  # pruned groups
     return float(per.sum() / (group_size * max(len(widths), 1)))
 
 
@@ -81,6 +86,8 @@ def rtn(w: Tensor, bits: Tensor | int) -> Quantized:
     if full.any():
         codes[full] = w[full].to(torch.float16).view(torch.int16).float()
         scale[full], zero[full] = 0.0, 0.0
+    pruned = bits == 0
+    codes[pruned], scale[pruned], zero[pruned] = 0.0, 0.0, 0.0
     codes = codes.to(torch.int32)
     return Quantized(codes, scale, zero, decode(codes, scale, zero, bits), bits)
 

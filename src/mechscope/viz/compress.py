@@ -21,26 +21,30 @@ def pareto_figure(
 ) -> Figure:
     """One panel per ``(metric, label)``; ``points[f"{method}:{metric}"]`` are (bits, value,
     half-width of its 95% interval); ``reference[metric]`` draws a dashed line (the shipped model)."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.2 * len(panels), 4.2))
+    fig = Figure(figsize=(5.2 * len(panels) + 2.6, 4.2))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    methods = sorted({key.rpartition(":")[0] for key in points})
+    colors = colormaps["tab20"]
     for ax, (metric, label) in zip(axes, panels, strict=True):
-        for key, pts in sorted(points.items()):
-            method, _, which = key.rpartition(":")
-            if which != metric or not pts:
+        for i, method in enumerate(methods):
+            pts = sorted(points.get(f"{method}:{metric}", []))
+            if not pts:
                 continue
-            pts = sorted(pts)
             x, y, e = zip(*pts, strict=True)
-            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=3, lw=1.2,
-                        label=method, zorder=3 if method.startswith("circuit") else 2)  # fmt: skip
+            ax.errorbar(x, y, yerr=e, marker="osD^v<>"[i % 7], ms=4, capsize=3, lw=1.2,
+                        color=colors(i % 20), label=method,
+                        zorder=3 if method.startswith("circuit") else 2)  # fmt: skip
         if reference and metric in reference:
             ax.axhline(reference[metric], ls="--", c="gray", lw=1, label="as shipped")
         ax.set_xlabel("effective bits per weight (decoder-layer Linear weights)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
     return fig
 
 
