@@ -74,3 +74,53 @@ def built(fx, tiny, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("features-db") / "features.db"
     build_features(tiny, build_config(fx), str(path))
     return path
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A throwaway PostgreSQL 15 cluster on a unix socket in a temporary folder (run as
+    ``nobody`` when the tests run as root, since PostgreSQL refuses root); yields the socket dir."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("needs PostgreSQL 15 (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="mspg"))  # short: a socket path has ~100 bytes
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "nobody")
+    data = root / "data"
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")  # fmt: skip
+    options = f"-k {root} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")  # fmt: skip
+    try:
+        yield root
+    finally:
+        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_databases = iter(range(10_000))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> str:
+    """A new empty database: an SQLite path, or a fresh database in the test cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "features.db")
+    import psycopg
+
+    host = request.getfixturevalue("pg_server")
+    name = f"features_{next(_databases)}"
+    with psycopg.connect(f"postgresql://postgres@/postgres?host={host}", autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    return f"postgresql://postgres@/{name}?host={host}"

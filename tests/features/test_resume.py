@@ -83,3 +83,6 @@ def test_kill_9_then_resume_gives_the_uninterrupted_database(fx, tiny, built, tm
     for table in TABLES:
         assert resumed[table] == reference[table], table
     assert resumed["build_state"] == []
+    conn = sqlite3.connect(out)
+    assert conn.execute("PRAGMA freelist_count").fetchall() == [(0,)]  # checkpoints given back
+    conn.close()

@@ -115,6 +115,29 @@ def embed(db: str) -> None:
         click.echo(f"embedded {embed_explanations(d)} explanations")
 
 
+@features.command("export")
+@click.argument("db")
+@click.option("--out", "-o", required=True, help="Folder to write <modelId>/<sourceId>/ under.")
+@click.option("--model-id", default=None, help="Neuronpedia's model id [the model's name].")
+def export(db: str, out: str, model_id: str | None) -> None:
+    """Write DB in Neuronpedia's export layout (gzipped JSONL batches per source)."""
+    from mechscope.features import open_db
+    from mechscope.features.neuronpedia import export_neuronpedia
+
+    with open_db(db, readonly=True) as d:
+        click.echo(f"wrote {export_neuronpedia(d, out, model_id)}")
+
+
+@features.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "--db", "out", required=True, help="A new SQLite file or postgresql:// URL.")
+def import_(folder: str, out: str) -> None:
+    """Read a Neuronpedia export (a model or source folder) into a new feature database."""
+    from mechscope.features.neuronpedia import import_neuronpedia
+
+    click.echo(f"imported {', '.join(import_neuronpedia(folder, out))} into {out}")
+
+
 def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
     if as_json:
         click.echo(json.dumps(payload, ensure_ascii=False))

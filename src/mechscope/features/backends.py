@@ -93,6 +93,9 @@ class Backend:
         first (the score grows with the match)."""
         raise NotImplementedError
 
+    def compact(self) -> None:
+        """Give back the space of deleted rows (a build's checkpoints) where the backend can."""
+
     def close(self) -> None:
         with self.lock:
             self.conn.close()
@@ -104,6 +107,10 @@ def _plain(value: Any) -> Any:
 
 class SQLiteBackend(Backend):
     dialect = "sqlite"
+
+    def compact(self) -> None:
+        with self.lock:
+            self.conn.executescript("PRAGMA incremental_vacuum;")  # runs it to the end
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -191,6 +198,7 @@ def _open_sqlite(path: str, readonly: bool, create: bool) -> SQLiteBackend:
         else:
             file.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new file only
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")

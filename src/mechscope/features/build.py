@@ -135,6 +135,7 @@ def _save(db: FeatureDB, states: list[SourceState], resid: Any, done: dict[str, 
 def _vocab(tokenizer: Any, n: int) -> list[tuple[int, str]]:
     size = min(n, len(tokenizer))
     texts = tokenizer.batch_decode([[i] for i in range(size)])
+    texts = [t.replace("\x00", "\u2400") for t in texts]  # PostgreSQL text holds no NUL
     return [*enumerate(texts), *((i, f"<{i}>") for i in range(size, n))]
 
 
@@ -169,13 +170,13 @@ def _start(db: FeatureDB, model: HookedModel, sources: list[Source], cfg: BuildC
     return "building"
 
 
-def _stream(model: HookedModel, cfg: BuildConfig) -> Any:
-    from mechscope.corpus import batches, load_corpus
+def _stream(model: HookedModel, cfg: BuildConfig, corpus: Any = None) -> Any:
+    from mechscope.corpus import Corpus, batches, load_corpus
 
     if model.tokenizer is None:
         raise MechscopeError("building features needs a model with a tokenizer")
     return batches(
-        load_corpus(cfg.corpus), model.tokenizer, batch_size=cfg.batch_size,
+        corpus if isinstance(corpus, Corpus) else load_corpus(cfg.corpus), model.tokenizer, batch_size=cfg.batch_size,
         seq_len=cfg.seq_len, n_tokens=cfg.n_tokens, seed=cfg.seed,
     )  # fmt: skip
 
@@ -198,9 +199,11 @@ def build_features(
     *,
     checkpoint_seconds: float = 120.0,
     quiet: bool = True,
+    corpus: Any = None,
 ) -> dict[str, Any]:
     """Build (or resume, or find complete) the feature database ``out``; give a summary
-    ``{"status", "tokens", "windows", "seconds", "sources"}``."""
+    ``{"status", "tokens", "windows", "seconds", "sources"}``. ``corpus`` (a
+    :class:`~mechscope.corpus.Corpus`) replaces loading ``cfg.corpus``, which then only names it."""
     from mechscope.features.finalize import finalize
 
     sources = [parse_source(model, s) for s in cfg.sources]
@@ -218,7 +221,7 @@ def build_features(
         start = 0 if cfg.include_first else 1
         sites = sorted({s.hook_name for s in sources})
         total = -(-cfg.n_tokens // (cfg.seq_len * cfg.batch_size))
-        bar = progress(_stream(model, cfg), total=total, desc="features build", quiet=quiet, unit="batch")  # fmt: skip
+        bar = progress(_stream(model, cfg, corpus), total=total, desc="features build", quiet=quiet, unit="batch")  # fmt: skip
         last = time.monotonic()
         for i, tokens in enumerate(bar):
             if i < done["batches"]:
@@ -238,6 +241,7 @@ def build_features(
         if not done["windows"]:
             raise MechscopeError("no tokens to build from; the corpus gave no window")
         finalize(db, model, sources, states, resid, cfg, done)
+        db.backend.compact()  # the checkpoints' pages
     seconds = time.perf_counter() - began
     tokens_read = done["windows"] * cfg.seq_len
     return {**summary, "status": "complete", "tokens": tokens_read, "windows": done["windows"],

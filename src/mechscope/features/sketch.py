@@ -109,7 +109,8 @@ def update_sketch(
     s: Sketch, acts: Tensor, tokens: Tensor, first_window: int, units: Tensor, start: int = 1
 ) -> Sketch:
     """Merge a batch: ``acts`` [batch pos unit] of windows ``tokens`` [batch pos] numbered from
-    ``first_window``; ``units`` [unit] are the units' indices (they seed the priorities)."""
+    ``first_window``; ``units`` [unit] are the units' indices (they seed the priorities). The
+    windows' rows of ``s`` are updated in place and shared with the result."""
     batch, seq_len, n_units = acts.shape
     best, where = acts[:, start:].max(dim=1)  # [batch unit]
     numbers = torch.arange(first_window, first_window + batch)
@@ -137,24 +138,42 @@ def update_sketch(
     src = dest.clamp(max=n - 1)
     windows = torch.cat([s.windows, numbers.expand(n_units, batch)], dim=1)
     positions = torch.cat([s.positions, (where + start).T], dim=1)
-    rows = src[..., None].expand(-1, -1, seq_len)
-    all_acts = torch.cat([s.acts, acts.permute(2, 0, 1)], dim=1)
-    all_tokens = torch.cat(
-        [s.tokens, tokens.to(torch.int32).expand(n_units, batch, seq_len)], dim=1
-    )
-    f = filled[..., None]
+    acts_out, tokens_out = _move_rows(s, src, filled, acts, tokens)
     return Sketch(
         prio=torch.where(filled, prio.gather(1, src), EMPTY),
         values=torch.where(filled, values.gather(1, src), 0.0),
         windows=torch.where(filled, windows.gather(1, src), -1),
         positions=torch.where(filled, positions.gather(1, src), 0),
-        acts=torch.where(f, all_acts.gather(1, rows), 0.0),
-        tokens=torch.where(f, all_tokens.gather(1, rows), 0),
+        acts=acts_out,
+        tokens=tokens_out,
         exponent=exponent,
         cells=s.cells,
         m=s.m,
         negatives=s.negatives,
     )
+
+
+def _move_rows(
+    s: Sketch, src: Tensor, filled: Tensor, acts: Tensor, tokens: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The windows' rows after the merge: slot j of a unit takes candidate ``src[unit, j]`` (old
+    slots first, then the batch's windows). Only units whose slots changed are gathered (late in a
+    pass most batches change few of them), in place: the old state's rows are reused."""
+    slots = s.prio.shape[1]
+    moved = filled & (src != torch.arange(slots))
+    emptied = ~filled & (s.prio < EMPTY)
+    idx = (moved | emptied).any(1).nonzero().flatten()
+    out_acts, out_tokens = s.acts, s.tokens
+    if not len(idx):
+        return out_acts, out_tokens
+    batch, seq_len = tokens.shape
+    rows = src[idx][..., None].expand(-1, -1, seq_len)  # [changed slot seq]
+    cand_acts = torch.cat([s.acts[idx], acts.permute(2, 0, 1)[idx]], dim=1)
+    cand_tokens = torch.cat([s.tokens[idx], tokens.to(torch.int32).expand(len(idx), batch, seq_len)], dim=1)  # fmt: skip
+    f = filled[idx][..., None]
+    out_acts[idx] = torch.where(f, cand_acts.gather(1, rows), 0.0)
+    out_tokens[idx] = torch.where(f, cand_tokens.gather(1, rows), 0)
+    return out_acts, out_tokens
 
 
 def _old_max(s: Sketch) -> Tensor:
