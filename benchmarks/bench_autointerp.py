@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from machine import add_device_option, machine, pick_device  # noqa: E402
 from mechscope.autointerp import SCORERS, LexicalJudge, LLMJudge, ScoreContext, split  # noqa: E402
 from mechscope.autointerp.explain_tokens import explain_tokens  # noqa: E402
 from mechscope.autointerp.explainers import LLMExplainer  # noqa: E402
@@ -55,7 +56,7 @@ def planted(args: argparse.Namespace) -> None:
     if args.llm:
         from mechscope.autointerp.local import LocalBackend
 
-        backend = LocalBackend("smollm2-135m", batch_size=8)
+        backend = LocalBackend("smollm2-135m", batch_size=8, device=args.device)
         judges["smollm2"] = LLMJudge(backend, max_tokens=24)
     table = defaultdict(lambda: ([], []))
     for seed in range(args.seeds):
@@ -195,7 +196,7 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
     try:
         for label, spec in specs.items():
             backend = make_backend(spec, model="smollm2" if spec.startswith("openai") else None,
-                                   concurrency=2, timeout=900)  # fmt: skip
+                                   concurrency=2, timeout=900, device=args.device)  # fmt: skip
             with open_db(str(db_path)) as db:
                 t0 = time.perf_counter()
                 explain_features(db, name, live, LLMExplainer(backend), quiet=True)
@@ -302,8 +303,11 @@ def main() -> None:
     b.add_argument("--n-score", type=int, default=10)
     b.add_argument("--backends", default="local,server", help="local, server or both.")
     b.add_argument("--llm-only", action="store_true", help="Only the --llm-features part.")
+    for part in (p, b):
+        add_device_option(part)  # where the in-process (local) LLM runs
     args = parser.parse_args()
-    print(f"load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+    args.device = pick_device(args.device)
+    print(" · ".join(f"{k} {v}" for k, v in machine(args.device).items()))
     planted(args) if args.part == "planted" else builtin(args)
 
 

@@ -73,7 +73,11 @@ def make_backend(spec: str, **options: Any) -> Backend:
     if kind == "local":
         from mechscope.autointerp.local import LocalBackend
 
-        return LocalBackend(rest or "smollm2-135m", batch_size=options.get("batch_size", 8))
+        return LocalBackend(
+            rest or "smollm2-135m",
+            batch_size=options.get("batch_size", 8),
+            device=options.get("device") or "cpu",
+        )
     if kind == "openai" and rest:
         from mechscope.autointerp.openai import OpenAIBackend
 

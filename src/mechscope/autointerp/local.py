@@ -19,12 +19,14 @@ __all__ = ["LocalBackend"]
 class LocalBackend:
     """``local:MODEL``: the model is loaded once (``mechscope.models.loading.load_hf``)."""
 
-    def __init__(self, model: str = "smollm2-135m", batch_size: int = 8) -> None:
+    def __init__(
+        self, model: str = "smollm2-135m", batch_size: int = 8, device: str | torch.device = "cpu"
+    ) -> None:
         from mechscope.models.loading import load_hf
 
         self.name = f"local:{model}"
         try:
-            self.model, self.tokenizer, _ = load_hf(model, progress=False)
+            self.model, self.tokenizer, _ = load_hf(model, progress=False, device=device)
         except MechscopeError:
             raise
         except (OSError, ValueError, KeyError) as exc:  # transformers' errors for a bad name
@@ -63,7 +65,7 @@ class LocalBackend:
             enc = self.tokenizer(
                 [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
             )
-            out.append((idx, dict(enc)))
+            out.append((idx, {k: v.to(self.model.device) for k, v in enc.items()}))
         return out
 
     @torch.inference_mode()
