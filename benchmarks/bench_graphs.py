@@ -163,8 +163,11 @@ def peer(args: argparse.Namespace, tokens: list[int]) -> dict[str, Any]:
     mine = run({"transcoders": str(tmp / "tc"), "tokens": tokens, "budget": args.budget,
                 "max_feature_nodes": args.peer_features, "batch_size": args.batch_size,
                 "save": str(tmp / "ours.pt"), "zero_first": True})  # fmt: skip
-    _, _, prov = load_hf("smollm2-135m", progress=False)
-    folder = _hf4_copy(Path(prov["path"]), tmp / "model")
+    from mechscope.files import cache_root, sha256_file
+
+    _, _, prov = load_hf("smollm2-135m", progress=False)  # the HF folder converted from the GGUF
+    converted = cache_root() / "gguf" / sha256_file(prov["path"])[:16]
+    folder = _hf4_copy(converted, tmp / "model")
     cmd = [f"{args.peer}/bin/python", str(HERE / "peers" / "run_circuit_tracer.py"), str(folder),
            str(tmp / "tc"), str(tmp / "tokens.json"), str(tmp / "theirs.safetensors"),
            "--max-feature-nodes", str(args.peer_features), "--batch-size", str(args.batch_size)]  # fmt: skip

@@ -164,7 +164,7 @@ class _Rows:
             if not len(rows):
                 continue
             n_out = dec.shape[1] // g_pos.shape[-1]
-            g = g_pos[pos][:, :, layer : layer + n_out].reshape(len(rows), batch, -1)
+            g = g_pos[pos, :, layer : layer + n_out].reshape(len(rows), batch, -1)
             feat[:, rows] = torch.bmm(g, dec.to(g.dtype)[:, :, None])[:, :, 0].T
         return torch.cat([feat, errors.reshape(batch, -1), tokens], 1)
 
