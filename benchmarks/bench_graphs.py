@@ -30,6 +30,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import add_device_option, machine, pick_device  # noqa: E402
+
 IOI = "When Mary and John went to the store, John gave a bottle of milk to"
 HERE = Path(__file__).parent
 
@@ -40,7 +43,7 @@ def _child(job: dict[str, Any], queue: Any) -> None:
     from mechscope.graphs import GraphConfig, attribute
     from mechscope.graphs.tcfiles import load_transcoders
 
-    model = mechscope.load("smollm2-135m", progress=False)
+    model = mechscope.load("smollm2-135m", progress=False, device=job.get("device", "cpu"))
     tcs = load_transcoders(job["transcoders"], model)
     tokens = torch.tensor(job["tokens"])
     cfg = GraphConfig(max_feature_nodes=job["max_feature_nodes"], max_memory=job["budget"],
@@ -263,16 +266,18 @@ def main() -> None:
     parser.add_argument("--peer", help="circuit-tracer venv (setup_circuit_tracer.sh)")
     parser.add_argument("--peer-features", type=int, default=256)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ioi", "long", "peer", "tiny"])
+    add_device_option(parser)  # where mechscope's graphs run (circuit-tracer runs on the CPU)
     args = parser.parse_args()
+    device = pick_device(args.device)
     import mechscope
 
     model = mechscope.load("smollm2-135m", progress=False)
     tokens = model.to_tokens(IOI, prepend_bos=True)[0].tolist()
-    results: dict[str, Any] = {"load_average": os.getloadavg(), "ioi_tokens": len(tokens)}
+    results: dict[str, Any] = {"machine": machine(device), "ioi_tokens": len(tokens)}
     if "ioi" not in args.skip:
         results["ioi"] = run({"transcoders": args.transcoders, "tokens": tokens, "prompt": IOI,
                               "budget": args.budget, "max_feature_nodes": args.ioi_features,
-                              "batch_size": args.batch_size, "analyse": True})  # fmt: skip
+                              "batch_size": args.batch_size, "analyse": True, "device": str(device)})  # fmt: skip
         print(json.dumps({"ioi": results["ioi"]}, indent=1), flush=True)
     if "long" not in args.skip:
         from mechscope.corpus import load_corpus
@@ -281,7 +286,8 @@ def main() -> None:
         docs = tokenize_corpus(load_corpus(None), model.tokenizer, split="test")
         long = next(d for d in docs if len(d) >= args.long)[: args.long].tolist()
         results["long"] = run({"transcoders": args.transcoders, "tokens": long, "budget": args.budget,
-                               "max_feature_nodes": args.long_features, "batch_size": args.batch_size})  # fmt: skip
+                               "max_feature_nodes": args.long_features, "batch_size": args.batch_size,
+                               "device": str(device)})  # fmt: skip
         print(json.dumps({"long": results["long"]}, indent=1), flush=True)
     if args.peer and "tiny" not in args.skip:
         results["peer_tiny"] = peer_tiny(args)
