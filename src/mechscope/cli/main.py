@@ -37,6 +37,8 @@ COMMANDS = {
     "toy": "mechscope.cli.toy:toy",
     "compare": "mechscope.cli.compare:compare",
     "diff": "mechscope.cli.diff:diff",
+    "features": "mechscope.cli.features:features",
+    "serve": "mechscope.cli.serve:serve",
 }
 
 
