@@ -3,8 +3,8 @@
 crosscoders to interpret chat-tuning").
 
 A crosscoder here is a sparse dictionary (:mod:`mechscope.sae`) over the concatenation
-``[x_base | x_finetuned]`` (``d_in = 2 d_model``, each half scaled to unit mean squared norm by its
-own factor): the encoder reads both models, and each decoder row ``W_dec[j]`` splits into one
+``[x_base | x_finetuned]`` (``d_in = 2 d_model``, each half scaled by its own factor: unit mean
+squared norm of its rows minus their mean): the encoder reads both models, and each decoder row ``W_dec[j]`` splits into one
 decoder per model, ``d_j^base = W_dec[j, :d]`` and ``d_j^ft = W_dec[j, d:]``. Training is the SAE
 trainer's (:func:`mechscope.sae.fit`: checkpoints, resume, lock) and the folder is SAELens's
 layout plus ``crosscoder.json``, so a crosscoder loads with :func:`mechscope.sae.load_sae`.
