@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from bench_neurons import Sampler, rss_mb
-from machine import cpu_name
+from machine import add_device_option, cpu_name, device_label, pick_device
 
 
 def build(args: argparse.Namespace) -> None:
@@ -159,6 +159,15 @@ def load(args: argparse.Namespace) -> None:
             print(f"| {kind} | {len(times)} | {1000 * statistics.median(times):.0f} | {1000 * q[18]:.0f} |")  # fmt: skip
 
 
+def cpu_only(name: str) -> str:
+    """The device line; the build and the server run on the CPU only (SAE readouts and the
+    server's model live there), so another device is a one-line error."""
+    device = pick_device(name)
+    if device.type != "cpu":
+        raise SystemExit("error: bench_features runs on the CPU only; use --device cpu")
+    return device_label(device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -172,7 +181,10 @@ def main() -> None:
     ld.add_argument("--clients", type=int, default=32)
     ld.add_argument("--requests", type=int, default=20, help="per client")
     ld.add_argument("--port", type=int, default=8765)
+    for p in (b, ld):
+        add_device_option(p)
     args = parser.parse_args()
+    print(f"device {cpu_only(args.device)}")
     build(args) if args.what == "build" else load(args)
 
 

@@ -73,14 +73,29 @@ def crosscoders(truth, truth_models, tmp_path_factory) -> dict[str, dict]:
     return out
 
 
-def test_a_finetune_leaning_latent_fires_on_the_planted_tokens(crosscoders) -> None:
+def test_a_latent_fires_on_the_planted_tokens(crosscoders) -> None:
     best = crosscoders["planted"]["report"]["best_planted"]
     assert best["precision"] > 0.8 and best["recall"] > 0.5
-    # it leans to the finetune, but in this tiny setting not into the finetune-only band (> 0.9):
-    # the base half of its decoder keeps the trigger words' own common direction
-    assert best["delta"] > 0.5
+    # No assertion on its relative norm: this tiny finetune rewrote the whole residual stream
+    # (centred per-token cosine base vs finetune -0.03 at layer 1), so every latent's two decoders
+    # are unrelated and the norm is 0.43-0.60 over seeds 0-2 (docs/diff.md)
     control = crosscoders["control"]["report"]["best_planted"]
     assert control["f1"] < 0.3
+
+
+def test_each_model_is_scaled_by_its_varying_part(crosscoders, truth_models) -> None:
+    """Each half of the input, minus its mean, has unit mean squared norm; b_dec starts there."""
+    from mechscope.activations.store import ActivationStore
+    from mechscope.diff.crosscoder_train import centred_scales
+
+    run = crosscoders["planted"]
+    info = CrosscoderInfo.load(run["folder"])
+    for name, scale in (("acts-base", info.scale_base), ("acts-finetuned", info.scale_finetuned)):
+        store = ActivationStore.open(run["folder"] / name)
+        x = torch.cat(list(store.batches(4096, shuffle=False))).double()
+        centred = (x - x.mean(0)) * scale
+        assert float(centred.pow(2).sum(-1).mean()) == pytest.approx(1.0, rel=1e-4)
+        assert centred_scales(store)[1] == pytest.approx(scale)
 
 
 def test_crosscoder_folder_is_an_sae_folder(crosscoders, truth_models) -> None:

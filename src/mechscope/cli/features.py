@@ -18,7 +18,7 @@ def features() -> None:
 
 @features.command("build")
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True)
-@click.option("--source", "-s", "sources", multiple=True, required=True, help="mlp:LAYER, attn:LAYER or sae:DIR (repeat for several).")  # fmt: skip
+@click.option("--source", "-s", "sources", multiple=True, required=True, help="mlp:LAYER, attn:LAYER, sae:DIR or crosscoder:DIR[@finetuned] (repeat for several).")  # fmt: skip
 @click.option("--corpus", default=None, help="builtin (default), a .txt/.jsonl/.parquet file or folder, or hf:NAME.")  # fmt: skip
 @click.option("--tokens", "-n", default=100_000, show_default=True, help="Corpus tokens to read.")
 @click.option("--out", "--db", "out", required=True, help="An SQLite file, or a postgresql:// URL.")  # fmt: skip

@@ -3,8 +3,8 @@
 crosscoders to interpret chat-tuning").
 
 A crosscoder here is a sparse dictionary (:mod:`mechscope.sae`) over the concatenation
-``[x_base | x_finetuned]`` (``d_in = 2 d_model``, each half scaled to unit mean squared norm by its
-own factor): the encoder reads both models, and each decoder row ``W_dec[j]`` splits into one
+``[x_base | x_finetuned]`` (``d_in = 2 d_model``, each half scaled by its own factor: unit mean
+squared norm of its rows minus their mean): the encoder reads both models, and each decoder row ``W_dec[j]`` splits into one
 decoder per model, ``d_j^base = W_dec[j, :d]`` and ``d_j^ft = W_dec[j, d:]``. Training is the SAE
 trainer's (:func:`mechscope.sae.fit`: checkpoints, resume, lock) and the folder is SAELens's
 layout plus ``crosscoder.json``, so a crosscoder loads with :func:`mechscope.sae.load_sae`.
@@ -44,6 +44,7 @@ __all__ = [
     "CrosscoderInfo",
     "L1Crosscoder",
     "classify",
+    "crosscoder_readout",
     "decoder_norms",
     "latent_scaling",
     "make_crosscoder",
@@ -188,3 +189,46 @@ def firing_scores(fires: Tensor, planted: Tensor) -> dict[str, float]:
     recall = tp / max(1.0, float(planted.sum()))
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "fires": int(fires.sum())}
+
+
+SIDES = ("base", "finetuned")
+
+
+def crosscoder_readout(folder: str | Path, side: str = "base") -> tuple[Any, dict[str, Any]]:
+    """The latents of the crosscoder in ``folder`` read from one model's activations alone, as a
+    :class:`mechscope.neurons.readouts.Readout`, and the provenance to store with it.
+
+    The model's activation ``x`` fills its own half (``x * scale``); the other half is set to that
+    half of ``b_dec`` (the other model's scaled mean), which the encoder subtracts, so only this
+    model's deviation from its mean drives the latents. A latent ``i`` reads as ``a_i |d_i|`` with
+    ``d_i`` its decoder for this side in model units, and writes ``d_i / |d_i|`` (a latent with no
+    decoder on this side reads 0 and writes nothing).
+    """
+    from mechscope.neurons.readouts import Readout
+    from mechscope.sae import load_sae
+
+    if side not in SIDES:
+        raise MechscopeError(f"unknown crosscoder side {side!r}: use base or finetuned")
+    info = CrosscoderInfo.load(folder)  # first: an SAE folder that is no crosscoder fails here
+    sae = load_sae(folder)
+    d = info.d_model
+    if sae.cfg.d_in != 2 * d:
+        raise MechscopeError(f"{folder}: d_in {sae.cfg.d_in} is not twice d_model {d}")
+    own = slice(0, d) if side == "base" else slice(d, 2 * d)
+    other = slice(d, 2 * d) if side == "base" else slice(0, d)
+    scale = info.scale_base if side == "base" else info.scale_finetuned
+    rows = sae.W_dec.detach().float()[:, own] / scale  # [d_sae d]: in model units
+    lengths = rows.norm(dim=-1)
+    writes = rows / lengths.clamp_min(1e-12)[:, None]
+    fill = sae.b_dec.detach()[other]
+
+    def read(t: Tensor) -> Tensor:
+        x = torch.empty(*t.shape[:-1], 2 * d, dtype=sae.W_dec.dtype, device=t.device)
+        x[..., own] = t.to(x.dtype) * scale
+        x[..., other] = fill.to(t.device)
+        with torch.no_grad():
+            return sae.encode(x).float() * lengths.to(t.device)
+
+    readout = Readout(info.hook_name, "latent", tuple(range(sae.cfg.d_sae)), read, writes)
+    config = {"path": str(Path(folder).resolve()), "side": side, "d_in": d, "d_sae": sae.cfg.d_sae}
+    return readout, config

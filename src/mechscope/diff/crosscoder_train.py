@@ -5,8 +5,9 @@ Steps of :func:`train_crosscoder`:
 1. harvest ``blocks.{layer}.hook_resid_post`` of each model on the same corpus windows into
    ``OUT/acts-base`` and ``OUT/acts-finetuned`` (:func:`mechscope.activations.harvest`: resumable,
    atomic shards; equal settings give the same rows in the same order);
-2. batches: the two stores read with one seed, each half multiplied by its own unit-mean-squared-
-   norm factor, concatenated ``[x_base | x_ft]``;
+2. batches: the two stores read with one seed, each half multiplied by its own factor (unit mean
+   squared norm of the rows minus their mean; ``b_dec`` starts at the scaled means), concatenated
+   ``[x_base | x_ft]``;
 3. :func:`mechscope.sae.fit` with checkpoints in ``OUT/checkpoints`` (resume after a crash; the
    folder is locked while it trains), then ``save_sae(OUT)`` and ``OUT/crosscoder.json``.
 
@@ -52,13 +53,31 @@ def check_widths(base: HookedModel, finetuned: HookedModel) -> None:
         )
 
 
-def paired_batches(stores: Sequence[Any], batch_size: int, seed: int) -> Iterator[Tensor]:
-    """``[batch 2d]`` batches: the rows of both stores side by side, each normalised."""
-    its = [
-        s.batches(batch_size, seed=seed, normalize=True, loop=True, drop_last=True) for s in stores
-    ]
+def centred_scales(store: Any, max_rows: int = 65_536) -> tuple[Tensor, float]:
+    """A store's mean activation and the factor that gives its *centred* rows unit mean squared
+    norm (over at most ``max_rows`` rows, in the store's order)."""
+    n = 0
+    rows = []
+    for batch in store.batches(4096, seed=0, shuffle=False):
+        rows.append(batch.double())
+        n += batch.shape[0]
+        if n >= max_rows:
+            break
+    x = torch.cat(rows)[:max_rows]
+    mean = x.mean(0)
+    sq = float((x - mean).pow(2).sum(-1).mean())
+    if not sq > 0:
+        raise MechscopeError(f"the activations in {store.folder} do not vary; harvest more text")
+    return mean.float(), sq**-0.5
+
+
+def paired_batches(
+    stores: Sequence[Any], batch_size: int, seed: int, scales: Sequence[float]
+) -> Iterator[Tensor]:
+    """``[batch 2d]`` batches: the rows of both stores side by side, each times its factor."""
+    its = [s.batches(batch_size, seed=seed, loop=True, drop_last=True) for s in stores]
     for a, b in zip(*its, strict=False):
-        yield torch.cat([a, b], dim=-1)
+        yield torch.cat([a * scales[0], b * scales[1]], dim=-1)
 
 
 def train_crosscoder(
@@ -76,6 +95,7 @@ def train_crosscoder(
     lr: float = 4e-4,
     seq_len: int = 128,
     seed: int = 0,
+    steps: int | None = None,
     quiet: bool = False,
 ) -> tuple[SAE, CrosscoderInfo, TrainResult]:
     """Harvest both models at ``layer``, train a crosscoder, save it to ``out`` (see module doc)."""
@@ -94,7 +114,15 @@ def train_crosscoder(
     d = base.dims.d_model
     names = {k_: str(v.provenance.get("name", "")) for k_, v in (("b", base), ("f", finetuned))}
     sae = make_crosscoder(variant, d, expansion * d, k=k, hook_name=site, seed=seed)
-    steps = n_tokens // batch_size
+    # Each model's rows are scaled so that their part that varies (the rows minus the mean) has
+    # unit mean squared norm, and b_dec starts at the scaled means. Scaling the raw rows instead
+    # lets a large constant direction (most of the residual's norm in small models) set the
+    # factor, and a model whose rows vary little then barely counts in the loss.
+    moments = [centred_scales(s_) for s_ in stores]
+    scales = [m[1] for m in moments]
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.cat([m[0] * f for m, f in zip(moments, scales, strict=True)]))
+    steps = steps or n_tokens // batch_size  # more steps than one pass: the stores loop
     if steps < 1:
         raise MechscopeError(f"--tokens {n_tokens} is less than one batch of {batch_size}")
     cfg = TrainConfig(
@@ -109,12 +137,11 @@ def train_crosscoder(
     )
     result = fit(
         sae,
-        paired_batches(stores, batch_size, seed),
+        paired_batches(stores, batch_size, seed, scales),
         cfg,
         checkpoint_dir=folder / "checkpoints",
         progress=not quiet,
     )
-    scales = [s.manifest.norm_scale or 1.0 for s in stores]
     info = CrosscoderInfo(variant, d, layer, site, scales[0], scales[1], names["b"], names["f"])
     save_sae(sae, folder)
     info.save(folder)

@@ -171,6 +171,8 @@ def feature_neighbours(db: FeatureDB, source: str, index: int) -> list[dict[str,
 def source_spec(db: FeatureDB, source: str) -> str:
     """The ``--source`` spec that rebuilds a source's readout (an SAE by its stored path)."""
     row = db.source(source)
+    if "spec" in row["config"]:  # a crosscoder: its spec as given
+        return row["config"]["spec"]
     return f"sae:{row['config']['path']}" if row["kind"] == "latent" else source
 
 

@@ -7,7 +7,11 @@ scans) plus the name it has in the database:
 - ``attn:L``: every head of layer ``L``, read as the L2 norm of its output ``attn.hook_z``
   (no write vector, so no logit table and no neighbours);
 - ``sae:DIR``: every latent of the SAE or transcoder saved in ``DIR`` (SAELens layout), read at
-  its own hook in model units; named ``sae:<folder name>`` in the database.
+  its own hook in model units; named ``sae:<folder name>`` in the database;
+- ``crosscoder:DIR`` (``crosscoder:DIR@finetuned``): every latent of the crosscoder saved in ``DIR``
+  (``mechscope diff --crosscoder``) read from this model's activations as the base (finetuned)
+  side (:func:`mechscope.diff.crosscoder.crosscoder_readout`); named ``crosscoder:<folder name>``
+  (``...@finetuned``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from mechscope.neurons.readouts import Readout, head_outputs, mlp_neurons, sae_l
 
 __all__ = ["Source", "capture_sites", "check_sources", "parse_source"]
 
-KINDS = {"mlp": "neuron", "attn": "head", "sae": "latent"}
+KINDS = {"mlp": "neuron", "attn": "head", "sae": "latent", "crosscoder": "latent"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,11 +57,15 @@ def parse_source(model: HookedModel, spec: str) -> Source:
     """The source named by ``spec`` (module docstring)."""
     prefix, _, rest = spec.partition(":")
     if prefix not in KINDS or not rest:
-        raise MechscopeError(f"bad source {spec!r}; use mlp:LAYER, attn:LAYER or sae:DIR")
+        raise MechscopeError(
+            f"bad source {spec!r}; use mlp:LAYER, attn:LAYER, sae:DIR or crosscoder:DIR"
+        )
     if prefix == "mlp":
         return Source(spec, spec, "neuron", mlp_neurons(model, _layer(spec, rest)), {})
     if prefix == "attn":
         return Source(spec, spec, "head", head_outputs(model, _layer(spec, rest)), {})
+    if prefix == "crosscoder":
+        return _crosscoder(model, spec, rest)
     from mechscope.sae import load_sae
 
     folder = Path(rest).expanduser()
@@ -70,6 +78,24 @@ def parse_source(model: HookedModel, spec: str) -> Source:
         )
     config = {"path": str(folder.resolve()), "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae}
     return Source(f"sae:{folder.resolve().name}", spec, "latent", sae_latents(sae), config)
+
+
+def _crosscoder(model: HookedModel, spec: str, rest: str) -> Source:
+    from mechscope.diff.crosscoder import crosscoder_readout
+
+    path, _, side = (
+        rest.rpartition("@") if rest.endswith(("@base", "@finetuned")) else (rest, "", "")
+    )
+    folder = Path(path).expanduser()
+    readout, config = crosscoder_readout(folder, side or "base")
+    if readout.site not in model.sites:
+        raise MechscopeError(
+            f"the crosscoder in {folder} reads {readout.site}, which this model does not have; "
+            "pass a crosscoder trained on this model"
+        )
+    config["spec"] = spec
+    name = f"crosscoder:{folder.resolve().name}" + ("@finetuned" if side == "finetuned" else "")
+    return Source(name, spec, "latent", readout, config)
 
 
 def capture_sites(model: HookedModel, sites: list[str], tokens: torch.Tensor) -> dict[str, Any]:

@@ -23,6 +23,7 @@ Tensor = torch.Tensor
 __all__ = ["MIN_EXPONENT", "Histogram", "empty_histogram", "fit_exponent", "update_histogram"]
 
 MIN_EXPONENT = -16  # the finest bin width, 2**-16
+_EXACT = 2**24  # float32 holds every integer below this exactly
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +89,33 @@ def fit_exponent(lo: Tensor, hi: Tensor, start: Tensor, bins: int) -> Tensor:
         exponent = exponent + short.long()
 
 
+def _count(x: Tensor, exponent: Tensor, offset: Tensor, bins: int) -> Tensor:
+    """Counts [unit bins] of x [n unit] on each unit's grid, as one flat bincount over
+    ``unit * bins + bin`` per chunk of units.
+
+    The index is computed in float32, in place, and counted as int32 (a third of the int64
+    memory traffic of ``_bin``). Every step is exact: ``x * 2**-e`` and floor as in ``_bin``;
+    ``floor - offset`` and ``+ unit * bins`` have an integer result below ``_EXACT`` = 2**24, which
+    float32 represents, and IEEE subtraction and addition return a representable result exactly.
+    """
+    if bins > _EXACT:
+        raise ValueError(f"{bins} histogram bins is too many; use at most {_EXACT}")
+    n_units = x.shape[1]
+    scale = torch.pow(2.0, -exponent.float())
+    start_f = offset.float()  # offset = floor(lo * scale) is a float32 value: exact
+    chunk = max(1, _EXACT // bins)
+    parts = []
+    for a in range(0, n_units, chunk):
+        b = min(a + chunk, n_units)
+        y = torch.mul(x[:, a:b], scale[a:b])
+        y.floor_()
+        y.sub_(start_f[a:b])
+        y.add_(torch.arange(b - a, dtype=torch.float32) * bins)
+        flat = y.reshape(-1).to(torch.int32)  # any order: the index names the unit
+        parts.append(torch.bincount(flat, minlength=(b - a) * bins).view(b - a, bins))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def update_histogram(h: Histogram, x: Tensor) -> Histogram:
     """Add values ``x`` [n unit] (every row one token)."""
     x = x.float().cpu()
@@ -102,9 +130,7 @@ def update_histogram(h: Histogram, x: Tensor) -> Histogram:
     moved = torch.div(old, (2**shift)[:, None], rounding_mode="floor") - offset[:, None]
     counts = torch.zeros_like(h.counts)
     counts.scatter_add_(1, moved.clamp(0, bins - 1), h.counts)  # empty bins may clamp: they add 0
-    # one flat bincount over (unit, bin) pairs: [n unit] -> unit * bins + bin
-    flat = _bin(x, exponent) - offset + torch.arange(n_units) * bins
-    counts += torch.bincount(flat.flatten(), minlength=n_units * bins).view(n_units, bins)
+    counts += _count(x, exponent, offset, bins)
     return Histogram(
         counts=counts,
         exponent=exponent,
