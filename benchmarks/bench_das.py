@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine  # noqa: E402
+from machine import add_device_option, device_label, machine, pick_device  # noqa: E402
 from mechscope.causal import (  # noqa: E402
     DASConfig,
     iia,
@@ -107,9 +107,13 @@ def main() -> None:
     parser.add_argument("--pyvene", help="the peer venv's python (benchmarks/peers/)")
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--skip-truth", action="store_true")
+    add_device_option(parser)
     args = parser.parse_args()
+    device = pick_device(args.device)
+    if device.type != "cpu":  # the DAS and MIB code keep their index tensors on the CPU
+        raise SystemExit("error: this benchmark runs on the CPU only for now; use --device cpu")
     torch.set_num_threads(1)
-    print(machine("cpu"))
+    print(f"device {device_label(device)}", machine(device))
     if not args.skip_truth:
         ground_truth()
     if not args.pyvene:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mechscope  # noqa: E402
-from machine import machine  # noqa: E402
+from machine import add_device_option, device_label, machine, pick_device  # noqa: E402
 from mechscope.circuits.graph import Graph  # noqa: E402
 from mechscope.circuits.mib import mib_score, stability  # noqa: E402
 from mechscope.stats import bootstrap_ci  # noqa: E402
@@ -53,11 +53,15 @@ def main() -> None:
     parser.add_argument("--methods", default="eap,eap-ig,random")
     parser.add_argument("--boot", type=int, default=5, help="resamples for IOI stability (0: skip)")
     parser.add_argument("--json")
+    add_device_option(parser)
     args = parser.parse_args()
+    device = pick_device(args.device)
+    if device.type != "cpu":  # the DAS and MIB code keep their index tensors on the CPU
+        raise SystemExit("error: this benchmark runs on the CPU only for now; use --device cpu")
     torch.set_num_threads(1)
-    print(machine("cpu"))
+    print(f"device {device_label(device)}", machine(device))
     model = mechscope.load("smollm2-135m", progress=False)
-    out: dict = {"machine": machine("cpu"), "n": args.n, "tasks": {}}
+    out: dict = {"machine": machine(device), "n": args.n, "tasks": {}}
     for task in args.tasks.split(","):
         batch = load_task(task, model, n=args.n, seed=0).tokenize(model)
         info = behaviour(model, batch)
