@@ -137,9 +137,9 @@ def main() -> None:
     smol = mechscope.load("smollm2-135m", progress=False)
     pairs = from_task(load_task("ioi-swap", smol, n=128, seed=0), smol)
     train, test = pairs.split(0.25)
-    parity(
-        args.pyvene, "SmolLM2-135M (IOI-swap)", smol, train, test, 14, pairs.base.shape[1] - 1, 40
-    )
+    last = pairs.base.shape[1] - 1
+    parity(args.pyvene, "SmolLM2-135M (IOI-swap)", smol, train, test, 14, last, args.smol_steps,
+           args.smol_batch)  # fmt: skip
 
 
 if __name__ == "__main__":
