@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine  # noqa: E402
+from machine import add_device_option, device_label, machine, pick_device  # noqa: E402
 from mechscope.causal import (  # noqa: E402
     DASConfig,
     iia,
@@ -64,9 +64,11 @@ def ground_truth() -> None:
         print(f"  boundless DAS from k=8: learned k={b.k}, IIA {fmt(b.test_correct)}")
 
 
-def parity(python: str, name: str, model, train, test, layer: int, pos: int, steps: int) -> None:
+def parity(
+    python: str, name: str, model, train, test, layer: int, pos: int, steps: int, bs: int = 32
+) -> None:
     """One comparison against pyvene (see the module docstring)."""
-    k, bs, lr, seed = 1, 32, 1e-2, 0
+    k, lr, seed = 1, 1e-2, 0
     d = model.dims.d_model
     basis, init = random_basis(d, k, seed=1), random_basis(d, k, seed=2)
     site = f"blocks.{layer}.hook_resid_pre"
@@ -107,9 +109,16 @@ def main() -> None:
     parser.add_argument("--pyvene", help="the peer venv's python (benchmarks/peers/)")
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--skip-truth", action="store_true")
+    parser.add_argument("--skip-toy", action="store_true", help="no toy parity run")
+    parser.add_argument("--smol-steps", type=int, default=40)
+    parser.add_argument("--smol-batch", type=int, default=32)
+    add_device_option(parser)
     args = parser.parse_args()
+    device = pick_device(args.device)
+    if device.type != "cpu":  # the DAS and MIB code keep their index tensors on the CPU
+        raise SystemExit("error: this benchmark runs on the CPU only for now; use --device cpu")
     torch.set_num_threads(1)
-    print(machine("cpu"))
+    print(f"device {device_label(device)}", machine(device))
     if not args.skip_truth:
         ground_truth()
     if not args.pyvene:
@@ -117,7 +126,8 @@ def main() -> None:
     model = toy.equality_model()
     model.provenance["folder"] = str(toy.cache_folder())
     train, test = toy.equality_pairs(("V1",), 1024, seed=0).split(0.25)
-    parity(args.pyvene, "toy (equality, V1)", model, train, test, 1, 1, 150)
+    if not args.skip_toy:
+        parity(args.pyvene, "toy (equality, V1)", model, train, test, 1, 1, 150)
     if args.skip_smollm2:
         return
     import mechscope
@@ -127,9 +137,9 @@ def main() -> None:
     smol = mechscope.load("smollm2-135m", progress=False)
     pairs = from_task(load_task("ioi-swap", smol, n=128, seed=0), smol)
     train, test = pairs.split(0.25)
-    parity(
-        args.pyvene, "SmolLM2-135M (IOI-swap)", smol, train, test, 14, pairs.base.shape[1] - 1, 40
-    )
+    last = pairs.base.shape[1] - 1
+    parity(args.pyvene, "SmolLM2-135M (IOI-swap)", smol, train, test, 14, last, args.smol_steps,
+           args.smol_batch)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mechscope  # noqa: E402
-from machine import machine  # noqa: E402
+from machine import add_device_option, device_label, machine, pick_device  # noqa: E402
 from mechscope.circuits.graph import Graph  # noqa: E402
 from mechscope.circuits.mib import mib_score, stability  # noqa: E402
 from mechscope.stats import bootstrap_ci  # noqa: E402
@@ -52,13 +52,18 @@ def main() -> None:
     parser.add_argument("--tasks", default="ioi,arithmetic,mcqa")
     parser.add_argument("--methods", default="eap,eap-ig,random")
     parser.add_argument("--boot", type=int, default=5, help="resamples for IOI stability (0: skip)")
+    parser.add_argument("--stability-method", default="eap-ig")
     parser.add_argument("--json")
+    add_device_option(parser)
     args = parser.parse_args()
+    device = pick_device(args.device)
+    if device.type != "cpu":  # the DAS and MIB code keep their index tensors on the CPU
+        raise SystemExit("error: this benchmark runs on the CPU only for now; use --device cpu")
     torch.set_num_threads(1)
-    print(machine("cpu"))
+    print(f"device {device_label(device)}", machine(device))
     model = mechscope.load("smollm2-135m", progress=False)
-    out: dict = {"machine": machine("cpu"), "n": args.n, "tasks": {}}
-    for task in args.tasks.split(","):
+    out: dict = {"machine": machine(device), "n": args.n, "tasks": {}}
+    for task in filter(None, args.tasks.split(",")):
         batch = load_task(task, model, n=args.n, seed=0).tokenize(model)
         info = behaviour(model, batch)
         print(f"{task}: clean logit diff {info['clean_logit_diff']:.2f}, corrupted "
@@ -75,9 +80,10 @@ def main() -> None:
     if args.boot:
         batch = load_task("ioi", model, n=args.n, seed=0).tokenize(model)
         n_edges = round(0.01 * Graph.from_dims(model.dims).n_edges)
-        st = stability(model, batch, method="eap-ig", n_edges=n_edges, n_boot=args.boot)
+        method = args.stability_method
+        st = stability(model, batch, method=method, n_edges=n_edges, n_boot=args.boot)
         out["ioi_stability"] = st
-        print(f"IOI stability (EAP-IG, top {n_edges} edges, {args.boot} resamples of {args.n} "
+        print(f"IOI stability ({method}, top {n_edges} edges, {args.boot} resamples of {args.n} "
               f"prompts): mean Jaccard {st['mean_jaccard']:.3f} (min {st['min_jaccard']:.3f}, "
               f"max {st['max_jaccard']:.3f})")  # fmt: skip
     if args.json:

@@ -58,11 +58,12 @@ def iia_sweep(
     test: Counterfactuals,
     sites: Sequence[str],
     positions: Sequence[int | str],
-    config: DASConfig = DASConfig(),
+    config: DASConfig | None = None,
     *,
     quiet: bool = True,
 ) -> IIAMap:
     """Train DAS at each site and each single position (an int, or ``"last"``)."""
+    config = config or DASConfig()
     grid = [(s, p) for s in sites for p in positions]
     results = [
         train_das(model, train, test, s, p if isinstance(p, str) else [p], config)
