@@ -36,6 +36,8 @@ COMMANDS = {
     "steer": "mechscope.cli.steer:steer",
     "toy": "mechscope.cli.toy:toy",
     "moe": "mechscope.cli.moe:moe",
+    "features": "mechscope.cli.features:features",
+    "serve": "mechscope.cli.serve:serve",
 }
 
 

@@ -18,6 +18,7 @@ from mechscope.models.hooked import HookedModel
 from mechscope.report.attention_section import attention_section
 from mechscope.report.circuit_section import circuit_section
 from mechscope.report.context import ReportContext, Section
+from mechscope.report.features_section import features_section
 from mechscope.report.heads_section import heads_section
 from mechscope.report.lens_section import tuned_lens_section
 from mechscope.report.neurons_section import neurons_section
@@ -113,4 +114,5 @@ SECTIONS: list[Section] = [
     Section("Circuit", circuit_section),
     Section("Neurons", neurons_section),
     Section("Sparse autoencoder", sae_section),
+    Section("Feature database", features_section),
 ]

@@ -1,0 +1,192 @@
+"""The feature database: build throughput and memory, and the web server under 32 clients.
+
+``build``: ``mechscope features build`` on SmolLM2-135M-Instruct for all 1,536 MLP neurons of a
+layer plus every latent of a 9,216-latent TopK SAE (k = 32) on the residual stream of the same
+layer, together, over ``--tokens`` tokens of the built-in corpus; prints tokens/s (wall and per
+process CPU second), the peak RSS of the build minus the RSS after loading the model (sampled every
+20 ms), the database's size, and the RSS at every checkpoint (flat: memory does not grow with
+tokens). The SAE is random (``SAE(cfg, seed=0)``): throughput does not depend on what it learned.
+
+``load``: ``mechscope serve`` on a database in a subprocess on 127.0.0.1, then ``--clients`` (32)
+concurrent clients, each sending ``--requests`` requests mixed over the JSON API and the pages
+(sources, a random feature's JSON, a feature page, text and token search, a source overview, an
+inference); prints errors and p50 / p95 latency per endpoint and overall. Usage:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_features.py build [--tokens 1000000] [--layer 15]
+    OMP_NUM_THREADS=1 python benchmarks/bench_features.py load --db features.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_neurons import Sampler, rss_mb
+from machine import add_device_option, cpu_name, device_label, pick_device
+
+
+def build(args: argparse.Namespace) -> None:
+    import torch
+
+    import mechscope
+    from mechscope.features import build as build_module
+    from mechscope.features.build import BuildConfig, build_features
+    from mechscope.sae import SAE, SAEConfig, save_sae
+
+    torch.set_num_threads(1)
+    model = mechscope.load("smollm2-135m", progress=False)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-features-"))
+    sae_dir = work / "sae-9216"
+    site = f"blocks.{args.layer}.hook_resid_post"
+    cfg = SAEConfig(arch="topk", d_in=model.dims.d_model, d_sae=9216, k=32, hook_name=site)
+    save_sae(SAE(cfg, seed=0), sae_dir)
+    out = work / "features.db"
+    for p in (out, out.with_name("features.db-wal"), out.with_name("features.db-shm")):
+        p.unlink(missing_ok=True)
+    config = BuildConfig(model="smollm2-135m", sources=(f"mlp:{args.layer}", f"sae:{sae_dir}"),
+                         n_tokens=args.tokens, seq_len=64, batch_size=16)  # fmt: skip
+    base = rss_mb()
+    marks: list[tuple[int, float]] = []
+    real_save = build_module._save
+
+    def save_and_mark(db, states, resid, done):  # type: ignore[no-untyped-def]
+        real_save(db, states, resid, done)
+        marks.append((done["windows"] * 64, rss_mb() - base))
+
+    build_module._save = save_and_mark
+    sampler = Sampler()
+    sampler.start()
+    cpu, wall = time.process_time(), time.perf_counter()
+    summary = build_features(model, config, str(out), checkpoint_seconds=args.checkpoint, quiet=True)  # fmt: skip
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    sampler.stop.set()
+    sampler.join()
+    n = summary["tokens"]
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"sources: mlp:{args.layer} (1,536 neurons) + 9,216-latent TopK SAE at {site}")
+    print(f"tokens: {n:,} in {wall:.1f} s wall, {cpu:.1f} s CPU")
+    print(f"throughput: {n / wall:,.0f} tokens/s wall, {n / cpu:,.0f} tokens per CPU second")
+    print(f"peak RSS of the build: {sampler.high - base:,.0f} MB over the loaded model")
+    print(f"database: {out.stat().st_size / 2**20:,.0f} MB at {out}")
+    for tokens, mb in marks:
+        print(f"  checkpoint at {tokens:>9,} tokens: RSS +{mb:,.0f} MB")
+
+
+ENDPOINTS = ["sources", "feature", "feature_page", "search_text", "search_token", "source_page", "infer"]  # fmt: skip
+
+
+async def client(http, base: str, n: int, n_features: dict[str, int], rng: random.Random, out: list) -> None:  # fmt: skip
+    sources = list(n_features)
+    for _ in range(n):
+        kind = rng.choices(ENDPOINTS, weights=[2, 6, 4, 3, 3, 1, 1])[0]
+        src = rng.choice(sources)
+        i = rng.randrange(n_features[src])
+        url, method, body = {
+            "sources": ("/api/sources", "get", None),
+            "feature": (f"/api/features/{src}/{i}", "get", None),
+            "feature_page": (f"/feature/{src}/{i}", "get", None),
+            "search_text": ("/api/search?q=the&mode=text&limit=20", "get", None),
+            "search_token": ("/api/search?q=%20the&mode=token&limit=20", "get", None),
+            "source_page": (f"/source/{src}", "get", None),
+            "infer": (
+                "/api/infer",
+                "post",
+                {"text": "The cat sat on the mat.", "source": src, "limit": 5},
+            ),  # fmt: skip
+        }[kind]
+        start = time.perf_counter()
+        try:
+            r = await (http.post(base + url, json=body) if method == "post" else http.get(base + url))  # fmt: skip
+            ok = r.status_code == 200
+        except Exception:  # a refused or dropped connection counts as an error
+            ok = False
+        out.append((kind, time.perf_counter() - start, ok))
+
+
+async def load_run(base: str, clients: int, requests: int, n_features: dict[str, int]) -> list:
+    import httpx
+
+    out: list = []
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await http.post(base + "/api/infer", json={"text": "warm up", "source": next(iter(n_features)), "limit": 1})  # fmt: skip
+        rngs = [random.Random(seed) for seed in range(clients)]
+        await asyncio.gather(*(client(http, base, requests, n_features, r, out) for r in rngs))
+    return out
+
+
+def load(args: argparse.Namespace) -> None:
+    import httpx
+
+    from mechscope.features import open_db
+
+    with open_db(args.db, readonly=True) as db:
+        n_features = {s["source"]: s["n_features"] for s in db.sources()}
+    port = args.port
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "mechscope.cli.main", "serve", args.db, "--port", str(port), "-q"], env=env)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/api/sources", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        wall = time.perf_counter()
+        out = asyncio.run(load_run(base, args.clients, args.requests, n_features))
+        wall = time.perf_counter() - wall
+    finally:
+        server.terminate()
+        server.wait(30)
+    errors = sum(not ok for _, _, ok in out)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{args.clients} clients x {args.requests} requests = {len(out)} in {wall:.1f} s "
+          f"({len(out) / wall:.1f} req/s); errors: {errors}")  # fmt: skip
+    print("| endpoint | requests | p50 ms | p95 ms |\n|---|---|---|---|")
+    for kind in [*ENDPOINTS, "all"]:
+        times = sorted(t for k, t, _ in out if kind in (k, "all"))
+        if times:
+            q = statistics.quantiles(times, n=20) if len(times) > 1 else [times[0]] * 19
+            print(f"| {kind} | {len(times)} | {1000 * statistics.median(times):.0f} | {1000 * q[18]:.0f} |")  # fmt: skip
+
+
+def cpu_only(name: str) -> str:
+    """The device line; the build and the server run on the CPU only (SAE readouts and the
+    server's model live there), so another device is a one-line error."""
+    device = pick_device(name)
+    if device.type != "cpu":
+        raise SystemExit("error: bench_features runs on the CPU only; use --device cpu")
+    return device_label(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--tokens", type=int, default=1_000_000)
+    b.add_argument("--layer", type=int, default=15)
+    b.add_argument("--checkpoint", type=float, default=120.0, help="seconds between checkpoints")
+    b.add_argument("--work", default=None, help="folder for the SAE and the database")
+    ld = sub.add_parser("load")
+    ld.add_argument("--db", required=True)
+    ld.add_argument("--clients", type=int, default=32)
+    ld.add_argument("--requests", type=int, default=20, help="per client")
+    ld.add_argument("--port", type=int, default=8765)
+    for p in (b, ld):
+        add_device_option(p)
+    args = parser.parse_args()
+    print(f"device {cpu_only(args.device)}")
+    build(args) if args.what == "build" else load(args)
+
+
+if __name__ == "__main__":
+    main()
