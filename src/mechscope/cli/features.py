@@ -38,8 +38,15 @@ def build(model: str, sources: tuple[str, ...], corpus: str | None, tokens: int,
           negatives: int, include_first: bool, checkpoint_seconds: float, quiet: bool) -> None:  # fmt: skip
     """Read the corpus once and store every feature of every SOURCE in a database."""
     from mechscope.corpus import load_corpus
+    from mechscope.distributed import world_size
+    from mechscope.errors import MechscopeError
     from mechscope.features.build import BuildConfig, build_features
 
+    if world_size() > 1:
+        raise MechscopeError(
+            "mechscope features build runs in one process (no sharding by rank yet); "
+            "run it without torchrun"
+        )
     cfg = BuildConfig(
         model=model, sources=tuple(sources), corpus=corpus, n_tokens=tokens, seq_len=seq_len,
         batch_size=batch_size, seed=seed, k=k, quantiles=quantiles, per_quantile=per_quantile,
