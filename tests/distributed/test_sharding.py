@@ -27,16 +27,3 @@ def test_without_torchrun_it_is_one_process(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert world_size() == 1
     assert from_main(lambda: 7) == 7
-
-
-def test_features_build_refuses_torchrun(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from click.testing import CliRunner
-
-    from mechscope.cli.main import cli
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    out = str(tmp_path / "f.db")
-    result = CliRunner().invoke(cli, ["features", "build", "-s", "mlp:0", "--out", out])
-    assert result.exit_code == 2, result.output
-    assert "without torchrun" in result.output
-    assert not (tmp_path / "f.db").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,12 @@ def commands(root: Path, tag: str) -> list[list[str]]:
     topk = ["sae", "train", "--acts", str(root / f"acts-{tag}"), "--arch", "topk", "--k", "2",
             "--expansion", "8", "--batch-size", "64", "--out", str(root / f"topk-{tag}"),
             "--quiet"]  # fmt: skip
-    return [harvest, train, topk]
+    # 19 batches (the last round has one): MLP neurons, and the SAE trained above as a source
+    features = ["features", "build", "-m", str(root / "model"), "-s", "mlp:0", "-s",
+                f"sae:{root / 'sae-one'}", "--corpus", str(root / "text.jsonl"), "-n", "1200",
+                "--seq-len", "16", "--batch-size", "4", "-k", "5", "--quantiles", "4",
+                "--out", str(root / f"features-{tag}.db"), "--quiet"]  # fmt: skip
+    return [harvest, train, topk, features]
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +99,18 @@ def test_relu_coefficient_adapts_to_the_global_l0(runs: Path) -> None:
     assert not (runs / "sae-two" / "checkpoints").exists() or not any(
         (runs / "sae-two" / "checkpoints").iterdir()
     )
+
+
+def _rows(path: Path) -> dict[str, list]:
+    con = sqlite3.connect(path)
+    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    out = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    con.close()
+    return out
+
+
+def test_two_ranks_build_the_same_feature_database(runs: Path) -> None:
+    one, two = _rows(runs / "features-one.db"), _rows(runs / "features-two.db")
+    assert sum(len(v) for v in one.values()) > 100
+    for table in one:
+        assert two[table] == one[table], table
