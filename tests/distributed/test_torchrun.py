@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,62 @@ def test_two_ranks_build_the_same_feature_database(runs: Path) -> None:
     assert sum(len(v) for v in one.values()) > 100
     for table in one:
         assert two[table] == one[table], table
+
+
+SLOW = """
+import importlib, sys, time
+
+h = importlib.import_module("mechscope.activations.harvest")
+
+write = h._harvest_shard
+h._harvest_shard = lambda *a, **k: (time.sleep(0.5), write(*a, **k))[1]  # time to kill it
+from mechscope.cli.main import cli
+cli(sys.argv[1:], standalone_mode=False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the parent's pid
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_two_rank_harvest_killed_resumes_to_the_one_process_store(runs: Path) -> None:
+    args = commands(runs, "kill")[0]
+    (runs / "slow.py").write_text(SLOW)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]  # fmt: skip
+    log = (runs / "kill.log").open("w")
+    proc = subprocess.Popen([*launch, str(runs / "slow.py"), *args], env=env, start_new_session=True,
+                            stdout=log, stderr=log)  # fmt: skip
+    manifest = runs / "acts-kill" / "manifest.json"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, (runs / "kill.log").read_text()[-3000:]
+        workers = _children(proc.pid)  # torchrun starts its workers in their own sessions
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+    assert len(workers) == 2
+    killed = json.loads(manifest.read_text())
+    assert not killed["complete"] and 2 <= len(killed["shards"]) < 8, killed["shards"]
+    done = subprocess.run([*launch, str(runs / "run.py"), " ".join(args)], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ActivationStore.open(runs / "acts-one"), ActivationStore.open(runs / "acts-kill")
+    assert torch.equal(one.tensor(SITE), two.tensor(SITE))
+    assert one.manifest.to_json() == two.manifest.to_json()
