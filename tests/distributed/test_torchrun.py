@@ -53,7 +53,11 @@ def commands(root: Path, tag: str) -> list[list[str]]:
                 f"sae:{root / 'sae-one'}", "--corpus", str(root / "text.jsonl"), "-n", "1200",
                 "--seq-len", "16", "--batch-size", "4", "-k", "5", "--quantiles", "4",
                 "--out", str(root / f"features-{tag}.db"), "--quiet"]  # fmt: skip
-    return [harvest, train, topk, features]
+    # BatchTopK: the second half of the steps keeps the k x rows largest of the global batch
+    batchtopk = ["sae", "train", "--acts", str(root / f"acts-{tag}"), "--arch", "batchtopk",
+                 "--k", "3", "--expansion", "4", "--batch-size", "64",
+                 "--out", str(root / f"batchtopk-{tag}"), "--quiet"]  # fmt: skip
+    return [harvest, train, topk, batchtopk, features]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,7 @@ def test_two_ranks_harvest_the_same_store(runs: Path) -> None:
     assert one.manifest.to_json() == two.manifest.to_json()  # same windows, sums, sha256, order
 
 
-@pytest.mark.parametrize("run", ["sae", "topk"])
+@pytest.mark.parametrize("run", ["sae", "topk", "batchtopk"])
 def test_data_parallel_sae_matches_one_process(runs: Path, run: str) -> None:
     one = load_file(runs / f"{run}-one" / "sae_weights.safetensors")
     two = load_file(runs / f"{run}-two" / "sae_weights.safetensors")
@@ -92,6 +96,9 @@ def test_data_parallel_sae_matches_one_process(runs: Path, run: str) -> None:
     if run == "topk":
         record = json.loads((runs / "topk-one" / "training.json").read_text())
         assert any(h.get("auxk_loss", 0) > 0 for h in record["history"])  # AuxK was active
+    if run == "batchtopk":  # the learned inference threshold, from the global batches
+        assert (one["threshold"] > 0).all()
+        torch.testing.assert_close(two["threshold"], one["threshold"], atol=1e-6, rtol=1e-6)
 
 
 def test_relu_coefficient_adapts_to_the_global_l0(runs: Path) -> None:
