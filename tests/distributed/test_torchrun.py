@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +48,16 @@ def commands(root: Path, tag: str) -> list[list[str]]:
     topk = ["sae", "train", "--acts", str(root / f"acts-{tag}"), "--arch", "topk", "--k", "2",
             "--expansion", "8", "--batch-size", "64", "--out", str(root / f"topk-{tag}"),
             "--quiet"]  # fmt: skip
-    return [harvest, train, topk]
+    # 19 batches (the last round has one): MLP neurons, and the SAE trained above as a source
+    features = ["features", "build", "-m", str(root / "model"), "-s", "mlp:0", "-s",
+                f"sae:{root / 'sae-one'}", "--corpus", str(root / "text.jsonl"), "-n", "1200",
+                "--seq-len", "16", "--batch-size", "4", "-k", "5", "--quantiles", "4",
+                "--out", str(root / f"features-{tag}.db"), "--quiet"]  # fmt: skip
+    # BatchTopK: the second half of the steps keeps the k x rows largest of the global batch
+    batchtopk = ["sae", "train", "--acts", str(root / f"acts-{tag}"), "--arch", "batchtopk",
+                 "--k", "3", "--expansion", "4", "--batch-size", "64",
+                 "--out", str(root / f"batchtopk-{tag}"), "--quiet"]  # fmt: skip
+    return [harvest, train, topk, batchtopk, features]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +87,7 @@ def test_two_ranks_harvest_the_same_store(runs: Path) -> None:
     assert one.manifest.to_json() == two.manifest.to_json()  # same windows, sums, sha256, order
 
 
-@pytest.mark.parametrize("run", ["sae", "topk"])
+@pytest.mark.parametrize("run", ["sae", "topk", "batchtopk"])
 def test_data_parallel_sae_matches_one_process(runs: Path, run: str) -> None:
     one = load_file(runs / f"{run}-one" / "sae_weights.safetensors")
     two = load_file(runs / f"{run}-two" / "sae_weights.safetensors")
@@ -84,6 +96,9 @@ def test_data_parallel_sae_matches_one_process(runs: Path, run: str) -> None:
     if run == "topk":
         record = json.loads((runs / "topk-one" / "training.json").read_text())
         assert any(h.get("auxk_loss", 0) > 0 for h in record["history"])  # AuxK was active
+    if run == "batchtopk":  # the learned inference threshold, from the global batches
+        assert (one["threshold"] > 0).all()
+        torch.testing.assert_close(two["threshold"], one["threshold"], atol=1e-6, rtol=1e-6)
 
 
 def test_relu_coefficient_adapts_to_the_global_l0(runs: Path) -> None:
@@ -93,3 +108,77 @@ def test_relu_coefficient_adapts_to_the_global_l0(runs: Path) -> None:
     assert not (runs / "sae-two" / "checkpoints").exists() or not any(
         (runs / "sae-two" / "checkpoints").iterdir()
     )
+
+
+def _rows(path: Path) -> dict[str, list]:
+    con = sqlite3.connect(path)
+    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    out = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    con.close()
+    return out
+
+
+def test_two_ranks_build_the_same_feature_database(runs: Path) -> None:
+    one, two = _rows(runs / "features-one.db"), _rows(runs / "features-two.db")
+    assert sum(len(v) for v in one.values()) > 100
+    for table in one:
+        assert two[table] == one[table], table
+
+
+SLOW = """
+import importlib, sys, time
+
+h = importlib.import_module("mechscope.activations.harvest")
+
+write = h._harvest_shard
+h._harvest_shard = lambda *a, **k: (time.sleep(0.5), write(*a, **k))[1]  # time to kill it
+from mechscope.cli.main import cli
+cli(sys.argv[1:], standalone_mode=False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the parent's pid
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_two_rank_harvest_killed_resumes_to_the_one_process_store(runs: Path) -> None:
+    args = commands(runs, "kill")[0]
+    (runs / "slow.py").write_text(SLOW)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]  # fmt: skip
+    log = (runs / "kill.log").open("w")
+    proc = subprocess.Popen([*launch, str(runs / "slow.py"), *args], env=env, start_new_session=True,
+                            stdout=log, stderr=log)  # fmt: skip
+    manifest = runs / "acts-kill" / "manifest.json"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, (runs / "kill.log").read_text()[-3000:]
+        workers = _children(proc.pid)  # torchrun starts its workers in their own sessions
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+    assert len(workers) == 2
+    killed = json.loads(manifest.read_text())
+    assert not killed["complete"] and 2 <= len(killed["shards"]) < 8, killed["shards"]
+    done = subprocess.run([*launch, str(runs / "run.py"), " ".join(args)], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ActivationStore.open(runs / "acts-one"), ActivationStore.open(runs / "acts-kill")
+    assert torch.equal(one.tensor(SITE), two.tensor(SITE))
+    assert one.manifest.to_json() == two.manifest.to_json()

@@ -37,6 +37,8 @@ def build(model: str, sources: tuple[str, ...], corpus: str | None, tokens: int,
           negatives: int, include_first: bool, checkpoint_seconds: float, quiet: bool) -> None:  # fmt: skip
     """Read the corpus once and store every feature of every SOURCE in a database."""
     from mechscope.corpus import load_corpus
+    from mechscope.distributed import is_main, world_size
+    from mechscope.distributed.features import build_features as build_ranks
     from mechscope.features.build import BuildConfig, build_features
 
     cfg = BuildConfig(
@@ -46,7 +48,12 @@ def build(model: str, sources: tuple[str, ...], corpus: str | None, tokens: int,
     )  # fmt: skip
     load_corpus(corpus)  # a bad corpus fails before the model loads
     hooked = load_model(model, quiet=quiet)
-    summary = build_features(hooked, cfg, out, checkpoint_seconds=checkpoint_seconds, quiet=quiet)
+    if world_size() > 1:  # torchrun: batches shared by rank, merged on rank 0
+        summary = build_ranks(hooked, cfg, out, quiet=quiet)
+        if not is_main():
+            return
+    else:
+        summary = build_features(hooked, cfg, out, checkpoint_seconds=checkpoint_seconds, quiet=quiet)  # fmt: skip
     if summary["windows"] is None:
         click.echo(f"{out} is already complete ({', '.join(summary['sources'])})")
         return

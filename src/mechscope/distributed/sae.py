@@ -9,8 +9,10 @@ ranks, AuxK's normaliser (the residual's mean squared norm) is averaged over ran
 (``SAE.batch_mean``), and the decoder bias starts at the global batch's mean. So every rank holds
 the same weights, equal to a one-process run on the global batch to float tolerance.
 
-Not exact across ranks: BatchTopK's batch-wide threshold (each rank keeps the top ``k x rows`` of
-its own slice), and the resampling of dead latents, which is refused.
+BatchTopK (and Matryoshka) keep the ``k x rows`` largest pre-activations of the global batch:
+each rank's own largest ``k x rows`` values are gathered (``SAE.batch_gather``), the global
+threshold is the n-th largest of them, and the inference threshold learns the global batch's
+smallest kept activation. Not supported across ranks: the resampling of dead latents (refused).
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class GradSync:
         t = t.clone()
         dist.all_reduce(t)
         return t / self.world
+
+    def gather(self, t: Tensor) -> Tensor:
+        """Every rank's ``t`` (same shape on each) concatenated in rank order."""
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
 
     def sum(self, value: float) -> float:
         t = torch.tensor([float(value)], dtype=torch.float64)
@@ -103,10 +111,11 @@ def fit(sae: Any, batches: Iterable[Any], cfg: Any, **kw: Any) -> Any:
         shards = shard_batches(batches, rank(), world_size())
         sync = GradSync()
         sae.batch_mean = sync.mean  # AuxK's normaliser over the global batch
+        sae.batch_gather = sync.gather  # BatchTopK's threshold over the global batch
         try:
             return single_fit(sae, shards, cfg, sync=sync, **kw)
         finally:
-            del sae.batch_mean  # back to the class default
+            del sae.batch_mean, sae.batch_gather  # back to the class defaults
 
 
 def _copy_checkpoints(source: Path, private: Path) -> Path:

@@ -163,6 +163,9 @@ class SAE(nn.Module):
     # Mean of a per-batch statistic over the whole batch: the identity in one process; data-
     # parallel training sets it to the mean over ranks (AuxK's normaliser then spans every slice).
     batch_mean: Callable[[Tensor], Tensor] | None = None
+    # Every rank's copy of a tensor, concatenated in rank order (None in one process): BatchTopK
+    # takes its threshold over the whole batch with it.
+    batch_gather: Callable[[Tensor], Tensor] | None = None
 
     def __new__(cls, cfg: SAEConfig, *args: Any, **kwargs: Any) -> SAE:
         if cls is SAE:

@@ -46,8 +46,22 @@ class BatchTopKSAE(TopKSAE):
     def select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         if self.per_token:
             return super().select(pre)
+        if self.batch_gather is not None:  # data-parallel: the whole batch's threshold
+            return self._select_global(pre)
         n = min(self.cfg.k * pre.shape[0], pre.numel())  # type: ignore[operator]
         flat = pre.reshape(-1).topk(n, sorted=False).indices.sort().values
+        return flat // pre.shape[1], flat % pre.shape[1]
+
+    def _select_global(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        """The entries of this rank's slice among the ``k x rows`` largest of the global batch:
+        the global n-th largest value is among the ranks' own n largest, which are gathered."""
+        assert self.batch_gather is not None
+        local = pre.detach().reshape(-1)
+        everyone = self.batch_gather(local.new_tensor([pre.shape[0]]))
+        n_global = int(self.cfg.k * everyone.sum())  # type: ignore[operator]
+        top = self.batch_gather(local.topk(min(n_global, local.numel())).values)
+        threshold = top.topk(min(n_global, top.numel())).values[-1]
+        flat = (local >= threshold).nonzero().flatten()
         return flat // pre.shape[1], flat % pre.shape[1]
 
     @torch.no_grad()
@@ -56,6 +70,10 @@ class BatchTopKSAE(TopKSAE):
             return
         values = out.sparse.values.detach() if out.sparse is not None else out.latents
         active = values[values > 0]
+        if self.batch_gather is not None:  # the smallest kept activation of the global batch
+            lowest = active.min() if active.numel() else values.new_tensor(float("inf"))
+            active = self.batch_gather(lowest.reshape(1))
+            active = active[torch.isfinite(active)]
         if active.numel() == 0:
             return
         self.threshold_steps += 1
