@@ -10,16 +10,24 @@ tokens). The SAE is random (``SAE(cfg, seed=0)``): throughput does not depend on
 ``load``: ``mechscope serve`` on a database in a subprocess on 127.0.0.1, then ``--clients`` (32)
 concurrent clients, each sending ``--requests`` requests mixed over the JSON API and the pages
 (sources, a random feature's JSON, a feature page, text and token search, a source overview, an
-inference); prints errors and p50 / p95 latency per endpoint and overall. Usage:
+inference); prints errors and p50 / p95 latency per endpoint and overall.
+
+``saedashboard``: the same windows, model and SAE (a random ReLU SAE of ``--latents`` latents on
+``blocks.L.hook_resid_post``: SAELens's TopK SAE refuses SAEDashboard's decoder-norm folding)
+through ``mechscope features build`` (in process) and SAEDashboard's ``SaeVisRunner`` for every
+latent (``peers/saedashboard_run.py`` in the venv of ``peers/setup_saedashboard.sh``; model and
+SAE loading excluded on both sides); prints wall and CPU seconds and the CPU ratio. Usage:
 
     OMP_NUM_THREADS=1 python benchmarks/bench_features.py build [--tokens 1000000] [--layer 15]
     OMP_NUM_THREADS=1 python benchmarks/bench_features.py load --db features.db
+    OMP_NUM_THREADS=1 python benchmarks/bench_features.py saedashboard [--tokens 4096]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -159,6 +167,49 @@ def load(args: argparse.Namespace) -> None:
             print(f"| {kind} | {len(times)} | {1000 * statistics.median(times):.0f} | {1000 * q[18]:.0f} |")  # fmt: skip
 
 
+def saedashboard(args: argparse.Namespace) -> None:
+    """mechscope's build and SAEDashboard's ``SaeVisRunner`` on the same model, SAE and windows."""
+    import numpy as np
+    import torch
+
+    import mechscope
+    from mechscope.features.build import BuildConfig, _stream, build_features
+    from mechscope.models.loading import load_hf
+    from mechscope.sae import SAE, SAEConfig, save_sae
+
+    torch.set_num_threads(1)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-saedashboard-"))
+    hf, tokenizer, _ = load_hf("smollm2-135m", progress=False)
+    hf.save_pretrained(work / "hf")
+    tokenizer.save_pretrained(work / "hf")
+    del hf
+    model = mechscope.load("smollm2-135m", progress=False)
+    site = f"blocks.{args.layer}.hook_resid_post"
+    cfg = SAEConfig(arch="relu", d_in=model.dims.d_model, d_sae=args.latents, hook_name=site)
+    sae_dir = work / "sae"
+    save_sae(SAE(cfg, seed=0), sae_dir)
+    config = BuildConfig(model="smollm2-135m", sources=(f"sae:{sae_dir}",), n_tokens=args.tokens,
+                         seq_len=64, batch_size=16)  # fmt: skip
+    np.save(work / "tokens.npy", torch.cat(list(_stream(model, config))).long().numpy())
+    out = work / "features.db"
+    wall, cpu = time.perf_counter(), time.process_time()
+    build_features(model, config, out, quiet=True)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peer = [args.python, str(Path(__file__).parent / "peers" / "saedashboard_run.py"),
+            str(work / "hf"), str(sae_dir), str(work / "tokens.npy"), site, str(args.latents)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    line = subprocess.run(peer, env=env, check=True, capture_output=True, text=True).stdout
+    theirs = json.loads(line.strip().splitlines()[-1])
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"SmolLM2-135M, ReLU SAE ({args.latents} latents, random) at {site}, {args.tokens} tokens"
+    )
+    print(f"mechscope features build: {wall:.1f} s wall, {cpu:.1f} CPU-s")
+    print(f"SAEDashboard SaeVisRunner ({theirs['features']} features): {theirs['wall']:.1f} s wall, "
+          f"{theirs['cpu']:.1f} CPU-s")  # fmt: skip
+    print(f"ratio (SAEDashboard / mechscope, CPU-s): {theirs['cpu'] / cpu:.2f}")
+
+
 def cpu_only(name: str) -> str:
     """The device line; the build and the server run on the CPU only (SAE readouts and the
     server's model live there), so another device is a one-line error."""
@@ -181,11 +232,17 @@ def main() -> None:
     ld.add_argument("--clients", type=int, default=32)
     ld.add_argument("--requests", type=int, default=20, help="per client")
     ld.add_argument("--port", type=int, default=8765)
-    for p in (b, ld):
+    sd = sub.add_parser("saedashboard")
+    sd.add_argument("--tokens", type=int, default=4096)
+    sd.add_argument("--layer", type=int, default=15)
+    sd.add_argument("--latents", type=int, default=512)
+    sd.add_argument("--work", default=None, help="folder for the model copy, SAE and database")
+    sd.add_argument("--python", default="/work/peers/saedashboard/bin/python", help="the peer venv")
+    for p in (b, ld, sd):
         add_device_option(p)
     args = parser.parse_args()
     print(f"device {cpu_only(args.device)}")
-    build(args) if args.what == "build" else load(args)
+    {"build": build, "load": load, "saedashboard": saedashboard}[args.what](args)
 
 
 if __name__ == "__main__":
