@@ -36,6 +36,7 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
     torch.set_num_threads(1)  # two workers on two cores: one thread each, no oversubscription
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that share the session's report (or its tuned lens) run on one xdist worker."""
     for item in items:
