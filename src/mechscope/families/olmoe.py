@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from mechscope.families.base import Dims, MoESpec
-from mechscope.families.llama import FAMILY as LLAMA
+from mechscope.families.base import Dims
 from mechscope.families.llama import llama_dims
-from mechscope.families.mixtral import mixtral_expert_outputs
+from mechscope.families.mixtral import FAMILY as MIXTRAL
 from mechscope.families.qwen2_moe import softmax_topk_route
 
 
@@ -28,18 +27,11 @@ def olmoe_dims(config: Any) -> Dims:
     )
 
 
+# Mixtral's layout (router, experts, expert outputs) with a softmax-then-top-k route
 FAMILY = replace(
-    LLAMA,
+    MIXTRAL,
     name="olmoe",
     model_types=("olmoe",),
     dims=olmoe_dims,
-    mlp_in=None,
-    mlp_up=None,
-    mlp_out=None,
-    moe=MoESpec(
-        router="mlp.gate",
-        experts="mlp.experts",
-        route=softmax_topk_route,
-        expert_outputs=mixtral_expert_outputs,
-    ),
+    moe=replace(MIXTRAL.moe, route=softmax_topk_route),
 )
