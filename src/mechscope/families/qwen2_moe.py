@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from mechscope.errors import MechscopeError
-from mechscope.families.base import Dims, Family, MoESpec
-from mechscope.families.llama import FAMILY as LLAMA
+from mechscope.families.base import Dims, Family
 from mechscope.families.llama import llama_dims
-from mechscope.families.mixtral import mixtral_expert_outputs
+from mechscope.families.mixtral import FAMILY as MIXTRAL
 
 
 def qwen2_moe_dims(config: Any) -> Dims:
@@ -54,19 +53,15 @@ def _all_sparse(family: Family, config: Any) -> Family:
     return family
 
 
+# Mixtral's layout with a softmax-then-top-k route and a gated shared expert
 FAMILY = replace(
-    LLAMA,
+    MIXTRAL,
     name="qwen2_moe",
     model_types=("qwen2_moe",),
     dims=qwen2_moe_dims,
-    mlp_in=None,
-    mlp_up=None,
-    mlp_out=None,
-    moe=MoESpec(
-        router="mlp.gate",
-        experts="mlp.experts",
+    moe=replace(
+        MIXTRAL.moe,
         route=softmax_topk_route,
-        expert_outputs=mixtral_expert_outputs,
         shared_expert="mlp.shared_expert",
         shared_expert_gate="mlp.shared_expert_gate",
     ),
