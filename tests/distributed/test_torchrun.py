@@ -29,13 +29,14 @@ from mechscope.models.tiny import tiny_model, tiny_tokenizer
 WORDS = ["the", "cat", "sat", "on", "mat", "1", "2", "3", ",", "."]
 SITE = "blocks.1.hook_resid_post"
 
+# torchrun launches from two xdist workers at once crashed a child once (9 min 44 s run, 2026-12-05):
+# keep them on one worker
+pytestmark = pytest.mark.xdist_group("torchrun")
+
 SCRIPT = """
 import sys
 from mechscope.cli.main import cli
 
-# torchrun launches from two xdist workers at once crashed a child once (9 min 44 s run, 2026-12-05):
-# keep them on one worker
-pytestmark = pytest.mark.xdist_group("torchrun")
 for command in sys.argv[1:]:
     cli(command.split(" "), standalone_mode=False)
 """
