@@ -3,7 +3,8 @@
 TransformerLens 4.3's patching functions accept a ``TransformerBridge`` (booted here on its own
 copy of the HF model; the bridge computes attention eagerly, so mechscope uses ``attn="eager"``).
 They run one forward per patch, so each is checked on a few cells only (``index_df``), against
-mechscope's full sweep. ``hook_resid_mid`` is left out: the bridge aliases it to the MLP's input
+mechscope's sweep of the cells' layers (``layers=``; the full sweeps are checked against brute
+force in ``test_patch_brute_force.py``). ``hook_resid_mid`` is left out: the bridge aliases it to the MLP's input
 (see ``tests/oracle/test_transformerlens.py``). Under GQA, TransformerLens sweeps k and v over the
 key/value heads (``cfg.n_key_value_heads``), as mechscope does.
 """
@@ -115,7 +116,11 @@ def test_matches_transformerlens(setup: tuple, sweep: str, direction: str) -> No
 @pytest.mark.parametrize("sweep", [s for s in CELLS if s not in ("resid_pre", "attn_head")])
 def test_other_sweeps_match_transformerlens(setup: tuple, sweep: str) -> None:
     bridge, model, (clean, corrupt, metric) = setup
-    ours = patch(model, clean, corrupt, metric, sweep)
+    layers = sorted({cell[0] for cell in CELLS[sweep][2]})
+    ours = patch(model, clean, corrupt, metric, sweep, layers=layers)
+    assert ours.values.shape[0] == model.dims.n_layers
+    others = [i for i in range(model.dims.n_layers) if i not in layers]
+    assert ours.values[others].isnan().all() and not ours.values[layers].isnan().any()
     theirs = tl_cells(bridge, sweep, corrupt, clean, metric)
     got = torch.stack([ours.values[cell] for cell in CELLS[sweep][2]])
     assert (got - theirs.cpu()).abs().max() <= TOL, (got, theirs)

@@ -130,6 +130,23 @@ def test_padding_and_attention_mask(llama: HookedModel) -> None:
     assert r.values[1, 2].item() == pytest.approx(at_last_real(logits).mean().item(), abs=1e-5)
 
 
+def test_layers_subset_equals_the_full_sweep(llama: HookedModel) -> None:
+    clean, corrupt = one_token_pair()
+    for sweep in ("resid_pre", "attn_head_pos", "k"):
+        full = patch(llama, clean, corrupt, last_logit_diff, sweep)
+        part = patch(llama, clean, corrupt, last_logit_diff, sweep, layers=[1])
+        assert part.values.shape == full.values.shape
+        torch.testing.assert_close(part.values[1], full.values[1], atol=1e-6, rtol=0)
+        assert part.values[0].isnan().all()
+        row = part.to_dict()["values"][0]
+        assert all(v is None for v in _flat(row))
+        assert part.top(3)[0][0]["layer"] == 1
+
+
+def _flat(x: object) -> list:
+    return [y for v in x for y in _flat(v)] if isinstance(x, list) else [x]
+
+
 def test_errors() -> None:
     model = HookedModel(tiny_model("gpt_neox"))  # parallel blocks: no resid_mid
     clean, corrupt = one_token_pair()
@@ -143,6 +160,10 @@ def test_errors() -> None:
         patch(model, clean, corrupt, last_logit_diff, "neuron")
     with pytest.raises(MechscopeError, match="only to the neuron sweep"):
         patch(model, clean, corrupt, last_logit_diff, "attn_head", layer=0)
+    with pytest.raises(MechscopeError, match=r"layers= must be"):
+        patch(model, clean, corrupt, last_logit_diff, "attn_head", layers=[5])
+    with pytest.raises(MechscopeError, match="not layers="):
+        patch(model, clean, corrupt, last_logit_diff, "neuron", layer=0, layers=[0])
     with pytest.raises(MechscopeError, match=r"\[batch\] tensor"):
         patch(model, clean, corrupt, lambda x: last_logit_diff(x).mean(), "attn_head")
     with pytest.raises(MechscopeError, match="direction"):

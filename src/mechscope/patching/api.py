@@ -8,6 +8,7 @@ the batched engine in :mod:`mechscope.patching.engine`, the call form in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ def patch(
     direction: Direction = "denoise",
     chunk: int | None = None,
     layer: int | None = None,
+    layers: Sequence[int] | None = None,
     read_pos: ReadPos = "last",
     attention_mask: Tensor | None = None,
 ) -> PatchResult:
@@ -47,7 +49,10 @@ def patch(
         sweep: a name in :data:`SWEEPS` (``resid_pre``, ``attn_head``, ``neuron``, ...).
         direction: ``"denoise"`` or ``"noise"``.
         chunk: maximal number of variants per forward (None: at most ~4096 token rows).
-        layer: the layer of the ``neuron`` sweep; the other sweeps cover every layer.
+        layer: the layer of the ``neuron`` sweep.
+        layers: the layers the other sweeps patch (default every layer). The result keeps the
+            model's whole layer axis, so ``values[L, ...]`` is layer L; the layers not patched
+            are NaN (and None in :meth:`PatchResult.to_dict`).
         read_pos: the one position per prompt that ``metric`` reads: ``"last"`` (default,
             ``batch.last_pos``, where every metric of :mod:`mechscope.tasks.metrics` reads), a
             [batch] tensor, or None (every position). Only those positions are unembedded; the
@@ -64,6 +69,6 @@ def patch(
     if sweep not in SWEEPS:
         raise MechscopeError(f"unknown sweep {sweep!r}; choose one of {', '.join(SWEEPS)}")
     with torch.no_grad():
-        axes, values, runs = SWEEPS[sweep](pair, layer)
+        axes, values, runs = SWEEPS[sweep](pair, layer, layers)
     clean, corrupt = runs.clean_corrupt()
     return PatchResult(sweep, axes, values.mean(-1), clean, corrupt, pair.direction)

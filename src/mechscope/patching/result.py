@@ -59,8 +59,8 @@ class PatchResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``sweep, method, direction, axes, clean, corrupt, values, normalized``
-        (``values`` and ``normalized`` nested lists by ``axes``; ``normalized`` None when the
-        clean and corrupted metrics coincide)."""
+        (``values`` and ``normalized`` nested lists by ``axes``, None where a value is NaN, i.e.
+        a layer not patched; ``normalized`` None when the clean and corrupted metrics coincide)."""
         return {
             "sweep": self.sweep,
             "method": self.method,
@@ -68,6 +68,18 @@ class PatchResult:
             "axes": list(self.axes),
             "clean": self.clean,
             "corrupt": self.corrupt,
-            "values": self.values.tolist(),
-            "normalized": None if self._flat() else self.normalized().tolist(),
+            "values": _json_list(self.values),
+            "normalized": None if self._flat() else _json_list(self.normalized()),
         }
+
+
+def _json_list(values: torch.Tensor) -> Any:
+    """Nested lists of ``values`` with NaN as None (JSON has no NaN)."""
+    listed = values.tolist()
+    if not bool(values.isnan().any()):
+        return listed
+
+    def clean(x: Any) -> Any:
+        return [clean(v) for v in x] if isinstance(x, list) else (None if x != x else x)
+
+    return clean(listed)

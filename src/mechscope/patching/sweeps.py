@@ -36,16 +36,25 @@ from mechscope.patching.pair import Pair, Runs
 
 Tensor = torch.Tensor
 Swept = tuple[tuple[str, ...], Tensor, Runs]  # axes, metric [*axes batch], the unpatched runs
-SweepFn = Callable[[Pair, "int | None"], Swept]
+SweepFn = Callable[[Pair, "int | None", "Sequence[int] | None"], Swept]
 
 ALL = slice(None)
 
 
-def _layers(pair: Pair, layer: int | None) -> list[int]:
+def _layers(pair: Pair, layer: int | None, layers: Sequence[int] | None) -> list[int]:
     n = pair.model.dims.n_layers
     if layer is not None:
-        raise MechscopeError("layer= applies only to the neuron sweep; the others sweep all layers")
-    return list(range(n))
+        raise MechscopeError(
+            "layer= applies only to the neuron sweep; use layers=[...] for the others"
+        )
+    if layers is None:
+        return list(range(n))
+    picked = sorted({int(i) for i in layers})
+    if not picked or picked[0] < 0 or picked[-1] >= n:
+        raise MechscopeError(
+            f"layers= must be a non-empty list of layers in [0, {n}), got {layers}"
+        )
+    return picked
 
 
 def _starts(src: Tensor, base: Tensor, indices: Sequence[Index], pattern: bool) -> list[int | None]:
@@ -74,7 +83,8 @@ def _sweep(
     residual: int | None = None,
     pattern: bool = False,
 ) -> tuple[Tensor, Runs]:
-    """Metric [layer variant batch]. ``residual=k``: the site is resid_pre of layer L+k.
+    """Metric [layer variant batch] over every layer of the model; layers not in ``layers`` are NaN.
+    ``residual=k``: the site is resid_pre of layer L+k.
 
     Variants whose source slice equals the base slice are not run (their value is the base
     metric); the others start at the first position where the slices differ, since no position
@@ -82,8 +92,9 @@ def _sweep(
     """
     names = [site.format(layer) for layer in layers]
     runs = prepare(pair, names, positional=not pattern)  # a pattern patch starts at position 0
-    out = runs.base_metric.repeat(len(layers), len(indices), 1)
-    for k, (layer, name) in enumerate(zip(layers, names)):
+    out = runs.base_metric.repeat(pair.model.dims.n_layers, len(indices), 1)
+    out[[i for i in range(out.shape[0]) if i not in layers]] = float("nan")
+    for layer, name in zip(layers, names):
         src = runs.source[name]
         starts = _starts(src, runs.base[name], indices, pattern)
         todo = [i for i, s in enumerate(starts) if s is not None]
@@ -95,46 +106,52 @@ def _sweep(
             values = run_variants(runs, layer, name, src, picked, positions)
         else:
             values = run_variants(runs, layer + residual, None, src, picked, positions)
-        out[k, todo] = values
+        out[layer, todo] = values
     return out, runs
 
 
 def _by_pos(site: str, residual: int | None = None) -> SweepFn:
-    def sweep(pair: Pair, layer: int | None) -> Swept:
+    def sweep(pair: Pair, layer: int | None, layers: Sequence[int] | None) -> Swept:
         pos = pair.base.shape[1]
         indices = [(ALL, p) for p in range(pos)]
-        values, runs = _sweep(pair, site, _layers(pair, layer), indices, residual)
+        values, runs = _sweep(pair, site, _layers(pair, layer, layers), indices, residual)
         return ("layer", "pos"), values, runs
 
     return sweep
 
 
 def _by_head(site: str, kv: bool = False, pattern: bool = False) -> SweepFn:
-    def sweep(pair: Pair, layer: int | None) -> Swept:
+    def sweep(pair: Pair, layer: int | None, layers: Sequence[int] | None) -> Swept:
         dims = pair.model.dims
         heads = dims.n_kv_heads if kv else dims.n_heads
         # pattern is [batch head query_pos key_pos]; q, k, v, z are [batch pos head d_head]
         indices = [(ALL, h) if pattern else (ALL, ALL, h) for h in range(heads)]
-        values, runs = _sweep(pair, site, _layers(pair, layer), indices, pattern=pattern)
+        picked = _layers(pair, layer, layers)
+        values, runs = _sweep(pair, site, picked, indices, pattern=pattern)
         return ("layer", "head"), values, runs
 
     return sweep
 
 
-def _head_pos(pair: Pair, layer: int | None) -> Swept:
+def _head_pos(pair: Pair, layer: int | None, layers: Sequence[int] | None) -> Swept:
     pos, heads = pair.base.shape[1], pair.model.dims.n_heads
     indices = [(ALL, p, h) for p in range(pos) for h in range(heads)]
-    values, runs = _sweep(pair, "blocks.{}.attn.hook_z", _layers(pair, layer), indices)
+    picked = _layers(pair, layer, layers)
+    values, runs = _sweep(pair, "blocks.{}.attn.hook_z", picked, indices)
     return ("layer", "pos", "head"), values.unflatten(1, (pos, heads)), runs
 
 
-def _neuron(pair: Pair, layer: int | None) -> Swept:
+def _neuron(pair: Pair, layer: int | None, layers: Sequence[int] | None) -> Swept:
     n = pair.model.dims.n_layers
+    if layers is not None:
+        raise MechscopeError(
+            "the neuron sweep takes one layer= (its axis is the neuron), not layers="
+        )
     if layer is None or not 0 <= layer < n:
         raise MechscopeError(f"the neuron sweep needs layer= in [0, {n}), got {layer}")
     indices = [(ALL, ALL, i) for i in range(pair.model.dims.d_mlp)]
     values, runs = _sweep(pair, "blocks.{}.mlp.hook_post", [layer], indices)
-    return ("neuron",), values[0], runs
+    return ("neuron",), values[layer], runs
 
 
 SWEEPS: dict[str, SweepFn] = {
