@@ -39,6 +39,23 @@ def test_patch_json_keys_and_exact_endpoints(tiny_folder: Path, task_file: Path,
     assert "data:image/png;base64," in page and "http" not in page
 
 
+def test_patch_ci(tiny_folder: Path, task_file: Path, tmp_path) -> None:
+    out = tmp_path / "ci.json"
+    result = run(
+        "patch", "-m", str(tiny_folder), "-t", str(task_file), "--sweep", "attn_head",
+        "--ci", "0.9", "--json", str(out), "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["ci_level"] == 0.9 and len(data["ci_low"]) == len(data["values"])
+    for lo, v, hi in zip(data["ci_low"][1], data["values"][1], data["ci_high"][1]):
+        assert lo - 1e-5 <= v <= hi + 1e-5
+    assert " [" in result.stdout  # the printed top effects carry their intervals
+    bad = run("patch", "-m", str(tiny_folder), "-t", str(task_file), "--sweep", "attn_head",
+              "--method", "attribution", "--ci", "0.9", "-q")  # fmt: skip
+    assert bad.exit_code == 2 and "--ci needs --method exact" in bad.stderr
+
+
 def test_patch_attribution_method(tiny_folder: Path, task_file: Path, tmp_path) -> None:
     paths = {m: tmp_path / f"{m}.json" for m in ("exact", "attribution")}
     for method, out in paths.items():

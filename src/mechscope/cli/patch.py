@@ -32,6 +32,14 @@ SWEEP_NAMES = [
 @click.option("--method", type=click.Choice(["exact", "attribution"]), default="exact")
 @click.option("--direction", type=click.Choice(["denoise", "noise"]), default="denoise")
 @click.option("--layer", type=int, default=None, help="The layer of the neuron sweep.")
+@click.option(
+    "--ci",
+    "ci_level",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Add bootstrap intervals over prompts at this level (e.g. 0.95) to the JSON and the "
+    "printed top effects (exact method).",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a heatmap here.")
 @quiet_option
@@ -45,6 +53,7 @@ def patch(
     method: str,
     direction: str,
     layer: int | None,
+    ci_level: float | None,
     json_out: str | None,
     html_out: str | None,
     quiet: bool,
@@ -55,6 +64,8 @@ def patch(
 
     if sweep == "neuron" and layer is None:
         raise MechscopeError("the neuron sweep needs --layer L")
+    if ci_level is not None and method != "exact":
+        raise MechscopeError("--ci needs --method exact (attribution keeps no per-prompt values)")
     hooked = load_model(model, quiet=quiet)
     batch = load_task_batch(hooked, task, n, seed)
     fn = task_metric(hooked, batch, metric)
@@ -70,10 +81,14 @@ def patch(
         "metric": metric,
         "pos_labels": hooked.to_str_tokens(batch.clean_tokens[0]),
     }
+    bounds = None
+    if ci_level is not None:
+        bounds = result.ci(level=ci_level, seed=seed)
+        payload.update(ci_level=ci_level, ci_low=bounds[0].tolist(), ci_high=bounds[1].tolist())
     write_json(json_out, payload)
     if html_out:
         _write_html(html_out, payload)
-    _print_top(result)
+    _print_top(result, bounds=bounds)
 
 
 def _write_html(path: str, payload: dict[str, Any]) -> None:
@@ -96,11 +111,17 @@ def _write_html(path: str, payload: dict[str, Any]) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
-def _print_top(result: Any, k: int = 10) -> None:
+def _print_top(result: Any, k: int = 10, bounds: Any = None) -> None:
     click.echo(
         f"{result.sweep} ({result.method}, {result.direction}): "
         f"clean {result.clean:.3f}, corrupted {result.corrupt:.3f}"
     )
     for where, value in result.top(k):
         text = ", ".join(f"{a}={i}" for a, i in where.items())
-        click.echo(f"  {text:30s} {value: .3f}")
+        interval = ""
+        if bounds is not None:  # raw bounds of the raw value at this cell
+            cell = tuple(where.values())
+            interval = (
+                f"  raw {result.values[cell]:.3f} [{bounds[0][cell]:.3f}, {bounds[1][cell]:.3f}]"
+            )
+        click.echo(f"  {text:30s} {value: .3f}{interval}")

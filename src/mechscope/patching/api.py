@@ -71,4 +71,9 @@ def patch(
     with torch.no_grad():
         axes, values, runs = SWEEPS[sweep](pair, layer, layers)
     clean, corrupt = runs.clean_corrupt()
-    return PatchResult(sweep, axes, values.mean(-1), clean, corrupt, pair.direction)
+    ends = (runs.source_metric, runs.base_metric)  # (clean, corrupted) when denoising
+    prompt_clean, prompt_corrupt = ends if pair.direction == "denoise" else ends[::-1]
+    return PatchResult(
+        sweep, axes, values.mean(-1), clean, corrupt, pair.direction, per_prompt=values,
+        prompt_clean=prompt_clean, prompt_corrupt=prompt_corrupt,
+    )  # fmt: skip

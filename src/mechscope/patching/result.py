@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
+from mechscope.errors import MechscopeError
 from mechscope.results import top_abs
 
 Direction = Literal["denoise", "noise"]
@@ -25,6 +27,9 @@ class PatchResult:
         direction: ``"denoise"`` (clean activations into the corrupted run) or ``"noise"``
             (corrupted activations into the clean run).
         method: how ``values`` were obtained (``"exact"``: one patched run per slice).
+        per_prompt: the metric of every prompt on each patched run, ``[*axes, prompt]``, with
+            the unpatched runs' per-prompt ``prompt_clean`` and ``prompt_corrupt`` ``[prompt]``
+            (None when the method gives only means): what :meth:`ci` resamples.
     """
 
     sweep: str
@@ -34,6 +39,9 @@ class PatchResult:
     corrupt: float
     direction: Direction
     method: str = "exact"
+    per_prompt: torch.Tensor | None = None
+    prompt_clean: torch.Tensor | None = None
+    prompt_corrupt: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.values.ndim != len(self.axes):
@@ -47,6 +55,32 @@ class PatchResult:
         Meaningless (inf or NaN) when the clean and corrupted metrics coincide.
         """
         return (self.values - self.corrupt) / (self.clean - self.corrupt)
+
+    def ci(
+        self, level: float = 0.95, n_boot: int = 1000, seed: int = 0, normalized: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) bootstrap percentile bounds of ``values`` (or of :meth:`normalized`, the
+        clean and corrupted means resampled with the same prompts), shaped like ``values``,
+        from resampling the prompts with replacement (:func:`mechscope.stats.bootstrap_ci`)."""
+        from mechscope.stats import bootstrap_ci
+
+        if self.per_prompt is None or self.prompt_clean is None or self.prompt_corrupt is None:
+            raise MechscopeError(
+                f"{self.method} {self.sweep} keeps no per-prompt values: no interval"
+            )
+        shape = self.values.shape
+        rows = self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).T.double().numpy()
+        ends = torch.stack([self.prompt_clean, self.prompt_corrupt], 1).double().numpy()
+        table = np.concatenate([rows, ends], 1)  # [prompt, cells + clean + corrupt]
+
+        def stat(a: np.ndarray) -> np.ndarray:
+            mean = a.mean(axis=0)
+            if not normalized:
+                return mean[:-2]
+            return (mean[:-2] - mean[-1]) / (mean[-2] - mean[-1])
+
+        lo, hi = bootstrap_ci(table, level=level, n_boot=n_boot, seed=seed, stat=stat)
+        return _shaped(lo, shape), _shaped(hi, shape)
 
     def top(self, k: int = 10) -> list[tuple[dict[str, int], float]]:
         """The ``k`` slices whose normalised value (raw if undefined) is largest in magnitude,
@@ -71,6 +105,10 @@ class PatchResult:
             "values": _json_list(self.values),
             "normalized": None if self._flat() else _json_list(self.normalized()),
         }
+
+
+def _shaped(a: Any, shape: torch.Size) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.float32).reshape(shape)
 
 
 def _json_list(values: torch.Tensor) -> Any:
