@@ -62,6 +62,56 @@ def test_eap_ig_averages_gradients() -> None:
     torch.testing.assert_close(got, want)
 
 
+def test_eap_ig_activations_averages_its_points() -> None:
+    """EAP-IG-activations = mean gradient over (the input and each layer's attention and MLP
+    output) x (k = 1..steps), the reference library's points; scores are linear in gradients."""
+    from mechscope.circuits.eap import edge_scores, port_grads
+    from mechscope.circuits.nodes import qkv_maps, run_nodes
+    from mechscope.tasks.metrics import logit_diff
+
+    model, batch = hooked("llama"), toy_batch()
+    graph = Graph.from_dims(model.dims)
+    mask = batch.clean_mask
+    _, clean = run_nodes(model, batch.clean_tokens, mask)
+    _, corrupt = run_nodes(model, batch.corrupt_tokens, mask)
+    _, c_cache = model.run_with_cache(batch.clean_tokens, attention_mask=mask)
+    _, k_cache = model.run_with_cache(batch.corrupt_tokens, attention_mask=mask)
+    maps = [qkv_maps(model, layer) for layer in range(model.dims.n_layers)]
+    grads, count = 0, 0
+    for a in (0.5, 1.0):
+        e = corrupt[:, :, 0] + a * (clean[:, :, 0] - corrupt[:, :, 0])
+        grads, count = grads + port_grads(model, graph, batch, logit_diff, e, maps), count + 1
+        for layer in range(model.dims.n_layers):
+            for site in (f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"):
+                value = k_cache[site] + a * (c_cache[site] - k_cache[site])
+                g = port_grads(model, graph, batch, logit_diff, None, maps, (site, value))
+                grads, count = grads + g, count + 1
+    want = edge_scores(graph, corrupt - clean, grads / count)
+    got = attribute(model, batch, method="eap-ig-activations", steps=2)
+    assert count == 2 * (1 + 2 * model.dims.n_layers) and got.meta["steps"] == 2
+    torch.testing.assert_close(got.scores, want)
+
+
+def test_a_replaced_component_passes_no_gradient() -> None:
+    """At k = steps the component's output is its clean value, so the forward is the clean run:
+    ports after the component get EAP's clean gradients, and the component's own input port gets
+    none (its output is a constant)."""
+    from mechscope.circuits.eap import port_grads
+    from mechscope.circuits.nodes import qkv_maps
+
+    model, batch = hooked("llama", torch.float64), toy_batch()
+    graph = Graph.from_dims(model.dims)
+    maps = [qkv_maps(model, layer) for layer in range(model.dims.n_layers)]
+    site = "blocks.0.hook_mlp_out"
+    _, cache = model.run_with_cache(batch.clean_tokens, attention_mask=batch.clean_mask)
+    cut = port_grads(model, graph, batch, logit_diff64, None, maps, (site, cache[site]))
+    full = port_grads(model, graph, batch, logit_diff64, None, maps)
+    m0 = graph.ports.index("m0")
+    assert cut[:, :, m0].abs().max() == 0 and full[:, :, m0].abs().max() > 1e-3
+    torch.testing.assert_close(cut[:, :, m0 + 1 :], full[:, :, m0 + 1 :])
+    assert (cut[:, :, :m0] - full[:, :, :m0]).abs().max() > 1e-6  # paths through m0 are cut
+
+
 def test_bad_method() -> None:
     with pytest.raises(MechscopeError, match="unknown method"):
         attribute(hooked("gpt2"), toy_batch(), method="acdc")

@@ -22,6 +22,12 @@ its gradient is the same for all of them and one backward pass yields every edge
    rule); in a parallel block ``d/d resid_pre - d/d resid_post - sum of the attention ports``.
    The logits port's gradient is ``d/d resid_post`` of the last layer. EAP-IG averages them.
    (Ungrouped GQA ports: k/v gradients are split per query head, see :mod:`.gqa`.)
+   EAP-IG with activations (``"eap-ig-activations"``, MIB's EAP-IG-activations, the reference
+   library's ``get_scores_ig_activations``) interpolates one layer component at a time instead of
+   the input: for the input and every layer's attention and MLP output, and k = 1..steps, that
+   component's output is set to ``corrupt + k/steps (clean - corrupt)`` (a constant, so no
+   gradient flows through it), the clean tokens run forward and backward, and the port gradients
+   of all ``(1 + 2 n_layers) steps`` runs are averaged.
 4. ``scores = einsum("bpnd,bpkd->nk", delta, grads)`` with the gradients of the batch-mean
    metric: the first-order change of that mean when the edge alone is patched (0 off the graph).
 """
@@ -48,7 +54,8 @@ from mechscope.tasks.base import TaskBatch
 from mechscope.tasks.metrics import Metric, logit_diff
 
 Tensor = torch.Tensor
-METHODS = ("eap", "eap-ig")
+Replace = tuple[str, Tensor]  # a site whose output is set to a constant
+METHODS = ("eap", "eap-ig", "eap-ig-activations")
 
 
 def attribute(
@@ -71,18 +78,21 @@ def attribute(
     clean_logits, clean = run_nodes(model, batch.clean_tokens, mask)
     corrupt_logits, corrupt = run_nodes(model, batch.corrupt_tokens, mask)
     delta = corrupt - clean
-    points: list[Tensor | None] = [None]
+    e_clean, e_corrupt = clean[:, :, 0], corrupt[:, :, 0]
+    points: list[tuple[Tensor | None, Replace | None]] = [(None, None)]
     if method == "eap-ig":
-        e_clean, e_corrupt = clean[:, :, 0], corrupt[:, :, 0]
-        points = [e_corrupt + k / steps * (e_clean - e_corrupt) for k in range(steps)]
+        points = [(e_corrupt + k / steps * (e_clean - e_corrupt), None) for k in range(steps)]
+    elif method == "eap-ig-activations":
+        points = _activation_points(model, batch, e_clean, e_corrupt, steps)
     maps = [qkv_maps(model, layer) for layer in range(model.dims.n_layers)]
-    grads = sum(port_grads(model, graph, batch, metric, p, maps) for p in points) / len(points)
+    grads = sum(port_grads(model, graph, batch, metric, e, maps, r) for e, r in points)
+    grads = grads / len(points)
     scores = edge_scores(graph, delta, grads)
     meta = {
         "model": model.provenance.get("name", model.hf.config.model_type),
         "task": batch.name,
         "metric": getattr(metric, "__name__", str(metric)),
-        "steps": steps if method == "eap-ig" else 1,
+        "steps": steps if method != "eap" else 1,
         "n_prompts": len(batch),
         "clean_metric": float(metric(clean_logits, batch).mean()),
         "corrupt_metric": float(metric(corrupt_logits, batch).mean()),
@@ -103,12 +113,41 @@ def edge_scores(graph: Graph, delta: Tensor, grads: Tensor) -> Tensor:
     return scores.masked_fill(~graph.edge_mask, 0.0)
 
 
+def _activation_points(
+    model: HookedModel, batch: TaskBatch, e_clean: Tensor, e_corrupt: Tensor, steps: int
+) -> list[tuple[Tensor | None, Replace | None]]:
+    """EAP-IG-activations' gradient points: each component's output interpolated, k = 1..steps."""
+    sites = [
+        f"blocks.{i}.hook_{c}_out" for i in range(model.dims.n_layers) for c in ("attn", "mlp")
+    ]
+    runs = []
+    with torch.no_grad():
+        for tokens in (batch.clean_tokens, batch.corrupt_tokens):
+            runs.append(
+                model.run_with_cache(tokens, names=sites, attention_mask=batch.clean_mask)[1]
+            )
+    a = [k / steps for k in range(1, steps + 1)]
+    points: list[tuple[Tensor | None, Replace | None]] = [
+        (e_corrupt + x * (e_clean - e_corrupt), None) for x in a
+    ]
+    for site in sites:
+        c, k = runs[0][site], runs[1][site]
+        points += [(None, (site, k + x * (c - k))) for x in a]
+    return points
+
+
 def _site_grads(
-    model: HookedModel, batch: TaskBatch, metric: Metric, embed: Tensor | None, rep: int
+    model: HookedModel,
+    batch: TaskBatch,
+    metric: Metric,
+    embed: Tensor | None,
+    rep: int,
+    replace: Replace | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(gradients, forward values) of the sites step 2 needs, from one forward and backward.
 
-    With ``rep > 1`` (ungrouped GQA ports) the k/v gradients are split per query head.
+    With ``rep > 1`` (ungrouped GQA ports) the k/v gradients are split per query head;
+    ``replace=(site, value)`` sets that site's output to the constant ``value``.
     """
     n = model.dims.n_layers
     grads: dict[str, Tensor] = {}
@@ -133,6 +172,8 @@ def _site_grads(
     if not model.dims.parallel:
         bwd.append("blocks.*.hook_resid_mid")
     fwd = [("blocks.0.hook_resid_pre", start), ("blocks.*.hook_resid_pre", keep_act)]
+    if replace is not None:
+        fwd.append((replace[0], lambda x, hook: replace[1]))
     if rep > 1:
         bwd += ["blocks.*.attn.hook_attn_scores", "blocks.*.attn.hook_z"]
         fwd += [("blocks.*.attn.hook_k", keep_live), ("blocks.*.attn.hook_attn_scores", keep_live)]
@@ -152,9 +193,11 @@ def port_grads(
     metric: Metric,
     embed: Tensor | None,
     maps: list[list[tuple[Tensor, Tensor]]],
+    replace: Replace | None = None,
 ) -> Tensor:
-    """d metric / d(input of each port) [batch pos port d_model] at one gradient point."""
-    grads, acts = _site_grads(model, batch, metric, embed, kv_repeat(model, graph))
+    """d metric / d(input of each port) [batch pos port d_model] at one gradient point (the input
+    ``embed``, or the clean input with ``replace=(site, constant value)``)."""
+    grads, acts = _site_grads(model, batch, metric, embed, kv_repeat(model, graph), replace)
     n, per = model.dims.n_layers, graph.ports_per_layer
     x0 = acts["blocks.0.hook_resid_pre"]
     out = x0.new_zeros(*x0.shape[:2], len(graph.ports), x0.shape[-1])

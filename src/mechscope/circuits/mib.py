@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mechscope.circuits.circuit import Circuit
-from mechscope.circuits.eap import attribute
+from mechscope.circuits.eap import METHODS, attribute
 from mechscope.circuits.faithfulness import Evaluator
 from mechscope.circuits.graph import Graph
 from mechscope.errors import MechscopeError
@@ -40,7 +40,7 @@ from mechscope.tasks.base import TaskBatch
 from mechscope.tasks.metrics import Metric, logit_diff
 
 PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-MIB_METHODS = ("eap", "eap-ig", "random")
+MIB_METHODS = ("eap", "eap-ig", "eap-ig-activations", "random")
 
 
 def areas(
@@ -254,9 +254,9 @@ def finding_stats(
     """What ``mechscope circuit --mib --stability N`` adds to a :class:`CircuitRun`'s JSON: the
     MIB score of its scored edges and the stability of a circuit of its size."""
     method = found.scored.method
-    if method not in ("eap", "eap-ig"):
+    if method not in METHODS:
         raise MechscopeError(
-            f"--mib and --stability need edge scores that rank (eap, eap-ig), not {method!r}"
+            f"--mib and --stability need edge scores that rank ({', '.join(METHODS)}), not {method!r}"
         )
     out: dict[str, Any] = {}
     if mib:

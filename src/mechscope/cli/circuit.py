@@ -23,7 +23,9 @@ def _edge_counts(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
 
 @click.command()
 @task_options
-@click.option("--method", type=click.Choice(["eap", "eap-ig", "acdc"]), default="eap-ig")
+@click.option(
+    "--method", type=click.Choice(["eap", "eap-ig", "eap-ig-activations", "acdc"]), default="eap-ig"
+)
 @click.option("--steps", default=5, show_default=True, help="EAP-IG interpolation steps.")
 @click.option(
     "--ungroup-kv",
