@@ -67,8 +67,9 @@ def test_grouped_graph_is_the_ungrouped_one_summed(smollm2, swap_batch) -> None:
     ungrouped = Graph.from_dims(smollm2.dims, ungroup_kv=True)
     assert grouped.n_edges == 70_651
     m = ungroup_map(grouped, ungrouped)
-    g = attribute(smollm2, swap_batch, method="eap-ig", steps=5, graph=grouped)
-    u = attribute(smollm2, swap_batch, method="eap-ig", steps=5, graph=ungrouped)
+    # the identity holds at any gradient point, so one (EAP's) is enough
+    g = attribute(smollm2, swap_batch, method="eap", graph=grouped)
+    u = attribute(smollm2, swap_batch, method="eap", graph=ungrouped)
     scale = float(u.scores.abs().max())
     torch.testing.assert_close(g.scores, u.scores @ m.T.float(), atol=1e-4 * scale, rtol=0)
     ev_g = Evaluator(smollm2, swap_batch, graph=grouped)

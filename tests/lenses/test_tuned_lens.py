@@ -69,6 +69,32 @@ def test_training_lowers_held_out_kl_at_every_layer(
     np.testing.assert_allclose(untrained.logit, kl.logit)
 
 
+def test_held_out_kl_is_the_mean_kl_of_each_position(
+    tiny_lm: HookedModel, tiny_corpus: Corpus, trained: TunedLens
+) -> None:
+    """Against torch's kl_div on the same windows, every layer read through the model's own
+    final norm and unembedding (logit lens) or the lens's translator first (tuned lens)."""
+    from mechscope.corpus import batches
+
+    kl = held_out_kl(tiny_lm, tiny_corpus, lens=trained, tokens=256, seq_len=32)
+    sums, n = np.zeros((2, tiny_lm.dims.n_layers)), 0
+    with torch.inference_mode():
+        for batch in batches(tiny_corpus, tiny_lm.tokenizer, batch_size=4, seq_len=32,
+                             n_tokens=256, seed=0, split="test"):  # fmt: skip
+            logits, cache = tiny_lm.run_with_cache(batch, names="blocks.*.hook_resid_post")
+            final = logits.flatten(0, 1).log_softmax(-1)
+            n += final.shape[0]
+            for layer in range(tiny_lm.dims.n_layers):
+                resid = cache[f"blocks.{layer}.hook_resid_post"].flatten(0, 1)
+                for row, h in enumerate((resid, trained.translate(resid[None], [layer])[0])):
+                    z = tiny_lm.unembed(tiny_lm.final_norm(h)).log_softmax(-1)
+                    per = torch.nn.functional.kl_div(z, final, log_target=True, reduction="none")
+                    sums[row, layer] += per.sum(-1).clamp_min(0).sum().item()
+    assert kl.tokens == n
+    np.testing.assert_allclose(kl.logit, sums[0] / n, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(kl.tuned, sums[1] / n, rtol=1e-4, atol=1e-6)
+
+
 def test_training_touches_only_the_translators(tiny_lm: HookedModel, trained: TunedLens) -> None:
     fresh = HookedModel(tiny_model("llama"))
     for (name, p), q in zip(tiny_lm.hf.named_parameters(), fresh.hf.parameters(), strict=True):

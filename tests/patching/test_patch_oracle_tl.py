@@ -83,6 +83,10 @@ def setup(smollm2_hf_copy: tuple[Any, Any]) -> tuple[Any, mechscope.HookedModel,
     return bridge, model, (clean, corrupt, logit_diff)
 
 
+def cell_layers(sweep: str) -> list[int]:
+    return sorted({cell[0] for cell in CELLS[sweep][2]})
+
+
 def tl_cells(bridge: Any, sweep: str, base: torch.Tensor, source: torch.Tensor, metric) -> Any:
     """TransformerLens's values at the sweep's cells (the index names matter only to its output)."""
     from transformer_lens import patching
@@ -104,7 +108,10 @@ def test_matches_transformerlens(setup: tuple, sweep: str, direction: str) -> No
     bridge, model, (clean, corrupt, metric) = setup
     # noising also unembeds only the last position (the metric reads nothing else)
     last = torch.full((clean.shape[0],), clean.shape[1] - 1) if direction == "noise" else None
-    ours = patch(model, clean, corrupt, metric, sweep, direction=direction, read_pos=last)
+    # one full sweep (every layer) is checked; the other three sweep only their cells' layers
+    layers = None if (sweep, direction) == ("resid_pre", "denoise") else cell_layers(sweep)
+    ours = patch(model, clean, corrupt, metric, sweep, direction=direction, read_pos=last,
+                 layers=layers)  # fmt: skip
     base, source = (corrupt, clean) if direction == "denoise" else (clean, corrupt)
     theirs = tl_cells(bridge, sweep, base, source, metric)
     cells = CELLS[sweep][2]
@@ -116,7 +123,7 @@ def test_matches_transformerlens(setup: tuple, sweep: str, direction: str) -> No
 @pytest.mark.parametrize("sweep", [s for s in CELLS if s not in ("resid_pre", "attn_head")])
 def test_other_sweeps_match_transformerlens(setup: tuple, sweep: str) -> None:
     bridge, model, (clean, corrupt, metric) = setup
-    layers = sorted({cell[0] for cell in CELLS[sweep][2]})
+    layers = cell_layers(sweep)
     ours = patch(model, clean, corrupt, metric, sweep, layers=layers)
     assert ours.values.shape[0] == model.dims.n_layers
     others = [i for i in range(model.dims.n_layers) if i not in layers]

@@ -41,11 +41,14 @@ class LensKL:
         return out
 
 
-def _kl(model: HookedModel, resid: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
-    """Summed KL(final || lens) of ``resid [n d_model]`` given final log-probs [n d_vocab]."""
+def _kl(model: HookedModel, resid: torch.Tensor, p: torch.Tensor, neg_h: torch.Tensor) -> float:
+    """Summed KL(final || lens) of ``resid [n d_model]`` given the final probabilities ``p``
+    [n d_vocab] and ``neg_h = sum(p log p)`` [n]: with the lens's logits z,
+    KL = sum p (log p - z) + logsumexp(z), since the probabilities sum to 1."""
     with model.capture_inputs() as inputs:
-        logp = model.run_from(resid[None], model.dims.n_layers, inputs)[0].float().log_softmax(-1)
-    return (final.exp() * (final - logp)).sum(-1).clamp_min(0).sum()
+        z = model.run_from(resid[None], model.dims.n_layers, inputs)[0].float()
+    kl = neg_h - (p * z).sum(-1) + torch.logsumexp(z, -1)
+    return float(kl.clamp_min(0).sum())
 
 
 def held_out_kl(
@@ -82,11 +85,13 @@ def held_out_kl(
             seen += final.shape[0]
             for a in range(0, final.shape[0], chunk):
                 part, fin = resid[:, a : a + chunk], final[a : a + chunk]
+                p = fin.exp()
+                neg_h = (p * fin).sum(-1)
                 for layer in range(n_layers):
-                    sums["logit"][layer] += _kl(model, part[layer], fin).item()
+                    sums["logit"][layer] += _kl(model, part[layer], p, neg_h)
                     if lens is not None:
                         h = lens.translate(part[layer, None], [layer])[0]
-                        sums["tuned"][layer] += _kl(model, h, fin).item()
+                        sums["tuned"][layer] += _kl(model, h, p, neg_h)
     if seen == 0:
         raise MechscopeError("no held-out window to evaluate; use a larger corpus")
     means = {k: (v / seen).numpy() for k, v in sums.items()}
