@@ -186,7 +186,8 @@ def _resume(saved: dict[str, bytes], states: list[SourceState], sums: list[torch
 
 def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, corpus: Any,
            saved: dict[str, bytes], db: FeatureDB | None, every: int) -> tuple:  # fmt: skip
-    """This rank's states over its batches, the float64 sums in stream order, the progress."""
+    """This rank's states over its batches, the float64 sums in stream order, the progress and
+    the batches done when it started (from a checkpoint)."""
     world, me = world_size(), rank()
     states = [_empty(s, cfg) for s in sources]
     sums = [torch.zeros((2, s.readout.n_units), dtype=torch.float64) for s in sources]
@@ -195,6 +196,7 @@ def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, cor
     total = -(-cfg.n_tokens // (cfg.seq_len * cfg.batch_size))
     stream = progress(_stream(model, cfg, corpus), total=total, desc="features build", quiet=quiet or me > 0, unit="batch")  # fmt: skip
     resid, done = _resume(saved, states, sums)
+    resumed = done["batches"]
     mine: list[torch.Tensor | None] = [None] * len(sources)
     for i, tokens in enumerate(stream):
         if i < done["batches"]:
@@ -221,7 +223,7 @@ def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, cor
                 _save(db, states, sums, resid, done)
     if done["batches"] % world:
         _add_round(sums, mine)
-    return states, sums, resid, done
+    return states, sums, resid, done, resumed
 
 
 def build_features(
@@ -257,10 +259,9 @@ def build_features(
             held["db"].close()
         return {**summary, "windows": None, "tokens": 0, "seconds": 0.0}
     saved = from_main(lambda: _read(held["db"]))
-    resumed = json.loads(saved["progress"])["batches"] if saved else 0
     error, result = None, None
     try:
-        states, sums, resid, done = _score(model, cfg, sources, quiet, corpus, saved,
+        states, sums, resid, done, resumed = _score(model, cfg, sources, quiet, corpus, saved,
                                            held.get("db"), checkpoint_rounds)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - raised on every rank
         error = exc
