@@ -20,10 +20,11 @@ def pareto_figure(
     reference: Mapping[str, float] | None = None,
     xlabel: str = "effective bits per weight (decoder-layer Linear weights)",
     highlight: str = "circuit",
+    reference_label: str = "as shipped",
 ) -> Figure:
     """One panel per ``(metric, label)``; ``points[f"{method}:{metric}"]`` are (bits, value,
     half-width of its 95% interval); ``reference[metric]`` draws a dashed line (the shipped model);
-    methods starting with ``highlight`` are drawn on top."""
+    methods starting with ``highlight`` are drawn on top; ``reference_label`` names the line."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -41,7 +42,7 @@ def pareto_figure(
                         color=colors(i % 20), label=method,
                         zorder=3 if method.startswith(highlight) else 2)  # fmt: skip
         if reference and metric in reference:
-            ax.axhline(reference[metric], ls="--", c="gray", lw=1, label="as shipped")
+            ax.axhline(reference[metric], ls="--", c="gray", lw=1, label=reference_label)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -55,18 +55,23 @@ def prune_figure(pruning: dict[str, Any]) -> Figure:
     from mechscope.viz.compress import pareto_figure
 
     metrics = list(next(iter(pruning["curves"].values()))[0]["value"])
+    base = {k: v["mean"] for k, v in pruning["base"].items()}
+    start = {**base, "kl": 0.0, "agreement": 1.0}  # the full model at 0 removed
     points: dict[str, list[tuple[float, float, float]]] = {}
     for name, rows in pruning["curves"].items():
         for metric in metrics:
-            points[f"{name}:{metric}"] = [
+            points[f"{name}:{metric}"] = [(0, start[metric], 0.0)] + [
                 (row["n"], v["mean"], (v["high"] - v["low"]) / 2)
                 for row in rows
                 for v in [row["value"][metric]]
             ]
     panels = [(m, LABELS.get(m, f"{m} (logit difference)")) for m in metrics]
-    base = {k: v["mean"] for k, v in pruning["base"].items()}
-    return pareto_figure(points, panels, base, xlabel="experts removed per layer",
-                         highlight="reroute_effect")  # fmt: skip
+    fig = pareto_figure(points, panels, base, xlabel="experts removed per layer",
+                        highlight="reroute_effect", reference_label="full model")  # fmt: skip
+    n_max = max(len(rows) for rows in pruning["curves"].values())
+    for ax in fig.axes:
+        ax.set_xticks(range(n_max + 1))
+    return fig
 
 
 def moe_html(data: dict[str, Any], fig: Figure | None = None) -> Markup:
