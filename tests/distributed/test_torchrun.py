@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -187,6 +188,17 @@ def _kill_features(root: Path, args: list[str]) -> None:
     con.close()
     assert killed is not None and status == "building", status
     (root / "features-killed.json").write_text(json.dumps(killed))
+    for f in root.glob("features-kill.db*"):  # with its journal, if the kill left one
+        shutil.copy(f, root / f.name.replace("features-kill", "features-killed"))
+
+
+def test_a_two_rank_checkpoint_is_refused_by_one_process(runs: Path) -> None:
+    args = [*commands(runs, "kill")[4], "--checkpoint-rounds", "1"]
+    args[args.index(str(runs / "features-kill.db"))] = str(runs / "features-killed.db")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0, result.output
+    assert "checkpointed by 2 processes" in result.output and "--nproc-per-node 2" in result.output
 
 
 SLOW = """
