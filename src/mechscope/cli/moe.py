@@ -210,3 +210,6 @@ def _summary(payload: dict[str, Any]) -> None:
                 f"  most needed E{worst} (+{layer['causal']['loss_delta_ablate'][worst]:.3f} loss)"
             )
         click.echo(line)
+    for name, rows in payload.get("pruning", {}).get("curves", {}).items():
+        cells = [f"{r['n']}: {r['delta']['lm']['mean']:+.3f}" for r in rows]
+        click.echo(f"held-out loss change, {name} (removed per layer): {', '.join(cells)}")
