@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import mechscope
 from machine import add_device_option, device_label, pick_device
+from mechscope.compress import evaluate
 from mechscope.compress.api import IMPORTANCES, CompressConfig, calibration
 from mechscope.compress.apply import quantize_model
 from mechscope.compress.calib import input_stats, loss_grads, task_fisher
@@ -62,37 +62,11 @@ def log(*a: object) -> None:
 
 
 def eval_sets(model, n_ioi: int, n_other: int, lm_tokens: int) -> dict:  # type: ignore[no-untyped-def]
-    sets = {"ioi": load_task("ioi", model, n=n_ioi, seed=1).tokenize(model)}
-    for name in HELD_OUT:
-        sets[name] = load_task(name, model, n=n_other, seed=1).tokenize(model)
-    ind = load_task("induction", model, n=n_other, seed=1, seq_len=20)
-    sets["induction"] = torch.tensor([[*c, a] for c, a in zip(ind.clean, ind.answer)])
-    cfg = CompressConfig(bits=16, method="awq", seq_len=128, calib_tokens=lm_tokens)
-    sets["lm"] = torch.cat(calibration(model, cfg, split="test"))
-    return sets
+    sets = evaluate.eval_sets(model, ("ioi",), n_ioi, lm_tokens)
+    return {**sets, **evaluate.eval_sets(model, (*HELD_OUT, "induction"), n_other, 0)}
 
 
-@torch.no_grad()
-def measure(model, sets: dict) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
-    out = {}
-    for name in ("ioi", *HELD_OUT):
-        b = sets[name]
-        logits = model.forward(b.clean_tokens, b.clean_mask)
-        out[name] = logit_diff(logits, b).tolist()
-    toks = sets[
-        "induction"
-    ]  # [n, 40]: loss on positions 21..39 (the second copy's predictable part)
-    logits = model.forward(toks)[:, 20:-1].float()
-    ce = F.cross_entropy(logits.transpose(1, 2), toks[:, 21:], reduction="none")
-    out["induction"] = ce.mean(1).tolist()
-    lm = []
-    for chunk in sets["lm"].split(8):
-        logits = model.forward(chunk)[:, :-1].float()
-        lm += (
-            F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none").mean(1).tolist()
-        )
-    out["lm"] = lm
-    return out
+measure = evaluate.measure
 
 
 def done_keys(path: Path) -> dict[str, dict]:

@@ -1,11 +1,13 @@
-"""Scaling of `mechscope harvest` and `mechscope sae train` from one process to two (torchrun).
+"""Scaling of `mechscope harvest`, `sae train` and `features build` from one process to two.
 
 Builds a random Llama (``--d-model``, ``--layers``) with a word-level tokenizer and a corpus of
 random words in a temporary folder, then runs each command as a user would: once as one process,
 once as ``torchrun --standalone --nproc-per-node 2 --no-python mechscope ...`` (gloo, one torch
 thread per process). Prints wall and CPU seconds (the children's), tokens/s, the speed-up of two
 processes over one (the peer is the one-process run), and checks that the two stores are
-identical and the two SAEs agree to float tolerance. Read the speed-up with the load average it
+identical, the two SAEs agree to float tolerance and the two feature databases (MLP neurons of the
+last layer and the one-process SAE's latents, ``--feature-tokens`` tokens) are identical row for
+row. Read the speed-up with the load average it
 prints: on a 2-core machine shared with other jobs, two processes only help when a core is free.
 
     python benchmarks/bench_scale.py --tokens 65536
@@ -75,12 +77,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=65536)
     parser.add_argument("--shard-tokens", type=int, default=8192)
     parser.add_argument("--sae-batch", type=int, default=1024)
+    parser.add_argument("--feature-tokens", type=int, default=32768)
     add_device_option(parser)
     args = parser.parse_args()
     device = pick_device(args.device)
     if device.type != "cpu":
         raise SystemExit("error: bench_scale measures CPU processes over gloo; use --device cpu")
     print(" · ".join(f"{k} {v}" for k, v in machine(device).items()))
+    print("load average before:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         setup(root, args)
@@ -93,8 +97,22 @@ def main() -> None:
             train = [*launcher(procs), "sae", "train", "--acts", str(root / f"acts{procs}"),
                      "--arch", "topk", "--k", "32", "--expansion", "8", "--batch-size",
                      str(args.sae_batch), "--out", str(root / f"sae{procs}"), "--quiet"]  # fmt: skip
-            times[procs] = (run(harvest), run(train))
+            features = [*launcher(procs), "features", "build", "-m", str(root / "model"),
+                        "-s", f"mlp:{args.layers - 1}", "-s", f"sae:{root / 'sae1'}",
+                        "--corpus", str(root / "text.jsonl"), "-n", str(args.feature_tokens),
+                        "--out", str(root / f"features{procs}.db"), "--quiet"]  # fmt: skip
+            times[procs] = (run(harvest), run(train), run(features))
         report(root, args, times)
+
+
+def _rows(path: Path) -> dict[str, list]:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    out = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    con.close()
+    return out
 
 
 def report(root: Path, args: argparse.Namespace, times: dict) -> None:
@@ -109,12 +127,15 @@ def report(root: Path, args: argparse.Namespace, times: dict) -> None:
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     print(f"random Llama d_model {args.d_model}, {args.layers} layers; harvest {one.n_tokens:,} "
           f"tokens of {SITE}; TopK SAE 8x, k 32, batch {args.sae_batch}")  # fmt: skip
-    for i, name in enumerate(("harvest", "sae train")):
+    for i, name in enumerate(("harvest", "sae train", "features build")):
         (w1, c1), (w2, c2) = times[1][i], times[2][i]
+        n = args.feature_tokens if i == 2 else one.n_tokens
         print(f"{name}: 1 process {w1:.1f} s wall ({c1:.1f} s CPU), 2 processes {w2:.1f} s wall "
               f"({c2:.1f} s CPU); speed-up {w1 / w2:.2f}x, "
-              f"{one.n_tokens / w1:,.0f} -> {one.n_tokens / w2:,.0f} tokens/s")  # fmt: skip
-    print(f"stores identical: {same}; SAE weights max |diff| {diff:.2e}")
+              f"{n / w1:,.0f} -> {n / w2:,.0f} tokens/s")  # fmt: skip
+    dbs = [_rows(root / f"features{p}.db") for p in (1, 2)]
+    print(f"stores identical: {same}; SAE weights max |diff| {diff:.2e}; feature databases "
+          f"identical: {dbs[0] == dbs[1]} ({sum(len(v) for v in dbs[0].values()):,} rows)")  # fmt: skip
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 

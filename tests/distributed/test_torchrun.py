@@ -1,8 +1,10 @@
 """Two gloo processes under torchrun against one process: `mechscope harvest` writes the same
-store and `mechscope sae train` (data-parallel) the same weights to float tolerance.
+store, `mechscope sae train` (data-parallel) the same weights to float tolerance and `mechscope
+features build` the same database, also after kill -9 and a resume.
 
-One torchrun launch runs both commands (each launch starts three Python processes on a shared
-2-core machine); the commands are the CLI's own, called in-process by a small script.
+One torchrun launch runs every command (each launch starts three Python processes on a shared
+2-core machine); the commands are the CLI's own, called in-process by a small script. Two more
+launches are killed (a features build and a harvest), the harvest needing one launch to resume.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,6 +37,7 @@ SITE = "blocks.1.hook_resid_post"
 # keep them on one worker
 pytestmark = pytest.mark.xdist_group("torchrun")
 
+LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 SCRIPT = """
 import sys
 from mechscope.cli.main import cli
@@ -78,10 +83,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert result.exit_code == 0, result.output
     (root / "run.py").write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-              "2", str(root / "run.py"), *(" ".join(c) for c in commands(root, "two"))]  # fmt: skip
-    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
+    resume = [*commands(root, "kill")[4], "--checkpoint-rounds", "1"]
+    _kill_features(root, resume)  # a 2-rank build killed after a checkpoint; resumed below
+    launch = [*LAUNCH, str(root / "run.py"), *(" ".join(c) for c in commands(root, "two"))]
+    done = subprocess.run([*launch, " ".join(resume)], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    (root / "launch.out").write_text(done.stdout)
     return root
 
 
@@ -123,11 +131,74 @@ def _rows(path: Path) -> dict[str, list]:
     return out
 
 
-def test_two_ranks_build_the_same_feature_database(runs: Path) -> None:
-    one, two = _rows(runs / "features-one.db"), _rows(runs / "features-two.db")
+@pytest.mark.parametrize("run", ["two", "kill"])
+def test_two_ranks_build_the_same_feature_database(runs: Path, run: str) -> None:
+    """Uninterrupted, and killed (kill -9) after a checkpoint then resumed by the same command."""
+    one, two = _rows(runs / "features-one.db"), _rows(runs / f"features-{run}.db")
     assert sum(len(v) for v in one.values()) > 100
     for table in one:
         assert two[table] == one[table], table
+    if run == "kill":
+        killed = json.loads((runs / "features-killed.json").read_text())
+        assert 4 <= killed["batches"] < 18 and killed["world"] == 2, killed
+        assert (
+            f"resumed from a checkpoint after batch {killed['batches']}"
+            in (runs / "launch.out").read_text()
+        )
+
+
+SLOW_FEATURES = """
+import sys, time
+import mechscope.distributed.features as f
+
+capture = f.capture_sites
+f.capture_sites = lambda *a, **k: (time.sleep(0.3), capture(*a, **k))[1]  # time to kill it
+from mechscope.cli.main import cli
+cli(sys.argv[1:], standalone_mode=False)
+"""
+
+
+def _checkpoint(db: Path) -> dict | None:
+    """The progress of the build's last checkpoint, if any (read while the build writes)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = con.execute("SELECT data FROM build_state WHERE name = 'progress'").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None  # not created yet, or locked by the writer
+    return json.loads(rows[0][0]) if rows else None
+
+
+def _kill_features(root: Path, args: list[str]) -> None:
+    """Launch ``args`` slowed down on 2 ranks, kill -9 it after its second checkpoint and keep
+    that checkpoint's progress in features-killed.json."""
+    (root / "slow_features.py").write_text(SLOW_FEATURES)
+    db = root / "features-kill.db"
+
+    def ready() -> bool:
+        got = _checkpoint(db)
+        return bool(got) and got["batches"] >= 4
+
+    _launch_and_kill(root, root / "slow_features.py", args, ready)
+    killed = _checkpoint(db)
+    con = sqlite3.connect(db)
+    status = con.execute("SELECT value FROM meta WHERE key = 'status'").fetchone()[0]
+    con.close()
+    assert killed is not None and status == "building", status
+    (root / "features-killed.json").write_text(json.dumps(killed))
+    for f in root.glob("features-kill.db*"):  # with its journal, if the kill left one
+        shutil.copy(f, root / f.name.replace("features-kill", "features-killed"))
+
+
+def test_a_two_rank_checkpoint_is_refused_by_one_process(runs: Path) -> None:
+    args = [*commands(runs, "kill")[4], "--checkpoint-rounds", "1"]
+    args[args.index(str(runs / "features-kill.db"))] = str(runs / "features-killed.db")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0, result.output
+    assert "checkpointed by 2 processes" in result.output and "--nproc-per-node 2" in result.output
 
 
 SLOW = """
@@ -154,22 +225,17 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_two_rank_harvest_killed_resumes_to_the_one_process_store(runs: Path) -> None:
-    args = commands(runs, "kill")[0]
-    (runs / "slow.py").write_text(SLOW)
+def _launch_and_kill(root: Path, script: Path, args: list[str], ready: Any) -> None:
+    """Launch ``script args`` on 2 ranks and SIGKILL every process of it once ``ready()``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]  # fmt: skip
-    log = (runs / "kill.log").open("w")
-    proc = subprocess.Popen([*launch, str(runs / "slow.py"), *args], env=env, start_new_session=True,
+    log = (root / "kill.log").open("w")
+    proc = subprocess.Popen([*LAUNCH, str(script), *args], env=env, start_new_session=True,
                             stdout=log, stderr=log)  # fmt: skip
-    manifest = runs / "acts-kill" / "manifest.json"
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
             time.sleep(0.05)
-        assert proc.poll() is None, (runs / "kill.log").read_text()[-3000:]
+        assert proc.poll() is None, (root / "kill.log").read_text()[-3000:]
         workers = _children(proc.pid)  # torchrun starts its workers in their own sessions
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
@@ -179,9 +245,21 @@ def test_two_rank_harvest_killed_resumes_to_the_one_process_store(runs: Path) ->
         proc.wait()
         log.close()
     assert len(workers) == 2
+
+
+def test_two_rank_harvest_killed_resumes_to_the_one_process_store(runs: Path) -> None:
+    args = commands(runs, "kill")[0]
+    (runs / "slow.py").write_text(SLOW)
+    manifest = runs / "acts-kill" / "manifest.json"
+
+    def ready() -> bool:
+        return manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2
+
+    _launch_and_kill(runs, runs / "slow.py", args, ready)
     killed = json.loads(manifest.read_text())
     assert not killed["complete"] and 2 <= len(killed["shards"]) < 8, killed["shards"]
-    done = subprocess.run([*launch, str(runs / "run.py"), " ".join(args)], env=env,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*LAUNCH, str(runs / "run.py"), " ".join(args)], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = ActivationStore.open(runs / "acts-one"), ActivationStore.open(runs / "acts-kill")

@@ -43,12 +43,16 @@ def test_moe_command_writes_the_issue_json_and_views(folders, tmp_path: Path) ->
         domain = layer["specialisation"]["domain"]
         assert domain["labels"] == [str(words), str(numbers)]
     pruning = d["pruning"]
-    assert set(pruning["prune"]) == {"reroute_effect", "load", "random"}
-    assert [row["n_pruned"] for row in pruning["prune"]["load"]] == [1, 2]  # down to top_k left
+    assert set(pruning["curves"]) == {"reroute_effect", "ablate_effect", "load", "router_weight",
+                                      "random", "cka_merge"}  # fmt: skip
+    assert [row["n"] for row in pruning["curves"]["load"]] == [1, 2]  # down to top_k left
+    v = pruning["curves"]["load"][0]["value"]["lm"]
+    assert set(pruning["curves"]["load"][0]["value"]) == {"lm", "kl", "agreement"}
+    assert v["low"] <= v["mean"] <= v["high"]
     assert [m["layer"] for m in pruning["merge"]] == [0, 1]
     html = (tmp_path / "moe.html").read_text()
     assert "expert load by layer and token class" in html and "<script src=" not in html
-    assert "held-out tokens" in html
+    assert "held-out windows" in html and html.count("data:image/png") == 2
     assert (tmp_path / "moe.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -8,7 +8,6 @@ import torch
 
 from mechscope.moe import linear_cka, moe_analysis
 from mechscope.moe.planted import chain_batch
-from mechscope.moe.prune import merge_pairs, prune_curve
 
 
 def test_the_planted_model_learned_its_task(planted) -> None:
@@ -48,21 +47,6 @@ def test_ablation_hurts_the_class_its_expert_serves(planted, planted_windows) ->
                 assert int(by_class[layer, e].argmax()) == served[e]
                 hits += 1
     assert hits >= 4
-
-
-def test_reroute_guided_pruning_beats_random_and_merging_beats_pruning(
-    planted, planted_windows
-) -> None:
-    r = moe_analysis(planted.model, planted_windows, classes=planted.classes, cka_windows=4,
-                     causal_windows=16)  # fmt: skip
-    load = torch.stack([torch.bincount(r.routing.indices[L].reshape(-1), minlength=4) for L in
-                        range(2)])  # fmt: skip
-    curve = prune_curve(planted.model, planted_windows, {"effect": r.effects.reroute}, max_pruned=1)
-    assert curve["effect"][0]["loss_delta"] <= curve["random"][0]["loss_delta"]
-    before = [p.clone() for p in planted.model.hf.parameters()]
-    merges = merge_pairs(planted.model, planted_windows, r.similarity, load)
-    assert all(m["merge_loss_delta"] < m["prune_loss_delta"] for m in merges)
-    assert all(torch.equal(a, b) for a, b in zip(before, planted.model.hf.parameters()))
 
 
 def test_linear_cka_identities() -> None:

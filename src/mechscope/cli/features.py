@@ -31,10 +31,12 @@ def features() -> None:
 @click.option("--negatives", default=5, show_default=True, help="Non-activating examples.")
 @click.option("--include-first", is_flag=True, help="Rank and count each window's first position too.")  # fmt: skip
 @click.option("--checkpoint-seconds", default=120.0, show_default=True, help="Seconds between checkpoints (resume after a crash).")  # fmt: skip
+@click.option("--checkpoint-rounds", default=50, show_default=True, help="Under torchrun: rounds (one batch per process) between checkpoints; 0: none.")  # fmt: skip
 @quiet_option
 def build(model: str, sources: tuple[str, ...], corpus: str | None, tokens: int, out: str,
           seq_len: int, batch_size: int, seed: int, k: int, quantiles: int, per_quantile: int,
-          negatives: int, include_first: bool, checkpoint_seconds: float, quiet: bool) -> None:  # fmt: skip
+          negatives: int, include_first: bool, checkpoint_seconds: float, checkpoint_rounds: int,
+          quiet: bool) -> None:  # fmt: skip
     """Read the corpus once and store every feature of every SOURCE in a database."""
     from mechscope.corpus import load_corpus
     from mechscope.distributed import is_main, world_size
@@ -49,7 +51,7 @@ def build(model: str, sources: tuple[str, ...], corpus: str | None, tokens: int,
     load_corpus(corpus)  # a bad corpus fails before the model loads
     hooked = load_model(model, quiet=quiet)
     if world_size() > 1:  # torchrun: batches shared by rank, merged on rank 0
-        summary = build_ranks(hooked, cfg, out, quiet=quiet)
+        summary = build_ranks(hooked, cfg, out, checkpoint_rounds=checkpoint_rounds, quiet=quiet)
         if not is_main():
             return
     else:
@@ -62,6 +64,8 @@ def build(model: str, sources: tuple[str, ...], corpus: str | None, tokens: int,
         f"wrote {out}: {', '.join(summary['sources'])}; {summary['tokens']:,} tokens in "
         f"{summary['seconds']:.1f} s ({rate:,.0f} tokens/s)"
     )
+    if summary.get("resumed"):
+        click.echo(f"resumed from a checkpoint after batch {summary['resumed']}")
     click.echo(f"browse it: mechscope serve {out}")
 
 

@@ -44,8 +44,9 @@ from mechscope.cli.common import load_model, quiet_option, write_json
 @click.option(
     "--prune",
     is_flag=True,
-    help="Also prune (by reroute effect, load, random) and merge experts, evaluated on as many "
-    "further windows as --causal-windows.",
+    help="Also prune experts (guided by reroute/ablation effect, load, router weight, random) "
+    "and merge them (by CKA), evaluated like `mechscope compress` on as many further windows as "
+    "--causal-windows (and on the --task prompts).",
 )
 @click.option(
     "--task",
@@ -117,7 +118,8 @@ def moe(
         if held_out.shape[0] == 0:
             raise MechscopeError(f"--prune needs more than --causal-windows {causal_windows} "
                                  "windows: raise --tokens")  # fmt: skip
-        payload["pruning"] = prune_report(hooked, result, held_out)
+        sets = {"lm": held_out, **({"task": task_pair[0]} if task_pair else {})}
+        payload["pruning"] = prune_report(hooked, result, sets)
     write_json(json_out, payload)
     if html_out:
         _write_html(html_out, payload, model)
@@ -132,9 +134,9 @@ def _check(tokens: int, seq_len: int, batch: int, cka: int, causal: int, prune: 
             raise MechscopeError(f"{label} must be positive, got {value}")
     if cka < 0 or causal < 0:
         raise MechscopeError("--cka-windows and --causal-windows must be 0 or more")
-    if prune and (cka == 0 or causal == 0):
-        raise MechscopeError("--prune is guided by the similarity and the causal check: "
-                             "keep --cka-windows and --causal-windows above 0")  # fmt: skip
+    if prune and (cka == 0 or causal < 2):
+        raise MechscopeError("--prune is guided by the similarity and the causal check and needs "
+                             "2+ held-out windows: --cka-windows 1+ and --causal-windows 2+")  # fmt: skip
 
 
 def _windows(
@@ -208,3 +210,6 @@ def _summary(payload: dict[str, Any]) -> None:
                 f"  most needed E{worst} (+{layer['causal']['loss_delta_ablate'][worst]:.3f} loss)"
             )
         click.echo(line)
+    for name, rows in payload.get("pruning", {}).get("curves", {}).items():
+        cells = [f"{r['n']}: {r['delta']['lm']['mean']:+.3f}" for r in rows]
+        click.echo(f"held-out loss change, {name} (removed per layer): {', '.join(cells)}")

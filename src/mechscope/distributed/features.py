@@ -13,23 +13,39 @@
    round of ``world`` batches is all-gathered), so they are the one-process sums bit for bit;
 4. rank 0 writes every feature (:func:`mechscope.features.finalize.finalize`).
 
-No checkpoints under torchrun: a killed run starts again from the first batch (the database
-holds no partial state, so the same command resumes it from scratch).
+Checkpoints: every ``checkpoint_rounds`` rounds (a round is ``world`` batches, one per rank)
+rank 0 gathers every rank's packed state (the one-process checkpoint format, per rank) and writes
+them with the stream-order sums and the progress into the database's ``build_state`` table in one
+transaction, so a checkpoint holds every rank at the same round or nothing. After ``kill -9`` the
+same command with the same number of processes loads it (each rank its own state), skips the
+batches done and goes on: the database is the uninterrupted run's.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from mechscope.distributed import broadcast_error, from_main, init, rank, world_size
 from mechscope.errors import MechscopeError
-from mechscope.features.build import BuildConfig, SourceState, _empty, _start, _stream, _update
-from mechscope.features.db import create_db
+from mechscope.features.build import (
+    BuildConfig,
+    SourceState,
+    _empty,
+    _pack,
+    _start,
+    _stream,
+    _unpack,
+    _update,
+)
+from mechscope.features.db import FeatureDB, create_db
 from mechscope.features.sketch import EMPTY, Sketch, _cells, _fit, _old_max
 from mechscope.features.sources import capture_sites, check_sources, parse_source
 from mechscope.models.hooked import HookedModel
@@ -126,8 +142,52 @@ def _add_round(sums: list[torch.Tensor], mine: list[torch.Tensor | None]) -> Non
                 sums[j] += part
 
 
-def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, corpus: Any) -> tuple:
-    """This rank's states over its batches, the float64 sums in stream order, the progress."""
+def _save(db: FeatureDB | None, states: list[SourceState], sums: list[torch.Tensor],
+          resid: torch.Tensor | None, done: dict[str, int]) -> None:  # fmt: skip
+    """Every rank's state, gathered on rank 0 and written in one transaction."""
+    gathered: list[Any] = [None] * world_size() if rank() == 0 else None  # type: ignore[assignment]
+    dist.gather_object((_pack(states, resid), states[0].hist.n), gathered, dst=0)
+    if db is None:
+        return
+    sums_blob = save_tensors({str(j): s for j, s in enumerate(sums)})
+    info = {**done, "world": world_size(), "rank_n": [n for _, n in gathered]}
+    rows = [("progress", json.dumps(info).encode()), ("sums", sums_blob)]
+    rows += [(f"tensors.{r}", blob) for r, (blob, _) in enumerate(gathered)]
+    with db.backend.transaction():
+        db.backend.execute("DELETE FROM build_state")
+        db.backend.executemany("INSERT INTO build_state (name, data) VALUES (?, ?)", rows)
+
+
+def _read(db: FeatureDB) -> dict[str, bytes]:
+    """The checkpoint rows of an unfinished build (empty for a new one), checked against the
+    number of processes."""
+    saved = {name: bytes(data) for name, data in db.backend.query("SELECT name, data FROM build_state")}  # fmt: skip
+    if saved:
+        was = json.loads(saved["progress"]).get("world", 1)
+        if was != world_size():
+            how = f"torchrun --nproc-per-node {was}" if was > 1 else "one process (no torchrun)"
+            raise MechscopeError(
+                f"{db.backend.where} holds a build checkpointed by {was} process(es); "
+                f"resume it with {how}"
+            )
+    return saved
+
+
+def _resume(saved: dict[str, bytes], states: list[SourceState], sums: list[torch.Tensor]) -> tuple:
+    """Load this rank's state and the sums of a checkpoint; gives (resid, progress)."""
+    if not saved:
+        return None, {"batches": 0, "windows": 0, "n": 0}
+    info = json.loads(saved["progress"])
+    resid = _unpack(saved[f"tensors.{rank()}"], states, info["rank_n"][rank()])
+    for j, s in load_tensors(saved["sums"]).items():
+        sums[int(j)] = s
+    return resid, {k: info[k] for k in ("batches", "windows", "n")}
+
+
+def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, corpus: Any,
+           saved: dict[str, bytes], db: FeatureDB | None, every: int) -> tuple:  # fmt: skip
+    """This rank's states over its batches, the float64 sums in stream order, the progress and
+    the batches done when it started (from a checkpoint)."""
     world, me = world_size(), rank()
     states = [_empty(s, cfg) for s in sources]
     sums = [torch.zeros((2, s.readout.n_units), dtype=torch.float64) for s in sources]
@@ -135,8 +195,12 @@ def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, cor
     sites = sorted({s.hook_name for s in sources})
     total = -(-cfg.n_tokens // (cfg.seq_len * cfg.batch_size))
     stream = progress(_stream(model, cfg, corpus), total=total, desc="features build", quiet=quiet or me > 0, unit="batch")  # fmt: skip
-    done, resid, mine = {"batches": 0, "windows": 0, "n": 0}, None, [None] * len(sources)
+    resid, done = _resume(saved, states, sums)
+    resumed = done["batches"]
+    mine: list[torch.Tensor | None] = [None] * len(sources)
     for i, tokens in enumerate(stream):
+        if i < done["batches"]:
+            continue  # scored before the interruption: in the checkpoint
         if tokens.shape[1] <= start:
             raise MechscopeError("windows of one token have no position after the first")
         if i % world == me:
@@ -155,16 +219,25 @@ def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, cor
         if i % world == world - 1:
             _add_round(sums, mine)
             mine = [None] * len(sources)
+            if every and (i + 1) // world % every == 0:
+                _save(db, states, sums, resid, done)
     if done["batches"] % world:
         _add_round(sums, mine)
-    return states, sums, resid, done
+    return states, sums, resid, done, resumed
 
 
 def build_features(
-    model: HookedModel, cfg: BuildConfig, out: str, *, quiet: bool = True, corpus: Any = None
+    model: HookedModel,
+    cfg: BuildConfig,
+    out: str,
+    *,
+    checkpoint_rounds: int = 50,
+    quiet: bool = True,
+    corpus: Any = None,
 ) -> dict[str, Any]:
     """:func:`mechscope.features.build.build_features` spread over torchrun's ranks (the same
-    database); with one process it is that function."""
+    database), checkpointed every ``checkpoint_rounds`` rounds (0: never); with one process it
+    is that function. The summary's ``resumed`` is the number of batches a checkpoint held."""
     from mechscope.features.build import build_features as build_one
     from mechscope.features.finalize import finalize
 
@@ -185,9 +258,11 @@ def build_features(
         if "db" in held:
             held["db"].close()
         return {**summary, "windows": None, "tokens": 0, "seconds": 0.0}
+    saved = from_main(lambda: _read(held["db"]))
     error, result = None, None
     try:
-        states, sums, resid, done = _score(model, cfg, sources, quiet, corpus)
+        states, sums, resid, done, resumed = _score(model, cfg, sources, quiet, corpus, saved,
+                                           held.get("db"), checkpoint_rounds)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - raised on every rank
         error = exc
     broadcast_error(error)
@@ -209,5 +284,6 @@ def build_features(
                 error = exc
     broadcast_error(error)
     result = {**summary, "status": "complete", "tokens": done["windows"] * cfg.seq_len,
-              "windows": done["windows"], "seconds": time.perf_counter() - began}  # fmt: skip
+              "windows": done["windows"], "seconds": time.perf_counter() - began,
+              "resumed": resumed}  # fmt: skip
     return result

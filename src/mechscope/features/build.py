@@ -217,6 +217,9 @@ def build_features(
         states = [_empty(s, cfg) for s in sources]
         saved = dict(db.backend.query("SELECT name, data FROM build_state"))
         done = json.loads(saved["progress"]) if saved else {"batches": 0, "windows": 0, "n": 0}
+        if done.get("world", 1) > 1:  # a torchrun build's checkpoint (mechscope.distributed)
+            raise MechscopeError(f"{out} holds a build checkpointed by {done['world']} processes; "
+                                 f"resume it with torchrun --nproc-per-node {done['world']}")  # fmt: skip
         resid = _unpack(saved["tensors"], states, done["n"]) if saved else None
         start = 0 if cfg.include_first else 1
         sites = sorted({s.hook_name for s in sources})

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["PlantedMoE", "chain_batch", "train_planted_moe"]
+__all__ = ["PlantedMoE", "chain_batch", "chain_task", "train_planted_moe"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,28 @@ def chain_batch(successor: Tensor, starts: Tensor, length: int) -> Tensor:
     for _ in range(length - 1):
         out.append(successor[out[-1]])
     return torch.stack(out, 1)
+
+
+def chain_task(planted: PlantedMoE, n: int, length: int = 8, seed: int = 0) -> Any:
+    """A :class:`~mechscope.tasks.base.TaskBatch` of ``n`` chains (random starts, ``seed``): the
+    answer is the next token ``f(x)``, the wrong answer another token of the same class (so the
+    logit difference measures the class's permutation, the planted expert's job); the corrupted
+    prompts are other chains of the same length."""
+    from mechscope.tasks.base import TaskBatch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.tensor(sorted(planted.classes))
+    clean, corrupt = (chain_batch(planted.successor, ids[torch.randint(len(ids), (n,), generator=g)],
+                                  length) for _ in range(2))  # fmt: skip
+    answer = planted.successor[clean[:, -1]]
+    members = {c: [i for i, k in planted.classes.items() if k == c] for c in planted.class_names}
+    wrong = []
+    for a in answer.tolist():
+        others = [i for i in members[planted.classes[a]] if i != a]
+        wrong.append(others[int(torch.randint(len(others), (), generator=g))])
+    last = torch.full((n,), length - 1)
+    ones = torch.ones_like(clean)
+    return TaskBatch("chain", clean, corrupt, ones, ones, answer, torch.tensor(wrong), last, last)
 
 
 def _vocab(n_classes: int, per_class: int, seed: int) -> tuple[Any, dict[int, str], Tensor]:

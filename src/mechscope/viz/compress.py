@@ -18,9 +18,13 @@ def pareto_figure(
     points: Mapping[str, Sequence[tuple[float, float, float]]],
     panels: Sequence[tuple[str, str]],
     reference: Mapping[str, float] | None = None,
+    xlabel: str = "effective bits per weight (decoder-layer Linear weights)",
+    highlight: str = "circuit",
+    reference_label: str = "as shipped",
 ) -> Figure:
     """One panel per ``(metric, label)``; ``points[f"{method}:{metric}"]`` are (bits, value,
-    half-width of its 95% interval); ``reference[metric]`` draws a dashed line (the shipped model)."""
+    half-width of its 95% interval); ``reference[metric]`` draws a dashed line (the shipped model);
+    methods starting with ``highlight`` are drawn on top; ``reference_label`` names the line."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -36,10 +40,10 @@ def pareto_figure(
             x, y, e = zip(*pts, strict=True)
             ax.errorbar(x, y, yerr=e, marker="osD^v<>"[i % 7], ms=4, capsize=3, lw=1.2,
                         color=colors(i % 20), label=method,
-                        zorder=3 if method.startswith("circuit") else 2)  # fmt: skip
+                        zorder=3 if method.startswith(highlight) else 2)  # fmt: skip
         if reference and metric in reference:
-            ax.axhline(reference[metric], ls="--", c="gray", lw=1, label="as shipped")
-        ax.set_xlabel("effective bits per weight (decoder-layer Linear weights)")
+            ax.axhline(reference[metric], ls="--", c="gray", lw=1, label=reference_label)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

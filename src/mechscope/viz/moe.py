@@ -13,7 +13,9 @@ from mechscope.viz.html import Markup, figure_uri, render
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["class_load", "moe_figure", "moe_html"]
+__all__ = ["class_load", "moe_figure", "moe_html", "prune_figure"]
+
+LABELS = {"lm": "held-out loss", "kl": "KL(full || pruned)", "agreement": "top-1 agreement"}
 
 
 def class_load(data: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
@@ -46,9 +48,38 @@ def moe_figure(data: dict[str, Any], title: str = "") -> Figure:
     return fig
 
 
+def prune_figure(pruning: dict[str, Any]) -> Figure:
+    """The pruning and merging curves of ``mechscope moe --prune``: every metric (a panel)
+    against experts removed per layer, one line per guide, 95% intervals as error bars (the
+    compression Pareto plot's layout)."""
+    from mechscope.viz.compress import pareto_figure
+
+    metrics = list(next(iter(pruning["curves"].values()))[0]["value"])
+    base = {k: v["mean"] for k, v in pruning["base"].items()}
+    start = {**base, "kl": 0.0, "agreement": 1.0}  # the full model at 0 removed
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for name, rows in pruning["curves"].items():
+        for metric in metrics:
+            points[f"{name}:{metric}"] = [(0, start[metric], 0.0)] + [
+                (row["n"], v["mean"], (v["high"] - v["low"]) / 2)
+                for row in rows
+                for v in [row["value"][metric]]
+            ]
+    panels = [(m, LABELS.get(m, f"{m} (logit difference)")) for m in metrics]
+    fig = pareto_figure(points, panels, base, xlabel="experts removed per layer",
+                        highlight="reroute_effect", reference_label="full model")  # fmt: skip
+    n_max = max(len(rows) for rows in pruning["curves"].values())
+    for ax in fig.axes:
+        ax.set_xticks(range(n_max + 1))
+    return fig
+
+
 def moe_html(data: dict[str, Any], fig: Figure | None = None) -> Markup:
-    """The load heatmap (inline PNG and a coloured table) and the per-layer summary."""
+    """The load heatmap (inline PNG and a coloured table), the per-layer summary and, with
+    ``data["pruning"]``, the pruning curves (figure and table)."""
     values, labels = class_load(data)
     uri = figure_uri(fig if fig is not None else moe_figure(data))
     cells = [(label, [float(v) for v in row]) for label, row in zip(labels, values, strict=True)]
-    return render("moe.html.j2", data=data, uri=uri, cells=cells, experts=range(values.shape[1]))
+    prune_uri = figure_uri(prune_figure(data["pruning"])) if "pruning" in data else None
+    return render("moe.html.j2", data=data, uri=uri, cells=cells, experts=range(values.shape[1]),
+                  prune_uri=prune_uri)  # fmt: skip
