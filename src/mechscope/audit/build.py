@@ -28,7 +28,7 @@ from mechscope.progress import steps
 from mechscope.report.build import model_name
 from mechscope.viz import Markup, render
 
-__all__ = ["AuditFiles", "audit_steps", "build_audit", "write_pdf"]
+__all__ = ["AuditFiles", "audit_steps", "build_audit", "check_pdf", "write_pdf"]
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -78,7 +78,9 @@ def audit_steps(model: HookedModel, actx: AuditContext) -> list[Step]:
 
     if "circuits" in cfg.findings:
         for task in cfg.tasks:
-            out.append((f"Circuit: {task}", lambda t=task: f.task_finding(model, actx, t, state[t])))
+            out.append(
+                (f"Circuit: {task}", lambda t=task: f.task_finding(model, actx, t, state[t]))
+            )
     optional = {
         "heads": put("heads", "heads", [heads_section]),
         "lens": put("lens", "lens", [logit_lens_section, tuned_lens_section]),
@@ -158,9 +160,8 @@ def build_audit(
 
     if model.tokenizer is None:
         raise MechscopeError("the audit reads text prompts: load a model with a tokenizer")
-    if pdf and not Path(CHROMIUM).exists():
-        raise MechscopeError(f"the PDF needs Chromium at {CHROMIUM} (apt-get install chromium); "
-                             "or pass --no-pdf")  # fmt: skip
+    if pdf:
+        check_pdf()
     config = config or AuditConfig()
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -185,6 +186,14 @@ def build_audit(
     write_atomic(json_path, json.dumps(record, indent=1, default=str) + "\n", fsync=False)
     pdf_path = write_pdf(html_path, out / "audit.pdf") if pdf else None
     return AuditFiles(html_path, json_path, pdf_path)
+
+
+def check_pdf() -> None:
+    """A one-line error when the PDF cannot be printed (no Chromium)."""
+    if not Path(CHROMIUM).exists():
+        raise MechscopeError(
+            f"the PDF needs Chromium at {CHROMIUM} (apt-get install chromium); or pass --no-pdf"
+        )
 
 
 def write_pdf(html: Path, pdf: Path) -> Path:

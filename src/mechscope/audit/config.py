@@ -75,6 +75,11 @@ class AuditConfig:
                 f"feature database {self.features} not found; build one with "
                 "'mechscope features build' or leave out --features"
             )
+        if self.features and Path(self.features).is_file():
+            from mechscope.features import open_db
+
+            with open_db(self.features, readonly=True):  # not a feature database: error now
+                pass
         if self.detector and not (Path(self.detector) / "detector.json").is_file():
             raise MechscopeError(
                 f"detector {self.detector} not found (no detector.json); fit one with "

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mechscope.audit.config import AuditContext, slug
+from mechscope.audit.limits import PERFORMS
 from mechscope.errors import MechscopeError, NotAvailable
 from mechscope.models.hooked import HookedModel
 from mechscope.report import ReportConfig, ReportContext
@@ -80,15 +81,19 @@ def task_finding(model: HookedModel, actx: AuditContext, name: str, task: Any) -
     from mechscope.report.circuit_section import circuit_section
 
     record: dict[str, Any] = {"task": name}
-    if isinstance(task, str):
-        record["skipped"] = task
-        block = render("skipped.html.j2", reason=task)
-    else:
+    try:
+        if isinstance(task, str):
+            raise MechscopeError(task)
         block, data = reused(model, actx, f"circuit-{slug(name)}", [circuit_section],
                              circuit_task=name)  # fmt: skip
         record.update(data.get("circuit", {}))
+        clean, corrupt = record["clean_logit_diff"], record["corrupt_logit_diff"]
+        record["performs"] = bool(clean >= PERFORMS and clean > corrupt)
         record["example"] = {"clean": task[0].clean[0], "corrupt": task[0].corrupt[0],
                              "answer": task[0].answer[0]}  # fmt: skip
+    except MechscopeError as exc:  # e.g. a task whose clean and corrupted runs do not differ
+        record["skipped"] = str(exc)
+        block = render("skipped.html.j2", reason=str(exc))
     actx.data.setdefault("tasks", {})[name] = record
     actx.parts.setdefault("tasks", {})[name] = block
 

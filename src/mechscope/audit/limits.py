@@ -25,6 +25,7 @@ LOW_CE_RECOVERED = 0.7  # SAE loss recovered below this
 LOW_SELECTIVITY = 0.05  # probe accuracy minus control accuracy below this
 NEAR_CHANCE = 0.6  # detector AUROC below this
 BROKEN = 0.5  # compressed logit difference below this share of the full model's
+PERFORMS = 0.5  # a clean logit difference (nats) below this: the model does not do the task
 
 SECTION_TITLES = (
     "Scope and model identity",
@@ -74,10 +75,11 @@ def _tasks(data: dict[str, Any], out: list[dict[str, str]]) -> None:
             out.append({"topic": f"task {name}", "text": f"not analysed: {t['skipped']}"})
             continue
         clean, corrupt = t["clean_logit_diff"], t["corrupt_logit_diff"]
-        if clean <= 0 or clean <= corrupt:
+        if not t.get("performs", clean >= PERFORMS and clean > corrupt):
             out.append({"topic": f"task {name}", "text": (
                 f"the model fails this task: clean logit difference {clean:.2f} (corrupted "
-                f"{corrupt:.2f}); its circuit explains a behaviour the model does not show")})  # fmt: skip
+                f"{corrupt:.2f}, needed {PERFORMS}); its circuit explains a behaviour the model "
+                "does not show")})  # fmt: skip
         f = t["circuit"]["faithfulness"]
         if f is not None and f < LOW_FAITHFULNESS:
             out.append({"topic": f"circuit {name}", "text": (
@@ -130,7 +132,7 @@ def _screening(data: dict[str, Any], cfg: Any, out: list[dict[str, str]]) -> Non
                 f"{cfg.fpr:.0%}: the trusted data does not match this deployment")})  # fmt: skip
     for r in (data.get("compress") or {}).get("rows", []):
         full = r["full_logit_diff"]
-        if full > 0 and r["logit_diff"] < BROKEN * full:
+        if full >= PERFORMS and r["logit_diff"] < BROKEN * full:
             out.append({"topic": f"compression {r['task']}", "text": (
                 f"at {r['bits']:g} bits the logit difference falls to {r['logit_diff']:.2f} "
                 f"from {full:.2f}")})  # fmt: skip

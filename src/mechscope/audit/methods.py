@@ -75,6 +75,12 @@ def methods_rows(model: HookedModel, actx: AuditContext) -> list[dict[str, str]]
                          f"{an['fpr']}", site, ", ".join(an["sets"]) or "calibration only",
                          "6"))  # fmt: skip
     if d.get("compress"):
-        rows.append(_row("uniform round-to-nearest quantization of a copy of the model",
-                         "every decoder-layer Linear weight", "the task prompts", "7"))
+        rows.append(
+            _row(
+                "uniform round-to-nearest quantization of a copy of the model",
+                "every decoder-layer Linear weight",
+                "the task prompts",
+                "7",
+            )
+        )
     return rows

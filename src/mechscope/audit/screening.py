@@ -50,8 +50,16 @@ def _screen_set(detector: Any, model: HookedModel, texts: list[str], cfg: Any) -
         "flagged": sum(i.flagged for i in scored.inputs),
         "flagged_share": sum(i.flagged for i in scored.inputs) / max(1, len(texts)),
         "scores": [i.score for i in scored.inputs],
-        "top": [{"index": i.index, "score": i.score, "flagged": i.flagged, "layer": i.layer,
-                 "text": texts[i.index][:200]} for i in top],  # fmt: skip
+        "top": [
+            {
+                "index": i.index,
+                "score": i.score,
+                "flagged": i.flagged,
+                "layer": i.layer,
+                "text": texts[i.index][:200],
+            }
+            for i in top
+        ],  # fmt: skip
     }
 
 
@@ -89,7 +97,7 @@ def _score_figure(data: dict[str, Any], held: list[float]) -> Any:
     fig = Figure(figsize=(8, 3.2))
     ax = fig.add_subplot()
     groups = {"held-out trusted": held, **{k: v["scores"] for k, v in data["sets"].items()}}
-    ax.boxplot(list(groups.values()), vert=False, labels=list(groups))
+    ax.boxplot(list(groups.values()), orientation="horizontal", tick_labels=list(groups))
     ax.axvline(data["threshold"], color="#cf222e", ls="--", label=f"threshold at FPR {data['fpr']}")
     ax.set_xlabel(f"{data['kind']} input score (higher = more anomalous)")
     ax.legend(fontsize=8)
@@ -108,17 +116,30 @@ def _task_scores(model: HookedModel, batches: dict[str, Any]) -> dict[str, dict[
     return out
 
 
+def group_size(model: HookedModel, largest: int = 64) -> int:
+    """The largest power of two up to ``largest`` dividing every decoder Linear's input width
+    (64 on SmolLM2; smaller on tiny test models)."""
+    widths = {m.in_features for name, m in model.hf.named_modules()
+              if isinstance(m, torch.nn.Linear) and "lm_head" not in name}  # fmt: skip
+    g = largest
+    while g > 1 and any(w % g for w in widths):
+        g //= 2
+    return g
+
+
 def compress_section(model: HookedModel, actx: AuditContext, batches: dict[str, Any]) -> None:
     """Each task's logit difference and top-1 agreement after uniform RTN at each budget."""
     from mechscope.compress import CompressConfig, compress
 
     cfg = actx.config
     base = _task_scores(model, batches)
-    rows = []
+    rows, group = [], group_size(model)
     for bits in cfg.compress_bits:
         small = HookedModel(copy.deepcopy(model.hf), model.tokenizer,
                             provenance=dict(model.provenance))  # fmt: skip
-        result = compress(small, CompressConfig(bits=bits, method="uniform", seed=cfg.seed))
+        result = compress(
+            small, CompressConfig(bits=bits, method="uniform", group_size=group, seed=cfg.seed)
+        )
         after = _task_scores(small, batches)
         del small
         for name in batches:
@@ -127,13 +148,13 @@ def compress_section(model: HookedModel, actx: AuditContext, batches: dict[str, 
             rows.append({"bits": bits, "effective_bits": result.effective_bits, "task": name,
                          "logit_diff": a["logit_diff"], "full_logit_diff": b["logit_diff"],
                          "top1_agreement": same / len(a["top1"])})  # fmt: skip
-    data = {"method": "uniform RTN, groups of 64", "rows": rows}
+    data = {"method": "uniform round-to-nearest", "group_size": group, "rows": rows}
     folder = actx.folder("compress")
     fig = _compress_figure(rows)
     png = save_png(fig, folder / "compress.png")
     link = actx.artefact(folder / "compress.json", data)
     actx.data["compress"] = data
-    actx.parts["compress"] = render("audit/compress.html.j2", rows=rows, figure=figure_uri(fig),
+    actx.parts["compress"] = render("audit/compress.html.j2", rows=rows, group=group, figure=figure_uri(fig),
                                     png=actx.link(png), link=link)  # fmt: skip
 
 
