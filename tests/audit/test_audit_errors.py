@@ -39,8 +39,10 @@ def run(*args: str) -> tuple[int, str]:
         (["--compress", "--compress-bits", "1"], "bits must lie in [2.5, 16]"),
     ],
 )
-def test_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
-    code, err = run(*args, "--out", str(tmp_path / "a"))
+def test_bad_options(args: list[str], message: str, other_model_dir: Path, tmp_path: Path) -> None:
+    # a tiny model and one cheap finding: should a check be missing, the audit runs quickly
+    cheap = ["--model", str(other_model_dir), "--findings", "probes", "--no-pdf", "--quiet"]
+    code, err = run(*cheap, *args, "--out", str(tmp_path / "a"))
     assert code == 2 and err.startswith("error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
