@@ -30,7 +30,7 @@ def slug(name: str) -> str:
 class AuditConfig:
     """Everything an audit reads besides the model; the same config and seed give the same HTML."""
 
-    tasks: tuple[str, ...] = ("ioi", "induction")  # built-in task names or .jsonl task files
+    tasks: tuple[str, ...] = ("ioi",)  # built-in task names or .jsonl task files
     task_prompts: int = 8  # prompts per task (circuits, validation, compression)
     circuit_fraction: float = 0.01  # edges kept in each task's EAP-IG circuit
     control_seeds: int = 3  # random circuits / head sets of the same size (the controls)

@@ -62,7 +62,7 @@ def _command(ctx: click.Context) -> tuple[str, ...]:
 )
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="mechscope-audit",
               show_default=True, help="Folder for audit.html, audit.pdf, audit.json and artefacts.")  # fmt: skip
-@click.option("--tasks", default="ioi,induction", show_default=True,
+@click.option("--tasks", default="ioi", show_default=True,
               help="Comma-separated built-in task names or .jsonl task files.")  # fmt: skip
 @click.option("--prompts", "task_prompts", default=8, show_default=True, help="Prompts per task.")
 @click.option(
