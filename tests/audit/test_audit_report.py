@@ -69,7 +69,10 @@ def test_findings_validation_and_screening(full_record: dict) -> None:
     assert full_record["anomaly"]["sets"]["ood"]["flagged"] == 24
     row = full_record["compress"]["rows"][0]
     assert row["task"] == "ioi" and abs(row["effective_bits"] - 4.5) < 1e-6
-    assert set(full_record["manifest"]["seeds"]) >= {"audit", "controls"}
+    assert full_record["manifest"]["seeds"] == {
+        "controls, probes, compression": 0,
+        "task prompts": 0,
+    }
     hashed = {d["data"] for d in full_record["manifest"]["data"]}
     assert {"task ioi", "feature database features.db", "screening set ood"} <= hashed
 

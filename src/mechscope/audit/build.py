@@ -135,7 +135,7 @@ def _sections(model: HookedModel, actx: AuditContext) -> list[tuple[str, Markup]
     d["methods"] = methods_rows(model, actx)
     d["manifest"] = {
         "config": cfg.to_dict(), "command": list(cfg.command), "versions": d["scope"]["versions"],
-        "seeds": {"audit": cfg.seed, "task prompts": 0, "controls": cfg.control_seeds},
+        "seeds": {"controls, probes, compression": cfg.seed, "task prompts": 0},
         "data": data_hashes(cfg, d.pop("task_texts", {}), cfg.corpus),
         "parameters_sha256": d["scope"]["parameters_sha256"],
     }  # fmt: skip
@@ -190,6 +190,12 @@ def build_audit(
 
 def check_pdf() -> None:
     """A one-line error when the PDF cannot be printed (no Chromium)."""
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        raise MechscopeError(
+            "the PDF is printed through Playwright: pip install playwright; or pass --no-pdf"
+        )
     if not Path(CHROMIUM).exists():
         raise MechscopeError(
             f"the PDF needs Chromium at {CHROMIUM} (apt-get install chromium); or pass --no-pdf"
