@@ -73,6 +73,13 @@ def test_findings_validation_and_screening(full_record: dict) -> None:
         "controls, probes, compression": 0,
         "task prompts": 0,
     }
+    # the probe's rows are read with the schema ProbeResult.to_dict writes
+    sites = full_record["probes"]["sites"]
+    assert len(sites) == 2 and any(m["finding"] == "4 (probes)" for m in full_record["methods"])
+    weak = {f"probe {s['site']}" for s in sites if s["selectivity"] < 0.05}
+    assert weak == {
+        x["topic"] for x in full_record["limitations"] if x["topic"].startswith("probe")
+    }
     hashed = {d["data"] for d in full_record["manifest"]["data"]}
     assert {"task ioi", "feature database features.db", "screening set ood"} <= hashed
 

@@ -111,7 +111,7 @@ def _analyses(data: dict[str, Any], out: list[dict[str, str]]) -> None:
         out.append({"topic": "SAE", "text": (
             f"a poor dictionary: FVU {sae['fvu']:.2f}, loss recovered "
             f"{sae['ce_loss_recovered']:.2f}; features read from it describe the model loosely")})  # fmt: skip
-    for s in data.get("probes", {}).get("scores", []):
+    for s in data.get("probes", {}).get("sites", []):
         sel = s.get("selectivity")
         if sel is not None and sel < LOW_SELECTIVITY:
             out.append({"topic": f"probe {s['site']}", "text": (

@@ -54,9 +54,9 @@ def methods_rows(model: HookedModel, actx: AuditContext) -> list[dict[str, str]]
                          f"the prompt {lens['logit_lens']['prompt']!r}; held-out windows of "
                          f"{_corpus(cfg)}", "4 (lenses)"))  # fmt: skip
     probes = d.get("probes", {})
-    if "scores" in probes:
+    if "sites" in probes:
         rows.append(_row("logistic probes with a control task (Hewitt & Liang 2019)",
-                         ", ".join(s["site"] for s in probes["scores"]), probes["set"],
+                         ", ".join(s["site"] for s in probes["sites"]), probes["set"],
                          "4 (probes)"))  # fmt: skip
     sae = d.get("sae", {}).get("sae", {})
     if "scores" in sae:
