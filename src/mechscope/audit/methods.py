@@ -43,6 +43,13 @@ def methods_rows(model: HookedModel, actx: AuditContext) -> list[dict[str, str]]
             f"random head sets; {cfg.control_seeds} random circuits of the same size",
             "blocks.L.attn.hook_z (ablated heads); the circuit graph's edges",
             "the same task prompts (means over the clean prompts)", "5"))  # fmt: skip
+    rows += _analysis_rows(d, cfg, n)
+    rows += _screening_rows(d)
+    return rows
+
+
+def _analysis_rows(d: dict[str, Any], cfg: Any, n: int) -> list[dict[str, str]]:
+    rows = []
     if "heads" in d and "skipped" not in d["heads"]:
         rows.append(_row("head detectors (induction, previous-token, duplicate-token, sink, copy "
                          "suppression)", "blocks.*.attn.hook_pattern, weights",
@@ -68,6 +75,11 @@ def methods_rows(model: HookedModel, actx: AuditContext) -> list[dict[str, str]]
         rows.append(_row("feature database: explanations and their scores",
                          ", ".join(str(s["hook_name"]) for s in feats["sources"]),
                          "the database given", "4 (features)"))  # fmt: skip
+    return rows
+
+
+def _screening_rows(d: dict[str, Any]) -> list[dict[str, str]]:
+    rows = []
     an = d.get("anomaly")
     if an:
         site = an["site"].replace("{layer}", "L") + f" for L in {an['layers']}"
