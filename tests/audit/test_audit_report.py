@@ -110,3 +110,21 @@ def test_model_and_user_strings_are_escaped(full_audit: Any) -> None:
     assert f"tiny {safe}" in html  # the model's name (section 1 and the title)
     assert f"a test {safe}" in html  # the intended use
     assert f"Mary {safe} John" in html  # a screened input, shown among the top scores
+
+
+def test_count_when_inputs_are_missing(tiny, corpus, tmp_path: Path) -> None:
+    import json
+
+    from mechscope.audit import AuditConfig, build_audit
+
+    config = AuditConfig(tasks=("induction",), findings=("probes",), corpus=corpus, probe_layers=1)
+    files = build_audit(tiny, tmp_path, config, pdf=False, quiet=True)
+    record = json.loads(files.json.read_text("utf-8"))
+    present = {r["number"]: r["present"] for r in record["compliance"]["sections"]}
+    assert [n for n, p in present.items() if not p] == [5, 6, 7]  # no circuit, detector, compress
+    assert record["compliance"]["present"] == 7 and files.pdf is None
+    assert "Completeness: <b>7 / 10</b>" in files.html.read_text("utf-8")
+    uncovered = [i["item"] for i in record["compliance"]["framework"] if not i["covered_by"]]
+    assert uncovered == ["NIST MEASURE 2.7", "NIST MEASURE 2.13"]
+    topics = {x["topic"] for x in record["limitations"]}
+    assert {"anomaly screening", "compression sensitivity", "heads", "circuits"} <= topics
