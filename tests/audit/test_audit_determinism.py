@@ -6,8 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import full_config
 from mechscope.audit import build_audit
+
+pytestmark = pytest.mark.xdist_group("audit")  # one worker builds the shared audit once
 
 STAMP = re.compile(r'<time id="created">[^<]*</time>')
 

@@ -12,6 +12,8 @@ from mechscope.audit import AuditConfig, build_audit
 from mechscope.cli.main import cli
 from mechscope.errors import MechscopeError
 
+pytestmark = pytest.mark.xdist_group("audit")  # one worker builds the shared audit once
+
 
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -15,10 +15,13 @@ from PIL import Image
 
 from mechscope.audit import SECTION_TITLES
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("pdftoppm") is None or shutil.which("pdfinfo") is None,
-    reason="needs poppler-utils (pdftoppm, pdfinfo)",
-)
+pytestmark = [
+    pytest.mark.xdist_group("audit"),  # one worker builds the shared audit once
+    pytest.mark.skipif(
+        shutil.which("pdftoppm") is None or shutil.which("pdfinfo") is None,
+        reason="needs poppler-utils (pdftoppm, pdfinfo)",
+    ),
+]
 
 
 def pages(pdf: Path) -> int:

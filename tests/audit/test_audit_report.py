@@ -8,8 +8,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import PLANTED
 from mechscope.audit import SECTION_TITLES
+
+pytestmark = pytest.mark.xdist_group("audit")  # one worker builds the shared audit once
 
 EXTERNAL = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.IGNORECASE)
 
