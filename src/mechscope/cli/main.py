@@ -46,6 +46,7 @@ COMMANDS = {
     "compare": "mechscope.cli.compare:compare",
     "diff": "mechscope.cli.diff:diff",
     "anomaly": "mechscope.cli.anomaly:anomaly",
+    "audit": "mechscope.cli.audit:audit",
 }
 
 

@@ -62,6 +62,11 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         "curve": found.to_dict()["curve"],
     }
     circuit.save(ctx.out_dir / "circuit.json")
+    curve_fig = faithfulness_figure(
+        curve, scored.total_edges, chosen=circuit.n_edges, chosen_value=circuit.faithfulness,
+        method="EAP-IG",
+    )  # fmt: skip
+    save_png(curve_fig, ctx.out_dir / "faithfulness_curve.png")
     labels = model.to_str_tokens(batch.clean_tokens[0])
     data = circuit.to_dict()
     return render(
@@ -90,14 +95,6 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         ),  # fmt: skip
         top_heads=top_rows,
         circuit=data,
-        curve_figure=figure_uri(
-            faithfulness_figure(
-                curve,
-                scored.total_edges,
-                chosen=circuit.n_edges,
-                chosen_value=circuit.faithfulness,
-                method="EAP-IG",
-            )  # fmt: skip
-        ),
+        curve_figure=figure_uri(curve_fig),
         view=circuit_view(data, max_edges=300),
     )
