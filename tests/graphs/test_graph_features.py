@@ -134,3 +134,7 @@ def test_web_ui_lists_and_shows_stored_graphs(setup, tmp_path) -> None:
     assert client.get("/assets/graph.js").status_code == 200
     for bad in ("/graph/other", "/graph/..%2Fioi", "/api/graphs/nope"):
         assert client.get(bad).status_code == 404
+    plain = TestClient(create_app(str(db_path)))  # no --graphs: the list says how to add them
+    assert "--graphs DIR" in plain.get("/graphs").text
+    with pytest.raises(MechscopeError, match="no such folder"):
+        create_app(str(db_path), graphs=str(tmp_path / "missing"))
