@@ -189,14 +189,17 @@ class _Rows:
 
 def _chunk(rows: Tensor, pos: Tensor, dec: Tensor) -> tuple[Tensor, ...]:
     """The decoders ``dec [n n_out d_model]`` of features at positions ``pos`` (ascending) in
-    chunks of at most the mean count per position, each chunk at one position: ``(rows,
-    chunk_pos [c], chunk [n], slot [n], decoders [n_out c size d_model])``, feature ``j`` at
-    ``[:, chunk[j], slot[j]]``. One batched product per written layer then reads each
-    position's gradient once per chunk rather than once per feature."""
+    chunks of one position each: ``(rows, chunk_pos [c], chunk [n], slot [n], decoders [n_out c
+    size d_model])``, feature ``j`` at ``[:, chunk[j], slot[j]]``. One batched product per
+    written layer then reads each position's gradient once per chunk rather than once per
+    feature. ``size`` minimises chunks + padded slots (the gathered gradients plus the products;
+    at most twice the features, as ``size`` 1 would give)."""
     if not len(rows):
         return rows, rows, rows, rows, dec.new_zeros(dec.shape[1], 0, 1, dec.shape[2])
     upos, counts = pos.unique_consecutive(return_counts=True)
-    size = -(-len(rows) // len(upos))  # ceil of the mean count
+    sizes = torch.arange(1, int(counts.max()) + 1)
+    n_chunks = (-(-counts[None] // sizes[:, None])).sum(1)  # per candidate size
+    size = int(sizes[(n_chunks * (1 + sizes)).argmin()])
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(len(rows)) - starts.repeat_interleave(counts)  # index within its position
     per_pos = -(-counts // size)  # chunks per position
