@@ -57,6 +57,8 @@ def _child(job: dict[str, Any], queue: Any) -> None:
            "logits": list(zip(g.logit_strs, g.logit_probs.tolist()))}  # fmt: skip
     if job.get("analyse"):
         out.update(_analyse(model, tcs, g))
+    if job.get("fvu_tokens"):
+        out["heldout_fvu"] = _fvu(model, tcs, job["fvu_tokens"])
     if job.get("save"):
         torch.save({"adjacency": g.adjacency, "features": g.features, "logits": g.logit_tokens},
                    job["save"])  # fmt: skip
@@ -87,6 +89,22 @@ def _analyse(model: Any, tcs: Any, g: Any) -> dict[str, Any]:
         ver.append({"node": c.node, "predicted": c.predicted[j], "measured": c.measured[j]})
     return {"top_logit": g.logit_strs[0], "carriers": rows, "verify": ver,
             "kept_nodes": len(payload["nodes"]), "kept_links": len(payload["links"])}  # fmt: skip
+
+
+def _fvu(model: Any, tcs: Any, docs: list[list[int]]) -> float:
+    """Fraction of the MLP outputs' variance the transcoders leave unexplained on held-out
+    windows (all layers pooled, position 0 left out)."""
+    from mechscope.graphs.attribute import encode_prompt
+    from mechscope.graphs.freeze import snapshot
+
+    err = var = 0.0
+    for tokens in docs:
+        snap = snapshot(model, torch.tensor(tokens))
+        feats = encode_prompt(tcs.to(snap.mlp_out.dtype), snap)
+        out = snap.mlp_out[:, 1:]
+        err += float((feats.error[:, 1:] ** 2).sum())
+        var += float(((out - out.mean(1, keepdim=True)) ** 2).sum())
+    return err / var
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +273,23 @@ def peer_tiny(args: argparse.Namespace) -> dict[str, Any]:
             **_compare(ours, theirs, model.dims.n_layers, len(tokens))}  # fmt: skip
 
 
+def compare_clt(args: argparse.Namespace, model: Any, tokens: list[int], device: Any) -> dict:
+    """The IOI graph (``--ioi-features`` nodes) and the held-out FVU of the CLT ``--clt`` and of
+    the per-layer set ``--transcoders``, same prompt and budget."""
+    from mechscope.corpus import load_corpus
+    from mechscope.corpus.windows import tokenize_corpus
+
+    docs = tokenize_corpus(load_corpus(None), model.tokenizer, split="test")
+    held = [d[:128].tolist() for d in docs if len(d) >= 128][:4]
+    out = {}
+    for name, folder in (("per_layer", args.transcoders), ("clt", args.clt)):
+        out[name] = run({"transcoders": folder, "tokens": tokens, "prompt": IOI,
+                         "budget": args.budget, "max_feature_nodes": args.ioi_features,
+                         "batch_size": args.batch_size, "fvu_tokens": held,
+                         "device": str(device)})  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transcoders", required=True)
@@ -265,6 +300,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--peer", help="circuit-tracer venv (setup_circuit_tracer.sh)")
     parser.add_argument("--peer-features", type=int, default=256)
+    parser.add_argument(
+        "--clt", help="a CLT folder: its IOI graph and held-out FVU beside --transcoders'"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["ioi", "long", "peer", "tiny"])
     add_device_option(parser)  # where mechscope's graphs run (circuit-tracer runs on the CPU)
     args = parser.parse_args()
@@ -289,6 +327,9 @@ def main() -> None:
                                "max_feature_nodes": args.long_features, "batch_size": args.batch_size,
                                "device": str(device)})  # fmt: skip
         print(json.dumps({"long": results["long"]}, indent=1), flush=True)
+    if args.clt:
+        results["clt"] = compare_clt(args, model, tokens, device)
+        print(json.dumps({"clt": results["clt"]}, indent=1), flush=True)
     if args.peer and "tiny" not in args.skip:
         results["peer_tiny"] = peer_tiny(args)
         print(json.dumps({"peer_tiny": results["peer_tiny"]}, indent=1), flush=True)

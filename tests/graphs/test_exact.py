@@ -141,3 +141,24 @@ def test_compact_rows_prune_like_the_dense_matrix() -> None:
     replacement = float(dense[tok].sum() / (dense[tok].sum() + dense[err].sum()))
     completeness = float(((1 - norm[:, err].sum(1)) * (dense + w)).sum() / (dense + w).sum())
     assert g.scores() == pytest.approx((replacement, completeness), rel=1e-9)
+
+
+@pytest.mark.parametrize("counts", [[16] * 9 + [5], [1, 40, 3, 3, 2], [5]])
+def test_position_chunks_hold_every_decoder_once(counts: list[int]) -> None:
+    """The per-position chunks of the feature rows: every feature's decoder at its own slot, in
+    a chunk at its position, the rest zero, and at most twice the features in slots."""
+    from mechscope.graphs.attribute import _chunk
+
+    pos = torch.repeat_interleave(torch.arange(len(counts)) * 2, torch.tensor(counts))
+    n = len(pos)
+    rows = torch.arange(n) + 100
+    dec = torch.randn(n, 3, 4, generator=torch.Generator().manual_seed(0))
+    got_rows, chunk_pos, chunk, slot, padded = _chunk(rows, pos, dec)
+    assert torch.equal(got_rows, rows) and torch.equal(chunk_pos[chunk], pos)
+    assert torch.equal(padded[:, chunk, slot], dec.transpose(0, 1))
+    filled = torch.zeros(padded.shape[1:3], dtype=torch.bool)
+    filled[chunk, slot] = True
+    assert int(filled.sum()) == n and float(padded[:, ~filled].abs().sum()) == 0
+    assert filled.numel() <= 2 * n
+    if counts.count(max(counts)) > len(counts) // 2:  # TopK-like: one chunk per position
+        assert filled.numel() <= 1.1 * n

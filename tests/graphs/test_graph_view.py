@@ -18,6 +18,7 @@ from mechscope.graphs.groups import auto_supernodes
 from mechscope.viz.graph import graph_page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+XSS = "<img src=x onerror=alert(1)>"
 
 
 def _node(nid: str, kind: str = "cross layer transcoder") -> dict:
@@ -45,6 +46,9 @@ DRIVE = """<pre id="out"></pre><script>
   res.paths = root.querySelectorAll("path.msg-link").length;
   circles[0].dispatchEvent(new MouseEvent("mouseenter", {clientX: 5, clientY: 5}));
   res.tip = root.querySelector(".msg-tip").textContent;
+  res.tipExamples = root.querySelectorAll(".msg-tip .msg-example").length;
+  res.peak = (root.querySelector(".msg-tip .msg-peak") || {}).textContent;
+  res.imgs = document.querySelectorAll("img").length;
   circles[0].dispatchEvent(new MouseEvent("click"));
   res.pinned = root.querySelectorAll(".msg-pinned li").length;
   circles[1].dispatchEvent(new MouseEvent("click", {shiftKey: true}));
@@ -71,7 +75,15 @@ def test_view_in_chromium(tmp_path) -> None:
     g = attribute(model, opt_transcoders(model), tokens, GraphConfig(batch_size=64), quiet=True)
     payload = g.to_dict(node_threshold=0.95, edge_threshold=0.99)
     groups = auto_supernodes(payload)
-    doc = graph_page(payload)
+    first = payload["nodes"][0]
+    assert first["feature_type"] == "cross layer transcoder"
+    examples = {  # as mechscope.graphs.examples.node_examples gives them (tested there)
+        f"{first['layer']}_{first['feature_index']}": {
+            "source": "sae:layer_0", "index": first["feature_index"],
+            "explanation": "fires on A", "examples": [{"tokens": ["x", XSS, " A"],
+            "values": [0.0, 0.5, 2.0], "position": 2, "value": 2.0}]}
+    }  # fmt: skip
+    doc = graph_page(payload, examples)
     path = tmp_path / "g.html"
     path.write_text(
         doc.replace("<body>", "<body>" + ERRORS, 1).replace("</body>", DRIVE + "</body>")
@@ -85,4 +97,7 @@ def test_view_in_chromium(tmp_path) -> None:
     assert res["errors"] == []
     assert res["circles"] == len(payload["nodes"]) and res["paths"] == len(payload["links"])
     assert payload["nodes"][0]["node_id"] in res["tip"]
+    # the hover shows the feature database's examples, as text (the payload stays inert)
+    assert "sae:layer_0" in res["tip"] and "fires on A" in res["tip"] and XSS in res["tip"]
+    assert res["tipExamples"] == 1 and res["peak"] == " A" and res["imgs"] == 0
     assert res["pinned"] == 1 and res["hand"] == 1 and res["auto"] == len(groups)

@@ -42,6 +42,8 @@ def _tokens(hooked: Any, prompt: str, bos: bool) -> Any:
     "--out", "out", default="graph.json", show_default=True, type=click.Path(dir_okay=False)
 )
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write the view here.")
+@click.option("--features", "features_db", help="Feature database (file or postgresql:// URL) whose top examples the view's hover shows.")  # fmt: skip
+@click.option("--features-source", help="Its source per layer, e.g. 'sae:layer_{layer}' (default: the one reading blocks.L.mlp.hook_in).")  # fmt: skip
 @click.option(
     "--max-memory", default="4GB", show_default=True, help="Budget for the backward passes."
 )
@@ -57,7 +59,7 @@ def _tokens(hooked: Any, prompt: str, bos: bool) -> Any:
 @quiet_option
 @click.pass_context
 def graph(ctx: click.Context, model: str, transcoders: str | None, prompt: str | None, out: str,
-          html_out: str | None, max_memory: str, max_feature_nodes: int | None,
+          html_out: str | None, features_db: str | None, features_source: str | None, max_memory: str, max_feature_nodes: int | None,
           batch_size: int | None, node_threshold: float, edge_threshold: float,
           prepend_bos: bool, quiet: bool) -> None:  # fmt: skip
     """Build the attribution graph of a prompt (subcommands: verify, train)."""
@@ -65,9 +67,12 @@ def graph(ctx: click.Context, model: str, transcoders: str | None, prompt: str |
         return
     if not transcoders or not prompt:
         raise MechscopeError("mechscope graph needs --transcoders DIR and --prompt TEXT")
+    if features_db and not html_out:
+        raise MechscopeError("--features feeds the HTML view's hover: pass --html too")
     from mechscope.graphs import GraphConfig, attribute
     from mechscope.graphs.tcfiles import load_transcoders
 
+    db = _open_features(features_db) if features_db else None
     cfg = GraphConfig(
         max_feature_nodes=max_feature_nodes, max_memory=parse_bytes(max_memory),
         batch_size=batch_size,
@@ -86,10 +91,19 @@ def graph(ctx: click.Context, model: str, transcoders: str | None, prompt: str |
         f"completeness {info['completeness_score']:.3f}"
     )
     if html_out:
+        from mechscope.graphs.examples import node_examples
         from mechscope.viz.graph import graph_page
 
-        Path(html_out).write_text(graph_page(payload))
-        click.echo(f"wrote {html_out}", err=True)
+        examples = node_examples(db, payload, features_source) if db is not None else None
+        Path(html_out).write_text(graph_page(payload, examples))
+        shown = f" with examples of {len(examples)} features" if examples is not None else ""
+        click.echo(f"wrote {html_out}{shown}", err=True)
+
+
+def _open_features(path: str) -> Any:
+    from mechscope.features import open_db
+
+    return open_db(path, readonly=True)
 
 
 @graph.command()

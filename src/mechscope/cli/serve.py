@@ -17,8 +17,9 @@ LOCAL = ("127.0.0.1", "localhost", "::1")
 @click.option("--port", "-p", default=8000, show_default=True)
 @click.option("--token", default=None, help="Access token checked on every request [$MECHSCOPE_TOKEN].")  # fmt: skip
 @click.option("--model", "-m", default=None, help="Model for 'try a text' [the database's].")
+@click.option("--graphs", default=None, type=click.Path(file_okay=False), help="Folder of graph JSON (mechscope graph --out) shown at /graphs.")  # fmt: skip
 @quiet_option
-def serve(db: str, host: str, port: int, token: str | None, model: str | None, quiet: bool) -> None:
+def serve(db: str, host: str, port: int, token: str | None, model: str | None, graphs: str | None, quiet: bool) -> None:  # fmt: skip
     """Serve the feature database DB (a file or a postgresql:// URL) read-only: pages and JSON API."""
     from mechscope.errors import MechscopeError
 
@@ -37,7 +38,7 @@ def serve(db: str, host: str, port: int, token: str | None, model: str | None, q
     from mechscope.cli.common import load_model
     from mechscope.server import create_app
 
-    app = create_app(db, token=token, load_model=lambda name: load_model(model or name, quiet=True))  # fmt: skip
+    app = create_app(db, token=token, load_model=lambda name: load_model(model or name, quiet=True), graphs=graphs)  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     if not quiet:

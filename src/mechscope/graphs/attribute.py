@@ -14,8 +14,10 @@ Steps:
 
 1. record the prompt (:func:`~mechscope.graphs.freeze.snapshot`), encode every layer, errors;
 2. pick the batch (targets per backward pass) from ``max_memory`` and print the estimate;
-3. one frozen forward with ``batch`` copies, then one backward pass per chunk of ``batch``
-   targets, each injecting the targets' encoder (or demeaned unembedding) vectors;
+3. one frozen forward of the prompt, then one vectorised backward pass per chunk of ``batch``
+   targets, each injecting the targets' encoder (or demeaned unembedding) vectors (the model
+   is affine in its inputs, so one forward serves every target); feature rows are gathered per
+   position (one product per layer for all the features active there);
 4. logits first; then features, all of them or, with ``max_feature_nodes``, the most influential
    first (influence through the rows computed so far, as circuit-tracer does).
 """
@@ -104,73 +106,109 @@ def salient_logits(unembed: Tensor, logits: Tensor, cfg: GraphConfig) -> tuple[T
 
 
 class _Rows:
-    """Backward passes over one frozen forward of ``batch`` copies; one row per target."""
+    """Backward passes over one frozen forward; one row per target.
+
+    The replacement model is affine in its inputs, so its gradients do not depend on the
+    values it ran on: one forward of the prompt (batch 1) serves every backward pass, and a
+    chunk of targets is one vectorised backward pass (``is_grads_batched``), instead of a
+    forward of ``batch`` identical copies."""
 
     def __init__(self, model: Any, tcs: TranscoderSet, snap: Snapshot, feats: Features, batch: int):
         self.model, self.tcs, self.snap, self.feats, self.batch = model, tcs, snap, feats, batch
-        n_layers, n_pos, d = snap.mlp_out.shape
-        self.embed = snap.embed[None].expand(batch, n_pos, d).clone().requires_grad_(True)
-        self.outs = [
-            snap.mlp_out[i][None].expand(batch, n_pos, d).clone().requires_grad_(True)
-            for i in range(n_layers)
-        ]
+        n_layers = snap.mlp_out.shape[0]
+        self.embed = snap.embed[None].clone().requires_grad_(True)
+        self.outs = [snap.mlp_out[i][None].clone().requires_grad_(True) for i in range(n_layers)]
         with torch.enable_grad():
             self.mlp_in, self.unembed = frozen_forward(model, snap, self.embed, self.outs)
-        # per source layer: its active features (rows), their positions and their decoders
-        # scaled by their activations, flattened over the layers they write [n n_out*d_model]
+        # per source layer: its active features (rows) and their decoders scaled by their
+        # activations, in chunks of features at one position (see _chunk)
         self.decoders = []
         for i in range(n_layers):
             rows = (feats.index[:, 0] == i).nonzero(as_tuple=True)[0]
             dec = tcs.W_dec[i][feats.index[rows, 2]] * feats.values[rows, None, None].to(
                 tcs.W_dec[i].dtype
             )
-            self.decoders.append((rows, feats.index[rows, 1], dec.flatten(1)))
+            self.decoders.append(_chunk(rows, feats.index[rows, 1], dec))
 
     def run(self, targets: list[tuple[str, int, int, Tensor]]) -> Tensor:
         """Rows ``[len(targets) n_sources]`` for targets ``(kind, layer, pos, vector)``:
         kind ``feature`` (vector at ``mlp_in[layer][pos]``) or ``logit`` (on the unembedding)."""
-        n_layers, n_pos, d = self.snap.mlp_out.shape
         grads_in: dict[int, Tensor] = {}
         grad_logit = None
+        batch = len(targets)
         for b, (kind, layer, pos, vec) in enumerate(targets):
             if kind == "feature":
-                g = grads_in.setdefault(layer, torch.zeros_like(self.mlp_in[layer]))
-                g[b, pos] = vec.to(g.dtype)
+                like = self.mlp_in[layer]
+                g = grads_in.setdefault(layer, like.new_zeros(batch, *like.shape))
+                g[b, 0, pos] = vec.to(g.dtype)
             else:
                 if grad_logit is None:
-                    grad_logit = torch.zeros_like(self.unembed)
-                grad_logit[b] = vec.to(grad_logit.dtype)
+                    grad_logit = self.unembed.new_zeros(batch, *self.unembed.shape)
+                grad_logit[b, 0] = vec.to(grad_logit.dtype)
         outputs = [self.mlp_in[i] for i in grads_in]
         grad_out = list(grads_in.values())
         if grad_logit is not None:
             outputs.append(self.unembed)
             grad_out.append(grad_logit)
         grads = torch.autograd.grad(
-            outputs, [self.embed, *self.outs], grad_out, retain_graph=True, allow_unused=True
+            outputs,
+            [self.embed, *self.outs],
+            grad_out,
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=True,
         )
-        g_embed = _or_zeros(grads[0], self.embed)
-        g_out = torch.stack([_or_zeros(g, self.embed) for g in grads[1:]])  # [layer batch pos d]
-        return self._assemble(g_embed, g_out)[: len(targets)]
+        return self._assemble(batch, grads[0], list(grads[1:]))
 
     @torch.no_grad()
-    def _assemble(self, g_embed: Tensor, g_out: Tensor) -> Tensor:
+    def _assemble(self, batch: int, g_embed: Tensor | None, g_out: list[Tensor | None]) -> Tensor:
+        """Rows from the gradients (each ``[batch 1 pos d_model]``; None where zero)."""
         f = self.feats
-        batch = g_embed.shape[0]
-        tokens = (g_embed * self.snap.embed[None]).sum(-1)  # [batch pos]
-        errors = (g_out * f.error[:, None]).sum(-1).transpose(0, 1)  # [batch layer pos]
-        feat = torch.zeros(batch, f.index.shape[0], dtype=g_embed.dtype)
-        g_pos = g_out.permute(2, 1, 0, 3).contiguous()  # [pos batch layer d]
-        for layer, (rows, pos, dec) in enumerate(self.decoders):
-            if not len(rows):
-                continue
-            n_out = dec.shape[1] // g_pos.shape[-1]
-            g = g_pos[pos, :, layer : layer + n_out].reshape(len(rows), batch, -1)
-            feat[:, rows] = torch.bmm(g, dec.to(g.dtype)[:, :, None])[:, :, 0].T
-        return torch.cat([feat, errors.reshape(batch, -1), tokens], 1)
+        n_layers, n_pos, _ = f.error.shape
+        n_feat = f.index.shape[0]
+        out = f.error.new_zeros(batch, n_feat + (n_layers + 1) * n_pos)
+        errors = out[:, n_feat : n_feat + n_layers * n_pos].view(batch, n_layers, n_pos)
+        if g_embed is not None:
+            out[:, -n_pos:] = (g_embed[:, 0] * self.snap.embed).sum(-1)
+        g_pos = []  # per layer [pos batch d_model] views
+        for m, g in enumerate(g_out):
+            if g is not None:
+                errors[:, m] = (g[:, 0] * f.error[m]).sum(-1)
+            g_pos.append(None if g is None else g[:, 0].transpose(0, 1))
+        for layer, (rows, chunk_pos, chunk, slot, dec) in enumerate(self.decoders):
+            acc = None
+            for j in range(dec.shape[0] if len(rows) else 0):  # the layers it writes
+                if g_pos[layer + j] is None:
+                    continue
+                part = torch.bmm(g_pos[layer + j][chunk_pos], dec[j].transpose(1, 2))
+                acc = part if acc is None else acc + part  # [chunk batch size]
+            if acc is not None:
+                out[:, rows] = acc[chunk, :, slot].T
+        return out
 
 
-def _or_zeros(g: Tensor | None, like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if g is None else g
+def _chunk(rows: Tensor, pos: Tensor, dec: Tensor) -> tuple[Tensor, ...]:
+    """The decoders ``dec [n n_out d_model]`` of features at positions ``pos`` (ascending) in
+    chunks of one position each: ``(rows, chunk_pos [c], chunk [n], slot [n], decoders [n_out c
+    size d_model])``, feature ``j`` at ``[:, chunk[j], slot[j]]``. One batched product per
+    written layer then reads each position's gradient once per chunk rather than once per
+    feature. ``size`` minimises chunks + padded slots (the gathered gradients plus the products;
+    at most twice the features, as ``size`` 1 would give)."""
+    if not len(rows):
+        return rows, rows, rows, rows, dec.new_zeros(dec.shape[1], 0, 1, dec.shape[2])
+    upos, counts = pos.unique_consecutive(return_counts=True)
+    sizes = torch.arange(1, int(counts.max()) + 1)
+    n_chunks = (-(-counts[None] // sizes[:, None])).sum(1)  # per candidate size
+    size = int(sizes[(n_chunks * (1 + sizes)).argmin()])
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(rows)) - starts.repeat_interleave(counts)  # index within its position
+    per_pos = -(-counts // size)  # chunks per position
+    first = torch.cumsum(per_pos, 0) - per_pos
+    chunk = first.repeat_interleave(counts) + rank // size
+    slot = rank % size
+    padded = dec.new_zeros(dec.shape[1], int(per_pos.sum()), size, dec.shape[2])
+    padded[:, chunk, slot] = dec.transpose(0, 1)
+    return rows, upos.repeat_interleave(per_pos), chunk, slot, padded
 
 
 def _feature_target(tcs: TranscoderSet, feats: Features, j: int) -> tuple[str, int, int, Tensor]:
@@ -198,12 +236,13 @@ def attribute(
     logit_ids, logit_p = salient_logits(snap.unembed, snap.logits, cfg)
     n_feat = feats.index.shape[0]
     n_select = n_feat if cfg.max_feature_nodes is None else min(n_feat, cfg.max_feature_nodes)
+    per_layer = feats.index[:, 0].bincount(minlength=tcs.n_layers).tolist()
+    n_out = sum(c * w.shape[1] for c, w in zip(per_layer, tcs.W_dec)) / max(n_feat, 1)
     batch = cfg.batch_size or choose_batch(
-        model.dims, snap, n_feat, n_select + len(logit_ids), cfg.max_memory, log
+        model.dims, snap, n_feat, n_select + len(logit_ids), cfg.max_memory, log, n_out
     )
     rows = _Rows(model, tcs, snap, feats, batch)
-    w_u = model.unembed.weight.detach().to(dtype)  # [d_vocab d_model]
-    vocab = w_u.shape[0]
+    vocab = model.unembed.weight.shape[0]
     logit_rows = []
     for tok in logit_ids.tolist():
         vec = torch.full((vocab,), -1.0 / vocab, dtype=dtype)
@@ -244,6 +283,8 @@ def _feature_rows(
             )
             rank = score.argsort(descending=True)
             pending = rank[~done[rank]][: min(cfg.update_every * batch, n_select - len(order))]
+            # by layer: a backward pass stops at its highest target layer
+            pending = pending[feats.index[pending, 0].argsort(stable=True)]
         for i in range(0, len(pending), batch):
             chunk = pending[i : i + batch].tolist()
             out.append(rows.run([_feature_target(tcs, feats, j) for j in chunk]))

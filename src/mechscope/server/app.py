@@ -2,8 +2,10 @@
 
 JSON: ``GET /api/sources``, ``GET /api/features/{source}/{index}``, ``GET /api/search?q=&mode=
 text|semantic|token&limit=``, ``POST /api/infer`` ``{"text", "source", "limit"}``. Pages: ``/``,
-``/search``, ``/feature/{source}/{index}``, ``/source/{source}``, ``/infer``. Assets:
-``/assets/{style.css, features.css, features.js}`` (a fixed list, so no path leaves the folder).
+``/search``, ``/feature/{source}/{index}``, ``/source/{source}``, ``/infer``; stored attribution
+graphs: ``/graphs``, ``/graph/{name}``, ``/api/graphs[/{name}]`` (:mod:`.graphs`). Assets:
+``/assets/{style.css, features.css, features.js, graph.css, graph.js}`` (a fixed list, so no path
+leaves the folder).
 
 Safety: the database is opened read-only and no endpoint writes; every response carries a
 Content-Security-Policy without inline script (:mod:`.security`); an access token, when set, is
@@ -28,13 +30,15 @@ from starlette.routing import Route
 from mechscope.errors import MechscopeError
 from mechscope.features import FeatureDB, FeatureNotFound, open_db
 from mechscope.features import search as fs
+from mechscope.server.graphs import GraphStore, graph_routes
 from mechscope.server.security import MAX_BODY, SecurityMiddleware
 from mechscope.viz import features as pages
 
 __all__ = ["MAX_LIMIT", "create_app"]
 
 MAX_LIMIT = 100
-ASSETS = {"style.css": "text/css", "features.css": "text/css", "features.js": "text/javascript"}
+ASSETS = {"style.css": "text/css", "features.css": "text/css", "features.js": "text/javascript",
+          "graph.css": "text/css", "graph.js": "text/javascript"}  # fmt: skip
 SEARCH_MODES = ("text", "semantic", "token")
 
 
@@ -191,9 +195,12 @@ def create_app(
     token: str | None = None,
     model: Any = None,
     load_model: Callable[[str], Any] | None = None,
+    graphs: str | None = None,
 ) -> Starlette:
     """The app over the database ``db_path`` (opened read-only). ``model`` serves inference
-    (``load_model(name)`` loads the database's model on the first inference instead)."""
+    (``load_model(name)`` loads the database's model on the first inference instead); the
+    graph JSON files of the folder ``graphs`` are shown at ``/graphs``."""
+    store = GraphStore(graphs)
     db = open_db(db_path, readonly=True)
     state = _State(db, model, load_model)
 
@@ -210,7 +217,7 @@ def create_app(
         return _error(request, 405, "method not allowed")
 
     app = Starlette(
-        routes=_routes(state),
+        routes=_routes(state) + graph_routes(db, store),
         exception_handlers={
             404: not_found,
             405: method,

@@ -1,11 +1,14 @@
 /* mechscope attribution-graph view: layered layout (rows: embeddings, layers, logits; columns:
    positions), node area by influence, hover details, click to pin, shift-click + "Group" to make
-   a supernode, "Auto-group" to apply the groups computed from edge profiles. */
+   a supernode, "Auto-group" to apply the groups computed from edge profiles. A feature's top
+   examples from the feature database (msg-examples, keyed "LAYER_FEATURE") show in its hover
+   and pinned entry, tokens shaded by activation; all text goes in through textContent. */
 (function () {
   "use strict";
   var root = document.currentScript.closest(".msg-wrap");
   var data = JSON.parse(root.querySelector(".msg-data").textContent);
   var auto = JSON.parse(root.querySelector(".msg-groups").textContent);
+  var examples = JSON.parse(root.querySelector(".msg-examples").textContent);
   var svg = root.querySelector(".msg-svg"), tip = root.querySelector(".msg-tip");
   var NS = "http://www.w3.org/2000/svg";
   var toks = data.metadata.prompt_tokens, nPos = toks.length;
@@ -80,6 +83,31 @@
       " '" + toks[n.ctx_idx] + "'" + (n.clerp ? "\n" + n.clerp : "") +
       "\nactivation " + fmt(n.activation) + ", influence " + fmt(n.node_influence);
   }
+  function exampleBlock(n) {
+    var info = n.feature_type === "cross layer transcoder" &&
+      examples[n.layer + "_" + n.feature_index];
+    if (!info) { return null; }
+    var box = document.createElement("div");
+    box.className = "msg-examples-box";
+    var head = document.createElement("div");
+    head.textContent = info.source + " / " + info.index +
+      (info.explanation ? ": " + info.explanation : "");
+    box.appendChild(head);
+    info.examples.forEach(function (e) {
+      var line = document.createElement("div"), top = Math.max(Math.abs(e.value), 1e-12);
+      line.className = "msg-example";
+      e.tokens.forEach(function (t, i) {
+        var span = document.createElement("span"), a = Math.max(0, e.values[i]) / top;
+        span.textContent = t;
+        span.title = fmt(e.values[i]);
+        span.style.background = "rgba(255,140,0," + (0.75 * a).toFixed(3) + ")";
+        if (i === e.position) { span.className = "msg-peak"; }
+        line.appendChild(span);
+      });
+      box.appendChild(line);
+    });
+    return box;
+  }
   function hover(n, ev, on) {
     linkEls.forEach(function (p) {
       var hit = p._l.source === n.node_id || p._l.target === n.node_id;
@@ -87,6 +115,8 @@
     });
     if (!on) { tip.style.display = "none"; return; }
     tip.textContent = describe(n);
+    var block = exampleBlock(n);
+    if (block) { tip.appendChild(block); }
     var box = root.getBoundingClientRect();
     tip.style.left = (ev.clientX - box.left + 12) + "px";
     tip.style.top = (ev.clientY - box.top + 12) + "px";
@@ -115,6 +145,8 @@
       li.textContent = describe(byId[id]) + "\nfrom: " + top(id, "target", "source") +
         "\nto: " + top(id, "source", "target");
       li.style.whiteSpace = "pre-line";
+      var block = exampleBlock(byId[id]);
+      if (block) { li.appendChild(block); }
       list.appendChild(li);
     });
     drawGroups();
