@@ -32,7 +32,7 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "--kinds",
     default="mahalanobis,lof,perplexity,entropy",
     show_default=True,
-    help="Comma-separated: mahalanobis, lof, attribution, sae, perplexity, entropy.",
+    help="Comma-separated: mahalanobis, lof, attribution, lens, sae, perplexity, entropy.",
 )
 @click.option("--layers", help="Comma-separated layers (default: up to 6 evenly spaced).")
 @click.option("--site", default="blocks.{layer}.hook_resid_post", show_default=True)
