@@ -158,14 +158,8 @@ def _stream(
             hold = index % period == period - 1
             held.extend(batch[hold])
             train = batch[~hold]
-            if train.shape[0] == 0 or not mech:
-                fitted += train.shape[0]
-                continue
-            mask = torch.ones_like(train)
-            acts = extract(model, train, mask, sites, attribution="attribution" in mech)
-            valid = valid_mask(mask)
-            for (kind, layer), s in stats.items():
-                s.update(kind_input(detector, kind, layer, acts, sae)[valid])
+            if train.shape[0] > 0 and mech:
+                _update(detector, model, train, sites, stats, sae)
             fitted += train.shape[0]
     except MechscopeError as exc:
         if "has no document" not in str(exc) and "is empty" not in str(exc):
@@ -181,6 +175,23 @@ def _stream(
             "or a smaller --seq-len"
         )
     return held
+
+
+def _update(
+    detector: Detector,
+    model: Any,
+    tokens: Tensor,
+    sites: list[str],
+    stats: dict[tuple[str, int], Any],
+    sae: Any,
+) -> None:
+    """Add one batch of fitting windows to every kind's statistics at every layer."""
+    mask = torch.ones_like(tokens)
+    attribution = any(KINDS[k].reads == "attributions" for k, _ in stats)
+    acts = extract(model, tokens, mask, sites, attribution=attribution)
+    valid = valid_mask(mask)
+    for (kind, layer), s in stats.items():
+        s.update(kind_input(detector, kind, layer, acts, sae)[valid])
 
 
 def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, quiet: bool) -> None:
