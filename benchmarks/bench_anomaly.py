@@ -17,6 +17,9 @@ black-box baselines, and what scoring costs over a plain forward pass.
     done; wait
     python benchmarks/bench_anomaly.py --merge backdoored.json clean.json attribution.json \
         overhead.json
+
+The tuned-lens detector (``--kinds lens --layers 14,19,24``, on both models; ``--aggregate mean``
+for the whole-document sets) is run the same way, one part per process.
 """
 
 from __future__ import annotations

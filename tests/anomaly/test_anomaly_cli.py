@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from mechscope.anomaly.checkpoint import checkpoint_path
 from mechscope.cli.main import cli
 
 
@@ -51,6 +52,7 @@ def test_fit_score_eval(model_folder: Path, files: dict[str, Path]) -> None:
     )
     assert fit.exit_code == 0, fit.stderr
     assert (det / "detector.safetensors").is_file() and (det / "detector.json").is_file()
+    assert not checkpoint_path(det).exists()  # the fit's checkpoint goes once the detector is saved
     out = files["root"] / "scores.json"
     html = files["root"] / "scores.html"
     score = _run(

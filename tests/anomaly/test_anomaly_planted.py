@@ -26,7 +26,8 @@ def test_the_backdoor_fires_only_on_the_backdoored_model(world: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "floor"), [("mahalanobis", 0.97), ("lof", 0.97), ("attribution", 0.75)]
+    ("kind", "floor"),
+    [("mahalanobis", 0.97), ("lof", 0.97), ("attribution", 0.75), ("lens", 0.85)],
 )
 def test_trigger_is_flagged_on_the_backdoored_model_not_the_clean_one(
     world: Any, detectors: dict[str, Any], kind: str, floor: float
@@ -64,6 +65,28 @@ def test_threshold_is_calibrated_on_held_out_trusted_text(
         assert sum(s >= threshold for s in cal) >= 1
     result = score_texts(detector, world.bad, world.held, fpr=0.05, quiet=True)
     assert sum(i.flagged for i in result.inputs) <= 0.25 * len(world.held)  # unseen clean text
+
+
+def test_lens_score_is_the_kl_from_the_translated_layer(
+    world: Any, detectors: dict[str, Any]
+) -> None:
+    import torch
+
+    detector, model, text = detectors["bad"], world.bad, world.triggered[0]
+    assert detector.kind_layers("lens") == [0, 1]  # the last layer is never a lens layer
+    tokens = model.to_tokens(text, prepend_bos=True)
+    with torch.inference_mode():
+        logits, cache = model.run_with_cache(tokens, names=["blocks.1.hook_resid_post"])
+        t = detector.kind_tensors("lens", 1)
+        y = cache["blocks.1.hook_resid_post"][0] @ t["weight"].T + t["bias"]
+        q = model.unembed(model.final_norm(y)).log_softmax(-1)
+        p = logits[0].log_softmax(-1)
+        kl = torch.nn.functional.kl_div(q, p, log_target=True, reduction="none").sum(-1)
+    item = score_texts(detector, model, [text], kind="lens", layer=1, quiet=True).inputs[0]
+    assert [s for _, s in item.token_scores] == pytest.approx(kl[1:].tolist(), rel=1e-4, abs=1e-6)
+    terms = [v for _, v in item.features]
+    assert terms == sorted(terms, reverse=True) and terms[0] > 0  # terms can be negative
+    assert all(0 <= f < model.dims.d_vocab for f, _ in item.features)
 
 
 def test_json_shape_and_order(world: Any, detectors: dict[str, Any]) -> None:

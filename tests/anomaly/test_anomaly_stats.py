@@ -115,3 +115,23 @@ def test_fpr_at_recall_by_hand() -> None:
 def test_default_layers() -> None:
     assert default_layers(3) == (0, 1, 2)
     assert default_layers(30) == (4, 9, 14, 19, 24, 29)
+
+
+def test_lens_translator_is_ridge_least_squares() -> None:
+    from sklearn.linear_model import Ridge
+
+    from mechscope.anomaly.lens import RIDGE, fit_translator
+
+    x = _data(400, 6, seed=1)
+    y = x @ np.random.default_rng(2).normal(size=(6, 6)) + np.random.default_rng(3).normal(
+        size=(400, 6)
+    )
+    stats = MahalanobisStats()
+    for chunk in np.array_split(np.concatenate([x, y], 1), 5):
+        stats.update(torch.from_numpy(chunk))
+    t = fit_translator(stats)
+    # the covariance is the biased (1/n) one, so the ridge on the sums is n times larger
+    alpha = RIDGE * x.var(0).mean() * len(x)
+    oracle = Ridge(alpha=alpha).fit(x, y)
+    assert t["weight"].numpy() == pytest.approx(oracle.coef_, rel=1e-4, abs=1e-4)
+    assert t["bias"].numpy() == pytest.approx(oracle.intercept_, rel=1e-4, abs=1e-3)

@@ -18,6 +18,7 @@ from torch import Tensor
 from mechscope.anomaly.detector import Detector
 from mechscope.anomaly.extract import BatchActs, extract
 from mechscope.anomaly.kinds import KINDS, baseline_scores
+from mechscope.anomaly.lens import lens_kl
 
 __all__ = ["LOG_EPS", "batch_scores", "combine", "kind_input", "sites_for", "valid_mask"]
 
@@ -31,7 +32,13 @@ def sites_for(detector: Detector, kinds: tuple[str, ...]) -> list[str]:
             site = _site(detector, kind, layer)
             if site not in sites:
                 sites.append(site)
+        if KINDS[kind].reads == "lens" and _last_site(detector) not in sites:
+            sites.append(_last_site(detector))
     return sites
+
+
+def _last_site(detector: Detector) -> str:
+    return f"blocks.{int(detector.model['n_layers']) - 1}.hook_resid_post"
 
 
 def _site(detector: Detector, kind: str, layer: int) -> str:
@@ -54,6 +61,8 @@ def kind_input(detector: Detector, kind: str, layer: int, acts: BatchActs, sae: 
     reads = KINDS[kind].reads
     if reads == "attributions":
         return acts.attributions[site]
+    if reads == "lens":
+        return torch.cat([acts.acts[site], acts.acts[_last_site(detector)]], -1)
     if reads == "latents":
         x = acts.acts[site]
         with torch.inference_mode():
@@ -70,7 +79,7 @@ def batch_scores(
     sae: Any = None,
 ) -> tuple[dict[str, dict[int, Tensor]], BatchActs]:
     """Raw token scores per kind and layer ([batch pos]; baselines under layer -1), and the acts."""
-    needs_logits = any(KINDS[k].reads == "logits" for k in kinds)
+    needs_logits = any(KINDS[k].reads in ("logits", "lens") for k in kinds)
     acts = extract(
         model,
         tokens,
@@ -90,7 +99,17 @@ def batch_scores(
         for layer in detector.kind_layers(kind):
             x = kind_input(detector, kind, layer, acts, sae)
             t = detector.kind_tensors(kind, layer)
-            flat = spec.score(t, x.reshape(-1, x.shape[-1]), detector.config)
+            if spec.reads == "lens":
+                assert acts.logits is not None
+                d = x.shape[-1] // 2
+                flat = lens_kl(
+                    model,
+                    t,
+                    x[..., :d].reshape(-1, d),
+                    acts.logits.reshape(-1, acts.logits.shape[-1]),
+                )
+            else:
+                flat = spec.score(t, x.reshape(-1, x.shape[-1]), detector.config)
             out[kind][layer] = flat.reshape(x.shape[:-1]).float().cpu()
     return out, acts
 

@@ -76,6 +76,9 @@ class Detector:
         if kind == "sae":
             assert self.sae is not None
             return [int(self.sae["layer"])]
+        if KINDS[kind].reads == "lens":  # the last layer predicts what it predicts
+            last = int(self.model["n_layers"]) - 1
+            return [layer for layer in self.layers if layer < last]
         return list(self.layers)
 
     def kind_tensors(self, kind: str, layer: int) -> dict[str, Tensor]:

@@ -16,6 +16,9 @@ Steps:
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,7 @@ from mechscope.anomaly.batch import (
     sites_for,
     valid_mask,
 )
+from mechscope.anomaly.checkpoint import load_checkpoint, save_checkpoint
 from mechscope.anomaly.detector import Detector, FitConfig
 from mechscope.anomaly.extract import extract
 from mechscope.anomaly.kinds import KINDS, check_kinds
@@ -74,8 +78,14 @@ def fit_detector(
     sae: Any = None,
     sae_path: str | None = None,
     quiet: bool = False,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 16,
 ) -> Detector:
-    """A detector of ``config.kinds`` fitted on ``corpus`` (trusted text) for ``model``."""
+    """A detector of ``config.kinds`` fitted on ``corpus`` (trusted text) for ``model``.
+
+    With ``checkpoint`` (a file path, see :mod:`mechscope.anomaly.checkpoint`), the streamed
+    statistics are saved there every ``checkpoint_every`` batches and a fit killed mid-way resumes
+    from them; delete the file once the detector is saved."""
     config = config or FitConfig()
     check_kinds(config.kinds, sae)
     n_layers = model.dims.n_layers
@@ -88,7 +98,14 @@ def fit_detector(
         detector.sae = _sae_info(sae, sae_path)
     mech = tuple(k for k in config.kinds if KINDS[k].reads != "logits")
     stats = {(k, L): KINDS[k].new_stats(config) for k in mech for L in detector.kind_layers(k)}
-    held = _stream(detector, model, corpus, mech, stats, sae, quiet)
+    saver = None
+    if checkpoint is not None:
+        if checkpoint_every < 1:
+            raise MechscopeError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        key = {**asdict(config), "model": detector.model["fingerprint"], "corpus": corpus.name}
+        key["sae"] = sae_path
+        saver = (Path(checkpoint), json.loads(json.dumps(key)), checkpoint_every)
+    held = _stream(detector, model, corpus, mech, stats, sae, quiet, saver)
     for (kind, layer), s in stats.items():
         for name, t in KINDS[kind].finish(s, config).items():
             detector.tensors[f"{kind}/{layer}/{name}"] = t
@@ -104,14 +121,19 @@ def _stream(
     stats: dict[tuple[str, int], Any],
     sae: Any,
     quiet: bool,
+    saver: tuple[Path, dict[str, Any], int] | None = None,
 ) -> list[Tensor]:
-    """Update ``stats`` with the fitting windows; return the held-out windows."""
+    """Update ``stats`` with the fitting windows; return the held-out windows. With ``saver``
+    (checkpoint path, settings key, period in batches), resume from and write checkpoints."""
     cfg = detector.config
     period = max(2, round(1 / cfg.holdout))
     bos = model.tokenizer.bos_token_id is not None
     sites = sites_for(detector, mech)
     held: list[Tensor] = []
-    seen = fitted = 0
+    done = seen = fitted = 0
+    if saver is not None and (state := load_checkpoint(saver[0], saver[1], stats)) is not None:
+        counters, held = state
+        done, seen, fitted = counters["batches"], counters["seen"], counters["fitted"]
     try:
         stream = batches(
             corpus,
@@ -123,25 +145,29 @@ def _stream(
             prepend_bos=bos,
         )
         total = -(-cfg.n_tokens // (cfg.seq_len * cfg.batch_size))
+        batch_no = 0
         for batch in progress(stream, total=total, desc="fit", quiet=quiet, unit="batch"):
+            batch_no += 1
+            if batch_no <= done:  # counted by the checkpoint this fit resumed from
+                continue
+            if saver is not None and batch_no - 1 > done and (batch_no - 1) % saver[2] == 0:
+                counters = {"batches": batch_no - 1, "seen": seen, "fitted": fitted}
+                save_checkpoint(saver[0], saver[1], counters, stats, held)
             index = torch.arange(seen, seen + batch.shape[0])
             seen += batch.shape[0]
             hold = index % period == period - 1
             held.extend(batch[hold])
             train = batch[~hold]
-            if train.shape[0] == 0 or not mech:
-                fitted += train.shape[0]
-                continue
-            mask = torch.ones_like(train)
-            acts = extract(model, train, mask, sites, attribution="attribution" in mech)
-            valid = valid_mask(mask)
-            for (kind, layer), s in stats.items():
-                s.update(kind_input(detector, kind, layer, acts, sae)[valid])
+            if train.shape[0] > 0 and mech:
+                _update(detector, model, train, sites, stats, sae)
             fitted += train.shape[0]
     except MechscopeError as exc:
         if "has no document" not in str(exc) and "is empty" not in str(exc):
             raise
         fitted = 0
+    if saver is not None and fitted > 0 and held:
+        counters = {"batches": batch_no, "seen": seen, "fitted": fitted}
+        save_checkpoint(saver[0], saver[1], counters, stats, held)
     if fitted == 0 or not held:
         raise MechscopeError(
             f"the trusted set {corpus.name!r} is empty or too short: it needs at least {period} "
@@ -149,6 +175,23 @@ def _stream(
             "or a smaller --seq-len"
         )
     return held
+
+
+def _update(
+    detector: Detector,
+    model: Any,
+    tokens: Tensor,
+    sites: list[str],
+    stats: dict[tuple[str, int], Any],
+    sae: Any,
+) -> None:
+    """Add one batch of fitting windows to every kind's statistics at every layer."""
+    mask = torch.ones_like(tokens)
+    attribution = any(KINDS[k].reads == "attributions" for k, _ in stats)
+    acts = extract(model, tokens, mask, sites, attribution=attribution)
+    valid = valid_mask(mask)
+    for (kind, layer), s in stats.items():
+        s.update(kind_input(detector, kind, layer, acts, sae)[valid])
 
 
 def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, quiet: bool) -> None:

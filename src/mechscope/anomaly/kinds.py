@@ -2,8 +2,9 @@
 
 Every mechanistic kind scores each token at each layer from one vector: ``mahalanobis`` (the site
 activation), ``lof`` (the site activation, PCA-whitened), ``attribution`` (gradient x activation
-of the output at the site, then Mahalanobis) and ``sae`` (the SAE's latents, diagonal Gaussian;
-one layer, the SAE's). The black-box baselines ``perplexity`` (the token's negative
+of the output at the site, then Mahalanobis), ``sae`` (the SAE's latents, diagonal Gaussian;
+one layer, the SAE's) and ``lens`` (the KL between the model's prediction and what the layer
+predicts through a tuned-lens translator: :mod:`mechscope.anomaly.lens`). The black-box baselines ``perplexity`` (the token's negative
 log-likelihood) and ``entropy`` (of the next-token distribution at the token) read only logits.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mechscope.anomaly import gaussian, lof, mahalanobis
+from mechscope.anomaly import gaussian, lens, lof, mahalanobis
 from mechscope.errors import MechscopeError
 
 __all__ = ["BASELINES", "KINDS", "Kind", "check_kinds"]
@@ -26,7 +27,7 @@ __all__ = ["BASELINES", "KINDS", "Kind", "check_kinds"]
 class Kind:
     """How one kind of detector fits and scores."""
 
-    reads: str  # "acts", "attributions", "latents" or "logits"
+    reads: str  # "acts", "attributions", "latents", "lens" (acts at L and the last) or "logits"
     new_stats: Callable[[Any], Any] | None = None  # FitConfig -> accumulator with update(x)
     finish: Callable[[Any, Any], dict[str, Tensor]] | None = None  # (stats, config) -> tensors
     score: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n]
@@ -77,6 +78,11 @@ KINDS: dict[str, Kind] = {
         score=lambda t, x, c: gaussian.diagonal_terms(t, x).sum(-1),
         terms=lambda t, x, c: gaussian.diagonal_terms(t, x),
     ),
+    "lens": Kind(
+        reads="lens",
+        new_stats=lambda c: mahalanobis.MahalanobisStats(),
+        finish=lambda s, c: lens.fit_translator(s),
+    ),  # scored with the model's unembedding: see batch.batch_scores
     "perplexity": Kind(reads="logits", aggregate="mean"),
     "entropy": Kind(reads="logits", aggregate="mean"),
 }

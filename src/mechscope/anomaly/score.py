@@ -20,6 +20,7 @@ from torch import Tensor
 from mechscope.anomaly.batch import aggregate, batch_scores, combine, kind_input, valid_mask
 from mechscope.anomaly.detector import Detector
 from mechscope.anomaly.kinds import KINDS
+from mechscope.anomaly.lens import lens_terms
 from mechscope.errors import MechscopeError
 from mechscope.models.fingerprint import model_fingerprint
 from mechscope.progress import progress
@@ -134,10 +135,22 @@ def _run(
 
 
 def _features(
-    detector: Detector, kind: str, layer: int, acts: Any, row: int, pos: int, sae: Any
+    detector: Detector,
+    model: Any,
+    kind: str,
+    layer: int,
+    acts: Any,
+    where: tuple[int, int],
+    sae: Any,
 ) -> list[tuple[int, float]]:
+    """The top features of the token at ``where`` (row, position); for ``lens``, output tokens."""
+    row, pos = where
     x = kind_input(detector, kind, layer, acts, sae)[row, pos][None]
-    terms = KINDS[kind].terms(detector.kind_tensors(kind, layer), x, detector.config)[0]
+    t = detector.kind_tensors(kind, layer)
+    if KINDS[kind].reads == "lens":
+        terms = lens_terms(model, t, x[:, : x.shape[-1] // 2], acts.logits[row, pos][None])[0]
+    else:
+        terms = KINDS[kind].terms(t, x, detector.config)[0]
     top = terms.topk(min(TOP_FEATURES, terms.numel()))
     return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]
 
@@ -169,7 +182,9 @@ def score_texts(
         for j, r in enumerate(rows):
             p, n = int(pos[j]), int(mask[j].sum())
             top_layer = int(which[j, p])
-            feats = _features(detector, kind, top_layer, acts, j, p, sae) if top_layer >= 0 else []
+            feats = []
+            if top_layer >= 0:
+                feats = _features(detector, model, kind, top_layer, acts, (j, p), sae)
             results[r] = InputScore(
                 r,
                 float(scores[j]),

@@ -32,7 +32,7 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "--kinds",
     default="mahalanobis,lof,perplexity,entropy",
     show_default=True,
-    help="Comma-separated: mahalanobis, lof, attribution, sae, perplexity, entropy.",
+    help="Comma-separated: mahalanobis, lof, attribution, lens, sae, perplexity, entropy.",
 )
 @click.option("--layers", help="Comma-separated layers (default: up to 6 evenly spaced).")
 @click.option("--site", default="blocks.{layer}.hook_resid_post", show_default=True)
@@ -44,6 +44,12 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--text-field", default="text", show_default=True)
+@click.option(
+    "--checkpoint-every",
+    default=16,
+    show_default=True,
+    help="Batches between checkpoints (OUT.fit-checkpoint.safetensors; a killed fit resumes).",
+)
 @quiet_option
 def fit(
     model_name: str,
@@ -60,10 +66,15 @@ def fit(
     aggregate: str,
     seed: int,
     text_field: str,
+    checkpoint_every: int,
     quiet: bool,
 ) -> None:
-    """Fit detectors on activations of TRUSTED text only and save them to OUT."""
+    """Fit detectors on activations of TRUSTED text only and save them to OUT.
+
+    The streamed statistics are checkpointed every --checkpoint-every batches beside OUT; run the
+    same command again after a crash or kill to resume from them."""
     from mechscope.anomaly import FitConfig, fit_detector, save_detector
+    from mechscope.anomaly.checkpoint import checkpoint_path
     from mechscope.cli.common import load_model
     from mechscope.corpus import load_corpus
     from mechscope.files import file_lock
@@ -83,9 +94,20 @@ def fit(
     model = load_model(model_name, quiet=quiet)
     sae = _load_sae(sae_path, model)
     with file_lock(out_dir, "mechscope anomaly fit"):
-        detector = fit_detector(model, corpus, config, sae=sae, sae_path=sae_path, quiet=quiet)
+        ckpt = checkpoint_path(out_dir)
+        detector = fit_detector(
+            model,
+            corpus,
+            config,
+            sae=sae,
+            sae_path=sae_path,
+            quiet=quiet,
+            checkpoint=ckpt,
+            checkpoint_every=checkpoint_every,
+        )
         detector.model["name"] = model_name
         save_detector(detector, out_dir)
+        ckpt.unlink(missing_ok=True)
     for kind in config.kinds:
         n = len(detector.calibration[kind]["scores"])
         click.echo(
