@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mechscope.features.db import FeatureDB
+from mechscope.features.db import FeatureDB, floats_blob, ints_blob
+from mechscope.features.heads import has_writes, head_writes
 from mechscope.features.sketch import EMPTY
 from mechscope.features.sources import Source
 from mechscope.models.hooked import HookedModel
@@ -119,6 +120,13 @@ def _example_rows(name: str, state: Any, r: _Rows, u: int, index: int) -> list[t
         out.append((name, index, kind, counters[kind], r.s_values[u][slot], r.s_positions[u][slot],
                     r.s_windows[u][slot], lo, hi, r.s_tokens[u][slot], r.s_acts[u][slot]))  # fmt: skip
         counters[kind] += 1
+    low = state.low  # attn:L: the quietest windows (.heads)
+    for slot in range(0 if low is None else low.k):
+        if int(low.windows[u, slot]) < 0:
+            break
+        out.append((name, index, "negative", slot, float(low.values[u, slot]),
+                    int(low.positions[u, slot]), int(low.windows[u, slot]), None, None,
+                    ints_blob(low.tokens[u, slot].numpy()), floats_blob(low.acts[u, slot].numpy())))  # fmt: skip
     return out
 
 
@@ -128,6 +136,9 @@ def _write_source(db: FeatureDB, model: HookedModel, source: Source, state: Any,
     mean, std, density = h.mean().tolist(), h.std().tolist(), h.density().tolist()
     hi, lo = h.hi.tolist(), h.lo.tolist()
     writes, units = source.readout.writes, source.readout.units
+    if state.peaks is not None:  # attn:L (.heads)
+        heads = torch.tensor(units)
+        writes = head_writes(model, source.config["layer"], heads, state.top, state.peaks)
     logits = _logits(db, model, writes, len(units), jacobian, cfg.n_logit_tokens)
     near = None
     if writes is not None and cfg.n_neighbours:
@@ -157,7 +168,7 @@ def finalize(db: FeatureDB, model: HookedModel, sources: list[Source], states: l
              resid: Any, cfg: Any, done: dict[str, int]) -> None:  # fmt: skip
     """Write every source's features and mark the build complete, all in one transaction."""
     b = db.backend
-    needs = resid is not None and any(s.readout.writes is not None for s in sources)
+    needs = resid is not None and any(has_writes(s) for s in sources)
     jacobian = norm_jacobian(model, resid) if needs else None  # once: every source shares it
     with b.transaction():
         for source, state in zip(sources, states, strict=True):
