@@ -6,7 +6,9 @@
   the final norm's Jacobian averaged over the first batch's final residual streams (the same
   linearisation as ``mechscope neurons``);
 - neighbours are the ``n_neighbours`` other features of the source with the largest cosine between
-  write (decoder) directions;
+  write (decoder) directions; an ``attn:L`` head's write is its mean peak output per unit of norm
+  (:mod:`.heads`), and its negatives are its quietest windows;
+- the Jacobian is computed once per build and shared by every source;
 - ``peak_tokens`` counts, per feature, the tokens its top examples peak on.
 """
 
