@@ -174,6 +174,7 @@ def saedashboard(args: argparse.Namespace) -> None:
 
     import mechscope
     from mechscope.features.build import BuildConfig, _stream, build_features
+    from mechscope.features.sources import capture_sites
     from mechscope.models.loading import load_hf
     from mechscope.sae import SAE, SAEConfig, save_sae
 
@@ -195,6 +196,11 @@ def saedashboard(args: argparse.Namespace) -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     build_features(model, config, out, quiet=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    # the forwards alone (stopped after the site), as the build runs them
+    forward = time.process_time()
+    for tokens in _stream(model, config):
+        capture_sites(model, [site], tokens)
+    forward = time.process_time() - forward
     peer = [args.python, str(Path(__file__).parent / "peers" / "saedashboard_run.py"),
             str(work / "hf"), str(sae_dir), str(work / "tokens.npy"), site, str(args.latents)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
@@ -208,6 +214,10 @@ def saedashboard(args: argparse.Namespace) -> None:
     print(f"SAEDashboard SaeVisRunner ({theirs['features']} features): {theirs['wall']:.1f} s wall, "
           f"{theirs['cpu']:.1f} CPU-s")  # fmt: skip
     print(f"ratio (SAEDashboard / mechscope, CPU-s): {theirs['cpu'] / cpu:.2f}")
+    print(f"the model forwards alone (both tools run them, stopped after {site}): {forward:.1f} "
+          f"CPU-s = {100 * forward / cpu:.0f}% of mechscope's; the ratio if everything else were "
+          f"free: {theirs['cpu'] / forward:.2f}")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 def cpu_only(name: str) -> str:

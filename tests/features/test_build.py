@@ -81,8 +81,12 @@ def test_top_examples_and_statistics_equal_brute_force(db, tiny, fx, all_windows
         assert sum(f["histogram"]["counts"]) == len(col)
         for e in f["quantile_examples"]:  # each drawn from its interval of window maxima
             assert e["lo"] <= e["value"] < e["hi"] and e["value"] > 0
+        if source.startswith("attn"):  # a norm: the 3 windows of smallest maximum (.heads)
+            low = torch.sort(best[index], stable=True).indices[:3]
+            assert [e["window"] for e in f["negative_examples"]] == low.tolist()
+            assert [e["value"] for e in f["negative_examples"]] == pytest.approx(best[index][low].tolist(), abs=1e-6)  # fmt: skip
         for e in f["negative_examples"]:
-            assert e["value"] <= 0
+            assert e["value"] <= 0 or source.startswith("attn")
         top_hi = max([e["hi"] for e in f["quantile_examples"]], default=None)
         if top_hi is not None:  # the grid covers the maximum with 4 cells of width 2**e
             width = f["quantile_examples"][0]["hi"] - f["quantile_examples"][0]["lo"]
@@ -113,7 +117,39 @@ def test_logit_table_and_neighbours(db, tiny) -> None:
         cos = unit @ unit[index]
         cos[index] = -2
         assert [n["index"] for n in f["neighbours"]] == cos.topk(10).indices.tolist()
-    assert db.feature("attn:0", 0)["logits"] == {"promotes": [], "suppresses": []}
+
+
+def test_head_write_direction_logit_table_and_neighbours(db, tiny, all_windows) -> None:
+    """attn:0: w_h = (sum of z_h at the top examples' peaks) @ W_O[h] / sum of their norms, from a
+    fresh run_with_cache and the o_proj weight; its logit table W_U J w_h with J the final norm's
+    Jacobian over the first 8 windows (as the build linearises) and cosine neighbours."""
+    from mechscope.neurons import final_residuals, norm_jacobian
+
+    d = tiny.dims
+    w_o = tiny.block(0).self_attn.o_proj.weight.detach().float()  # [d_model head*d_head]
+    jac = norm_jacobian(tiny, final_residuals(tiny, all_windows[:8]))
+    w_u = tiny.unembed.weight.detach().float()
+    writes = []
+    for h in range(d.n_heads):
+        exs = db.examples("attn:0", h, "top")
+        with torch.no_grad():
+            _, cache = tiny.run_with_cache(torch.tensor([e.token_ids for e in exs]), names=["blocks.0.attn.hook_z"])  # fmt: skip
+        z = cache["blocks.0.attn.hook_z"][torch.arange(len(exs)), [e.position for e in exs], h]
+        mean = z.double().sum(0) / z.double().norm(dim=-1).sum()
+        writes.append((mean @ w_o[:, h * d.d_head : (h + 1) * d.d_head].double().T).float())
+        f = db.feature("attn:0", h)
+        effect = w_u @ jac @ writes[-1]
+        up, down = effect.topk(10), effect.topk(10, largest=False)
+        assert [p["id"] for p in f["logits"]["promotes"]][:3] == up.indices[:3].tolist()
+        assert [p["value"] for p in f["logits"]["promotes"]] == pytest.approx(up.values.tolist(), rel=1e-3, abs=1e-5)  # fmt: skip
+        assert [p["value"] for p in f["logits"]["suppresses"]] == pytest.approx(down.values.tolist(), rel=1e-3, abs=1e-5)  # fmt: skip
+    unit = torch.nn.functional.normalize(torch.stack(writes), dim=-1)
+    for h in range(d.n_heads):
+        cos = unit @ unit[h]
+        cos[h] = -2
+        near = db.feature("attn:0", h)["neighbours"]
+        assert [n["index"] for n in near] == cos.topk(d.n_heads - 1).indices.tolist()
+        assert [n["cosine"] for n in near] == pytest.approx(cos.topk(d.n_heads - 1).values.tolist(), abs=1e-5)  # fmt: skip
 
 
 def test_peak_tokens_count_the_top_examples(db) -> None:

@@ -46,6 +46,7 @@ from mechscope.features.build import (
     _update,
 )
 from mechscope.features.db import FeatureDB, create_db
+from mechscope.features.heads import carry_peaks, has_writes, merge_lowest
 from mechscope.features.sketch import EMPTY, Sketch, _cells, _fit, _old_max
 from mechscope.features.sources import capture_sites, check_sources, parse_source
 from mechscope.models.hooked import HookedModel
@@ -127,9 +128,14 @@ def merge_sketch(a: Sketch, b: Sketch) -> Sketch:
 
 
 def _merge(a: SourceState, b: SourceState) -> SourceState:
-    return SourceState(
-        merge_topk(a.top, b.top), merge_histogram(a.hist, b.hist), merge_sketch(a.sketch, b.sketch)
-    )
+    top = merge_topk(a.top, b.top)
+    low = None if a.low is None or b.low is None else merge_lowest(a.low, b.low)
+    peaks = None  # attn:L: each top slot keeps its own peak output (mechscope.features.heads)
+    if a.peaks is not None and b.peaks is not None:
+        windows = torch.cat([a.top.windows, b.top.windows], dim=1)
+        peaks = carry_peaks(top, windows, torch.cat([a.peaks, b.peaks], dim=1))
+    sketch = merge_sketch(a.sketch, b.sketch)
+    return SourceState(top, merge_histogram(a.hist, b.hist), sketch, low, peaks)
 
 
 def _add_round(sums: list[torch.Tensor], mine: list[torch.Tensor | None]) -> None:
@@ -204,7 +210,7 @@ def _score(model: HookedModel, cfg: BuildConfig, sources: list, quiet: bool, cor
         if tokens.shape[1] <= start:
             raise MechscopeError("windows of one token have no position after the first")
         if i % world == me:
-            if i == 0 and any(s.readout.writes is not None for s in sources):
+            if i == 0 and any(has_writes(s) for s in sources):
                 resid = final_residuals(model, tokens[:JACOBIAN_WINDOWS], start)
             acts = capture_sites(model, sites, tokens)
             for j, (state, source) in enumerate(zip(states, sources, strict=True)):

@@ -34,6 +34,7 @@ from safetensors.torch import save as save_tensors
 
 from mechscope.errors import MechscopeError
 from mechscope.features.db import FeatureDB, create_db
+from mechscope.features.heads import carry_peaks, empty_lowest, has_writes, is_head, update_lowest
 from mechscope.features.sketch import Sketch, empty_sketch, update_sketch
 from mechscope.features.sources import Source, capture_sites, check_sources, parse_source
 from mechscope.models.hooked import HookedModel
@@ -87,24 +88,37 @@ class SourceState:
     top: TopK
     hist: Histogram
     sketch: Sketch
+    low: TopK | None = None  # attn:L: the quietest windows, its negatives (.heads)
+    peaks: torch.Tensor | None = None  # attn:L: [unit k d_head] z at each top slot's peak
 
 
 def _empty(source: Source, cfg: BuildConfig) -> SourceState:
     n = source.readout.n_units
+    if not is_head(source):
+        return SourceState(
+            empty_topk(n, cfg.k, cfg.seq_len),
+            empty_histogram(n, cfg.bins),
+            empty_sketch(n, cfg.seq_len, cfg.quantiles, cfg.per_quantile, cfg.negatives),
+        )
     return SourceState(
         empty_topk(n, cfg.k, cfg.seq_len),
         empty_histogram(n, cfg.bins),
-        empty_sketch(n, cfg.seq_len, cfg.quantiles, cfg.per_quantile, cfg.negatives),
+        empty_sketch(n, cfg.seq_len, cfg.quantiles, cfg.per_quantile, 0),
+        empty_lowest(n, cfg.negatives, cfg.seq_len),
+        torch.zeros((n, cfg.k, source.config["d_head"])),
     )
 
 
 def _pack(states: list[SourceState], resid: torch.Tensor | None) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     for i, s in enumerate(states):
-        for part in ("top", "hist", "sketch"):
-            for key, value in vars(getattr(s, part)).items():
+        for part in ("top", "hist", "sketch", "low"):
+            state = getattr(s, part)
+            for key, value in (vars(state) if state is not None else {}).items():
                 if isinstance(value, torch.Tensor):
                     tensors[f"{i}.{part}.{key}"] = value.contiguous()
+        if s.peaks is not None:
+            tensors[f"{i}.peaks"] = s.peaks.contiguous()
     if resid is not None:
         tensors["resid"] = resid.contiguous()
     return save_tensors(tensors)
@@ -113,8 +127,11 @@ def _pack(states: list[SourceState], resid: torch.Tensor | None) -> bytes:
 def _unpack(data: bytes, states: list[SourceState], n_hist: int) -> torch.Tensor | None:
     tensors = load_tensors(data)
     for i, s in enumerate(states):
-        for part in ("top", "hist", "sketch"):
+        s.peaks = tensors.get(f"{i}.peaks", s.peaks)
+        for part in ("top", "hist", "sketch", "low"):
             old = getattr(s, part)
+            if old is None:
+                continue
             fields = {k: tensors.get(f"{i}.{part}.{k}", v) for k, v in vars(old).items()}
             if part == "hist":
                 fields["n"] = n_hist
@@ -187,7 +204,14 @@ def _update(state: SourceState, source: Source, site_acts: torch.Tensor, tokens:
     if not torch.isfinite(acts).all():
         raise MechscopeError(f"non-finite activations at {source.hook_name}; check the model")
     units = torch.tensor(source.readout.units)
+    old_windows = state.top.windows
     state.top = update_topk(state.top, acts, tokens, first, start)
+    if state.peaks is not None:
+        state.peaks = carry_peaks(
+            state.top, old_windows, state.peaks, site_acts.cpu(), first, units
+        )
+    if state.low is not None:
+        state.low = update_lowest(state.low, acts, tokens, first, start)
     state.hist = update_histogram(state.hist, acts[:, start:].reshape(-1, acts.shape[-1]))
     state.sketch = update_sketch(state.sketch, acts, tokens, first, units, start)
 
@@ -231,7 +255,7 @@ def build_features(
                 continue  # done before the interruption: its windows are in the checkpoint
             if tokens.shape[1] <= start:
                 raise MechscopeError("windows of one token have no position after the first")
-            if resid is None and any(s.readout.writes is not None for s in sources):
+            if resid is None and any(has_writes(s) for s in sources):
                 resid = final_residuals(model, tokens[:JACOBIAN_WINDOWS], start)
             acts = capture_sites(model, sites, tokens)
             for state, source in zip(states, sources, strict=True):

@@ -4,8 +4,8 @@ Each source is a :class:`~mechscope.neurons.Readout` (the same readouts ``mechsc
 scans) plus the name it has in the database:
 
 - ``mlp:L``: every MLP neuron of layer ``L`` at ``blocks.L.mlp.hook_post``;
-- ``attn:L``: every head of layer ``L``, read as the L2 norm of its output ``attn.hook_z``
-  (no write vector, so no logit table and no neighbours);
+- ``attn:L``: every head of layer ``L``, read as the L2 norm of its output ``attn.hook_z``; its
+  write direction (logit table, neighbours) and negatives are defined in :mod:`.heads`;
 - ``sae:DIR``: every latent of the SAE or transcoder saved in ``DIR`` (SAELens layout), read at
   its own hook in model units; named ``sae:<folder name>`` in the database;
 - ``crosscoder:DIR`` (``crosscoder:DIR@finetuned``): every latent of the crosscoder saved in ``DIR``
@@ -63,7 +63,9 @@ def parse_source(model: HookedModel, spec: str) -> Source:
     if prefix == "mlp":
         return Source(spec, spec, "neuron", mlp_neurons(model, _layer(spec, rest)), {})
     if prefix == "attn":
-        return Source(spec, spec, "head", head_outputs(model, _layer(spec, rest)), {})
+        layer = _layer(spec, rest)
+        config = {"layer": layer, "d_head": model.dims.d_head, "write": "mean top-example output"}
+        return Source(spec, spec, "head", head_outputs(model, layer), config)
     if prefix == "crosscoder":
         return _crosscoder(model, spec, rest)
     from mechscope.sae import load_sae
