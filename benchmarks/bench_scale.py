@@ -105,16 +105,6 @@ def main() -> None:
         report(root, args, times)
 
 
-def _rows(path: Path) -> dict[str, list]:
-    import sqlite3
-
-    con = sqlite3.connect(path)
-    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    out = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
-    con.close()
-    return out
-
-
 def report(root: Path, args: argparse.Namespace, times: dict) -> None:
     from safetensors.torch import load_file
 
@@ -133,7 +123,9 @@ def report(root: Path, args: argparse.Namespace, times: dict) -> None:
         print(f"{name}: 1 process {w1:.1f} s wall ({c1:.1f} s CPU), 2 processes {w2:.1f} s wall "
               f"({c2:.1f} s CPU); speed-up {w1 / w2:.2f}x, "
               f"{n / w1:,.0f} -> {n / w2:,.0f} tokens/s")  # fmt: skip
-    dbs = [_rows(root / f"features{p}.db") for p in (1, 2)]
+    from mechscope.features.db import sqlite_rows
+
+    dbs = [sqlite_rows(root / f"features{p}.db") for p in (1, 2)]
     print(f"stores identical: {same}; SAE weights max |diff| {diff:.2e}; feature databases "
           f"identical: {dbs[0] == dbs[1]} ({sum(len(v) for v in dbs[0].values()):,} rows)")  # fmt: skip
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 from mechscope.activations import ActivationStore
 from mechscope.cli.main import cli
+from mechscope.features.db import sqlite_rows
 from mechscope.models.tiny import tiny_model, tiny_tokenizer
 
 WORDS = ["the", "cat", "sat", "on", "mat", "1", "2", "3", ",", "."]
@@ -123,18 +124,10 @@ def test_relu_coefficient_adapts_to_the_global_l0(runs: Path) -> None:
     )
 
 
-def _rows(path: Path) -> dict[str, list]:
-    con = sqlite3.connect(path)
-    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    out = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
-    con.close()
-    return out
-
-
 @pytest.mark.parametrize("run", ["two", "kill"])
 def test_two_ranks_build_the_same_feature_database(runs: Path, run: str) -> None:
     """Uninterrupted, and killed (kill -9) after a checkpoint then resumed by the same command."""
-    one, two = _rows(runs / "features-one.db"), _rows(runs / f"features-{run}.db")
+    one, two = sqlite_rows(runs / "features-one.db"), sqlite_rows(runs / f"features-{run}.db")
     assert sum(len(v) for v in one.values()) > 100
     for table in one:
         assert two[table] == one[table], table

@@ -349,3 +349,16 @@ def _has_tables(backend: Backend) -> bool:
         return bool(backend.query("SELECT 1 FROM sqlite_master WHERE type = 'table'"))
     sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"
     return bool(backend.query(sql))
+
+
+def sqlite_rows(path: Any) -> dict[str, list]:
+    """Every row of every table of a SQLite database file, sorted within each table (a
+    comparable snapshot: two builds are the same database when their snapshots are equal)."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        names = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in names}
+    finally:
+        con.close()

@@ -23,7 +23,7 @@ import torch
 
 from mechscope.features.sources import Source
 from mechscope.neurons.readouts import o_per_head
-from mechscope.neurons.topk import TopK
+from mechscope.neurons.topk import TopK, empty_topk
 
 Tensor = torch.Tensor
 
@@ -43,13 +43,7 @@ def has_writes(source: Source) -> bool:
 
 def empty_lowest(n_units: int, n: int, seq_len: int) -> TopK:
     """No window yet: value ``+inf``, window ``-1``."""
-    return TopK(
-        values=torch.full((n_units, n), float("inf")),
-        windows=torch.full((n_units, n), -1, dtype=torch.long),
-        positions=torch.zeros((n_units, n), dtype=torch.long),
-        acts=torch.zeros((n_units, n, seq_len)),
-        tokens=torch.zeros((n_units, n, seq_len), dtype=torch.int32),
-    )
+    return empty_topk(n_units, n, seq_len, fill=float("inf"))
 
 
 def _select(cand: TopK, order: Tensor) -> TopK:

@@ -40,10 +40,10 @@ class TopK:
         return self.values.shape[1]
 
 
-def empty_topk(n_units: int, k: int, seq_len: int) -> TopK:
-    """A state with no window yet."""
+def empty_topk(n_units: int, k: int, seq_len: int, fill: float = float("-inf")) -> TopK:
+    """A state with no window yet (values ``fill``: -inf for a top-k, +inf for a bottom-k)."""
     return TopK(
-        values=torch.full((n_units, k), float("-inf")),
+        values=torch.full((n_units, k), fill),
         windows=torch.full((n_units, k), -1, dtype=torch.long),
         positions=torch.zeros((n_units, k), dtype=torch.long),
         acts=torch.zeros((n_units, k, seq_len)),
