@@ -30,6 +30,7 @@ from mechscope.compare.run import residuals
 from mechscope.corpus import Corpus, load_corpus
 from mechscope.diff.crosscoder import (
     CrosscoderInfo,
+    activation_scores,
     classify,
     firing_scores,
     latent_scaling,
@@ -208,7 +209,7 @@ def evaluate_crosscoder(
         out: dict[str, Any] = {"latent": j, "delta": float(delta[j]), "rank": rank[j]}
         out.update(latent_scaling(sae, x, [j])[j])
         if planted is not None:
-            out.update(firing_scores(latents[:, j] > 0, planted))
+            out.update(activation_scores(latents[:, j], planted))
         return out
 
     report: dict[str, Any] = {
