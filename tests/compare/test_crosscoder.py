@@ -173,6 +173,7 @@ def narrow(tmp_path_factory) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow  # about 25 CPU-s: a base, two finetunes, two crosscoders
 def test_a_finetune_only_latent_fires_on_the_trigger(narrow) -> None:
     """Seeds 0-2 of this setting: docs/diff.md. The latent fires weakly on many ordinary tokens
     too (the low-rank update leaks a little there), so precision is scored on strong firing."""
