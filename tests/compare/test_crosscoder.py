@@ -175,8 +175,9 @@ def narrow(tmp_path_factory) -> dict[str, dict]:
 
 @pytest.mark.slow  # about 25 CPU-s: a base, two finetunes, two crosscoders
 def test_a_finetune_only_latent_fires_on_the_trigger(narrow) -> None:
-    """Seeds 0-2 of this setting: docs/diff.md. The latent fires weakly on many ordinary tokens
-    too (the low-rank update leaks a little there), so precision is scored on strong firing."""
+    """Seeds 0-2 of a larger run (1,000 documents, 1,000 steps): docs/diff.md. The latent fires
+    weakly on many ordinary tokens too (the low-rank update leaks a little there), so precision
+    is scored on strong firing."""
     found = [r for r in finetune_only(narrow["planted"]) if r["recall"] > 0.5]
     assert found, narrow["planted"]["finetune_only"]
     best = max(found, key=lambda r: r["auroc"])
