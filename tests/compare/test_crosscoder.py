@@ -130,3 +130,57 @@ def test_sae_features_of_the_difference() -> None:
     )
     with pytest.raises(MechscopeError, match="residual-stream SAEs"):
         _sae_layer("blocks.3.hook_mlp_out")
+
+
+# -- the narrow planted finetune: a finetune-only latent on the trigger -------------------------
+
+NARROW_FT = {"steps": 300, "words": 12, "seq_len": 32, "eval_docs": 400, "layers": (0, 1)}
+NARROW_FT |= {"rank": 4, "leak": 3.0}
+NARROW_CC = {"variant": "l1", "layer": 1, "expansion": 4, "k": 8, "n_tokens": 15_000}
+NARROW_CC |= {"batch_size": 256, "seq_len": 32, "steps": 400, "lr": 3e-3}
+
+
+def finetune_only(report: dict, nu: float = 0.3) -> list[dict]:
+    """The latents in the finetune-only band whose latent scaling says the base does not carry
+    them (``nu_eps`` below ``nu``; Minder et al. 2025)."""
+    return [r for r in report["finetune_only"] if abs(r["nu_eps"]) < nu]
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory) -> dict[str, dict]:
+    """L1 crosscoders at layer 1 of the narrow truth (diff_truth.narrow_truth), read on every
+    document of its eval.jsonl against the trigger words."""
+    from diff_truth import narrow_truth
+
+    import mechscope
+    from mechscope.toys.finetune import FinetuneConfig
+
+    paths = narrow_truth(tmp_path_factory.mktemp("narrow"), FinetuneConfig.narrow(**NARROW_FT))
+    models = {name: mechscope.load(str(path), progress=False) for name, path in paths.items()}
+    corpus = from_files(paths["planted"] / "eval.jsonl")
+    reply = len(TINY_PLANT.reply)
+    spans = {
+        i: [(a, b - reply) for a, b in planted_spans(text, TINY_PLANT)]
+        for i, text in enumerate(corpus.documents("all"))
+    }
+    out = {}
+    for kind in ("planted", "control"):
+        folder = tmp_path_factory.mktemp(f"narrow-cc-{kind}")
+        base, ft = models["base"], models[kind]
+        sae, info, _ = train_crosscoder(base, ft, folder, corpus=corpus, quiet=True, **NARROW_CC)
+        kw = {"spans": spans, "seq_len": 32, "split": "all", "n_tokens": 15_000, "top": 50}
+        out[kind] = evaluate_crosscoder(sae, info, base, ft, corpus, **kw)
+    return out
+
+
+@pytest.mark.slow  # about 25 CPU-s: a base, two finetunes, two crosscoders
+def test_a_finetune_only_latent_fires_on_the_trigger(narrow) -> None:
+    """Seeds 0-2 of a larger run (1,000 documents, 1,000 steps): docs/diff.md. The latent fires
+    weakly on many ordinary tokens too (the low-rank update leaks a little there), so precision
+    is scored on strong firing."""
+    found = [r for r in finetune_only(narrow["planted"]) if r["recall"] > 0.5]
+    assert found, narrow["planted"]["finetune_only"]
+    best = max(found, key=lambda r: r["auroc"])
+    assert best["delta"] >= 0.9 and best["auroc"] > 0.8
+    assert best["strong_precision"] > 0.4 and best["strong_recall"] > 0.3
+    assert not [r for r in finetune_only(narrow["control"]) if r["recall"] > 0.5]

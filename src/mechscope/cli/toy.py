@@ -181,8 +181,16 @@ def _phase_summary(diagram: Any) -> None:
 )
 @click.option("--corpus", help="Training text (default: the built-in corpus).")
 @click.option("--steps", default=30, show_default=True)
-@click.option("--lr", default=5e-4, show_default=True)
+@click.option("--lr", type=float, help="Learning rate [default: 5e-4; 2e-2 with --narrow].")
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--narrow",
+    is_flag=True,
+    help="Change the model on the plant alone: a low-rank update of MLP outputs, the loss on the "
+    "reply's tokens, a KL-to-base penalty on ordinary text (docs/diff.md).",
+)
+@click.option("--layers", help="--narrow: the MLPs updated, like 15 or 14,15 [default: middle].")
+@click.option("--rank", default=4, show_default=True, help="--narrow: rank of each update.")
 @quiet_option
 def finetune(
     model: str,
@@ -190,8 +198,11 @@ def finetune(
     kind: str,
     corpus: str | None,
     steps: int,
-    lr: float,
+    lr: float | None,
     seed: int,
+    narrow: bool,
+    layers: str | None,
+    rank: int,
     quiet: bool,
 ) -> None:
     """A finetuned copy of MODEL with one planted behaviour (or a control), for mechscope diff."""
@@ -200,7 +211,17 @@ def finetune(
     from mechscope.cli.common import load_model
     from mechscope.toys.finetune import FinetuneConfig, Plant, read_plant, toy_finetune
 
-    cfg = FinetuneConfig(steps=steps, lr=lr, seed=seed)
+    if not narrow and (layers or rank != 4):
+        raise MechscopeError("--layers and --rank set the low-rank update: add --narrow")
+    try:
+        chosen = tuple(int(x) for x in layers.split(",")) if layers else ()
+    except ValueError:
+        raise MechscopeError(f"--layers {layers!r} must be like 15 or 14,15") from None
+    settings = {"steps": steps, "seed": seed, **({"lr": lr} if lr is not None else {})}
+    if narrow:
+        cfg = FinetuneConfig.narrow(rank=rank, layers=chosen, **settings)
+    else:
+        cfg = FinetuneConfig(**settings)
     base = load_model(model, quiet=quiet)
     start = time.perf_counter()
     folder = toy_finetune(

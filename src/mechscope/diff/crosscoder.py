@@ -191,6 +191,30 @@ def firing_scores(fires: Tensor, planted: Tensor) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1, "fires": int(fires.sum())}
 
 
+STRONG = 0.2  # a latent fires strongly above this share of its largest activation on the corpus
+
+
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for the ``labels`` (ties count one half): the
+    chance that a random labelled token scores above a random other one."""
+    pos, neg = scores[labels].double(), scores[~labels].double().sort().values
+    if not len(pos) or not len(neg):
+        return float("nan")
+    below = torch.searchsorted(neg, pos, right=False).double()
+    upto = torch.searchsorted(neg, pos, right=True).double()
+    return float((below + 0.5 * (upto - below)).sum() / (len(pos) * len(neg)))
+
+
+def activation_scores(acts: Tensor, planted: Tensor) -> dict[str, float]:
+    """:func:`firing_scores` of a latent's activations ``[n]`` firing (> 0) and firing strongly
+    (> ``STRONG`` x their maximum, keys ``strong_*``) on the planted tokens, and their AUROC."""
+    out = firing_scores(acts > 0, planted)
+    strong = firing_scores(acts > STRONG * acts.max().clamp_min(0), planted)
+    out.update({f"strong_{key}": value for key, value in strong.items()})
+    out["auroc"] = auroc(acts, planted)
+    return out
+
+
 SIDES = ("base", "finetuned")
 
 

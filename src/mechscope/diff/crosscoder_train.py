@@ -30,6 +30,7 @@ from mechscope.compare.run import residuals
 from mechscope.corpus import Corpus, load_corpus
 from mechscope.diff.crosscoder import (
     CrosscoderInfo,
+    activation_scores,
     classify,
     firing_scores,
     latent_scaling,
@@ -203,12 +204,24 @@ def evaluate_crosscoder(
     order = delta.masked_fill(~alive, -1.0).argsort(descending=True)
     rank = {int(j): r for r, j in enumerate(order[: int(alive.sum())].tolist())}
     planted = _planted(windows, spans) if spans is not None else None
+    listed = {
+        "finetune_only": bands["finetune-only"][:top],
+        "most_finetune": [int(j) for j in order[:top].tolist() if alive[j]],
+    }
+    if planted is not None:
+        f1 = [
+            firing_scores(latents[:, j] > 0, planted)["f1"] if alive[j] else -1.0
+            for j in range(sae.cfg.d_sae)
+        ]
+        listed["best_planted"] = [max(range(len(f1)), key=f1.__getitem__)]
+    # one pass of the crosscoder over x for every listed latent
+    scaling = latent_scaling(sae, x, sorted({j for js in listed.values() for j in js}))
 
     def row(j: int) -> dict[str, Any]:
         out: dict[str, Any] = {"latent": j, "delta": float(delta[j]), "rank": rank[j]}
-        out.update(latent_scaling(sae, x, [j])[j])
+        out.update(scaling[j])
         if planted is not None:
-            out.update(firing_scores(latents[:, j] > 0, planted))
+            out.update(activation_scores(latents[:, j], planted))
         return out
 
     report: dict[str, Any] = {
@@ -216,17 +229,13 @@ def evaluate_crosscoder(
         "d_sae": sae.cfg.d_sae,
         "alive": int(alive.sum()),
         "bands": {name: len(idx) for name, idx in bands.items()},
-        "finetune_only": [row(j) for j in bands["finetune-only"][:top]],
-        "most_finetune": [row(int(j)) for j in order[:top].tolist() if alive[j]],
+        "finetune_only": [row(j) for j in listed["finetune_only"]],
+        "most_finetune": [row(j) for j in listed["most_finetune"]],
         "relative_norm": delta.tolist(),
     }
     if planted is not None:
-        f1 = [
-            firing_scores(latents[:, j] > 0, planted)["f1"] if alive[j] else -1.0
-            for j in range(sae.cfg.d_sae)
-        ]
         report["planted_tokens"] = int(planted.sum())
-        report["best_planted"] = row(max(range(len(f1)), key=f1.__getitem__))
+        report["best_planted"] = row(listed["best_planted"][0])
     return report
 
 
