@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import mechscope
-from machine import cpu_name
+from machine import add_device_option, cpu_name, device_label, pick_device
 from mechscope.audit import AuditConfig, build_audit
 
 
@@ -39,7 +39,12 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="audit folder (default: a temporary one)")
     parser.add_argument("--no-report", action="store_true", help="skip timing the report")
     parser.add_argument("--compress", action="store_true", help="audit with --compress")
+    add_device_option(parser)
     args = parser.parse_args()
+    device = pick_device(args.device)
+    if device.type != "cpu":  # the audit runs the model where mechscope.load puts it: the CPU
+        raise SystemExit("error: this benchmark runs on the CPU only for now; use --device cpu")
+    print(f"device {device_label(device)}")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; load before {os.getloadavg()}")
     model = mechscope.load(mechscope.DEFAULT_MODEL, progress=False)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-audit-"))

@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from machine import machine  # noqa: E402
+from machine import add_device_option, machine, pick_device  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -102,9 +102,13 @@ def table(name: str, reports: list[dict], task: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
+    add_device_option(parser)
     args = parser.parse_args()
+    device = pick_device(args.device)
+    if device.type != "cpu":  # the planted and tiny MoE models are built on the CPU
+        raise SystemExit("error: this benchmark runs on the CPU only for now; use --device cpu")
     began, cpu = time.perf_counter(), time.process_time()
-    print(" · ".join(f"{k} {v}" for k, v in machine(torch.device("cpu")).items()))
+    print(" · ".join(f"{k} {v}" for k, v in machine(device).items()))
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     planted = [planted_report(s) for s in range(args.seeds)]
     table("planted MoE (chains; task = next-token logit difference)", planted, task=True)
