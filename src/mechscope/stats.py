@@ -8,6 +8,8 @@ Every function takes a ``seed`` so each interval is reproducible.
 - :func:`permutation_pvalue`: how often a mean difference at least as large as the observed one
   arises when the labels "finding" / "control" are shuffled (two-sided, with the +1 correction of
   Phipson and Smyth 2010, so p is never 0); the paired form flips signs of per-prompt differences;
+- :func:`auroc`: the area under the ROC curve of positive against negative scores (ties one
+  half), shared by the anomaly detectors, the autointerp scorers and the crosscoder checks;
 - :func:`bootstrap_jaccard`: circuit stability (Méloux et al. 2025, arXiv 2510.00845): select a
   circuit on prompts resampled with replacement, many times, and report the mean Jaccard index of
   the selected edge sets over all pairs of resamples (1 = the same circuit every time).
@@ -92,6 +94,18 @@ def permutation_pvalue(
         shuffled = pooled[perms]
         null = np.abs(shuffled[:, :k].mean(1) - shuffled[:, k:].mean(1))
     return float((1 + np.sum(null >= observed - 1e-12)) / (n_perm + 1))
+
+
+def auroc(pos: ArrayLike, neg: ArrayLike) -> float:
+    """Area under the ROC curve: the chance that a positive's score exceeds a negative's, ties
+    counted one half (Mann-Whitney U over ``n_pos n_neg``, from average ranks)."""
+    from scipy.stats import rankdata
+
+    p, n = np.asarray(pos, dtype=np.float64).ravel(), np.asarray(neg, dtype=np.float64).ravel()
+    if p.size == 0 or n.size == 0:
+        raise MechscopeError("AUROC needs at least one positive and one negative score")
+    ranks = rankdata(np.concatenate([p, n]))
+    return float((ranks[: p.size].sum() - p.size * (p.size + 1) / 2) / (p.size * n.size))
 
 
 def jaccard(a: Iterable[Any], b: Iterable[Any]) -> float:

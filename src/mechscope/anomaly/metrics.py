@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import rankdata
+
+from mechscope import stats
 
 __all__ = ["Separation", "auroc", "average_precision", "fpr_at_recall", "separation"]
 
@@ -25,10 +26,7 @@ def _arrays(pos: Sequence[float], neg: Sequence[float]) -> tuple[np.ndarray, np.
 
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
     """P(score of a positive > score of a negative), ties counted half."""
-    p, n = _arrays(pos, neg)
-    ranks = rankdata(np.concatenate([p, n]))
-    u = ranks[: p.size].sum() - p.size * (p.size + 1) / 2
-    return float(u / (p.size * n.size))
+    return stats.auroc(*_arrays(pos, neg))
 
 
 def average_precision(pos: Sequence[float], neg: Sequence[float]) -> float:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mechscope import stats
+
 __all__ = ["auroc", "balanced_accuracy", "pearson"]
 
 
@@ -19,22 +21,9 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     """Area under the ROC curve of ``scores`` for the binary ``labels`` (ties count 1/2)."""
     s = np.asarray(scores, dtype=float)
     y = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=float)
-    sorted_s = s[order]
-    # average ranks over ties (1-based)
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return stats.auroc(s[y], s[~y])
 
 
 def balanced_accuracy(predicted: Sequence[bool], labels: Sequence[bool]) -> float | None:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope import stats
 from mechscope.errors import MechscopeError
 from mechscope.sae.base import SAE, SAEConfig, SAEOutput
 from mechscope.sae.relu import ReluSAE
@@ -197,12 +198,10 @@ STRONG = 0.2  # a latent fires strongly above this share of its largest activati
 def auroc(scores: Tensor, labels: Tensor) -> float:
     """Area under the ROC curve of ``scores`` for the ``labels`` (ties count one half): the
     chance that a random labelled token scores above a random other one."""
-    pos, neg = scores[labels].double(), scores[~labels].double().sort().values
-    if not len(pos) or not len(neg):
+    s, y = scores.double().cpu().numpy(), labels.cpu().numpy().astype(bool)
+    if y.all() or not y.any():
         return float("nan")
-    below = torch.searchsorted(neg, pos, right=False).double()
-    upto = torch.searchsorted(neg, pos, right=True).double()
-    return float((below + 0.5 * (upto - below)).sum() / (len(pos) * len(neg)))
+    return stats.auroc(s[y], s[~y])
 
 
 def activation_scores(acts: Tensor, planted: Tensor) -> dict[str, float]:
