@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mechscope.distributed.features import merge_topk
-from mechscope.features.heads import carry_peaks, empty_lowest, merge_lowest, update_lowest
+from mechscope.features.heads import carry_peaks, empty_lowest
 from mechscope.neurons.topk import empty_topk, update_topk
 
 N, SEQ, UNITS, HEADS, D = 50, 6, 3, 4, 5  # windows, positions, units (heads 3, 0, 2), d_head
@@ -36,7 +36,7 @@ def _pass(planted, lo: int, hi: int, batch: int, k: int = 4):
         old = top.windows
         top = update_topk(top, acts[a:b], tokens[a:b], a, 1)
         peaks = carry_peaks(top, old, peaks, z[a:b], a, heads)
-        low = update_lowest(low, acts[a:b], tokens[a:b], a, 1)
+        low = update_topk(low, acts[a:b], tokens[a:b], a, 1, lowest=True)
     return top, low, peaks
 
 
@@ -65,7 +65,7 @@ def test_two_halves_merge_to_one_pass(planted) -> None:
     both = carry_peaks(merged, torch.cat([ta.windows, tb.windows], 1), torch.cat([pa, pb], 1))
     assert torch.equal(merged.windows, top.windows)
     assert torch.equal(both, peaks)
-    for x, y in ((merge_lowest(la, lb), low), (merge_lowest(lb, la), low)):
+    for x, y in ((merge_topk(la, lb, lowest=True), low), (merge_topk(lb, la, lowest=True), low)):
         for field in vars(y):
             assert torch.equal(getattr(x, field), getattr(y, field)), field
 

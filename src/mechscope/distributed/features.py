@@ -46,31 +46,16 @@ from mechscope.features.build import (
     _update,
 )
 from mechscope.features.db import FeatureDB, create_db
-from mechscope.features.heads import carry_peaks, has_writes, merge_lowest
+from mechscope.features.heads import carry_peaks, has_writes
 from mechscope.features.sketch import EMPTY, Sketch, _cells, _fit, _old_max
 from mechscope.features.sources import capture_sites, check_sources, parse_source
 from mechscope.models.hooked import HookedModel
 from mechscope.neurons.histogram import Histogram, _bin, fit_exponent
 from mechscope.neurons.scan import JACOBIAN_WINDOWS, final_residuals
-from mechscope.neurons.topk import TopK
+from mechscope.neurons.topk import merge_topk, window_order
 from mechscope.progress import progress
 
 __all__ = ["build_features", "merge_histogram", "merge_sketch", "merge_topk"]
-
-
-def _order(primary: torch.Tensor, windows: torch.Tensor, descending: bool) -> torch.Tensor:
-    """Indices sorting each row by ``primary`` (ties: smaller window number first)."""
-    by_window = torch.sort(windows, dim=1, stable=True).indices
-    inner = torch.sort(primary.gather(1, by_window), dim=1, descending=descending, stable=True)
-    return by_window.gather(1, inner.indices)
-
-
-def merge_topk(a: TopK, b: TopK) -> TopK:
-    """The top-k of the windows of two states over disjoint windows."""
-    cat = {f: torch.cat([getattr(a, f), getattr(b, f)], dim=1) for f in vars(a)}
-    order = _order(cat["values"], cat["windows"], descending=True)[:, : a.k]
-    rows = order[..., None].expand(-1, -1, a.acts.shape[-1])
-    return TopK(**{f: v.gather(1, rows if v.dim() == 3 else order) for f, v in cat.items()})
 
 
 def merge_histogram(a: Histogram, b: Histogram) -> Histogram:
@@ -98,7 +83,7 @@ def merge_sketch(a: Sketch, b: Sketch) -> Sketch:
     values = torch.cat([a.values, b.values], dim=1)
     windows = torch.cat([a.windows, b.windows], dim=1)
     cell = _cells(values, exponent, a.cells)
-    order = _order(cell * 2**40 + prio.clamp(max=2**40 - 1), windows, descending=False)
+    order = window_order(cell * 2**40 + prio.clamp(max=2**40 - 1), windows, descending=False)
     sorted_cell, sorted_prio = cell.gather(1, order), prio.gather(1, order)
     n_units, n = order.shape
     col = torch.arange(n).expand(n_units, n)
@@ -129,7 +114,7 @@ def merge_sketch(a: Sketch, b: Sketch) -> Sketch:
 
 def _merge(a: SourceState, b: SourceState) -> SourceState:
     top = merge_topk(a.top, b.top)
-    low = None if a.low is None or b.low is None else merge_lowest(a.low, b.low)
+    low = None if a.low is None or b.low is None else merge_topk(a.low, b.low, lowest=True)
     peaks = None  # attn:L: each top slot keeps its own peak output (mechscope.features.heads)
     if a.peaks is not None and b.peaks is not None:
         windows = torch.cat([a.top.windows, b.top.windows], dim=1)

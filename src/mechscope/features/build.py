@@ -34,7 +34,7 @@ from safetensors.torch import save as save_tensors
 
 from mechscope.errors import MechscopeError
 from mechscope.features.db import FeatureDB, create_db
-from mechscope.features.heads import carry_peaks, empty_lowest, has_writes, is_head, update_lowest
+from mechscope.features.heads import carry_peaks, empty_lowest, has_writes, is_head
 from mechscope.features.sketch import Sketch, empty_sketch, update_sketch
 from mechscope.features.sources import Source, capture_sites, check_sources, parse_source
 from mechscope.models.hooked import HookedModel
@@ -211,7 +211,7 @@ def _update(state: SourceState, source: Source, site_acts: torch.Tensor, tokens:
             state.top, old_windows, state.peaks, site_acts.cpu(), first, units
         )
     if state.low is not None:
-        state.low = update_lowest(state.low, acts, tokens, first, start)
+        state.low = update_topk(state.low, acts, tokens, first, start, lowest=True)
     state.hist = update_histogram(state.hist, acts[:, start:].reshape(-1, acts.shape[-1]))
     state.sketch = update_sketch(state.sketch, acts, tokens, first, units, start)
 

@@ -14,7 +14,7 @@ defines one from the head's strongest firings:
   row), so the direction costs no second pass;
 - **negatives**: a norm is never below zero, so "windows where it never fires" is empty; a head's
   negative examples are instead the ``negatives`` windows with the smallest maximum (its quietest
-  windows; ties: the earlier window), kept by :func:`update_lowest` in one pass.
+  windows; ties: the earlier window), kept by ``update_topk(..., lowest=True)`` in one pass.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from mechscope.neurons.topk import TopK, empty_topk
 
 Tensor = torch.Tensor
 
-__all__ = ["carry_peaks", "empty_lowest", "has_writes", "head_writes", "is_head", "merge_lowest",
-           "update_lowest"]  # fmt: skip
+__all__ = ["carry_peaks", "empty_lowest", "has_writes", "head_writes", "is_head"]
 
 
 def is_head(source: Source) -> bool:
@@ -44,40 +43,6 @@ def has_writes(source: Source) -> bool:
 def empty_lowest(n_units: int, n: int, seq_len: int) -> TopK:
     """No window yet: value ``+inf``, window ``-1``."""
     return empty_topk(n_units, n, seq_len, fill=float("inf"))
-
-
-def _select(cand: TopK, order: Tensor) -> TopK:
-    rows = order[..., None].expand(-1, -1, cand.acts.shape[-1])
-    return TopK(**{f: v.gather(1, rows if v.dim() == 3 else order) for f, v in vars(cand).items()})
-
-
-def update_lowest(state: TopK, acts: Tensor, tokens: Tensor, first_window: int, start: int = 1) -> TopK:  # fmt: skip
-    """Merge a batch (``acts`` [batch pos unit] of windows ``tokens`` numbered from
-    ``first_window``) into the windows of smallest maximum over positions ``start:``, kept
-    ascending by (maximum, window number)."""
-    batch, seq_len, n_units = acts.shape
-    best, where = acts[:, start:].max(dim=1)  # [batch unit]
-    numbers = torch.arange(first_window, first_window + batch)
-    cand = TopK(
-        values=torch.cat([state.values, best.T], dim=1),
-        windows=torch.cat([state.windows, numbers.expand(n_units, batch)], dim=1),
-        positions=torch.cat([state.positions, (where + start).T], dim=1),
-        acts=torch.cat([state.acts, acts.permute(2, 0, 1)], dim=1),
-        tokens=torch.cat(
-            [state.tokens, tokens.to(torch.int32).expand(n_units, batch, seq_len)], dim=1
-        ),  # fmt: skip
-    )
-    # the old rows come first, sorted, and precede the batch in window order: a stable sort
-    order = torch.sort(cand.values, dim=1, stable=True).indices[:, : state.k]
-    return _select(cand, order)
-
-
-def merge_lowest(a: TopK, b: TopK) -> TopK:
-    """The lowest windows of two states over disjoint windows (ties: smaller window number)."""
-    cat = TopK(**{f: torch.cat([getattr(a, f), getattr(b, f)], dim=1) for f in vars(a)})
-    by_window = torch.sort(torch.where(cat.windows < 0, 2**62, cat.windows), dim=1, stable=True)
-    inner = torch.sort(cat.values.gather(1, by_window.indices), dim=1, stable=True).indices
-    return _select(cat, by_window.indices.gather(1, inner)[:, : a.k])
 
 
 def carry_peaks(top: TopK, old_windows: Tensor, old_z: Tensor, z: Tensor | None = None,

@@ -52,13 +52,19 @@ def empty_topk(n_units: int, k: int, seq_len: int, fill: float = float("-inf")) 
 
 
 def update_topk(
-    state: TopK, acts: Tensor, tokens: Tensor, first_window: int, start: int = 0
+    state: TopK,
+    acts: Tensor,
+    tokens: Tensor,
+    first_window: int,
+    start: int = 0,
+    lowest: bool = False,
 ) -> TopK:
     """Merge a batch: ``acts`` [batch pos unit] of the windows ``tokens`` [batch pos].
 
     The batch's windows are numbered ``first_window, first_window + 1, ...``. A window ranks by its
     maximum over positions ``start:`` (1 leaves out the first position); the kept rows still hold
-    every position, and positions count from the window's start.
+    every position, and positions count from the window's start. ``lowest=True`` keeps the
+    windows of smallest maximum instead (ascending; start from ``empty_topk(fill=inf)``).
     """
     acts = acts.float().cpu()
     batch, seq_len, n_units = acts.shape
@@ -67,8 +73,8 @@ def update_topk(
     where = where + start
     numbers = torch.arange(first_window, first_window + batch)
     values = torch.cat([state.values, best.T], dim=1)  # [unit k+batch]
-    # old entries come first and are sorted (value desc, window asc): a stable sort keeps that
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
+    # old entries come first and are sorted (value, then window asc): a stable sort keeps that
+    order = torch.sort(values, dim=1, descending=not lowest, stable=True).indices[:, :k]
     windows = torch.cat([state.windows, numbers.expand(n_units, batch)], dim=1)
     positions = torch.cat([state.positions, where.T], dim=1)
     rows = order[..., None].expand(-1, -1, seq_len)
@@ -83,3 +89,19 @@ def update_topk(
         acts=new_acts.gather(1, rows),
         tokens=new_tokens.gather(1, rows),
     )
+
+
+def window_order(primary: Tensor, windows: Tensor, descending: bool) -> Tensor:
+    """Indices sorting each row by ``primary`` (ties: smaller window number first)."""
+    by_window = torch.sort(windows, dim=1, stable=True).indices
+    inner = torch.sort(primary.gather(1, by_window), dim=1, descending=descending, stable=True)
+    return by_window.gather(1, inner.indices)
+
+
+def merge_topk(a: TopK, b: TopK, lowest: bool = False) -> TopK:
+    """The top-k (``lowest``: bottom-k) of the windows of two states over disjoint windows, in the
+    one-pass order (value, then the smaller window number)."""
+    cat = {f: torch.cat([getattr(a, f), getattr(b, f)], dim=1) for f in vars(a)}
+    order = window_order(cat["values"], cat["windows"], descending=not lowest)[:, : a.k]
+    rows = order[..., None].expand(-1, -1, a.acts.shape[-1])
+    return TopK(**{f: v.gather(1, rows if v.dim() == 3 else order) for f, v in cat.items()})
