@@ -59,3 +59,34 @@ def test_report_command_prints_section_lines_then_the_path(tmp_path, monkeypatch
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(tmp_path / "r" / "report.html")
     assert result.stderr.startswith("report: [1/1] Only ")
+
+
+def test_long_work_prints_lines_without_a_terminal(monkeypatch, capsys) -> None:
+    """Off a terminal a bar becomes a line per interval with count, rate and ETA, then a last
+    line with the time taken; work shorter than the interval prints nothing; quiet never does."""
+    import time
+
+    from mechscope.progress import progress
+
+    monkeypatch.setenv("MECHSCOPE_PROGRESS_INTERVAL", "0.05")
+    bar = progress(None, total=40, desc="compare", unit="tok")
+    for _ in range(4):
+        time.sleep(0.06)
+        bar.update(10)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and "\r" not in "".join(lines)
+    assert lines[0].startswith("compare: 10/40 tok (25%), ") and ", ETA " in lines[0]
+    assert lines[-1].startswith("compare: 40/40 tok (100%), ") and lines[-1].endswith(" elapsed")
+    assert " tok/s" in lines[-1]
+
+    for _ in progress(iter(range(3)), desc="stream", unit="batch"):
+        time.sleep(0.06)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[-1].startswith("stream: 3 batch, ")  # no total: count and rate
+
+    for _ in progress(range(3), desc="quiet", quiet=True):
+        time.sleep(0.06)
+    monkeypatch.setenv("MECHSCOPE_PROGRESS_INTERVAL", "60")
+    assert list(progress(range(3), desc="short")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
