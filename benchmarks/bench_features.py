@@ -204,19 +204,22 @@ def saedashboard(args: argparse.Namespace) -> None:
     peer = [args.python, str(Path(__file__).parent / "peers" / "saedashboard_run.py"),
             str(work / "hf"), str(sae_dir), str(work / "tokens.npy"), site, str(args.latents)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    line = subprocess.run(peer, env=env, check=True, capture_output=True, text=True).stdout
-    theirs = json.loads(line.strip().splitlines()[-1])
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(
         f"SmolLM2-135M, ReLU SAE ({args.latents} latents, random) at {site}, {args.tokens} tokens"
     )
     print(f"mechscope features build: {wall:.1f} s wall, {cpu:.1f} CPU-s")
-    print(f"SAEDashboard SaeVisRunner ({theirs['features']} features): {theirs['wall']:.1f} s wall, "
-          f"{theirs['cpu']:.1f} CPU-s")  # fmt: skip
-    print(f"ratio (SAEDashboard / mechscope, CPU-s): {theirs['cpu'] / cpu:.2f}")
     print(f"the model forwards alone (both tools run them, stopped after {site}): {forward:.1f} "
-          f"CPU-s = {100 * forward / cpu:.0f}% of mechscope's; the ratio if everything else were "
-          f"free: {theirs['cpu'] / forward:.2f}")  # fmt: skip
+          f"CPU-s = {100 * forward / cpu:.0f}% of mechscope's")  # fmt: skip
+    for mode in args.peer_modes.split(","):
+        # default: SAEDashboard reruns the model for every 256 features; cached: its cache_dir
+        extra = [str(work / f"sae-cache-{mode}")] if mode == "cached" else []
+        line = subprocess.run(peer + extra, env=env, check=True, capture_output=True, text=True)
+        theirs = json.loads(line.stdout.strip().splitlines()[-1])
+        print(f"SAEDashboard SaeVisRunner, {mode} ({theirs['features']} features): "
+              f"{theirs['wall']:.1f} s wall, {theirs['cpu']:.1f} CPU-s; ratio (SAEDashboard / "
+              f"mechscope, CPU-s): {theirs['cpu'] / cpu:.2f}; if mechscope's work beside the "
+              f"forwards were free: {theirs['cpu'] / forward:.2f}")  # fmt: skip
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
@@ -248,6 +251,8 @@ def main() -> None:
     sd.add_argument("--latents", type=int, default=512)
     sd.add_argument("--work", default=None, help="folder for the model copy, SAE and database")
     sd.add_argument("--python", default="/work/peers/saedashboard/bin/python", help="the peer venv")
+    sd.add_argument("--peer-modes", default="default,cached",
+                    help="SAEDashboard runs: default (model rerun per 256 features), cached (cache_dir)")  # fmt: skip
     for p in (b, ld, sd):
         add_device_option(p)
     args = parser.parse_args()
