@@ -49,16 +49,22 @@ def build(args: argparse.Namespace) -> None:
     from mechscope.features.build import BuildConfig, build_features
     from mechscope.sae import SAE, SAEConfig, save_sae
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     model = mechscope.load("smollm2-135m", progress=False)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-features-"))
     sae_dir = work / "sae-9216"
     site = f"blocks.{args.layer}.hook_resid_post"
     cfg = SAEConfig(arch="topk", d_in=model.dims.d_model, d_sae=9216, k=32, hook_name=site)
-    save_sae(SAE(cfg, seed=0), sae_dir)
     out = work / "features.db"
-    for p in (out, out.with_name("features.db-wal"), out.with_name("features.db-shm")):
-        p.unlink(missing_ok=True)
+    # --resume: a killed run continues (the build resumes from its checkpoint); the CPU and wall
+    # seconds of the earlier runs and their peak memory are carried in bench-runs.json
+    runs_file = work / "bench-runs.json"
+    earlier = json.loads(runs_file.read_text()) if args.resume and runs_file.exists() else []
+    if not (args.resume and sae_dir.exists()):
+        save_sae(SAE(cfg, seed=0), sae_dir)
+    if not args.resume:
+        for p in (out, out.with_name("features.db-wal"), out.with_name("features.db-shm")):
+            p.unlink(missing_ok=True)
     config = BuildConfig(model="smollm2-135m", sources=(f"mlp:{args.layer}", f"sae:{sae_dir}"),
                          n_tokens=args.tokens, seq_len=64, batch_size=16)  # fmt: skip
     base = rss_mb()
@@ -68,6 +74,9 @@ def build(args: argparse.Namespace) -> None:
     def save_and_mark(db, states, resid, done):  # type: ignore[no-untyped-def]
         real_save(db, states, resid, done)
         marks.append((done["windows"] * 64, rss_mb() - base))
+        this = {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall,
+                "peak_mb": sampler.high - base, "tokens": marks[-1][0]}  # fmt: skip
+        runs_file.write_text(json.dumps([*earlier, this]))
 
     build_module._save = save_and_mark
     sampler = Sampler()
@@ -78,11 +87,18 @@ def build(args: argparse.Namespace) -> None:
     sampler.stop.set()
     sampler.join()
     n = summary["tokens"]
+    peak = max([sampler.high - base] + [r["peak_mb"] for r in earlier])
+    wall += sum(r["wall"] for r in earlier)
+    cpu += sum(r["cpu"] for r in earlier)
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"sources: mlp:{args.layer} (1,536 neurons) + 9,216-latent TopK SAE at {site}")
-    print(f"tokens: {n:,} in {wall:.1f} s wall, {cpu:.1f} s CPU")
+    if earlier:
+        print(
+            f"resumed: {len(earlier)} earlier run(s) stopped at {[r['tokens'] for r in earlier]} tokens"
+        )
+    print(f"tokens: {n:,} in {wall:.1f} s wall, {cpu:.1f} s CPU ({args.threads} torch threads)")
     print(f"throughput: {n / wall:,.0f} tokens/s wall, {n / cpu:,.0f} tokens per CPU second")
-    print(f"peak RSS of the build: {sampler.high - base:,.0f} MB over the loaded model")
+    print(f"peak RSS of the build: {peak:,.0f} MB over the loaded model")
     print(f"database: {out.stat().st_size / 2**20:,.0f} MB at {out}")
     for tokens, mb in marks:
         print(f"  checkpoint at {tokens:>9,} tokens: RSS +{mb:,.0f} MB")
@@ -240,6 +256,8 @@ def main() -> None:
     b.add_argument("--layer", type=int, default=15)
     b.add_argument("--checkpoint", type=float, default=120.0, help="seconds between checkpoints")
     b.add_argument("--work", default=None, help="folder for the SAE and the database")
+    b.add_argument("--threads", type=int, default=1, help="torch threads")
+    b.add_argument("--resume", action="store_true", help="continue a killed run in --work")
     ld = sub.add_parser("load")
     ld.add_argument("--db", required=True)
     ld.add_argument("--clients", type=int, default=32)
