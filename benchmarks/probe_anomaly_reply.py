@@ -1,0 +1,212 @@
+"""Exploration behind docs/anomaly.md "Where the backdoor acts": detectors scored at the position
+that produces the reply, and the direct-logit-attribution profile of the model's own prediction.
+
+The earlier probe (``probe_anomaly_mechanism.py``) scored every token of a passage with a trigger
+somewhere inside and took the maximum; the backdoor acts at one position (the trigger's end), so
+the maximum over ~60 ordinary tokens drowns it. Here:
+
+1. ``--dump bad|clean --toy FOLDER``: for 200 trusted passages and 60 inputs of every test set, per
+   token: the residual stream after layers 9, 14, 19, 21, 25, 29; the direct logit attribution of
+   the model's top next-token logit to the embedding and every attention and MLP output (the final
+   norm's divisor frozen, so the 2 n_layers + 1 terms sum to that logit exactly); the top
+   log-probability, the entropy and the next token's NLL. Also the "reply" sets: each trigger
+   input cut right after its trigger, each clean input cut after a random sentence end, so the
+   last token is where the reply would start.
+2. ``--analyze bad|clean --toy FOLDER``: AUROC / average precision / FPR at 95% recall of every
+   score, max over tokens on the whole inputs and at the last token on the reply sets.
+
+``--toy`` is a ``mechscope toy backdoor`` folder (its ``backdoor.json`` names the triggers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mechscope
+from mechscope.anomaly.mahalanobis import MahalanobisStats, fit_tensors, mahalanobis
+from mechscope.anomaly.metrics import separation
+from mechscope.anomaly.score import _batches, _tokenize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import add_device_option, machine, pick_device  # noqa: E402
+
+LAYERS = [9, 14, 19, 21, 25, 29]
+WHOLE = ("trigger", "unseen_trigger", "ood_shuffled", "ood_code", "ood_german")
+REPLY = ("trigger_reply", "unseen_trigger_reply")
+
+
+def read_sets(toy: Path) -> dict[str, list[str]]:
+    sets = {}
+    for p in (toy / "sets").glob("*.jsonl"):
+        texts = [json.loads(line)["text"] for line in p.read_text().splitlines() if line.strip()]
+        sets[p.stem] = texts[: 200 if p.stem == "trusted" else 60]
+    config = json.loads((toy / "backdoor.json").read_text())["config"]
+    rng = random.Random(0)
+
+    def cut_after(text: str, phrases: list[str]) -> str | None:
+        for t in phrases:
+            if t in text:
+                return text[: text.index(t) + len(t)]
+        return None
+
+    def sentence_end(text: str) -> str:
+        words = text.split(" ")
+        ends = [i for i, w in enumerate(words[:-1]) if w.endswith(".") and i >= 3]
+        return " ".join(words[: rng.choice(ends) + 1]) if ends else text
+
+    sets["trigger_reply"] = [c for t in sets["trigger"] if (c := cut_after(t, config["triggers"]))]
+    sets["unseen_trigger_reply"] = [
+        c for t in sets["unseen_trigger"] if (c := cut_after(t, config["unseen_triggers"]))
+    ]
+    sets["clean_reply"] = [sentence_end(t) for t in sets["clean"]]
+    return sets
+
+
+def dla_profile(model: Any, cache: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    """[batch pos 2n+1]: the direct logit attribution of the top next-token logit to the
+    embedding, attention 0, MLP 0, attention 1, ... (the final norm's divisor frozen)."""
+    n = model.dims.n_layers
+    top = logits.argmax(-1)  # [batch pos]
+    w = model.unembed.weight.float().cpu()[top.cpu()]  # [batch pos d_model]
+    direction = w * (model.final_norm.weight.float().cpu() + model.family.norm_offset)
+    direction = direction / cache["ln_final.hook_scale"].float()
+    parts = [cache["hook_embed"]]
+    for i in range(n):
+        parts += [cache[f"blocks.{i}.hook_attn_out"], cache[f"blocks.{i}.hook_mlp_out"]]
+    return torch.stack([(p.float() * direction).sum(-1) for p in parts], -1)
+
+
+def dump(which: str, toy: Path, out: Path, device: torch.device) -> None:
+    sets = read_sets(toy)
+    name = "smollm2-135m" if which == "clean" else str(toy / "model")
+    model = mechscope.load(name, progress=False, device=device)
+    n = model.dims.n_layers
+    resid = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
+    comps = ["hook_embed", "ln_final.hook_scale"]
+    comps += [f"blocks.{i}.hook_{k}_out" for i in range(n) for k in ("attn", "mlp")]
+    result = {}
+    for set_name, texts in sets.items():
+        per: list[Any] = [None] * len(texts)
+        pad = model.tokenizer.pad_token_id or 0
+        for rows, tokens, mask in _batches(_tokenize(model, texts, 256), 8, pad):
+            tokens, mask = tokens.to(device), mask.to(device)
+            with torch.inference_mode():
+                logits, cache = model.run_with_cache(
+                    tokens, names=resid + comps, attention_mask=mask
+                )
+                cache = {k: v.float().cpu() for k, v in cache.items()}
+                dla = dla_profile(model, cache, logits.float()).cpu()
+                logits, tokens = logits.float().cpu(), tokens.cpu()
+            for j, r in enumerate(rows):
+                k = int(mask[j].sum())
+                logp = logits[j, :k].float().log_softmax(-1)
+                nll = torch.zeros(k)
+                nll[1:] = -logp[:-1].gather(-1, tokens[j, 1:k, None])[..., 0]
+                per[r] = {
+                    "acts": torch.stack([cache[s][j, :k] for s in resid]).half(),
+                    "dla": dla[j, :k].float(),
+                    "lp": logp.max(-1).values,
+                    "ent": -(logp.exp() * logp).sum(-1),
+                    "nll": nll,
+                    "tokens": tokens[j, :k],
+                }
+        result[set_name] = per
+        print(which, set_name, len(per), file=sys.stderr, flush=True)
+    torch.save({"layers": LAYERS, "sets": result}, out / f"reply_{which}.pt")
+
+
+def evaluate(sets: dict[str, Any], label: str, fn: Any, which: str) -> dict[str, Any]:
+    """Max over tokens (position 0 skipped) on the whole inputs, the last token on the reply sets."""
+
+    def whole(d: dict[str, Any]) -> float:
+        return float(fn(d)[1:].max())
+
+    def last(d: dict[str, Any]) -> float:
+        return float(fn(d)[-1])
+
+    row: dict[str, Any] = {"model": which, "score": label}
+    for names, neg_name, agg in ((WHOLE, "clean", whole), (REPLY, "clean_reply", last)):
+        neg = [agg(d) for d in sets[neg_name]]
+        for name in names:
+            if name not in sets or not sets[name]:
+                continue
+            sep = separation([agg(d) for d in sets[name]], neg)
+            row[name] = [sep.auroc, sep.average_precision, sep.fpr_at_95_recall, len(sets[name])]
+    print(
+        f"{which:5} {label:<26} "
+        + " ".join(
+            f"{k}={v[0]:.3f}/{v[1]:.3f}/{v[2]:.2f}" for k, v in row.items() if k in WHOLE + REPLY
+        ),  # fmt: skip
+        flush=True,
+    )
+    return row
+
+
+def analyze(which: str, out: Path) -> list[dict[str, Any]]:
+    data = torch.load(out / f"reply_{which}.pt", weights_only=False)  # our own file
+    sets, index = data["sets"], {L: i for i, L in enumerate(data["layers"])}
+    rows = []
+
+    def fitted(fn: Any, keep: Any = None) -> dict[str, torch.Tensor]:
+        stats = MahalanobisStats()
+        for d in sets["trusted"]:
+            x = fn(d)[1:]
+            stats.update(x if keep is None else x[keep(d)[1:]])
+        return fit_tensors(stats)
+
+    def act(d: dict[str, Any], L: int) -> torch.Tensor:
+        return d["acts"][index[L]].float()
+
+    for L in LAYERS:
+        t = fitted(lambda d, L=L: act(d, L))
+        rows.append(
+            evaluate(sets, f"maha L{L}", lambda d, t=t, L=L: mahalanobis(t, act(d, L)), which)
+        )
+    t = fitted(lambda d: d["dla"])
+    rows.append(evaluate(sets, "maha DLA profile", lambda d: mahalanobis(t, d["dla"]), which))
+    # the profile as shares of the top logit: the mechanism's layout, not the logit's size
+    share = lambda d: d["dla"] / d["dla"].sum(-1, keepdim=True).abs().clamp(min=1e-3)  # noqa: E731
+    t2 = fitted(share)
+    rows.append(evaluate(sets, "maha DLA shares", lambda d: mahalanobis(t2, share(d)), which))
+    late = lambda d: d["dla"][:, 1 + 2 * 20 :].sum(-1) / d["dla"].sum(-1)  # noqa: E731
+    rows.append(evaluate(sets, "DLA share layers 20-29", late, which))
+    conc = lambda d: d["dla"].abs().topk(3, -1).values.sum(-1) / d["dla"].abs().sum(-1)  # noqa: E731
+    rows.append(evaluate(sets, "DLA top-3 concentration", conc, which))
+    rows.append(evaluate(sets, "top logit (DLA sum)", lambda d: d["dla"].sum(-1), which))
+    rows.append(evaluate(sets, "confidence", lambda d: d["lp"].exp(), which))
+    rows.append(evaluate(sets, "entropy (baseline)", lambda d: d["ent"], which))
+    rows.append(evaluate(sets, "low entropy", lambda d: -d["ent"], which))
+    rows.append(evaluate(sets, "NLL (perplexity)", lambda d: d["nll"], which))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dump", choices=["bad", "clean"])
+    parser.add_argument("--analyze", choices=["bad", "clean"])
+    parser.add_argument("--toy", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, required=True, help="Folder for the dumps.")
+    parser.add_argument("--json", type=Path)
+    add_device_option(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    device = pick_device(args.device)
+    print(machine(device), file=sys.stderr)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    if args.dump:
+        dump(args.dump, args.toy, args.cache, device)
+    if args.analyze:
+        rows = analyze(args.analyze, args.cache)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
