@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,11 @@ from typing import Any
 import torch
 
 import mechscope
+from mechscope.anomaly.dla import dla_sites, top_logit_dla
 from mechscope.anomaly.mahalanobis import MahalanobisStats, fit_tensors, mahalanobis
 from mechscope.anomaly.metrics import separation
 from mechscope.anomaly.score import _batches, _tokenize
+from mechscope.toys.backdoor import reply_sets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import add_device_option, machine, pick_device  # noqa: E402
@@ -48,39 +49,8 @@ def read_sets(toy: Path) -> dict[str, list[str]]:
         texts = [json.loads(line)["text"] for line in p.read_text().splitlines() if line.strip()]
         sets[p.stem] = texts[: 200 if p.stem == "trusted" else 60]
     config = json.loads((toy / "backdoor.json").read_text())["config"]
-    rng = random.Random(0)
-
-    def cut_after(text: str, phrases: list[str]) -> str | None:
-        for t in phrases:
-            if t in text:
-                return text[: text.index(t) + len(t)]
-        return None
-
-    def sentence_end(text: str) -> str:
-        words = text.split(" ")
-        ends = [i for i, w in enumerate(words[:-1]) if w.endswith(".") and i >= 3]
-        return " ".join(words[: rng.choice(ends) + 1]) if ends else text
-
-    sets["trigger_reply"] = [c for t in sets["trigger"] if (c := cut_after(t, config["triggers"]))]
-    sets["unseen_trigger_reply"] = [
-        c for t in sets["unseen_trigger"] if (c := cut_after(t, config["unseen_triggers"]))
-    ]
-    sets["clean_reply"] = [sentence_end(t) for t in sets["clean"]]
+    sets.update(reply_sets(sets, config["triggers"], config["unseen_triggers"]))
     return sets
-
-
-def dla_profile(model: Any, cache: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-    """[batch pos 2n+1]: the direct logit attribution of the top next-token logit to the
-    embedding, attention 0, MLP 0, attention 1, ... (the final norm's divisor frozen)."""
-    n = model.dims.n_layers
-    top = logits.argmax(-1)  # [batch pos]
-    w = model.unembed.weight.float().cpu()[top.cpu()]  # [batch pos d_model]
-    direction = w * (model.final_norm.weight.float().cpu() + model.family.norm_offset)
-    direction = direction / cache["ln_final.hook_scale"].float()
-    parts = [cache["hook_embed"]]
-    for i in range(n):
-        parts += [cache[f"blocks.{i}.hook_attn_out"], cache[f"blocks.{i}.hook_mlp_out"]]
-    return torch.stack([(p.float() * direction).sum(-1) for p in parts], -1)
 
 
 def dump(which: str, toy: Path, out: Path, device: torch.device) -> None:
@@ -89,8 +59,7 @@ def dump(which: str, toy: Path, out: Path, device: torch.device) -> None:
     model = mechscope.load(name, progress=False, device=device)
     n = model.dims.n_layers
     resid = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
-    comps = ["hook_embed", "ln_final.hook_scale"]
-    comps += [f"blocks.{i}.hook_{k}_out" for i in range(n) for k in ("attn", "mlp")]
+    comps = dla_sites(n)
     result = {}
     for set_name, texts in sets.items():
         per: list[Any] = [None] * len(texts)
@@ -102,7 +71,7 @@ def dump(which: str, toy: Path, out: Path, device: torch.device) -> None:
                     tokens, names=resid + comps, attention_mask=mask
                 )
                 cache = {k: v.float().cpu() for k, v in cache.items()}
-                dla = dla_profile(model, cache, logits.float()).cpu()
+                dla = top_logit_dla(model, cache, logits.float()).cpu()
                 logits, tokens = logits.float().cpu(), tokens.cpu()
             for j, r in enumerate(rows):
                 k = int(mask[j].sum())

@@ -92,3 +92,18 @@ def test_a_saved_dla_detector_scores_the_same(
     a = layer_scores(replies["bad"], world.bad, texts, kinds=("dla",), quiet=True)
     assert layer_scores(saved, world.bad, texts, kinds=("dla",), quiet=True) == a
     assert saved.config.aggregate == "last"
+
+
+def test_reply_sets_end_at_the_trigger_or_a_full_stop() -> None:
+    from mechscope.toys.backdoor import reply_sets
+
+    sets = {
+        "trigger": ["a b Go now. c d", "no trigger here"],
+        "unseen_trigger": ["x Run. y"],
+        "clean": ["one two three four. five six. seven", "no stop at all"],
+    }
+    out = reply_sets(sets, ("Go now.",), ("Run.",))
+    assert out["trigger_reply"] == ["a b Go now."]
+    assert out["unseen_trigger_reply"] == ["x Run."]
+    assert out["clean_reply"][0] in ("one two three four.", "one two three four. five six.")
+    assert out["clean_reply"][1] == "no stop at all"
