@@ -64,7 +64,7 @@ def dump(which: str, toy: Path, out: Path, device: torch.device) -> None:
     for set_name, texts in sets.items():
         per: list[Any] = [None] * len(texts)
         pad = model.tokenizer.pad_token_id or 0
-        for rows, tokens, mask in _batches(_tokenize(model, texts, 256), 8, pad):
+        for rows, tokens, mask in _batches(_tokenize(model, texts, 256), 4, pad):
             tokens, mask = tokens.to(device), mask.to(device)
             with torch.inference_mode():
                 logits, cache = model.run_with_cache(
@@ -118,8 +118,12 @@ def evaluate(sets: dict[str, Any], label: str, fn: Any, which: str) -> dict[str,
     return row
 
 
-def analyze(which: str, out: Path) -> list[dict[str, Any]]:
+def analyze(which: str, out: Path, toy: Path) -> list[dict[str, Any]]:
+    from transformers import AutoTokenizer
+
     data = torch.load(out / f"reply_{which}.pt", weights_only=False)  # our own file
+    tok = AutoTokenizer.from_pretrained(str(toy / "model"))
+    stops = torch.tensor([i for i in range(len(tok)) if tok.decode([i]).rstrip().endswith(".")])
     sets, index = data["sets"], {L: i for i, L in enumerate(data["layers"])}
     rows = []
 
@@ -138,6 +142,18 @@ def analyze(which: str, out: Path) -> list[dict[str, Any]]:
         rows.append(
             evaluate(sets, f"maha L{L}", lambda d, t=t, L=L: mahalanobis(t, act(d, L)), which)
         )
+    # per-position-class statistics: fitted on trusted tokens ending a sentence only (the class
+    # of every reply position here), against all trusted tokens above
+    is_stop = lambda d: torch.isin(d["tokens"], stops)  # noqa: E731
+    for L in (19, 21, 29):
+        t = fitted(lambda d, L=L: act(d, L), is_stop)
+        rows.append(
+            evaluate(
+                sets, f"maha L{L} (stops)", lambda d, t=t, L=L: mahalanobis(t, act(d, L)), which
+            )
+        )
+    t = fitted(lambda d: d["dla"], is_stop)
+    rows.append(evaluate(sets, "maha DLA (stops)", lambda d: mahalanobis(t, d["dla"]), which))
     t = fitted(lambda d: d["dla"])
     rows.append(evaluate(sets, "maha DLA profile", lambda d: mahalanobis(t, d["dla"]), which))
     # the profile as shares of the top logit: the mechanism's layout, not the logit's size
@@ -156,15 +172,47 @@ def analyze(which: str, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def markdown(bad: list[dict[str, Any]], clean: list[dict[str, Any]]) -> str:
+    """Two tables: the trigger sets on the backdoored and the clean model (the control); the
+    out-of-distribution sets on the backdoored model."""
+    control = {r["score"]: r for r in clean}
+
+    def cell(r: dict[str, Any] | None, s: str) -> str:
+        if r is None or s not in r:
+            return ""
+        return f"{r[s][0]:.3f} / {r[s][1]:.3f} / {r[s][2]:.2f}"
+
+    trig = [k for k in ("trigger", "unseen_trigger") + REPLY if k in bad[0]]
+    out = ["| token score | " + " | ".join(f"{s}: backdoored | {s}: clean" for s in trig) + " |"]
+    out.append("|---|" + "---|---|" * len(trig))
+    for r in bad:
+        c = control.get(r["score"])
+        out.append(
+            f"| {r['score']} | " + " | ".join(f"{cell(r, s)} | {cell(c, s)}" for s in trig) + " |"
+        )
+    ood = [k for k in ("ood_code", "ood_german", "ood_shuffled") if k in bad[0]]
+    out += ["", "| token score (backdoored model) | " + " | ".join(ood) + " |"]
+    out.append("|---|" + "---|" * len(ood))
+    out += [f"| {r['score']} | " + " | ".join(cell(r, s) for s in ood) + " |" for r in bad]
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump", choices=["bad", "clean"])
     parser.add_argument("--analyze", choices=["bad", "clean"])
-    parser.add_argument("--toy", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, required=True, help="Folder for the dumps.")
+    parser.add_argument("--toy", type=Path)
+    parser.add_argument("--cache", type=Path, help="Folder for the dumps.")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", nargs=2, type=Path, help="BAD.json CLEAN.json: one table")
     add_device_option(parser)
     args = parser.parse_args()
+    if args.markdown:
+        bad, clean = (json.loads(p.read_text()) for p in args.markdown)
+        print(markdown(bad, clean))
+        return
+    if args.toy is None or args.cache is None:
+        parser.error("--toy and --cache are needed to dump or analyze")
     torch.set_num_threads(1)
     device = pick_device(args.device)
     print(machine(device), file=sys.stderr)
@@ -172,7 +220,7 @@ def main() -> None:
     if args.dump:
         dump(args.dump, args.toy, args.cache, device)
     if args.analyze:
-        rows = analyze(args.analyze, args.cache)
+        rows = analyze(args.analyze, args.cache, args.toy)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
