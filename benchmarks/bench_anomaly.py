@@ -44,12 +44,13 @@ from mechscope.anomaly.score import _batches, _tokenize
 from mechscope.corpus import Corpus
 from mechscope.files import cache_root
 from mechscope.models.fingerprint import model_fingerprint
-from mechscope.toys.backdoor import BackdoorConfig, build_backdoor, builtin_sets
+from mechscope.toys.backdoor import BackdoorConfig, build_backdoor, builtin_sets, reply_sets
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import add_device_option, machine, pick_device  # noqa: E402
 
 TESTS = ("trigger", "unseen_trigger", "ood_code", "ood_german", "ood_shuffled")
+REPLY = ("trigger_reply", "unseen_trigger_reply")  # --reply: prompts ending where a reply starts
 
 
 def read(path: Path) -> list[str]:
@@ -93,9 +94,10 @@ def evaluate(
     det = fit_detector(model, trusted, cfg, sae=sae, sae_path=sae_path, quiet=True)
     print(f"[{label}] fitted {kinds} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     n = args.attribution if label == "attribution" else args.n
-    names = args.sets.split(",") if args.sets else TESTS
+    names = args.sets.split(",") if args.sets else (REPLY if args.reply else TESTS)
     tests = {k: sets[k][:n] for k in names if label != "clean" or "trigger" in k}
-    rows = evaluate_sets(det, model, sets["clean"][:n], tests, sae=sae, quiet=True)
+    negative = sets["clean_reply" if args.reply else "clean"][:n]
+    rows = evaluate_sets(det, model, negative, tests, sae=sae, quiet=True)
     for r in rows:
         r["model"] = "clean" if label == "clean" else "backdoored"
         r["site"] = args.site
@@ -105,7 +107,9 @@ def evaluate(
 
 
 def overhead(model: Any, texts: list[str], args: argparse.Namespace, trusted: list[str]) -> dict:
-    cfg = FitConfig(kinds=("mahalanobis",), seq_len=48, n_tokens=8192)
+    kinds = tuple(args.kinds.split(",")) if args.kinds else ("mahalanobis",)
+    how = args.aggregate
+    cfg = FitConfig(kinds=kinds, seq_len=48, n_tokens=8192, aggregate=how)
     det = fit_detector(model, Corpus.from_texts(trusted), cfg, quiet=True)
     pad = model.tokenizer.pad_token_id or 0
     chunks = _batches(_tokenize(model, texts, 256), 8, pad)
@@ -117,9 +121,10 @@ def overhead(model: Any, texts: list[str], args: argparse.Namespace, trusted: li
 
     def scored() -> None:
         for _, tokens, mask in chunks:
-            raw, _ = batch_scores(det, model, tokens, mask, ("mahalanobis",))
-            token, _ = combine(det, "mahalanobis", raw["mahalanobis"])
-            aggregate(token, valid_mask(mask), "max")
+            raw, _ = batch_scores(det, model, tokens, mask, kinds)
+            for kind in kinds:
+                token, _ = combine(det, kind, raw[kind])
+                aggregate(token, valid_mask(mask), how)
 
     sites = [det.config.site.format(layer=L) for L in det.layers]
 
@@ -135,6 +140,8 @@ def overhead(model: Any, texts: list[str], args: argparse.Namespace, trusted: li
             aggregate(token, valid_mask(mask), "max")
 
     variants = (("plain", plain), ("scored", scored), ("scored_full", scored_full))
+    if kinds != ("mahalanobis",):  # scored_full is Mahalanobis from the full forward's cache
+        variants = variants[:2]
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
     for _, fn in variants:
         fn()  # warm-up
@@ -153,9 +160,11 @@ def overhead(model: Any, texts: list[str], args: argparse.Namespace, trusted: li
         "scored_wall": med["scored"][0],
         "scored_cpu": med["scored"][1],
         "ratio_cpu": med["scored"][1] / med["plain"][1],
-        "full_cpu": med["scored_full"][1],
-        "full_wall": med["scored_full"][0],
-        "ratio_full_cpu": med["scored_full"][1] / med["plain"][1],
+        "full_cpu": med.get("scored_full", (0, 0))[1],
+        "full_wall": med.get("scored_full", (0, 0))[0],
+        "ratio_full_cpu": med.get("scored_full", (0, 0))[1] / med["plain"][1],
+        "kinds": list(kinds),
+        "aggregate": how,
         "layers": det.layers,
         "inputs": len(texts),
         "repeats": args.repeats,
@@ -163,6 +172,14 @@ def overhead(model: Any, texts: list[str], args: argparse.Namespace, trusted: li
 
 
 def overhead_markdown(over: dict[str, Any]) -> str:
+    if over.get("kinds", ["mahalanobis"]) != ["mahalanobis"]:
+        return (
+            f"Overhead ({over['inputs']} held-out passages of 48 tokens, {over['kinds']} at "
+            f"layers {over['layers']}, {over['aggregate']} aggregation, median of "
+            f"{over['repeats']} rounds): plain forward with logits {over['plain_cpu']:.2f} s CPU "
+            f"({over['plain_wall']:.2f} s wall), forward + scoring {over['scored_cpu']:.2f} s CPU "
+            f"({over['scored_wall']:.2f} s wall): **ratio {over['ratio_cpu']:.3f}**"
+        )
     return (
         f"Overhead ({over['inputs']} held-out passages of 48 tokens, Mahalanobis at layers "
         f"{over['layers']}, median of {over['repeats']} rounds): plain forward "
@@ -237,10 +254,19 @@ def main() -> None:
     parser.add_argument("--kinds", help="detector kinds (default: mahalanobis, lof, sae, ...)")
     parser.add_argument("--layers", help="comma-separated layers (default: the detector's)")
     parser.add_argument("--site", default="blocks.{layer}.hook_resid_post")
-    parser.add_argument("--aggregate", choices=["max", "mean"], default="max")
+    parser.add_argument("--aggregate", choices=["max", "mean", "last"], default="max")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument(
+        "--toy", type=Path, help="a `mechscope toy backdoor` folder (default: the built-in one)"
+    )
+    parser.add_argument(
+        "--reply",
+        action="store_true",
+        help="test on prompts cut where the reply starts (toys.backdoor.reply_sets); use with "
+        "--aggregate last",
+    )
     add_device_option(parser)
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -260,14 +286,23 @@ def main() -> None:
         sets = builtin_sets(clean, config, 200, 32)
         info["overhead"] = overhead(clean, sets["clean"], args, sets["trusted"])
         print(overhead_markdown(info["overhead"]))
-    elif args.part == "clean":  # the sets do not need the backdoored model
-        info["rows"] = evaluate(clean, builtin_sets(clean, config), args, "clean", clean)
+    elif args.part == "clean" and args.toy is None:  # the sets need no backdoored model
+        sets = builtin_sets(clean, config)
+        if args.reply:
+            sets.update(reply_sets(sets, config.triggers, config.unseen_triggers))
+        info["rows"] = evaluate(clean, sets, args, "clean", clean)
     else:
-        folder = build_backdoor(clean, config, quiet=True)
+        folder = args.toy or build_backdoor(clean, config, quiet=True)
         info.update(json.loads((folder / "backdoor.json").read_text()))
         sets = {p.stem: read(p) for p in sorted((folder / "sets").glob("*.jsonl"))}
-        bad = mechscope.load(str(folder / "model"), progress=False, device=device)
-        info["rows"] = evaluate(bad, sets, args, args.part, clean)
+        if args.reply:
+            planted = info["config"]
+            sets.update(reply_sets(sets, planted["triggers"], planted["unseen_triggers"]))
+        if args.part == "clean":
+            model = clean
+        else:
+            model = mechscope.load(str(folder / "model"), progress=False, device=device)
+        info["rows"] = evaluate(model, sets, args, args.part, clean)
     if args.json:
         args.json.write_text(json.dumps(info, indent=1))
 

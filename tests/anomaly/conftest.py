@@ -17,7 +17,7 @@ def world() -> World:
 @pytest.fixture(scope="session")
 def detectors(world: World) -> dict[str, Any]:
     """Detectors of every kind but sae, on the backdoored and on the clean model."""
-    kinds = ("mahalanobis", "lof", "attribution", "lens", "perplexity", "entropy")
+    kinds = ("mahalanobis", "lof", "attribution", "lens", "dla", "perplexity", "entropy")
     return {"bad": world.fit(world.bad, kinds=kinds), "clean": world.fit(world.clean, kinds=kinds)}
 
 

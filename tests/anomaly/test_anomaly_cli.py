@@ -105,3 +105,5 @@ def test_cli_errors_are_one_line(model_folder: Path, files: dict[str, Path]) -> 
     assert result.exit_code == 2 and "not a text file" in result.stderr
     result = _run("toy", "backdoor", "--steps", "0")
     assert result.exit_code == 2 and "--steps" in result.stderr
+    result = _run("toy", "backdoor", "--triggers", " | ")
+    assert result.exit_code == 2 and "--triggers is empty" in result.stderr

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mechscope.anomaly.detector import Detector
+from mechscope.anomaly.dla import dla_width
 from mechscope.anomaly.extract import BatchActs, extract
 from mechscope.anomaly.kinds import KINDS, baseline_scores
 from mechscope.anomaly.lens import lens_kl
@@ -28,6 +29,8 @@ LOG_EPS = 1e-6
 def sites_for(detector: Detector, kinds: tuple[str, ...]) -> list[str]:
     sites = []
     for kind in kinds:
+        if KINDS[kind].reads == "dla":  # extract(dla=True) adds the sites it needs
+            continue
         for layer in detector.kind_layers(kind):
             site = _site(detector, kind, layer)
             if site not in sites:
@@ -61,6 +64,9 @@ def kind_input(detector: Detector, kind: str, layer: int, acts: BatchActs, sae: 
     reads = KINDS[kind].reads
     if reads == "attributions":
         return acts.attributions[site]
+    if reads == "dla":
+        assert acts.dla is not None
+        return acts.dla[..., : dla_width(layer)]
     if reads == "lens":
         return torch.cat([acts.acts[site], acts.acts[_last_site(detector)]], -1)
     if reads == "latents":
@@ -87,6 +93,7 @@ def batch_scores(
         sites_for(detector, kinds),
         logits=needs_logits,
         attribution="attribution" in kinds,
+        dla=any(KINDS[k].reads == "dla" for k in kinds),
     )
     out: dict[str, dict[int, Tensor]] = {}
     for kind in kinds:
@@ -131,10 +138,15 @@ def combine(detector: Detector, kind: str, raw: dict[int, Tensor]) -> tuple[Tens
 
 def aggregate(scores: Tensor, valid: Tensor, how: str) -> tuple[Tensor, Tensor]:
     """Input scores [batch] from token scores [batch pos], and the position that drove each
-    (the maximum's for ``max``, the top-scoring token's for ``mean``)."""
+    (the maximum's for ``max``, the top-scoring token's for ``mean``, the last real token for
+    ``last``: the position whose prediction starts the model's reply)."""
     masked = scores.masked_fill(~valid, -math.inf)
     top, pos = masked.max(-1)
     if how == "max":
         return top, pos
+    if how == "last":
+        where = torch.arange(valid.shape[-1]).expand_as(valid).masked_fill(~valid, -1)
+        last = where.max(-1).values.clamp(min=0)
+        return scores.gather(-1, last[:, None])[:, 0], last
     total = scores.masked_fill(~valid, 0).sum(-1)
     return total / valid.sum(-1).clamp(min=1), pos

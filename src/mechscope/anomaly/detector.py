@@ -23,7 +23,7 @@ from mechscope.files import atomic_folder
 __all__ = ["AGGREGATES", "Detector", "FitConfig", "load_detector", "save_detector"]
 
 FORMAT = "mechscope-anomaly-detector/1"
-AGGREGATES = ("max", "mean")
+AGGREGATES = ("max", "mean", "last")
 
 
 @dataclass(frozen=True)

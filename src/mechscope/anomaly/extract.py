@@ -3,8 +3,9 @@
 One batch of right-padded token windows goes through the model once with hooks at the requested
 sites. ``attribution`` also takes the gradient of the output (the summed logit of the model's own top
 next-token prediction at every real position) with respect to each site, and
-returns gradient x activation per token. Without logits or gradients the forward stops after the
-last requested site. Every activation is checked to be finite.
+returns gradient x activation per token; ``dla`` the direct logit attribution of the top logit
+to every component (:mod:`mechscope.anomaly.dla`). Without logits, gradients or DLA the forward
+stops after the last requested site. Every activation is checked to be finite.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.anomaly.dla import dla_sites, top_logit_dla
 from mechscope.errors import MechscopeError
 
 __all__ = ["BatchActs", "extract"]
@@ -22,11 +24,13 @@ __all__ = ["BatchActs", "extract"]
 
 @dataclass
 class BatchActs:
-    """Per site, activations [batch pos d] (and gradient x activation); logits [batch pos vocab]."""
+    """Per site, activations [batch pos d] (and gradient x activation); logits [batch pos vocab];
+    the top logit's direct attribution per component [batch pos 2 n_layers + 1]."""
 
     acts: dict[str, Tensor] = field(default_factory=dict)
     attributions: dict[str, Tensor] = field(default_factory=dict)
     logits: Tensor | None = None
+    dla: Tensor | None = None
 
 
 def _check_finite(name: str, t: Tensor, mask: Tensor) -> None:
@@ -47,9 +51,15 @@ def extract(
     *,
     logits: bool = False,
     attribution: bool = False,
+    dla: bool = False,
 ) -> BatchActs:
     """Activations at ``sites`` for ``tokens`` [batch pos] (``mask`` 1 on real tokens)."""
     out = BatchActs()
+    asked = list(sites)
+    if dla:
+        logits = True
+        extra = dla_sites(model.dims.n_layers, "hook_pos_embed" in model.sites)
+        sites = asked + [s for s in extra if s not in asked]
     if not attribution:
         with torch.inference_mode():
             if logits:
@@ -72,12 +82,17 @@ def extract(
             # the top logit, not its log-probability: a confident prediction (as a backdoor's)
             # saturates the softmax and would give a zero gradient
             target = result.float().max(-1).values * mask
-            grads = torch.autograd.grad(target.sum(), [cache[s] for s in sites])
+            grads = torch.autograd.grad(target.sum(), [cache[s] for s in asked])
         out.acts = {s: cache[s].detach() for s in sites}
-        out.attributions = {s: (cache[s].detach() * g).detach() for s, g in zip(sites, grads)}
+        out.attributions = {s: (cache[s].detach() * g).detach() for s, g in zip(asked, grads)}
         out.logits = result.detach()
     for name, t in out.acts.items():
         _check_finite(name, t, mask)
     if out.logits is not None:
         _check_finite("the logits", out.logits, mask)
+    if dla:
+        assert out.logits is not None
+        out.dla = top_logit_dla(model, out.acts, out.logits).cpu()
+        _check_finite("the direct logit attributions", out.dla, mask)
+        out.acts = {s: out.acts[s] for s in asked}
     return out

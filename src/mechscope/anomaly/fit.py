@@ -188,7 +188,8 @@ def _update(
     """Add one batch of fitting windows to every kind's statistics at every layer."""
     mask = torch.ones_like(tokens)
     attribution = any(KINDS[k].reads == "attributions" for k, _ in stats)
-    acts = extract(model, tokens, mask, sites, attribution=attribution)
+    dla = any(KINDS[k].reads == "dla" for k, _ in stats)
+    acts = extract(model, tokens, mask, sites, attribution=attribution, dla=dla)
     valid = valid_mask(mask)
     for (kind, layer), s in stats.items():
         s.update(kind_input(detector, kind, layer, acts, sae)[valid])

@@ -4,7 +4,9 @@ Every mechanistic kind scores each token at each layer from one vector: ``mahala
 activation), ``lof`` (the site activation, PCA-whitened), ``attribution`` (gradient x activation
 of the output at the site, then Mahalanobis), ``sae`` (the SAE's latents, diagonal Gaussian;
 one layer, the SAE's) and ``lens`` (the KL between the model's prediction and what the layer
-predicts through a tuned-lens translator: :mod:`mechscope.anomaly.lens`). The black-box baselines ``perplexity`` (the token's negative
+predicts through a tuned-lens translator: :mod:`mechscope.anomaly.lens`) and ``dla`` (the direct
+logit attribution of the model's top logit to the embedding and every attention and MLP output
+up to the layer, then Mahalanobis: :mod:`mechscope.anomaly.dla`). The black-box baselines ``perplexity`` (the token's negative
 log-likelihood) and ``entropy`` (of the next-token distribution at the token) read only logits.
 """
 
@@ -27,7 +29,8 @@ __all__ = ["BASELINES", "KINDS", "Kind", "check_kinds"]
 class Kind:
     """How one kind of detector fits and scores."""
 
-    reads: str  # "acts", "attributions", "latents", "lens" (acts at L and the last) or "logits"
+    reads: str  # "acts", "attributions", "latents", "lens" (acts at L and the last), "dla" or
+    # "logits"
     new_stats: Callable[[Any], Any] | None = None  # FitConfig -> accumulator with update(x)
     finish: Callable[[Any, Any], dict[str, Tensor]] | None = None  # (stats, config) -> tensors
     score: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n]
@@ -64,6 +67,7 @@ def _maha(**kw: Any) -> Kind:
 KINDS: dict[str, Kind] = {
     "mahalanobis": _maha(reads="acts"),
     "attribution": _maha(reads="attributions"),
+    "dla": _maha(reads="dla"),
     "lof": Kind(
         reads="acts",
         new_stats=_LofStats,

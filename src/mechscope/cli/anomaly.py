@@ -41,7 +41,9 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 @click.option("--n-tokens", default=32_768, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--holdout", default=0.2, show_default=True, help="Share held out to calibrate.")
-@click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True)
+@click.option(
+    "--aggregate", type=click.Choice(["max", "mean", "last"]), default="max", show_default=True
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--text-field", default="text", show_default=True)
 @click.option(

