@@ -101,14 +101,46 @@ def test_explain_and_score_through_the_server(server_url: str, tmp_path: Path) -
     result = run(cli, ["explain", str(db), *llm])
     assert result.exit_code == 0 and "explained 2" in result.output, result.output
     out = tmp_path / "s.json"
+    scorers = ["detection", "fuzzing", "embedding", "simulation"]
     result = run(cli, ["score", str(db), "--judge", f"openai:{server_url}", *slow,
-                       "--scorer", "detection", "--features", "0-1", "--n-score", "2",
+                       "--scorer", ",".join(scorers), "--features", "0-1", "--n-score", "2",
                        "--control", "shuffled", "--json", str(out), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["features"]
     assert len(rows) == 2 and all(r["explanation"] for r in rows)
-    for row in rows:  # a number in [0, 1] with its control, or a recorded error: never both
-        if "detection" in row["scores"]:
-            assert 0.0 <= row["scores"]["detection"] <= 1.0 and "detection" in row["control"]
-        else:
-            assert row["errors"]["detection"]
+    for row in rows:  # a number with its control, or a recorded error: never both
+        for scorer in scorers:
+            if scorer in row["scores"]:
+                lo = -1.0 if scorer == "simulation" else 0.0
+                assert lo <= row["scores"][scorer] <= 1.0 and scorer in row["control"], row
+                assert scorer not in row["errors"]
+            else:
+                assert row["errors"][scorer], row
+
+
+def test_simulation_reads_the_servers_log_probabilities(server_url: str) -> None:
+    """A planted feature (digits) simulated through the server: predictions are expected digits
+    from the returned top_logprobs, which the written digits alone cannot give."""
+    if not LLAMA_SERVER.is_file():
+        pytest.skip("the HF stand-in server gives log-probabilities of the first token only")
+    from mechscope.autointerp.judges import LLMJudge
+    from mechscope.autointerp.planted import planted_examples
+    from mechscope.autointerp.records import split
+    from mechscope.autointerp.scorers import SCORERS
+    from mechscope.autointerp.scorers.base import ScoreContext
+
+    feature = planted_examples()[0]
+    assert feature.meta["truth"] == "digits"
+    data = split(feature, n_score=2)
+    judge = LLMJudge(OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=600))
+    sims = judge.simulate("digits", [e.tokens for e in data.activating])
+    read = [s for s in sims if s.error is None and s.from_logprobs > 0]
+    assert read, sims  # the server gave log-probabilities and the digits were read from them
+    values = [v for s in read for v in s.values]
+    assert all(0.0 <= v <= 9.0 for v in values)
+    assert any(0.0 < v % 1.0 < 1.0 for v in values), values  # an expectation, not a digit
+    score = SCORERS["simulation"]("digits", data, ScoreContext(judge))
+    if score.error is None:
+        assert score.details["method"] in ("logprobs", "mixed") and score.details["from_logprobs"]
+    else:  # a window the 135M model did not copy: recorded as an error, never a number
+        assert score.value is None and "unparseable" in score.error
