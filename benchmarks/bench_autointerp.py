@@ -8,13 +8,15 @@ explanation). Judges: ``lexical`` (no model) and, with ``--llm``, SmolLM2 in-pro
 ``builtin``: every feature of one source of a feature database built on SmolLM2 (``--db``):
 ``tokens`` explanations scored by embedding and lexical detection with the shuffled control, a
 histogram of both (``--png``); then ``--llm-features`` features explained and scored (detection)
-by SmolLM2 in-process, and (``--llama-python``) through llama.cpp's OpenAI-compatible server on
-127.0.0.1 serving the same GGUF file: features per minute for each, and the agreement of the two
-backends' P(yes) on the same detection prompts.
+by SmolLM2 in-process, and (``--llama-server``) through llama.cpp's ``llama-server`` on 127.0.0.1
+serving the same GGUF file: features per minute for each, and the agreement of the two backends'
+P(yes) on the same detection prompts. ``--delphi-python``: delphi explains and detection-scores
+the same features on the same windows through the same server, mechscope scores delphi's
+explanations too, and the two detection scores are compared feature by feature.
 
     python benchmarks/bench_autointerp.py planted --llm
     python benchmarks/bench_autointerp.py builtin --db smol.db --png docs/autointerp_hist.png \\
-        --llm-features 10 --llama-python /work/peers/llamacpp/venv/bin/python
+        --llm-features 10 --llama-server /work/peers/llamacpp/build/bin/llama-server
 """
 
 from __future__ import annotations
@@ -98,10 +100,9 @@ def _server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    if args.llama_python:
-        cmd = [args.llama_python, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()),
-               "--model_alias", "smollm2", "--port", str(port), "--n_ctx", "4096",
-               "--n_threads", "1", "--verbose", "False"]  # fmt: skip
+    if args.llama_server:  # two slots of 4096 tokens: the two calls in flight run together
+        cmd = [args.llama_server, "-m", str(_builtin_gguf()), "--alias", "smollm2", "--host",
+               "127.0.0.1", "--port", str(port), "-c", "8192", "-np", "2", "-t", "1"]  # fmt: skip
     else:
         server = Path(__file__).parent / "peers" / "hf_chat_server.py"
         cmd = [sys.executable, str(server), "--port", str(port)]
@@ -146,7 +147,16 @@ def builtin(args: argparse.Namespace) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     db_path = work / "bench.db"
-    shutil.copy(args.db, db_path)
+    if args.planted:  # planted corpora 0..N-1, their features numbered on in one source
+        import dataclasses
+
+        from mechscope.autointerp.planted import write_planted_db
+
+        db_path.unlink(missing_ok=True)
+        feats = [f for s in range(args.planted) for f in planted_examples(planted_windows(seed=s), seed=s)]  # fmt: skip
+        write_planted_db(str(db_path), [dataclasses.replace(f, index=i) for i, f in enumerate(feats)])  # fmt: skip
+    else:
+        shutil.copy(args.db, db_path)
     with open_db(str(db_path)) as db:
         src = db.sources()[0]
         name, n = src["source"], src["n_features"]
@@ -189,9 +199,9 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
 
     specs = {"local": "local"} if "local" in args.backends.split(",") else {}
     proc = None
-    if args.llama_python or args.hf_server:
+    if args.llama_server or args.hf_server:
         proc, url = _server(args)
-        specs["llama.cpp server" if args.llama_python else "HF chat server"] = f"openai:{url}"
+        specs["llama-server" if args.llama_server else "HF chat server"] = f"openai:{url}"
     p_yes = {}
     try:
         for label, spec in specs.items():
@@ -252,7 +262,7 @@ def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int],
                           "activating": [window(e) for e in d.activating],
                           "negative": [window(e) for e in d.negative]})  # fmt: skip
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "in.json").write_text(json.dumps({"url": url, "model": "smollm2", "concurrency": 1,
+    (tmp / "in.json").write_text(json.dumps({"url": url, "model": "smollm2", "concurrency": 2,
                                              "features": feats}))  # fmt: skip
     peer = Path(__file__).parent / "peers" / "run_delphi.py"
     t0 = time.perf_counter()
@@ -277,11 +287,16 @@ def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int],
     pairs = [
         (a, b) for a, b in zip(delphi_ba, ours, strict=True) if a is not None and b is not None
     ]
+    print(f"detection balanced accuracy per feature on delphi's explanations (delphi, mechscope):"
+          f" {[(f['index'], a, b) for f, a, b in zip(out['features'], delphi_ba, ours, strict=True)]}")  # fmt: skip
     if len(pairs) > 2:
+        from scipy.stats import pearsonr, spearmanr
+
         a, b = np.array(pairs).T
         print(f"detection balanced accuracy on delphi's explanations: delphi {a.mean():.3f}, "
-              f"mechscope {b.mean():.3f}, correlation {np.corrcoef(a, b)[0, 1]:.3f}, "
-              f"mean |diff| {np.abs(a - b).mean():.3f} over {len(pairs)} features")  # fmt: skip
+              f"mechscope {b.mean():.3f}, Pearson {pearsonr(a, b)[0]:.3f}, Spearman "
+              f"{spearmanr(a, b)[0]:.3f}, mean |diff| {np.abs(a - b).mean():.3f} over "
+              f"{len(pairs)} features")  # fmt: skip
 
 
 def main() -> None:
@@ -293,11 +308,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2, help="Planted corpora (5 features each).")
     p.add_argument("--llm-scorers", default="detection,fuzzing,simulation")
     b = sub.add_parser("builtin")
-    b.add_argument("--db", required=True)
+    b.add_argument("--db", help="A feature database (or --planted N).")
+    b.add_argument("--planted", type=int, default=0, help="Planted corpora instead of --db.")
     b.add_argument("--work", default="/tmp/bench_autointerp")
     b.add_argument("--png")
     b.add_argument("--llm-features", type=int, default=0)
-    b.add_argument("--llama-python", help="llama.cpp server's python (else --hf-server).")
+    b.add_argument("--llama-server", help="llama.cpp's llama-server binary (else --hf-server).")
     b.add_argument("--hf-server", action="store_true", help="Serve with peers/hf_chat_server.py.")
     b.add_argument("--delphi-python", help="delphi's venv python (needs a server).")
     b.add_argument("--n-score", type=int, default=10)

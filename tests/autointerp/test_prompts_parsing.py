@@ -38,7 +38,8 @@ def test_explanation_and_simulation_parsing() -> None:
     assert parse_explanation('"numbers"').text == "numbers"
     assert parse_explanation("  \n ").error == "empty explanation in the reply"
     tokens = [" we", " paid", " 12", " dollars", " for", " 3", " books"]
-    assert parse_simulation("- 12\n- 3", tokens).values == (0, 0, 1, 0, 0, 1, 0)
+    sim = parse_simulation("we\t0\npaid\t0\n- 12\t9\ndollars: 1\n3\t17\nbooks\t0", tokens)
+    assert sim.values == (0, 0, 9, 1, 0, 9, 0) and (sim.from_text, sim.from_logprobs) == (6, 0)
     assert parse_simulation("NONE", tokens).values == (0,) * 7
     bad = parse_simulation("banana\nkiwi", tokens)
     assert bad.values is None and bad.error.startswith("unparseable reply (names no token")

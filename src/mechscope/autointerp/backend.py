@@ -1,6 +1,7 @@
 """What the explainer and the judges ask of a language model, and how to pick one.
 
-A backend answers two kinds of call, many prompts at a time: :meth:`generate` (a short reply) and
+A backend answers two kinds of call, many prompts at a time: :meth:`generate` (a short reply,
+with each generated token's ``top_logprobs`` candidates when asked and available) and
 :meth:`yes_no` (the probability that the answer is "Yes", from the next-token log-probabilities
 when the backend gives them, else from the reply's first word). Each prompt gets a
 :class:`Reply`; a failed call, a timeout or an unparseable reply is a ``Reply`` with ``error`` set,
@@ -29,17 +30,24 @@ NO = ("no",)
 
 @dataclass(frozen=True)
 class Reply:
-    """One answer: the text, P(yes) for a yes/no call, or the reason it failed."""
+    """One answer: the text, P(yes) for a yes/no call, or the reason it failed.
+
+    ``logprobs``: per generated token, its text and its candidates (text, log-probability), when
+    :meth:`Backend.generate` was asked for them and the backend gives them.
+    """
 
     text: str | None = None
     p_yes: float | None = None
     error: str | None = None
+    logprobs: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] | None = None
 
 
 class Backend(Protocol):
     name: str
 
-    def generate(self, chats: list[Chat], max_tokens: int) -> list[Reply]: ...
+    def generate(
+        self, chats: list[Chat], max_tokens: int, top_logprobs: int = 0
+    ) -> list[Reply]: ...
 
     def yes_no(self, chats: list[Chat]) -> list[Reply]: ...
 

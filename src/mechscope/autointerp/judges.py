@@ -3,7 +3,8 @@
 Three questions, each over many windows at once:
 - ``detect``: does this text contain what the explanation describes? (P(yes) per window)
 - ``fuzz``: do the tokens marked ``<<like this>>`` fit the explanation? (P(yes) per window)
-- ``simulate``: where in this window does the feature fire? (a 0/1 prediction per token)
+- ``simulate``: how strongly does the feature fire on each token of this window? (0-9 per token,
+  the expected digit from log-probabilities when the backend gives them: :mod:`.simulate`)
 
 :class:`LLMJudge` asks a backend with the prompts of ``prompts.toml``. :class:`LexicalJudge` needs
 no model: it reads the token classes and quoted tokens an explanation names
@@ -14,27 +15,18 @@ unparseable one carries ``error`` and never becomes a number.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from mechscope.autointerp.backend import Backend, Reply
 from mechscope.autointerp.classes import predicate
 from mechscope.autointerp.prompts import Prompts, load_prompts
 from mechscope.autointerp.records import mark
+from mechscope.autointerp.simulate import Simulated, parse_simulation
 
 __all__ = ["Judge", "LLMJudge", "LexicalJudge", "Simulated", "parse_simulation"]
 
 Window = Sequence[str]
-_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")  # a list marker: "- ", "* ", "2. ", "3) "
-
-
-@dataclass(frozen=True)
-class Simulated:
-    """Per-token predictions of one window, or the reason there are none."""
-
-    values: tuple[float, ...] | None
-    error: str | None = None
+TOP_LOGPROBS = 20  # candidates asked per generated token (OpenAI's maximum)
 
 
 class Judge:
@@ -77,26 +69,6 @@ class LexicalJudge(Judge):
         return [Simulated(tuple(float(match(t)) for t in tokens)) for tokens in windows]
 
 
-def parse_simulation(reply: str, tokens: Window) -> Simulated:
-    """Per-token predictions from a reply that lists the firing tokens one per line.
-
-    ``NONE`` predicts zero everywhere. Lines are stripped of list markers, quotes and the
-    ``<< >>`` marks; a token fires when its text equals a listed line. A reply whose lines name
-    no token of the window is unparseable (an error), not a prediction of zero.
-    """
-    lines = [_MARKER.sub("", line).strip().strip("\"'`<> ") for line in reply.splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        return Simulated(None, "empty reply")
-    if lines[0].upper().startswith("NONE"):
-        return Simulated(tuple(0.0 for _ in tokens))
-    listed = set(lines)
-    values = tuple(float(bool(t.strip()) and t.strip() in listed) for t in tokens)
-    if not any(values):
-        return Simulated(None, f"unparseable reply (names no token of the text): {reply[:60]!r}")
-    return Simulated(values)
-
-
 class LLMJudge(Judge):
     """Asks ``backend`` with the detection, fuzzing and simulation prompts."""
 
@@ -127,8 +99,10 @@ class LLMJudge(Judge):
             self.prompts.chat("simulation", explanation=explanation, text="".join(w).strip())
             for w in windows
         ]
-        replies = self.backend.generate(chats, self.max_tokens)
+        # the reply copies every token with a tab and a digit: about 4 tokens per window token
+        longest = max((len(w) for w in windows), default=0)
+        replies = self.backend.generate(chats, 4 * longest + 8, top_logprobs=TOP_LOGPROBS)
         return [
-            Simulated(None, r.error) if r.error else parse_simulation(r.text or "", w)
+            Simulated(None, r.error) if r.error else parse_simulation(r.text or "", w, r.logprobs)
             for r, w in zip(replies, windows, strict=True)
         ]

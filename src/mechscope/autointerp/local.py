@@ -1,7 +1,9 @@
 """A Hugging Face causal LM run in-process as the explainer's or the judges' model.
 
 Prompts go through the tokenizer's chat template (plain ``system\\n\\nuser`` when it has none),
-left-padded into batches of similar length. :meth:`LocalBackend.generate` decodes greedily;
+left-padded into batches of similar length. :meth:`LocalBackend.generate` decodes greedily
+and, when asked, reads each step's next-token distribution (the top candidates and the digits
+0-9, for the simulation's expected digit);
 :meth:`LocalBackend.yes_no` reads one forward's next-token distribution and compares the mass on
 "Yes"-like and "No"-like first tokens (any case, with or without a leading space).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from mechscope.autointerp.backend import NO, YES, Chat, Reply
+from mechscope.autointerp.simulate import SCALE
 from mechscope.errors import MechscopeError
 
 __all__ = ["LocalBackend"]
@@ -41,6 +44,7 @@ class LocalBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
         self._yes_no_ids = (self._first_ids(YES), self._first_ids(NO))
+        self._digit_ids = self._first_ids(tuple(map(str, SCALE)))
 
     def _first_ids(self, words: tuple[str, ...]) -> list[int]:
         ids = set()
@@ -69,8 +73,9 @@ class LocalBackend:
         return out
 
     @torch.inference_mode()
-    def generate(self, chats: list[Chat], max_tokens: int) -> list[Reply]:
-        """Greedy replies of at most ``max_tokens`` tokens."""
+    def generate(self, chats: list[Chat], max_tokens: int, top_logprobs: int = 0) -> list[Reply]:
+        """Greedy replies of at most ``max_tokens`` tokens; with ``top_logprobs``, each generated
+        token's candidates: the most likely ones and the digits."""
         replies: list[Reply] = [Reply(error="not run")] * len(chats)
         for idx, enc in self._batches(chats):
             out = self.model.generate(
@@ -78,11 +83,32 @@ class LocalBackend:
                 max_new_tokens=max_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=bool(top_logprobs),
+                return_dict_in_generate=True,
             )
-            new = out[:, enc["input_ids"].shape[1] :]
-            for i, row in zip(idx, new, strict=True):
-                replies[i] = Reply(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+            new = out.sequences[:, enc["input_ids"].shape[1] :]
+            for b, (i, row) in enumerate(zip(idx, new, strict=True)):
+                text = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                lp = self._logprobs(row, [s[b] for s in out.scores], top_logprobs)
+                replies[i] = Reply(text, logprobs=lp if top_logprobs else None)
         return replies
+
+    def _logprobs(
+        self, row: torch.Tensor, scores: list[torch.Tensor], k: int
+    ) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...] | None:
+        """(token, candidates) per generated token up to the end of the reply."""
+        if not k:
+            return None
+        special = set(self.tokenizer.all_special_ids)
+        steps = []
+        for token, logits in zip(row.tolist(), scores, strict=False):
+            if token in special:
+                break
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            ids = set(logp.topk(k).indices.tolist()) | set(self._digit_ids)
+            decode = self.tokenizer.decode
+            steps.append((decode([token]), tuple((decode([j]), float(logp[j])) for j in ids)))
+        return tuple(steps)
 
     @torch.inference_mode()
     def yes_no(self, chats: list[Chat]) -> list[Reply]:

@@ -37,6 +37,21 @@ def _endpoints(url: str) -> tuple[str, str]:
     return base + "/chat/completions", base + "/models"
 
 
+def _token_logprobs(choice: dict[str, Any]) -> tuple[Any, ...] | None:
+    """(token, ((candidate, log-probability), ...)) per generated token from a chat choice's
+    ``logprobs.content``; ``None`` when the server sent none or in another shape."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    try:
+        return tuple(
+            (t["token"], tuple((c["token"], float(c["logprob"])) for c in t["top_logprobs"]))
+            for t in content
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class OpenAIBackend:
     """Chat completions over HTTP with bounded concurrency, retries with backoff and timeouts."""
 
@@ -128,21 +143,26 @@ class OpenAIBackend:
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(fn, chats))
 
-    def _generate_one(self, chat: Chat, max_tokens: int) -> Reply:
-        data, error = self._post({"messages": chat, "max_tokens": max_tokens, "temperature": 0})
+    def _generate_one(self, chat: Chat, max_tokens: int, top_logprobs: int) -> Reply:
+        body = {"messages": chat, "max_tokens": max_tokens, "temperature": 0}
+        if top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": top_logprobs}
+        data, error = self._post(body)
         if data is None:
             return Reply(error=error)
         try:
-            text = data["choices"][0]["message"]["content"]
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
             return Reply(error="unparseable reply (no choices[0].message.content)")
         if not isinstance(text, str) or not text.strip():
             return Reply(error="empty reply")
-        return Reply(text.strip())
+        return Reply(text.strip(), logprobs=_token_logprobs(choice) if top_logprobs else None)
 
-    def generate(self, chats: list[Chat], max_tokens: int) -> list[Reply]:
-        """One reply per prompt (temperature 0)."""
-        return self._map(lambda c: self._generate_one(c, max_tokens), chats)
+    def generate(self, chats: list[Chat], max_tokens: int, top_logprobs: int = 0) -> list[Reply]:
+        """One reply per prompt (temperature 0), with each token's ``top_logprobs`` candidates
+        when asked and the server gives them."""
+        return self._map(lambda c: self._generate_one(c, max_tokens, top_logprobs), chats)
 
     def _yes_no_one(self, chat: Chat) -> Reply:
         body = {"messages": chat, "max_tokens": 1, "temperature": 0}

@@ -162,6 +162,19 @@ class FeatureDB:
         keys = ("index", "max", "min", "mean", "std", "density")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    def score_values(self, source: str) -> list[dict[str, Any]]:
+        """Every stored score of the source's explanations that is a number: ``explainer,
+        scorer, value, control`` (``control`` ``None`` without one), for the score histograms."""
+        self.source(source)
+        rows = self.backend.query(
+            "SELECT e.explainer, s.scorer, s.value, s.control FROM scores s "
+            "JOIN explanations e ON e.id = s.explanation_id "
+            "WHERE e.source = ? AND s.status = 'ok' AND e.status = 'ok' ORDER BY s.scorer, e.idx",
+            [source],
+        )
+        keys = ("explainer", "scorer", "value", "control")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
     def feature(self, source: str, index: int) -> dict[str, Any]:
         """Everything about one feature: the JSON of ``GET /api/features/{source}/{index}``."""
         self._check(source, index)

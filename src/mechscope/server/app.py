@@ -153,7 +153,8 @@ def _routes(state: _State) -> list[Route]:
     async def source_page(request: Request) -> Response:
         name = request.path_params["source"]
         stats = await run_in_threadpool(db.stats, name)
-        return HTMLResponse(pages.source_page(db.source(name), stats))
+        scores = await run_in_threadpool(db.score_values, name)
+        return HTMLResponse(pages.source_page(db.source(name), stats, scores=scores))
 
     async def infer_page(request: Request) -> Response:
         return HTMLResponse(pages.infer_page(db.sources(), fs.MAX_INFER, MAX_LIMIT))

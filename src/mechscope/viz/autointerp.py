@@ -2,6 +2,8 @@
 histogram of their shuffled controls, and a table of explanations with their scores.
 
 Both take the rows of ``mechscope.autointerp.run.results`` (plain dicts), never a model.
+:func:`score_histograms_svg` draws the same histograms as inline SVG for the web UI's source page
+(no script, no image request: the server's CSP allows neither inline scripts nor other hosts).
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mechscope.viz.html import Markup, figure_img, page, table
+from mechscope.viz.html import Markup, figure_img, page, render, table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["scores_figure", "scores_page"]
+__all__ = ["score_histograms_svg", "scores_figure", "scores_page"]
 
 
 def _pairs(rows: Sequence[dict[str, Any]], scorer: str) -> tuple[list[float], list[float]]:
@@ -71,3 +73,47 @@ def _cell(value: float | None, error: str | None) -> str:
     if value is not None:
         return f"{value:.3f}"
     return f"error: {error}" if error else ""
+
+
+BINS = 20
+
+
+def _counts(values: Sequence[float], lo: float, hi: float) -> list[int]:
+    counts = [0] * BINS
+    for v in values:
+        counts[min(BINS - 1, max(0, int((v - lo) / (hi - lo) * BINS)))] += 1
+    return counts
+
+
+def _bars(counts: list[int], lo: float, hi: float, top: int, size: tuple[int, int]) -> list[dict[str, Any]]:  # fmt: skip
+    width, height = size
+    step, step_v = width / BINS, (hi - lo) / BINS
+    bars = []
+    for i, c in enumerate(counts):
+        if c:
+            h = (height - 16) * c / top
+            bars.append({"x": i * step, "y": height - 16 - h, "w": step - 1, "h": h, "count": c,
+                         "lo": lo + i * step_v, "hi": lo + (i + 1) * step_v})  # fmt: skip
+    return bars
+
+
+def score_histograms_svg(rows: Sequence[dict[str, Any]], size: tuple[int, int] = (320, 120)) -> Markup:  # fmt: skip
+    """Per scorer, 20-bin histograms of the explanations' scores and of their shuffled controls
+    (rows ``{"scorer", "value", "control"}``, as ``FeatureDB.score_values`` gives them)."""
+    figures = []
+    for scorer in sorted({r["scorer"] for r in rows}):
+        own = [r["value"] for r in rows if r["scorer"] == scorer]
+        ctrl = [r["control"] for r in rows if r["scorer"] == scorer and r["control"] is not None]
+        lo, hi = (-1.0, 1.0) if scorer == "simulation" else (0.0, 1.0)
+        c_own, c_ctrl = _counts(own, lo, hi), _counts(ctrl, lo, hi)
+        top = max(c_own + c_ctrl)
+        chance = (0.0 if scorer == "simulation" else 0.5) - lo
+        figures.append(render(
+            "features/score_hist.svg.j2", scorer=scorer, width=size[0], height=size[1],
+            own=_bars(c_own, lo, hi, top, size), control=_bars(c_ctrl, lo, hi, top, size),
+            lo=lo, hi=hi, chance=size[0] * chance / (hi - lo), n_own=len(own),
+            n_control=len(ctrl), mean_own=sum(own) / len(own),
+            mean_control=sum(ctrl) / len(ctrl) if ctrl else None,
+            unit="correlation" if scorer == "simulation" else "AUROC",
+        ))  # fmt: skip
+    return Markup("".join(figures))

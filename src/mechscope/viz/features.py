@@ -77,14 +77,23 @@ def scatter_svg(source: str, stats: list[dict[str, Any]], width: int = 640, heig
                   source=source, dlo=10**dlo, dhi=10**dhi, mlo=mlo, mhi=mhi)  # fmt: skip
 
 
-def source_page(src: dict[str, Any], stats: list[dict[str, Any]], n: int = 25) -> str:
-    """A source overview: the density-max scatter of every feature and the top tables."""
+def source_page(
+    src: dict[str, Any],
+    stats: list[dict[str, Any]],
+    n: int = 25,
+    scores: list[dict[str, Any]] | None = None,
+) -> str:
+    """A source overview: the density-max scatter of every feature, the top tables and, when
+    explanations were scored, each scorer's histogram against the shuffled control."""
+    from mechscope.viz.autointerp import score_histograms_svg
+
     by_max = sorted(stats, key=lambda s: -s["max"])[:n]
     by_density = sorted(stats, key=lambda s: -s["density"])[:n]
     rarest = sorted((s for s in stats if s["density"] > 0), key=lambda s: s["density"])[:n]
     tables = [("Largest maximum", by_max), ("Densest", by_density), ("Rarest (density > 0)", rarest)]  # fmt: skip
     return _page("source.html.j2", f"Source {src['source']}", src=src,
-                 scatter=scatter_svg(src["source"], stats), tables=tables)  # fmt: skip
+                 scatter=scatter_svg(src["source"], stats), tables=tables,
+                 score_hist=score_histograms_svg(scores) if scores else None)  # fmt: skip
 
 
 def infer_page(sources: list[dict[str, Any]], max_text: int, max_limit: int) -> str:
