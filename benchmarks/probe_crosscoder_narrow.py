@@ -3,9 +3,9 @@ the narrow SmolLM2 finetune (``mechscope toy finetune --narrow``), at several si
 activations, read against the planted trigger and reply tokens.
 
 1. ``--dump NAME MODEL``: the activations of ``--sites`` (default: layer 15's MLP output, where
-   the narrow update writes, and the residual stream after layers 15, 17 and 20) of MODEL on every
-   document of ``--eval`` (a planted folder's ``eval.jsonl``), position 0 of each window left out,
-   in float16, with each token's label (0 ordinary, 1 trigger word, 2 reply) and document, into
+   the narrow update writes, and the residual stream after layers 15 and 17) of MODEL on the
+   first ``--docs`` documents of ``--eval`` (a planted folder's ``eval.jsonl``), position 0 of
+   each window left out, in float16, with each token's label (0 ordinary, 1 trigger word, 2 reply) and document, into
    ``--cache/NAME.pt``. Dump the base, the planted finetune and the control on the same text.
 2. ``--train FT``: a crosscoder (mechscope.diff.crosscoder, trained with mechscope.sae.fit) over
    ``base`` and ``FT`` (dump names) at ``--site``, on the documents of the first 80%, each half
@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import add_device_option, pick_device  # noqa: E402
 
 SITES = "blocks.15.hook_mlp_out,blocks.15.hook_resid_post,blocks.17.hook_resid_post"
-SITES += ",blocks.20.hook_resid_post"
 
 
 def cpu_seconds() -> float:
@@ -74,7 +73,9 @@ def dump(args: argparse.Namespace, device: torch.device) -> None:
     plant, _ = read_plant(Path(args.eval).parent)
     corpus = from_files(args.eval)
     sites = args.sites.split(",")
-    windows = list(doc_windows(corpus, model.tokenizer, 128, 10**9, "all"))
+    windows = [
+        w for w in doc_windows(corpus, model.tokenizer, 128, 10**9, "all") if w[0].doc < args.docs
+    ]
     kept: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
     rows: list[int] = []
     docs: list[int] = []
@@ -210,6 +211,7 @@ def main() -> None:
     parser.add_argument("--dump", nargs=2, metavar=("NAME", "MODEL"))
     parser.add_argument("--eval", help="--dump: the planted folder's eval.jsonl")
     parser.add_argument("--sites", default=SITES)
+    parser.add_argument("--docs", type=int, default=250, help="--dump: the first DOCS documents")
     parser.add_argument("--train", metavar="FT", help="dump name of the finetune (base: 'base')")
     parser.add_argument("--site", default="blocks.15.hook_mlp_out")
     parser.add_argument("--variant", default="batchtopk", choices=["l1", "batchtopk"])
