@@ -34,27 +34,39 @@ def test_relative_norm_bands() -> None:
     assert classify(delta) == {"base-only": [0], "shared": [2], "finetune-only": [1]}
 
 
-def test_latent_scaling_recovers_planted_ratio() -> None:
-    """x_base carries 0.3 of the latent's finetune direction, x_ft all of it: nu = 0.3."""
-    d = 6
+def _scaling_pair(d: int, base_latent: bool) -> tuple[SAE, torch.Tensor]:
+    """Latent 0 reads and writes the finetune half's first coordinate (no base decoder); the
+    base half carries 0.3 of it. With ``base_latent``, latent 1 (base-only) reconstructs that
+    copy; without, nothing does and it stays in the base's error."""
     sae = make_crosscoder("l1", d, 2, k=1).eval()
-    gen = torch.Generator().manual_seed(0)
-    f = torch.rand(200, generator=gen)
-    direction = torch.zeros(d)
-    direction[0] = 1.0
+    f = torch.rand(200, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        sae.W_enc.zero_()
-        sae.W_enc[d, 0] = 1.0  # the latent reads the finetune half's first coordinate
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-        sae.W_dec.zero_()
-        sae.W_dec[0, d:] = direction
-    x = torch.zeros(200, 2 * d)
-    x[:, d] = f
-    x[:, 0] = 0.3 * f
+        for p in (sae.W_enc, sae.b_enc, sae.W_dec):
+            p.zero_()
+        sae.b_dec.fill_(2.0)  # a mean in both halves: it must not count as the latent's
+        sae.W_enc[d, 0] = 1.0
+        sae.W_dec[0, d] = 1.0
+        if base_latent:
+            sae.W_enc[0, 1] = 1.0
+            sae.W_dec[1, 0] = 1.0
+    x = torch.full((200, 2 * d), 2.0)
+    x[:, d] += f
+    x[:, 0] += 0.3 * f
+    return sae, x
+
+
+def test_latent_scaling_recovers_planted_ratio() -> None:
+    """Minder et al.'s two artifacts, planted: the base carries 0.3 of the finetune-only latent's
+    direction, in its reconstruction error (Complete Shrinkage: ``nu_eps`` = 0.3, ``nu_r`` = 0) or
+    through another latent (Latent Decoupling: ``nu_r`` = 0.3, ``nu_eps`` = 0)."""
+    sae, x = _scaling_pair(6, base_latent=False)
     scores = latent_scaling(sae, x, [0])[0]
-    assert scores["nu_r"] == pytest.approx(0.3, abs=1e-6)
-    assert scores["nu_eps"] == pytest.approx(0.3, abs=1e-6)  # the error is the base part
+    assert scores["nu_eps"] == pytest.approx(0.3, abs=1e-5)
+    assert scores["nu_r"] == pytest.approx(0.0, abs=1e-5)
+    sae, x = _scaling_pair(6, base_latent=True)
+    scores = latent_scaling(sae, x, [0])[0]
+    assert scores["nu_r"] == pytest.approx(0.3, abs=1e-5)
+    assert scores["nu_eps"] == pytest.approx(0.0, abs=1e-5)
 
 
 @pytest.fixture(scope="module")

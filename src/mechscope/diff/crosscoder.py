@@ -20,8 +20,10 @@ Two variants:
 Reading it: the relative decoder norm ``Delta_j = 0.5 ((|d_j^ft| - |d_j^base|) / max(...) + 1)``
 puts latents in base-only (< 0.1), finetune-only (> 0.9) and shared (0.4 to 0.6). Latent scaling
 checks a finetune-only latent: ``beta^m = <f_j d_j^ft, y^m> / |f_j d_j^ft|^2`` over tokens, for
-``y^m`` the activation of model ``m`` (``nu_r``) or its reconstruction error with the latent's
-own part added back (``nu_eps``); ``nu = beta^base / beta^ft`` near 0 means the base model does not
+``y^m`` model ``m``'s reconstruction error with the latent's own part added back (``nu_eps``: the
+base carries the direction but the dictionary shrank its base decoder, "Complete Shrinkage") or
+model ``m``'s reconstruction less ``b_dec`` (``nu_r``: other latents carry it in the base,
+"Latent Decoupling"); ``nu = beta^base / beta^ft`` near 0 means the base model does not
 carry the latent (truly finetune-only), near 1 that the split is an artifact of sparsity.
 """
 
@@ -154,29 +156,29 @@ def classify(delta: Tensor) -> dict[str, list[int]]:
 
 @torch.no_grad()
 def latent_scaling(sae: SAE, x: Tensor, latents: list[int]) -> dict[int, dict[str, float]]:
-    """``nu_r`` and ``nu_eps`` (see the module doc) of ``latents`` on inputs ``x [n 2d]``
-    (already scaled as the crosscoder's input)."""
+    """``nu_eps`` and ``nu_r`` of ``latents`` on inputs ``x [n 2d]`` (already scaled as the
+    crosscoder's input), as Minder et al. (2025) define them: the least-squares scale ``beta^m``
+    of the latent's finetune part ``f_j d_j^ft`` fitted to model ``m``'s reconstruction error with
+    the latent's own part added back (``nu_eps``) or to its reconstruction by all latents
+    (``nu_r``), and ``nu = beta^base / beta^ft``. The reconstruction leaves out ``b_dec``: a constant offset is no
+    latent's, and with it both betas measure the mean's projection on ``d_j^ft`` (``nu_r`` near 1
+    for any latent whose decoder leans on the mean, as the residual's mean does in small models).
+    """
     d = sae.cfg.d_in // 2
     out = sae(x)
     f = out.latents if not out.latents.is_sparse else out.latents.to_dense()
-    x_hat = out.x_hat
+    x_hat = out.x_hat - sae.b_dec  # [n 2d]: the latents' part of the reconstruction
+    error = x - out.x_hat
     result = {}
     for j in latents:
         fj = f[:, j : j + 1]  # [n 1]
-        dec = sae.W_dec[j].float()
-        d_ft = dec[d:]
-        recon = fj * d_ft  # [n d]: the latent's finetune part
+        own = fj * sae.W_dec[j].float()  # [n 2d]: the latent's own part in both models
+        recon = own[:, d:]  # [n d]: f_j d_j^ft
         denom = recon.pow(2).sum().clamp_min(1e-30)
         scores = {}
-        for kind, (y_base, y_ft) in {
-            "nu_r": (x[:, :d], x[:, d:]),
-            "nu_eps": (
-                x[:, :d] - x_hat[:, :d] + fj * dec[:d],
-                x[:, d:] - x_hat[:, d:] + fj * d_ft,
-            ),
-        }.items():
-            beta_base = float((recon * y_base).sum() / denom)
-            beta_ft = float((recon * y_ft).sum() / denom)
+        for kind, y in {"nu_eps": error + own, "nu_r": x_hat}.items():
+            beta_base = float((recon * y[:, :d]).sum() / denom)
+            beta_ft = float((recon * y[:, d:]).sum() / denom)
             scores[kind] = beta_base / beta_ft if beta_ft != 0 else float("nan")
         scores["fires"] = int((fj > 0).sum())
         result[j] = scores
