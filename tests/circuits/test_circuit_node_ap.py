@@ -41,7 +41,7 @@ def test_top_nodes_is_mibs_node_selection() -> None:
     assert set(rows) <= set(best)  # only edges out of the five best nodes (then pruned)
     assert top_nodes(scored, 0).n_edges == 0
     signed = top_nodes(scored, 5, absolute=False).mask.any(1).nonzero().flatten().tolist()
-    assert set(signed) <= set(s.topk(5).indices.tolist())
+    assert set(signed) <= set((-s).topk(5).indices.tolist())  # MIB: the loss's scores
     with pytest.raises(MechscopeError, match="node"):
         top_nodes(attribute(model, batch, method="eap"), 3)
 

@@ -9,7 +9,10 @@ Following MIB's scoring code (``MIB_circuit_track/evaluation.py:evaluate_area_un
 2. at each fraction ``p`` of :data:`PERCENTAGES` (0.1% .. 100% of the graph's edges, the code's
    list; the paper's text lists 0%..50%) the circuit is the top ``int(p * n_edges)`` edges, ranked
    by signed score (``absolute=False``) or by |score| (``absolute=True``), then pruned
-   (:meth:`Circuit.pruned`, the reference's ``prune=True``);
+   (:meth:`Circuit.pruned`, the reference's ``prune=True``). MIB attributes the *loss*
+   (``loss=True``: minus the metric), so its signed ranking puts first the edges whose patching
+   lowers the metric most; mechscope's scores are changes of the metric, so the signed ranking
+   sorts ``-score`` (:data:`LOSS_SIGN`);
 3. ``area_under`` is the trapezoid rule over ``(p, faithfulness)`` on a linear axis and
    ``area_from_1`` the same over ``|1 - faithfulness|``;
    A node method (``"node-ap"``, :mod:`.node_ap`) ranks nodes instead: the circuit at ``p`` is
@@ -63,9 +66,14 @@ def areas(
     return under, from_1, sum(faithfulness) / len(faithfulness)
 
 
+LOSS_SIGN = -1.0
+"""MIB ranks scores of the loss, ``-metric``: the signed ranking sorts ``LOSS_SIGN * score``."""
+
+
 def ranked(scored: Circuit, n: int, absolute: bool) -> Circuit:
-    """The top ``n`` edges by |score| or by signed score (largest first), pruned."""
-    values = scored.scores.abs() if absolute else scored.scores
+    """The top ``n`` edges by |score| or by MIB's signed score (the loss's: ``-score``, largest
+    first)."""
+    values = scored.scores.abs() if absolute else LOSS_SIGN * scored.scores
     flat = values.masked_fill(~scored.mask, -float("inf")).flatten()
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[flat.topk(n).indices] = True

@@ -13,7 +13,7 @@ A writer's output is read by every port after it, so its node score equals the s
 outgoing edges' EAP scores (tested: two code paths, one identity).
 
 Circuits, as MIB's ``Graph.apply_topn(n, level="node")`` followed by ``prune``: keep the top
-``n`` nodes (by signed score or |score|), put every edge leaving a kept node into the circuit,
+``n`` nodes (by |score|, or by signed score of the loss, ``-score``, as MIB), put every edge leaving a kept node into the circuit,
 then prune (:meth:`Circuit.pruned`: a writer with no edge into it, or none out of it, drops
 out). MIB's curve for a node method runs over fractions of the *nodes* (``n_scored_items`` is the
 node count), so :func:`mechscope.circuits.mib.mib_score` does the same and records each
@@ -92,7 +92,7 @@ def top_nodes(scored: Circuit, n: int, absolute: bool = True) -> Circuit:
     values = torch.tensor(scored.meta["node_scores"])
     if not 0 <= n <= len(values):
         raise MechscopeError(f"n must lie in [0, {len(values)}] nodes, got {n}")
-    values = values.abs() if absolute else values
+    values = values.abs() if absolute else -values  # MIB's signed ranking: the loss's scores
     keep = torch.zeros(len(values), dtype=torch.bool)
     keep[values.topk(n).indices] = True
     mask = scored.graph.edge_mask & keep[:, None]
