@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("--methods", default="eap,eap-ig,eap-ig-activations,node-ap,random")
     parser.add_argument("--steps", type=int, default=5, help="EAP-IG steps (inputs)")
     parser.add_argument(
-        "--act-steps", type=int, default=1, help="EAP-IG-activations steps per component"
+        "--act-steps",
+        type=int,
+        default=2,
+        help="EAP-IG-activations steps per component (1: alpha = 1 only)",
     )
     parser.add_argument("--boot", type=int, default=5, help="resamples for IOI stability (0: skip)")
     parser.add_argument("--stability-method", default="eap-ig")
