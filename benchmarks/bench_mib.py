@@ -3,12 +3,14 @@
     python benchmarks/bench_mib.py [--n 16] [--tasks ioi,arithmetic,mcqa] [--boot 5] [--json OUT]
 
 For each task (MIB's form: ``ioi``, ``arithmetic`` (two-digit addition), ``arithmetic-sub``,
-``mcqa``) and each method (EAP, EAP-IG with 5 steps on the inputs, and MIB's random baseline),
+``mcqa``) and each method (EAP, EAP-IG with ``--steps`` on the inputs, EAP-IG-activations with
+``--act-steps`` per component, node attribution patching ``node-ap`` and MIB's random baseline),
 prints CPR and CMD with 95% bootstrap intervals over the prompts
 (:func:`mechscope.circuits.mib.mib_score`), the model's clean and corrupted logit differences
 and its top-1 accuracy on the task (a method cannot find a circuit for a behaviour the model
-lacks), and the stability (mean bootstrap Jaccard over ``--boot`` resamples of the prompts) of
-the IOI circuit of 1% of the edges found by EAP-IG.
+lacks; a task whose clean logit difference is not above max(0, corrupted) is reported and
+skipped), the wall and CPU seconds of each method, and the stability (mean bootstrap Jaccard
+over ``--boot`` resamples of the prompts) of the IOI circuit of 1% of the edges found by EAP-IG.
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--tasks", default="ioi,arithmetic,mcqa")
-    parser.add_argument("--methods", default="eap,eap-ig,random")
+    parser.add_argument("--methods", default="eap,eap-ig,eap-ig-activations,node-ap,random")
+    parser.add_argument("--steps", type=int, default=5, help="EAP-IG steps (inputs)")
+    parser.add_argument(
+        "--act-steps",
+        type=int,
+        default=2,
+        help="EAP-IG-activations steps per component (1: alpha = 1 only)",
+    )
     parser.add_argument("--boot", type=int, default=5, help="resamples for IOI stability (0: skip)")
     parser.add_argument("--stability-method", default="eap-ig")
     parser.add_argument("--json")
@@ -66,17 +75,27 @@ def main() -> None:
     for task in filter(None, args.tasks.split(",")):
         batch = load_task(task, model, n=args.n, seed=0).tokenize(model)
         info = behaviour(model, batch)
+        out["tasks"][task] = info
         print(f"{task}: clean logit diff {info['clean_logit_diff']:.2f}, corrupted "
               f"{info['corrupt_logit_diff']:.2f}, top-1 {info['top1']:.2f}")  # fmt: skip
+        if info["clean_logit_diff"] <= max(0.0, info["corrupt_logit_diff"]):
+            # no behaviour to explain: faithfulness divides by clean - corrupted
+            info["skipped"] = "clean logit difference <= max(0, corrupted): no behaviour"
+            print(f"  skipped: {info['skipped']}", flush=True)
+            save(args.json, out)
+            continue
         info["methods"] = {}
         for method in args.methods.split(","):
-            start = time.perf_counter()
-            s = mib_score(model, batch, method=method, n_boot=1000)
-            info["methods"][method] = {**s.to_dict(), "seconds": time.perf_counter() - start}
-            print(f"  {method:7s} CPR {s.cpr:6.3f} [{s.cpr_ci[0]:6.3f}, {s.cpr_ci[1]:6.3f}]  "
+            steps = args.act_steps if method == "eap-ig-activations" else args.steps
+            start, cpu = time.perf_counter(), time.process_time()
+            s = mib_score(model, batch, method=method, steps=steps, n_boot=1000)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            info["methods"][method] = {**s.to_dict(), "steps": steps, "seconds": wall,
+                                       "cpu_seconds": cpu}  # fmt: skip
+            print(f"  {method:18s} CPR {s.cpr:6.3f} [{s.cpr_ci[0]:6.3f}, {s.cpr_ci[1]:6.3f}]  "
                   f"CMD {s.cmd:6.3f} [{s.cmd_ci[0]:6.3f}, {s.cmd_ci[1]:6.3f}]  "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-        out["tasks"][task] = info
+                  f"({wall:.0f} s wall, {cpu:.0f} CPU-s)", flush=True)  # fmt: skip
+            save(args.json, out)
     if args.boot:
         batch = load_task("ioi", model, n=args.n, seed=0).tokenize(model)
         n_edges = round(0.01 * Graph.from_dims(model.dims).n_edges)
@@ -86,8 +105,13 @@ def main() -> None:
         print(f"IOI stability ({method}, top {n_edges} edges, {args.boot} resamples of {args.n} "
               f"prompts): mean Jaccard {st['mean_jaccard']:.3f} (min {st['min_jaccard']:.3f}, "
               f"max {st['max_jaccard']:.3f})")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    save(args.json, out)
+
+
+def save(path: str | None, out: dict) -> None:
+    """Write what is measured so far (the runs are long; a stopped run keeps its results)."""
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

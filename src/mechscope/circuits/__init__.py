@@ -6,6 +6,7 @@ Usage::
     circuit = scored.top_fraction(0.01)  # or .top_n / .threshold / .greedy
     faithfulness(model, batch, circuit)  # 0 = corrupted run, 1 = clean run
     render.save(circuit, "circuit.html")  # self-contained picture
+    nodes = attribute_nodes(model, batch)  # attribution patching of heads and MLPs; top_nodes
     acdc(model, batch, threshold=0.01)  # the slow exact reference (tiny models)
     run = discover(model, batch, method="eap-ig", ungroup_kv=True)  # all of it, as the CLI
 """
@@ -25,6 +26,7 @@ from mechscope.circuits.faithfulness import (
     smallest_faithful,
 )
 from mechscope.circuits.graph import Graph, edge_count
+from mechscope.circuits.node_ap import attribute_nodes, top_nodes
 from mechscope.circuits.pipeline import CURVE_FRACTIONS, CircuitRun, curve_edges, discover
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Graph",
     "Smallest",
     "attribute",
+    "attribute_nodes",
     "compare",
     "curve_edges",
     "curve_sizes",
@@ -48,4 +51,5 @@ __all__ = [
     "geometric_sizes",
     "render",
     "smallest_faithful",
+    "top_nodes",
 ]

@@ -9,9 +9,14 @@ Following MIB's scoring code (``MIB_circuit_track/evaluation.py:evaluate_area_un
 2. at each fraction ``p`` of :data:`PERCENTAGES` (0.1% .. 100% of the graph's edges, the code's
    list; the paper's text lists 0%..50%) the circuit is the top ``int(p * n_edges)`` edges, ranked
    by signed score (``absolute=False``) or by |score| (``absolute=True``), then pruned
-   (:meth:`Circuit.pruned`, the reference's ``prune=True``);
+   (:meth:`Circuit.pruned`, the reference's ``prune=True``). MIB attributes the *loss*
+   (``loss=True``: minus the metric), so its signed ranking puts first the edges whose patching
+   lowers the metric most; mechscope's scores are changes of the metric, so the signed ranking
+   sorts ``-score`` (:data:`LOSS_SIGN`);
 3. ``area_under`` is the trapezoid rule over ``(p, faithfulness)`` on a linear axis and
    ``area_from_1`` the same over ``|1 - faithfulness|``;
+   A node method (``"node-ap"``, :mod:`.node_ap`) ranks nodes instead: the circuit at ``p`` is
+   every edge out of the top ``int(p * n_nodes)`` nodes, pruned (MIB's ``level="node"``);
 4. CPR is ``area_under`` of the signed ranking and CMD ``area_from_1`` of the absolute ranking
    (``print_results.py`` prefers ``abs-False`` results for CPR and ``abs-True`` for CMD).
 
@@ -33,6 +38,7 @@ from mechscope.circuits.circuit import Circuit
 from mechscope.circuits.eap import METHODS, attribute
 from mechscope.circuits.faithfulness import Evaluator
 from mechscope.circuits.graph import Graph
+from mechscope.circuits.node_ap import NODE_METHOD, attribute_nodes, top_nodes
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.stats import bootstrap_jaccard, resamples
@@ -40,7 +46,7 @@ from mechscope.tasks.base import TaskBatch
 from mechscope.tasks.metrics import Metric, logit_diff
 
 PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-MIB_METHODS = ("eap", "eap-ig", "eap-ig-activations", "random")
+MIB_METHODS = ("eap", "eap-ig", "eap-ig-activations", NODE_METHOD, "random")
 
 
 def areas(
@@ -60,9 +66,14 @@ def areas(
     return under, from_1, sum(faithfulness) / len(faithfulness)
 
 
+LOSS_SIGN = -1.0
+"""MIB ranks scores of the loss, ``-metric``: the signed ranking sorts ``LOSS_SIGN * score``."""
+
+
 def ranked(scored: Circuit, n: int, absolute: bool) -> Circuit:
-    """The top ``n`` edges by |score| or by signed score (largest first), pruned."""
-    values = scored.scores.abs() if absolute else scored.scores
+    """The top ``n`` edges by |score| or by MIB's signed score (the loss's: ``-score``, largest
+    first)."""
+    values = scored.scores.abs() if absolute else LOSS_SIGN * scored.scores
     flat = values.masked_fill(~scored.mask, -float("inf")).flatten()
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[flat.topk(n).indices] = True
@@ -75,7 +86,7 @@ class MIBScore:
     """CPR, CMD and both curves of one method on one task, with bootstrap intervals."""
 
     method: str
-    n_edges: list[int]
+    n_edges: list[int]  # items kept at each fraction: edges, or nodes for a node method
     signed: list[float]  # faithfulness of the signed ranking at each fraction
     absolute: list[float]  # faithfulness of the |score| ranking at each fraction
     cpr: float
@@ -106,6 +117,8 @@ def score_edges(
     """Edge scores of a method; ``"random"`` draws seeded normal scores (MIB's random baseline)."""
     if method not in MIB_METHODS:
         raise MechscopeError(f"unknown method {method!r}; choose one of {', '.join(MIB_METHODS)}")
+    if method == NODE_METHOD:
+        return attribute_nodes(model, batch, metric, graph)
     if method != "random":
         return attribute(model, batch, metric, method=method, steps=steps, graph=graph)
     g = torch.Generator().manual_seed(seed)
@@ -140,8 +153,14 @@ def mib_score(
 
     base = values(graph.edge_mask)  # nothing patched: the clean run
     corrupted = values(torch.zeros_like(graph.edge_mask))
-    counts = [int(p * graph.n_edges) for p in PERCENTAGES]
-    curves = {a: [values(ranked(scored, n, a).pruned().mask) for n in counts] for a in (0, 1)}
+    node = scored.meta.get("level") == "node"  # MIB's curve runs over fractions of the nodes
+    counts = [int(p * (len(graph.nodes) if node else graph.n_edges)) for p in PERCENTAGES]
+
+    def select(n: int, a: int) -> Circuit:
+        return top_nodes(scored, n, bool(a)) if node else ranked(scored, n, bool(a)).pruned()
+
+    circuits = {a: [select(n, a) for n in counts] for a in (0, 1)}
+    curves = {a: [values(c.mask) for c in cs] for a, cs in circuits.items()}
     signed, absolute, cpr, cmd = _scores(base, corrupted, curves, np.arange(len(batch)))
     boots = np.array(
         [_scores(base, corrupted, curves, i)[2:] for i in resamples(len(batch), n_boot, seed)]
@@ -158,7 +177,11 @@ def mib_score(
         cmd_ci=(float(lo[1]), float(hi[1])),
         meta={
             "n_prompts": len(batch),
+            "level": "node" if node else "edge",
             "total_edges": graph.n_edges,
+            "total_nodes": len(graph.nodes),
+            "circuit_edges_signed": [c.n_edges for c in circuits[0]],
+            "circuit_edges_abs": [c.n_edges for c in circuits[1]],
             "n_boot": n_boot,
             "seed": seed,
         },
@@ -254,9 +277,10 @@ def finding_stats(
     """What ``mechscope circuit --mib --stability N`` adds to a :class:`CircuitRun`'s JSON: the
     MIB score of its scored edges and the stability of a circuit of its size."""
     method = found.scored.method
-    if method not in METHODS:
+    if method not in (*METHODS, NODE_METHOD):
         raise MechscopeError(
-            f"--mib and --stability need edge scores that rank ({', '.join(METHODS)}), not {method!r}"
+            f"--mib and --stability need scores that rank ({', '.join(METHODS)}, {NODE_METHOD}), "
+            f"not {method!r}"
         )
     out: dict[str, Any] = {}
     if mib:

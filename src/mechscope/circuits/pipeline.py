@@ -4,7 +4,8 @@
 
 1. build the graph (grouped key/value ports, or ``ungroup_kv=True`` for the EAP-IG library's
    graph) and score every edge (:func:`~mechscope.circuits.eap.attribute`; ``method="acdc"``
-   prunes edge by edge instead, :func:`~mechscope.circuits.acdc.acdc`);
+   prunes edge by edge instead, :func:`~mechscope.circuits.acdc.acdc`; ``method="node-ap"``
+   scores nodes, :mod:`~mechscope.circuits.node_ap`, and gives each edge its writer's score);
 2. keep a circuit: ``threshold`` (|score| >= t), else ``edges`` (top n, or grown greedily with
    ``greedy``), else the top ``fraction`` of the graph's edges;
 3. measure its faithfulness (:func:`~mechscope.circuits.faithfulness.faithfulness`);
@@ -24,6 +25,7 @@ from mechscope.circuits.circuit import Circuit
 from mechscope.circuits.eap import attribute
 from mechscope.circuits.faithfulness import Evaluator, curve_sizes
 from mechscope.circuits.graph import Graph
+from mechscope.circuits.node_ap import NODE_METHOD, attribute_nodes
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.tasks.base import TaskBatch
@@ -86,7 +88,10 @@ def discover(
         )
         sizes: list[int] = []
     else:
-        scored = attribute(model, batch, metric, method=method, steps=steps, graph=graph)
+        if method == NODE_METHOD:  # nodes ranked; every edge carries its writer's score
+            scored = attribute_nodes(model, batch, metric, graph)
+        else:
+            scored = attribute(model, batch, metric, method=method, steps=steps, graph=graph)
         chosen = _select(scored, edges, threshold, greedy, fraction)
         wanted = curve_edges(model) if curve is None else curve
         sizes = sorted({int(n) for n in wanted if 0 < int(n) <= scored.total_edges})

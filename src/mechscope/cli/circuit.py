@@ -1,4 +1,5 @@
-"""``mechscope circuit``: discover a circuit of a task with EAP, EAP-IG or ACDC."""
+"""``mechscope circuit``: discover a circuit of a task with EAP, EAP-IG, node attribution
+patching or ACDC."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def _edge_counts(_ctx: Any, _param: Any, value: str | None) -> list[int] | None:
 @click.command()
 @task_options
 @click.option(
-    "--method", type=click.Choice(["eap", "eap-ig", "eap-ig-activations", "acdc"]), default="eap-ig"
+    "--method",
+    type=click.Choice(["eap", "eap-ig", "eap-ig-activations", "node-ap", "acdc"]),
+    default="eap-ig",
+    help="node-ap: attribution patching of nodes (heads, MLPs), MIB's node-level EAP.",
 )
 @click.option("--steps", default=5, show_default=True, help="EAP-IG interpolation steps.")
 @click.option(
