@@ -4,9 +4,11 @@ At each budget (effective bits per decoder-layer Linear weight, 16-bit scale and
 64 included; embeddings and norms unquantized and outside the budget) every method allocates
 widths {2,3,4,8,16} and RTN quantizes; then, on prompts that played no part in the importance:
 
-- protected tasks: IOI logit difference (``ioi``, 32 prompts, seed 1) and induction loss on the
-  second copy of 20 repeated random tokens (24 sequences, seed 1; importance used 16 prompts of
-  seed 0);
+- protected tasks: IOI logit difference (``ioi``, 32 prompts, seed 1) and induction loss
+  (``evaluate.repeated_tokens``: BOS + 50 token ids drawn from 1,000-10,000 + the same again; the
+  mean loss on the second copy without its first token; 24 sequences, seed 1). The importance
+  reads only calibration prompts of seed 0 (16 IOI prompts, 16 sequences), checked disjoint from
+  the evaluation prompts;
 - held-out tasks (never protected): greater-than, subject-verb agreement, country capitals
   (logit difference, 24 prompts each);
 - held-out LM loss: 8 windows of 128 tokens of the built-in corpus's test split (calibration
@@ -43,7 +45,7 @@ from machine import add_device_option, device_label, pick_device
 from mechscope.compress import evaluate
 from mechscope.compress.api import IMPORTANCES, CompressConfig, calibration
 from mechscope.compress.apply import quantize_model
-from mechscope.compress.calib import input_stats, loss_grads, task_fisher
+from mechscope.compress.calib import input_stats, loss_grads, repeated_fisher, task_fisher
 from mechscope.compress.groups import linear_weights
 from mechscope.compress.importance import node_scores, task_importance
 from mechscope.compress.methods import METHODS, Inputs, normalised
@@ -106,6 +108,7 @@ def queue(bits_list: list[float]) -> list[dict]:
         jobs += [job(bits, "random", seed=s) for s in range(5)]
         for imp in IMPORTANCES if i == 0 else ():  # the cross-task matrix, at the first budget
             jobs += [job(bits, "circuit", (t,), imp=imp) for t in PROTECTED]
+    jobs.append(job(4.5, "uniform"))  # the issue's 4.5-bit row
     jobs += [job(bits_list[0], m, PROTECTED, imp="gradient", quantizer="gptq")
              for m in ("circuit", "uniform")]  # fmt: skip
     return jobs
@@ -143,12 +146,30 @@ def prepare(model, layout, args, out: Path) -> dict:  # type: ignore[no-untyped-
     return prep
 
 
+def calib_prompts(model, args) -> dict:  # type: ignore[no-untyped-def]
+    """The importance's prompts (seed 0): IOI prompts and repeated-token sequences."""
+    return {"ioi": load_task("ioi", model, n=args.imp_prompts, seed=0).tokenize(model),
+            "induction": evaluate.repeated_tokens(model, args.imp_prompts, seed=0)}  # fmt: skip
+
+
+def check_disjoint(calib: dict, sets: dict) -> None:
+    """No calibration prompt is an evaluation prompt (the importance never sees them)."""
+    a = {tuple(r.tolist()) for r in calib["ioi"].clean_tokens}
+    b = {tuple(r.tolist()) for r in sets["ioi"].clean_tokens}
+    c = {tuple(r.tolist()) for r in calib["induction"].tokens}
+    d = {tuple(r.tolist()) for r in sets["induction"].tokens}
+    if a & b or c & d:
+        raise SystemExit(f"calibration and evaluation prompts overlap: {len(a & b) + len(c & d)}")
+    log("calibration prompts disjoint from evaluation prompts")
+
+
 def task_tables(model, layout, args) -> dict:  # type: ignore[no-untyped-def]
-    """Each protected task's own Fisher table (importance="gradient"), normalised at 3 bits."""
-    stats = {}
-    for name in PROTECTED:
-        batch = load_task(name, model, n=args.imp_prompts, seed=0).tokenize(model)
-        stats[name] = task_fisher(model, layout, batch, logit_diff)
+    """Each protected task's own Fisher table (importance="gradient"), normalised at 3 bits:
+    IOI's squared logit-difference gradients, induction's squared induction-loss gradients."""
+    stats = {
+        "ioi": task_fisher(model, layout, calib_prompts(model, args)["ioi"], logit_diff),
+        "induction": repeated_fisher(model, layout, calib_prompts(model, args)["induction"]),
+    }
     tables = error_tables(model, layout, WIDTHS, extra=stats)
     log("task Fisher tables done")
     return {name: normalised(tables[name], WIDTHS.index(3)).float() for name in PROTECTED}
@@ -215,6 +236,7 @@ def main() -> None:
             w.name: model.hf.get_parameter(w.name).detach().clone() for w in layout.weights
         }
         sets = eval_sets(model, args.ioi_prompts, args.prompts, args.lm_tokens)
+        check_disjoint(calib_prompts(model, args), sets)
         done = done_keys(results)
         if "shipped" not in done:
             append(results, {"key": "shipped", "method": "shipped", "bits": None,
