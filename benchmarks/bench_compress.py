@@ -18,7 +18,7 @@ Methods: ``circuit`` (protect ioi + induction) with each importance (``eap-ig``:
 weight slices; ``gradient``: the tasks' Fisher), ``uniform``, ``random`` (5 seeds), ``awq``,
 ``fisher``, ``taylor``, ``layer``, ``shuffled`` (each circuit allocation's widths permuted: the
 control); at the first budget also the cross-task runs (protect ioi only, induction only) and
-GPTQ for the gradient circuit and uniform (these come last). 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
+GPTQ for the gradient circuit and uniform. Order: the first budget (gradient circuit, every baseline, random), uniform at 4.5 bits (the issue's row), the lower budgets against the strongest baselines, GPTQ, the cross-task runs, the rest. 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
 measured in the same run is uniform RTN at the same bits (the ratio printed per task).
 
 Results go to ``OUT/results.jsonl`` one line per run as each finishes (a killed run resumes and
@@ -100,17 +100,22 @@ def queue(bits_list: list[float]) -> list[dict]:
                 "importance": imp, "quantizer": quantizer,
                 "key": f"{bits}/{method}/{tag}/{seed}/{quantizer}"}  # fmt: skip
 
-    jobs = []
-    for i, bits in enumerate(bits_list):
-        jobs += [job(bits, "circuit", PROTECTED), job(bits, "circuit", PROTECTED, imp="gradient")]
-        jobs += [job(bits, m, PROTECTED) for m in BASELINES]
-        jobs.append(job(bits, "shuffled", PROTECTED, imp="gradient"))
-        jobs += [job(bits, "random", seed=s) for s in range(5)]
-        for imp in IMPORTANCES if i == 0 else ():  # the cross-task matrix, at the first budget
-            jobs += [job(bits, "circuit", (t,), imp=imp) for t in PROTECTED]
-    jobs.append(job(4.5, "uniform"))  # the issue's 4.5-bit row
-    jobs += [job(bits_list[0], m, PROTECTED, imp="gradient", quantizer="gptq")
-             for m in ("circuit", "uniform")]  # fmt: skip
+    first, rest = bits_list[0], bits_list[1:]
+    main = [job(first, "circuit", PROTECTED, imp="gradient")]
+    main += [job(first, m, PROTECTED) for m in BASELINES]
+    main.append(job(first, "shuffled", PROTECTED, imp="gradient"))
+    main += [job(first, "random", seed=s) for s in range(5)]
+    main.append(job(first, "circuit", PROTECTED))
+    # lower budgets: the gradient circuit against the strongest baselines first
+    lower = [job(b, m, PROTECTED, imp="gradient" if m in ("circuit", "shuffled") else "eap-ig")
+             for b in rest for m in ("circuit", "uniform", "fisher", "layer")]  # fmt: skip
+    gptq = [job(first, m, PROTECTED, imp="gradient", quantizer="gptq")
+            for m in ("circuit", "uniform")]  # fmt: skip
+    cross = [job(first, "circuit", (t,), imp=imp) for imp in IMPORTANCES for t in PROTECTED]
+    later = [job(b, m, PROTECTED) for b in rest for m in ("awq", "taylor", "shuffled")]
+    later += [job(b, "random", seed=s) for b in rest for s in range(5)]
+    later += [job(b, "circuit", PROTECTED) for b in rest]
+    jobs = [*main, job(4.5, "uniform"), *lower, *gptq, *cross, *later]  # the issue's 4.5 row
     return jobs
 
 
