@@ -187,9 +187,10 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
     tables = dict(prep["tables"])
     if job["protect"]:
         tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
+    weight = job.get("task_weight", IMPORTANCES[imp])
     inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
-                 1.0, IMPORTANCES[imp], imp)  # fmt: skip
-    ckey = (job["bits"], protect, imp)
+                 1.0, weight, imp)  # fmt: skip
+    ckey = (job["bits"], protect, imp, weight)
     if job["method"] in ("circuit", "shuffled") and ckey not in cache:
         cache[ckey] = METHODS["circuit"](inp)
     if job["method"] == "circuit":
@@ -217,6 +218,31 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
             "values": values, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
 
+def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict:  # type: ignore[no-untyped-def]
+    """The gradient circuit's task weight chosen on validation prompts (seed 2: neither the
+    importance's seed 0 nor the evaluation's seed 1) at the first budget: the weight with the
+    largest IOI share of the shipped model minus the induction loss's excess over it."""
+    path = out / "select.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    sets = {**evaluate.eval_sets(model, ("ioi",), args.ioi_prompts, 0, seed=2),
+            **evaluate.eval_sets(model, ("induction",), args.prompts, 0, seed=2)}  # fmt: skip
+    ship = {k: float(np.mean(v)) for k, v in measure(model, sets).items()}
+    bits, scores = float(args.bits.split(",")[0]), {}
+    for w in (float(x) for x in args.select.split(",")):
+        job = {"bits": bits, "method": "circuit", "protect": PROTECTED, "seed": 0,
+               "importance": "gradient", "quantizer": "rtn", "task_weight": w}  # fmt: skip
+        v = run_job(model, layout, prep, job, originals, sets, {})["values"]
+        ioi, ind = float(np.mean(v["ioi"])), float(np.mean(v["induction"]))
+        scores[w] = {"ioi": ioi, "induction": ind,
+                     "score": ioi / ship["ioi"] - (ind - ship["induction"]) / ship["induction"]}  # fmt: skip
+        log("validation weight", w, scores[w])
+    best = max(scores, key=lambda k: scores[k]["score"])
+    sel = {"weight": best, "shipped": ship, "scores": {str(k): v for k, v in scores.items()}}
+    path.write_text(json.dumps(sel, indent=1))
+    return sel
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bits", default="3.5,3.0,2.5")
@@ -227,6 +253,8 @@ def main() -> None:
     p.add_argument("--calib-tokens", type=int, default=4096)
     p.add_argument("--lm-tokens", type=int, default=1024)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--select", default="", help="task weights to choose from on validation "
+                   "prompts (seed 2) for an extra 'circuit (gradient, selected)' run")  # fmt: skip
     add_device_option(p)
     args = p.parse_args()
     device = pick_device(args.device)
@@ -248,7 +276,14 @@ def main() -> None:
                              "effective_bits": None, "values": measure(model, sets)})  # fmt: skip
         prep = prepare(model, layout, args, out)
         cache: dict = {}
-        for job in queue([float(b) for b in args.bits.split(",")]):
+        jobs = queue([float(b) for b in args.bits.split(",")])
+        if args.select:
+            w = select_weight(model, layout, prep, originals, args, out)["weight"]
+            for b in args.bits.split(","):
+                jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
+                                "seed": 0, "importance": "gradient", "quantizer": "rtn",
+                                "task_weight": w, "key": f"{float(b)}/circuit/selected/0/rtn"})  # fmt: skip
+        for job in jobs:
             if job["key"] in done_keys(results):
                 continue
             row = run_job(model, layout, prep, job, originals, sets, cache)

@@ -37,6 +37,8 @@ def label(row: dict) -> str:
         protect = "+".join(row.get("protect", []))
         m += f" ({row.get('importance', 'eap-ig')}"
         m += ")" if protect == "ioi+induction" else f", {protect} only)"
+        if "task_weight" in row:  # the weight chosen on validation prompts (bench --select)
+            m = SELECTED
     if row.get("quantizer") == "gptq":
         m += " + GPTQ"
     return m
@@ -82,7 +84,8 @@ def results_table(g: dict[str, dict[str, np.ndarray]], shipped: dict | None) -> 
     return header, rows
 
 
-MAIN = ("circuit (eap-ig)", "circuit (gradient)")
+SELECTED = "circuit (gradient, validated weight)"
+MAIN = ("circuit (eap-ig)", "circuit (gradient)", SELECTED)
 
 
 def paired_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list, dict]:
