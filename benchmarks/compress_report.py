@@ -56,6 +56,13 @@ def group_rows(rows: dict[str, dict], bits: float) -> dict[str, dict[str, np.nda
                         for t in TASKS}  # fmt: skip
         merged[name]["_bits"] = np.array([np.mean([r["effective_bits"] for r in runs])])
         merged[name]["_n"] = np.array([len(runs)])
+    same = (
+        SELECTED in merged
+        and "circuit (gradient)" in merged
+        and all(np.array_equal(merged[SELECTED][t], merged["circuit (gradient)"][t]) for t in TASKS)
+    )
+    if same:  # the validated weight is the default one: one row, not two
+        del merged[SELECTED]
     return merged
 
 
