@@ -4,9 +4,11 @@ At each budget (effective bits per decoder-layer Linear weight, 16-bit scale and
 64 included; embeddings and norms unquantized and outside the budget) every method allocates
 widths {2,3,4,8,16} and RTN quantizes; then, on prompts that played no part in the importance:
 
-- protected tasks: IOI logit difference (``ioi``, 32 prompts, seed 1) and induction loss on the
-  second copy of 20 repeated random tokens (24 sequences, seed 1; importance used 16 prompts of
-  seed 0);
+- protected tasks: IOI logit difference (``ioi``, 32 prompts, seed 1) and induction loss
+  (``evaluate.repeated_tokens``: BOS + 50 token ids drawn from 1,000-10,000 + the same again; the
+  mean loss on the second copy without its first token; 24 sequences, seed 1). The importance
+  reads only calibration prompts of seed 0 (16 IOI prompts, 16 sequences), checked disjoint from
+  the evaluation prompts;
 - held-out tasks (never protected): greater-than, subject-verb agreement, country capitals
   (logit difference, 24 prompts each);
 - held-out LM loss: 8 windows of 128 tokens of the built-in corpus's test split (calibration
@@ -16,7 +18,7 @@ Methods: ``circuit`` (protect ioi + induction) with each importance (``eap-ig``:
 weight slices; ``gradient``: the tasks' Fisher), ``uniform``, ``random`` (5 seeds), ``awq``,
 ``fisher``, ``taylor``, ``layer``, ``shuffled`` (each circuit allocation's widths permuted: the
 control); at the first budget also the cross-task runs (protect ioi only, induction only) and
-GPTQ for the gradient circuit and uniform (these come last). 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
+GPTQ for the gradient circuit and uniform. Order: the first budget (gradient circuit, every baseline, random), uniform at 4.5 bits (the issue's row), the lower budgets against the strongest baselines, GPTQ, the cross-task runs, the rest. 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
 measured in the same run is uniform RTN at the same bits (the ratio printed per task).
 
 Results go to ``OUT/results.jsonl`` one line per run as each finishes (a killed run resumes and
@@ -43,7 +45,7 @@ from machine import add_device_option, device_label, pick_device
 from mechscope.compress import evaluate
 from mechscope.compress.api import IMPORTANCES, CompressConfig, calibration
 from mechscope.compress.apply import quantize_model
-from mechscope.compress.calib import input_stats, loss_grads, task_fisher
+from mechscope.compress.calib import input_stats, loss_grads, repeated_fisher, task_fisher
 from mechscope.compress.groups import linear_weights
 from mechscope.compress.importance import node_scores, task_importance
 from mechscope.compress.methods import METHODS, Inputs, normalised
@@ -98,16 +100,22 @@ def queue(bits_list: list[float]) -> list[dict]:
                 "importance": imp, "quantizer": quantizer,
                 "key": f"{bits}/{method}/{tag}/{seed}/{quantizer}"}  # fmt: skip
 
-    jobs = []
-    for i, bits in enumerate(bits_list):
-        jobs += [job(bits, "circuit", PROTECTED), job(bits, "circuit", PROTECTED, imp="gradient")]
-        jobs += [job(bits, m, PROTECTED) for m in BASELINES]
-        jobs.append(job(bits, "shuffled", PROTECTED, imp="gradient"))
-        jobs += [job(bits, "random", seed=s) for s in range(5)]
-        for imp in IMPORTANCES if i == 0 else ():  # the cross-task matrix, at the first budget
-            jobs += [job(bits, "circuit", (t,), imp=imp) for t in PROTECTED]
-    jobs += [job(bits_list[0], m, PROTECTED, imp="gradient", quantizer="gptq")
-             for m in ("circuit", "uniform")]  # fmt: skip
+    first, rest = bits_list[0], bits_list[1:]
+    main = [job(first, "circuit", PROTECTED, imp="gradient")]
+    main += [job(first, m, PROTECTED) for m in BASELINES]
+    main.append(job(first, "shuffled", PROTECTED, imp="gradient"))
+    main += [job(first, "random", seed=s) for s in range(5)]
+    main.append(job(first, "circuit", PROTECTED))
+    # lower budgets: the gradient circuit against the strongest baselines first
+    lower = [job(b, m, PROTECTED, imp="gradient" if m in ("circuit", "shuffled") else "eap-ig")
+             for b in rest for m in ("circuit", "uniform", "fisher", "layer")]  # fmt: skip
+    gptq = [job(first, m, PROTECTED, imp="gradient", quantizer="gptq")
+            for m in ("circuit", "uniform")]  # fmt: skip
+    cross = [job(first, "circuit", (t,), imp=imp) for imp in IMPORTANCES for t in PROTECTED]
+    later = [job(b, m, PROTECTED) for b in rest for m in ("awq", "taylor", "shuffled")]
+    later += [job(b, "random", seed=s) for b in rest for s in range(5)]
+    later += [job(b, "circuit", PROTECTED) for b in rest]
+    jobs = [*main, job(4.5, "uniform"), *lower, *gptq, *cross, *later]  # the issue's 4.5 row
     return jobs
 
 
@@ -143,12 +151,30 @@ def prepare(model, layout, args, out: Path) -> dict:  # type: ignore[no-untyped-
     return prep
 
 
+def calib_prompts(model, args) -> dict:  # type: ignore[no-untyped-def]
+    """The importance's prompts (seed 0): IOI prompts and repeated-token sequences."""
+    return {"ioi": load_task("ioi", model, n=args.imp_prompts, seed=0).tokenize(model),
+            "induction": evaluate.repeated_tokens(model, args.imp_prompts, seed=0)}  # fmt: skip
+
+
+def check_disjoint(calib: dict, sets: dict) -> None:
+    """No calibration prompt is an evaluation prompt (the importance never sees them)."""
+    a = {tuple(r.tolist()) for r in calib["ioi"].clean_tokens}
+    b = {tuple(r.tolist()) for r in sets["ioi"].clean_tokens}
+    c = {tuple(r.tolist()) for r in calib["induction"].tokens}
+    d = {tuple(r.tolist()) for r in sets["induction"].tokens}
+    if a & b or c & d:
+        raise SystemExit(f"calibration and evaluation prompts overlap: {len(a & b) + len(c & d)}")
+    log("calibration prompts disjoint from evaluation prompts")
+
+
 def task_tables(model, layout, args) -> dict:  # type: ignore[no-untyped-def]
-    """Each protected task's own Fisher table (importance="gradient"), normalised at 3 bits."""
-    stats = {}
-    for name in PROTECTED:
-        batch = load_task(name, model, n=args.imp_prompts, seed=0).tokenize(model)
-        stats[name] = task_fisher(model, layout, batch, logit_diff)
+    """Each protected task's own Fisher table (importance="gradient"), normalised at 3 bits:
+    IOI's squared logit-difference gradients, induction's squared induction-loss gradients."""
+    stats = {
+        "ioi": task_fisher(model, layout, calib_prompts(model, args)["ioi"], logit_diff),
+        "induction": repeated_fisher(model, layout, calib_prompts(model, args)["induction"]),
+    }
     tables = error_tables(model, layout, WIDTHS, extra=stats)
     log("task Fisher tables done")
     return {name: normalised(tables[name], WIDTHS.index(3)).float() for name in PROTECTED}
@@ -161,9 +187,10 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
     tables = dict(prep["tables"])
     if job["protect"]:
         tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
+    weight = job.get("task_weight", IMPORTANCES[imp])
     inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
-                 1.0, IMPORTANCES[imp], imp)  # fmt: skip
-    ckey = (job["bits"], protect, imp)
+                 1.0, weight, imp)  # fmt: skip
+    ckey = (job["bits"], protect, imp, weight)
     if job["method"] in ("circuit", "shuffled") and ckey not in cache:
         cache[ckey] = METHODS["circuit"](inp)
     if job["method"] == "circuit":
@@ -191,6 +218,31 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
             "values": values, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
 
+def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict:  # type: ignore[no-untyped-def]
+    """The gradient circuit's task weight chosen on validation prompts (seed 2: neither the
+    importance's seed 0 nor the evaluation's seed 1) at the first budget: the weight with the
+    largest IOI share of the shipped model minus the induction loss's excess over it."""
+    path = out / "select.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    sets = {**evaluate.eval_sets(model, ("ioi",), args.ioi_prompts, 0, seed=2),
+            **evaluate.eval_sets(model, ("induction",), args.prompts, 0, seed=2)}  # fmt: skip
+    ship = {k: float(np.mean(v)) for k, v in measure(model, sets).items()}
+    bits, scores = float(args.bits.split(",")[0]), {}
+    for w in (float(x) for x in args.select.split(",")):
+        job = {"bits": bits, "method": "circuit", "protect": PROTECTED, "seed": 0,
+               "importance": "gradient", "quantizer": "rtn", "task_weight": w}  # fmt: skip
+        v = run_job(model, layout, prep, job, originals, sets, {})["values"]
+        ioi, ind = float(np.mean(v["ioi"])), float(np.mean(v["induction"]))
+        scores[w] = {"ioi": ioi, "induction": ind,
+                     "score": ioi / ship["ioi"] - (ind - ship["induction"]) / ship["induction"]}  # fmt: skip
+        log("validation weight", w, scores[w])
+    best = max(scores, key=lambda k: scores[k]["score"])
+    sel = {"weight": best, "shipped": ship, "scores": {str(k): v for k, v in scores.items()}}
+    path.write_text(json.dumps(sel, indent=1))
+    return sel
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bits", default="3.5,3.0,2.5")
@@ -201,6 +253,8 @@ def main() -> None:
     p.add_argument("--calib-tokens", type=int, default=4096)
     p.add_argument("--lm-tokens", type=int, default=1024)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--select", default="", help="task weights to choose from on validation "
+                   "prompts (seed 2) for an extra 'circuit (gradient, selected)' run")  # fmt: skip
     add_device_option(p)
     args = p.parse_args()
     device = pick_device(args.device)
@@ -215,13 +269,21 @@ def main() -> None:
             w.name: model.hf.get_parameter(w.name).detach().clone() for w in layout.weights
         }
         sets = eval_sets(model, args.ioi_prompts, args.prompts, args.lm_tokens)
+        check_disjoint(calib_prompts(model, args), sets)
         done = done_keys(results)
         if "shipped" not in done:
             append(results, {"key": "shipped", "method": "shipped", "bits": None,
                              "effective_bits": None, "values": measure(model, sets)})  # fmt: skip
         prep = prepare(model, layout, args, out)
         cache: dict = {}
-        for job in queue([float(b) for b in args.bits.split(",")]):
+        jobs = queue([float(b) for b in args.bits.split(",")])
+        if args.select:
+            w = select_weight(model, layout, prep, originals, args, out)["weight"]
+            for b in args.bits.split(","):
+                jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
+                                "seed": 0, "importance": "gradient", "quantizer": "rtn",
+                                "task_weight": w, "key": f"{float(b)}/circuit/selected/0/rtn"})  # fmt: skip
+        for job in jobs:
             if job["key"] in done_keys(results):
                 continue
             row = run_job(model, layout, prep, job, originals, sets, cache)

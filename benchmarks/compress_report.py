@@ -37,6 +37,8 @@ def label(row: dict) -> str:
         protect = "+".join(row.get("protect", []))
         m += f" ({row.get('importance', 'eap-ig')}"
         m += ")" if protect == "ioi+induction" else f", {protect} only)"
+        if "task_weight" in row:  # the weight chosen on validation prompts (bench --select)
+            m = SELECTED
     if row.get("quantizer") == "gptq":
         m += " + GPTQ"
     return m
@@ -54,6 +56,13 @@ def group_rows(rows: dict[str, dict], bits: float) -> dict[str, dict[str, np.nda
                         for t in TASKS}  # fmt: skip
         merged[name]["_bits"] = np.array([np.mean([r["effective_bits"] for r in runs])])
         merged[name]["_n"] = np.array([len(runs)])
+    same = (
+        SELECTED in merged
+        and "circuit (gradient)" in merged
+        and all(np.array_equal(merged[SELECTED][t], merged["circuit (gradient)"][t]) for t in TASKS)
+    )
+    if same:  # the validated weight is the default one: one row, not two
+        del merged[SELECTED]
     return merged
 
 
@@ -82,7 +91,8 @@ def results_table(g: dict[str, dict[str, np.ndarray]], shipped: dict | None) -> 
     return header, rows
 
 
-MAIN = ("circuit (eap-ig)", "circuit (gradient)")
+SELECTED = "circuit (gradient, validated weight)"
+MAIN = ("circuit (eap-ig)", "circuit (gradient)", SELECTED)
 
 
 def paired_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list, dict]:
@@ -157,17 +167,18 @@ def report(rows: dict[str, dict], out: Path, device: str) -> None:
     shipped = rows.get("shipped")
     budgets = sorted({r["bits"] for r in rows.values() if r.get("bits")}, reverse=True)
     text, html_tables, points = [f"device {device}"], [], {}
+    circ = [b for b in budgets if any(n.startswith("circuit") for n in group_rows(rows, b))]
     for bits in budgets:
         g = group_rows(rows, bits)
         h, r = results_table(g, shipped)
         ph, pr, ahead = paired_table(g)
         text += [f"\n### {bits} effective bits\n", md(h, r), "", md(ph, pr)]
         html_tables += [(f"{bits} bits: mean [95% CI]", r, h), (f"{bits} bits: paired", pr, ph)]
-        if bits == budgets[0]:
+        if circ and bits == circ[0]:  # the cross-task runs are at the first circuit budget
             ch, cr = cross_table(g)
             text += ["", "Cross-task (protect A, measure B; means):", "", md(ch, cr)]
             html_tables.append((f"{bits} bits: cross-task", cr, ch))
-            text += ["", *[f"- {line}" for line in goals(g, shipped, ahead)]]
+        text += ["", *[f"- {line}" for line in goals(g, shipped, ahead)]]
         for name, v in g.items():
             for t in ("ioi", "induction", "lm"):
                 m, lo, hi = ci(v[t])

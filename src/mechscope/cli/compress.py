@@ -57,7 +57,7 @@ from mechscope.cli.common import load_model, quiet_option, write_json
     "--task-weight",
     type=float,
     default=None,
-    help="Weight of the tasks' term (default 0.1 for eap-ig, 0.5 for gradient).",
+    help="Weight of the tasks' term (default 0.1 for eap-ig, 1.0 for gradient).",
 )
 @click.option("--lm-weight", default=1.0, show_default=True, help="Weight of the general term.")
 @click.option(

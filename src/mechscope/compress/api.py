@@ -20,7 +20,8 @@ import torch
 
 from mechscope.circuits import METHODS as ATTRIBUTIONS
 from mechscope.compress.apply import QUANTIZERS, Recount, quantize_model, recount
-from mechscope.compress.calib import input_stats, loss_grads, task_fisher
+from mechscope.compress.calib import input_stats, loss_grads, repeated_fisher, task_fisher
+from mechscope.compress.evaluate import repeated_tokens
 from mechscope.compress.export import export
 from mechscope.compress.groups import DEFAULT_GROUP, Layout, linear_weights
 from mechscope.compress.importance import node_scores, task_importance
@@ -41,7 +42,7 @@ from mechscope.tasks.base import TaskBatch
 from mechscope.tasks.metrics import logit_diff
 
 Tensor = torch.Tensor
-IMPORTANCES = {"eap-ig": 0.1, "gradient": 0.5}  # the default task weight of each
+IMPORTANCES = {"eap-ig": 0.1, "gradient": 1.0}  # the default task weight of each
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class CompressConfig:
     seq_len: int = 128
     corpus: str | None = None  # calibration text: None (the built-in corpus), a file or folder
     lm_weight: float = 1.0  # weight of the general-LM term (the LM loss's Fisher table)
-    task_weight: float | None = None  # weight of the tasks' term (None: 0.1 eap-ig, 0.5 gradient)
+    task_weight: float | None = None  # weight of the tasks' term (None: 0.1 eap-ig, 1.0 gradient)
     importance: str = "eap-ig"  # eap-ig: node scores on slices; gradient: the tasks' Fisher
     prune: float = 0.0  # fraction of heads and of MLP neurons to prune (structured)
     seed: int = 0
@@ -175,8 +176,10 @@ def task_terms(
     quiet: bool,
 ) -> tuple[Tensor | None, dict[str, dict[str, Tensor]], list[tuple[str, float]]]:  # fmt: skip
     """(group importance from node scores, task Fisher statistics, top heads) of the tasks."""
-    if config.importance == "gradient":
-        stats = {f"task:{n}": task_fisher(model, layout, b, logit_diff, quiet=quiet)
+    if config.importance == "gradient":  # induction: the loss on the second copy, as evaluated
+        rep = repeated_tokens(model, config.n_prompts, config.seed)
+        stats = {f"task:{n}": repeated_fisher(model, layout, rep, quiet=quiet) if n == "induction"
+                 else task_fisher(model, layout, b, logit_diff, quiet=quiet)
                  for n, b in batches.items()}  # fmt: skip
         return None, stats, []
     scores = [node_scores(model, b, method=config.attribution, steps=config.steps)

@@ -6,14 +6,15 @@
   read the same tensor (q/k/v, gate/up) share one statistic.
 - :func:`loss_grads`: per weight, the squared gradient of the LM loss summed over calibration
   batches (empirical Fisher, per batch) and the mean gradient (for Taylor importance).
-- :func:`task_fisher`: per weight, the squared gradient of a task metric summed over prompts.
+- :func:`task_fisher`: per weight, the squared gradient of a task metric summed over prompts;
+  :func:`repeated_fisher` the same for the induction loss of each repeated-token sequence.
 
 Inputs are read with forward pre-hooks on the ``nn.Linear`` modules, removed on exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mechscope.compress.evaluate import Repeated
 from mechscope.compress.groups import Layout, WeightInfo
 from mechscope.models.hooked import HookedModel
 from mechscope.progress import progress
@@ -112,20 +114,46 @@ def loss_grads(
     return fisher, {k: v / max(n, 1) for k, v in mean.items()}
 
 
+def _squared_grads(
+    model: HookedModel, layout: Layout, values: list[Callable[[], Tensor]], desc: str, quiet: bool
+) -> dict[str, Tensor]:
+    """``sum_p (d value_p / dW)^2`` per weight, one backward per value."""
+    params = {w.name: model.hf.get_parameter(w.name) for w in layout.weights}
+    out = {k: torch.zeros_like(p) for k, p in params.items()}
+    with torch.enable_grad():
+        for value in progress(values, desc=desc, quiet=quiet):
+            for k, g in zip(params, torch.autograd.grad(value(), list(params.values()))):
+                out[k] += g.square()
+    return out
+
+
 def task_fisher(
     model: HookedModel, layout: Layout, batch: TaskBatch, metric: Metric, *, quiet: bool = True
 ) -> dict[str, Tensor]:
     """Per weight, ``sum_p (d metric_p / dW)^2`` over the batch's clean prompts, one backward
     per prompt: the diagonal second-order estimate of how much noise in a weight moves the task
     metric."""
-    params = {w.name: model.hf.get_parameter(w.name) for w in layout.weights}
-    out = {k: torch.zeros_like(p) for k, p in params.items()}
     tensors = {k: v for k, v in vars(batch).items() if isinstance(v, Tensor)}
-    with torch.enable_grad():
-        for i in progress(range(len(batch)), desc="task gradients", quiet=quiet):
-            one = replace(batch, **{k: v[i : i + 1] for k, v in tensors.items()})
-            one = replace(one, answer_sets=None, wrong_sets=None)
-            value = metric(model.forward(one.clean_tokens, one.clean_mask), one).sum()
-            for k, g in zip(params, torch.autograd.grad(value, list(params.values()))):
-                out[k] += g.square()
-    return out
+
+    def value(i: int) -> Callable[[], Tensor]:
+        one = replace(batch, **{k: v[i : i + 1] for k, v in tensors.items()})
+        one = replace(one, answer_sets=None, wrong_sets=None)
+        return lambda: metric(model.forward(one.clean_tokens, one.clean_mask), one).sum()
+
+    values = [value(i) for i in range(len(batch))]
+    return _squared_grads(model, layout, values, "task gradients", quiet)
+
+
+def repeated_fisher(
+    model: HookedModel, layout: Layout, rep: Repeated, *, quiet: bool = True
+) -> dict[str, Tensor]:
+    """Per weight, ``sum_s (d loss_s / dW)^2`` over the sequences of ``rep``, ``loss_s`` the
+    induction loss of sequence ``s`` (:meth:`Repeated.losses`): the induction term of
+    ``importance="gradient"``, measured in the unit it is evaluated in."""
+
+    def value(i: int) -> Callable[[], Tensor]:
+        one = Repeated(rep.tokens[i : i + 1], rep.start)
+        return lambda: one.losses(model.forward(one.tokens)).sum()
+
+    values = [value(i) for i in range(len(rep.tokens))]
+    return _squared_grads(model, layout, values, "induction gradients", quiet)
