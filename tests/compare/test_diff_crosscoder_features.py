@@ -63,9 +63,17 @@ def test_crosscoder_latents_in_a_feature_database(built, truth_models, side) -> 
         ex = next(iter(db.examples(name, best, "top")))
         want = _by_hand(model, built["cc"], "base" if side == "base" else "ft", ex.token_ids)
         torch.testing.assert_close(torch.tensor(ex.values), want[:, best], atol=1e-4, rtol=1e-4)
+        # search by inference on the example's text (tokenised without BOS, so its activations
+        # differ from the stored window's): every latent's values equal the weights by hand
         text = model.tokenizer.decode(ex.token_ids[1:])
-        found = search_infer(db, model, text, name, limit=3)
-        assert found["features"][0]["max"] > 0
+        found = search_infer(db, model, text, name, limit=48)
+        want = _by_hand(model, built["cc"], "base" if side == "base" else "ft", found["token_ids"])
+        assert len(found["features"]) == 48
+        for f in found["features"]:
+            torch.testing.assert_close(torch.tensor(f["values"]), want[:, f["index"]], atol=1e-4, rtol=1e-4)  # fmt: skip
+        maxima = [f["max"] for f in found["features"]]
+        assert maxima == sorted(maxima, reverse=True)
+        assert maxima[0] == pytest.approx(float(want[1:].max()), abs=1e-4)
 
 
 def test_bad_crosscoder_source(truth_models, built, tmp_path) -> None:
