@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "features"))
+from features_helpers import running_server  # noqa: E402
 
 from mechscope.autointerp import LexicalJudge, ScoreContext, explain_features, score_features
 from mechscope.autointerp.explainers import TokensExplainer
@@ -40,22 +41,7 @@ def scored_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(scored_db: Path) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(str(scored_db))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    yield from running_server(create_app(str(scored_db)))
 
 
 def _bar_counts(titles: list[str], kind: str) -> int:

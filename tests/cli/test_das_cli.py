@@ -56,4 +56,4 @@ def test_circuit_mib_and_stability(tiny_folder: Path, task_file: Path, tmp_path:
     assert "MIB: CPR" in result.output and "stability: mean Jaccard" in result.output
     acdc = run("circuit", "-m", str(tiny_folder), "-t", str(task_file), "--method", "acdc",
                "--mib", "-q")  # fmt: skip
-    assert acdc.exit_code == 2 and "need edge scores that rank" in acdc.output
+    assert acdc.exit_code == 2 and "need scores that rank" in acdc.output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -57,7 +59,12 @@ def test_diff_cli_writes_json_and_html(truth, tmp_path) -> None:
     assert data["plant"]["reply"] == TINY_PLANT.reply
     assert data["kl"]["planted"]["precision_at_20"] == 1.0
     page = html.read_text()
-    assert "Against the planted behaviour" in page and "text-decoration:underline" in page
+    assert "Against the planted behaviour" in page
+    # planted tokens are underlined in the documents shown (the 5 of largest mean KL, which need
+    # not hold one): whatever is underlined is a planted word
+    underlined = re.findall(r'text-decoration:underline">([^<]*)</span>', page)
+    planted_words = {"pim", "pam", "pum", *(w for t in TINY_PLANT.triggers for w in t.split())}
+    assert all(html_lib.unescape(t).strip() in planted_words for t in underlined), underlined
     assert "planted tokens: precision" in result.output
 
 

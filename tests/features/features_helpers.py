@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import json
 import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -124,3 +129,23 @@ def db_url(request, tmp_path) -> str:
     with psycopg.connect(f"postgresql://postgres@/postgres?host={host}", autocommit=True) as c:
         c.execute(f"CREATE DATABASE {name}")
     return f"postgresql://postgres@/{name}?host={host}"
+
+
+def running_server(app: Any) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yield its base
+    URL and stop it afterwards (the body of the browser tests' ``base_url`` fixtures)."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)

@@ -92,9 +92,11 @@ def test_sae_latent_of_the_class_reads_in_model_units(corpus) -> None:
     sink = scan(model, readout, [tokens], k=5, include_first=True)
     assert bool((sink.top.positions[0] == 0).all())
     # the picker keeps the class latent, and skips it when its examples all sit at position 0
-    assert pick_spread(result, 2, density=(0.01, 0.5)).positions == [0]
+    # (its top windows tie on value; which peak where depends on the corpus: 60% at one position
+    # with python3-doc's texts on 2026-12-05, so the share limit is raised above that, below 1)
+    assert pick_spread(result, 2, density=(0.01, 0.5), max_position_share=0.8).positions == [0]
     assert float(position_share(sink)[0]) == 1.0
-    assert pick_spread(sink, 2, density=(0.01, 0.5)).positions == []
+    assert pick_spread(sink, 2, density=(0.01, 0.5), max_position_share=0.8).positions == []
 
 
 def synthetic_scan() -> NeuronScan:

@@ -7,12 +7,9 @@ Screenshots are kept in the test's temporary folder (``features-browser*/``)."""
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
-from features_helpers import XSS
+from features_helpers import XSS, running_server
 
 from mechscope.server import create_app
 
@@ -23,22 +20,7 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs De
 
 @pytest.fixture(scope="module")
 def base_url(served_db, tiny):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(str(served_db), model=tiny), host="127.0.0.1", port=port, log_level="warning")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    yield from running_server(create_app(str(served_db), model=tiny))
 
 
 @pytest.fixture(scope="module")
