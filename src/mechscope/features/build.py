@@ -151,7 +151,7 @@ def _save(db: FeatureDB, states: list[SourceState], resid: Any, done: dict[str, 
 
 def _vocab(tokenizer: Any, n: int) -> list[tuple[int, str]]:
     size = min(n, len(tokenizer))
-    texts = tokenizer.batch_decode([[i] for i in range(size)])
+    texts = tokenizer.batch_decode(torch.arange(size)[:, None])  # a tensor: converted at once
     texts = [t.replace("\x00", "\u2400") for t in texts]  # PostgreSQL text holds no NUL
     return [*enumerate(texts), *((i, f"<{i}>") for i in range(size, n))]
 

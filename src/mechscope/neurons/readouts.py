@@ -217,9 +217,13 @@ def sae_latents(sae: Any, latents: Sequence[int] | None = None) -> Readout:
     if bool((lengths == 0).any()):
         raise MechscopeError("an SAE latent has a zero decoder row; it writes nothing to read")
 
+    every = idx == list(range(sae.cfg.d_sae))
+
     def read(t: Tensor) -> Tensor:
         with torch.no_grad():
             acts = sae.encode(t.to(sae.W_dec.dtype)).float()
-        return acts.index_select(-1, index.to(t.device)) * lengths.to(t.device)
+        if not every:
+            acts = acts.index_select(-1, index.to(t.device))
+        return acts.mul_(lengths.to(t.device))
 
     return Readout(sae.cfg.hook_name, "latent", tuple(idx), read, rows / lengths[:, None])

@@ -65,6 +65,7 @@ def update_topk(
     maximum over positions ``start:`` (1 leaves out the first position); the kept rows still hold
     every position, and positions count from the window's start. ``lowest=True`` keeps the
     windows of smallest maximum instead (ascending; start from ``empty_topk(fill=inf)``).
+    The result's ``acts`` and ``tokens`` are ``state``'s, updated in place.
     """
     acts = acts.float().cpu()
     batch, seq_len, n_units = acts.shape
@@ -77,17 +78,23 @@ def update_topk(
     order = torch.sort(values, dim=1, descending=not lowest, stable=True).indices[:, :k]
     windows = torch.cat([state.windows, numbers.expand(n_units, batch)], dim=1)
     positions = torch.cat([state.positions, where.T], dim=1)
-    rows = order[..., None].expand(-1, -1, seq_len)
-    new_acts = torch.cat([state.acts, acts.permute(2, 0, 1)], dim=1)
-    new_tokens = torch.cat(
-        [state.tokens, tokens.to(torch.int32).cpu().expand(n_units, batch, seq_len)], dim=1
-    )
+    # only units whose kept rows changed are gathered (late in a pass most batches change few),
+    # into the old state's tensors: the result shares ``acts`` and ``tokens`` with ``state``
+    changed = (order != torch.arange(k)).any(1).nonzero().flatten()
+    out_acts, out_tokens = state.acts, state.tokens
+    if len(changed):
+        rows = order[changed][..., None].expand(-1, -1, seq_len)  # [changed k pos]
+        cand_acts = torch.cat([state.acts[changed], acts.permute(2, 0, 1)[changed]], dim=1)
+        batch_tokens = tokens.to(torch.int32).cpu().expand(len(changed), batch, seq_len)
+        cand_tokens = torch.cat([state.tokens[changed], batch_tokens], dim=1)
+        out_acts[changed] = cand_acts.gather(1, rows)
+        out_tokens[changed] = cand_tokens.gather(1, rows)
     return TopK(
         values=values.gather(1, order),
         windows=windows.gather(1, order),
         positions=positions.gather(1, order),
-        acts=new_acts.gather(1, rows),
-        tokens=new_tokens.gather(1, rows),
+        acts=out_acts,
+        tokens=out_tokens,
     )
 
 
