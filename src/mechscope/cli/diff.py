@@ -178,7 +178,7 @@ def _summary(payload: dict[str, Any]) -> None:
                 f"  latent {b['latent']} finds the trigger words: precision {b['precision']:.2f}, "
                 f"recall {b['recall']:.2f}, relative norm {b['delta']:.2f} (rank {b['rank']})"
             )
-        for r in cc["finetune_only"][:3]:
+        for r in sorted(cc["finetune_only"], key=lambda r: -r["delta"])[:3]:
             click.echo(
                 f"  finetune-only latent {r['latent']} (relative norm {r['delta']:.3f}, nu_eps "
                 f"{r['nu_eps']:.3f}, nu_r {r['nu_r']:.3f})"
