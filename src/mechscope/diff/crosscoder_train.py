@@ -236,8 +236,9 @@ def evaluate_crosscoder(
 ) -> dict[str, Any]:
     """Read ``corpus`` through the crosscoder. Latents that never fire on it are left out.
 
-    Returns the band sizes of the relative decoder norm, the ``top`` most finetune-leaning
-    latents with their latent-scaling ratios and, with ``spans`` (planted character spans per
+    Returns the band sizes of the relative decoder norm, the ``top`` latents of the finetune-only
+    band and the ``top`` most finetune-leaning latents (both by relative norm, largest first) with
+    their latent-scaling ratios and, with ``spans`` (planted character spans per
     document of ``split``), the precision and recall of each one firing on the planted tokens and
     the latent that finds them best (highest F1) with its rank by relative norm.
     """
@@ -252,7 +253,7 @@ def evaluate_crosscoder(
     rank = {int(j): r for r, j in enumerate(order[: int(alive.sum())].tolist())}
     planted = _planted(windows, spans) if spans is not None else None
     listed = {
-        "finetune_only": bands["finetune-only"][:top],
+        "finetune_only": sorted(bands["finetune-only"], key=lambda j: -float(delta[j]))[:top],
         "most_finetune": [int(j) for j in order[:top].tolist() if alive[j]],
     }
     if planted is not None:
