@@ -96,7 +96,8 @@ def crosscoder_site(model: HookedModel, layer: int | None, site: str = SITE) -> 
     if tuple(shape) != ("batch", "pos", model.dims.d_model):
         raise MechscopeError(
             f"a crosscoder reads one vector of width d_model ({model.dims.d_model}) per token; "
-            f"{name} has shape [{', '.join(map(str, shape))}]: use hook_resid_pre/mid/post, hook_attn_out or hook_mlp_out"
+            f"{name} has shape [{', '.join(map(str, shape))}]: "
+            "use hook_resid_pre/mid/post, hook_attn_out or hook_mlp_out"
         )
     return layer, name
 
