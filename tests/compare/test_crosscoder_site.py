@@ -118,7 +118,8 @@ def test_crosscoder_site_names(llama) -> None:
 def test_diff_cli_trains_and_reads_at_the_site(truth, tmp_path) -> None:
     """`mechscope diff --crosscoder --cc-site` trains at the hook and scores the latents on the
     trigger words (one token each here, so as many as there are phrases in the test split); the
-    same folder asked for another site, or an unsupported site, is a one-line error."""
+    same folder asked for another site, or an unsupported site, is a one-line error; a corpus that
+    runs out before --cc-tokens is said so on stderr."""
     out, folder = tmp_path / "diff.json", tmp_path / "cc"
     args = ["diff", str(truth["base"]), str(truth["planted"]), "--no-lens", "--tokens", "300"]
     args += ["--seq-len", str(SEQ), "--crosscoder", str(folder), "--expansion", "1", "--k", "4"]
@@ -129,7 +130,11 @@ def test_diff_cli_trains_and_reads_at_the_site(truth, tmp_path) -> None:
     assert (cc["hook_name"], cc["layer"], cc["planted"]) == (HOOK, 1, "trigger words")
     docs = from_files(truth["planted"] / "eval.jsonl").documents("test")
     assert cc["planted_tokens"] == sum(len(trigger_spans(t, TINY_PLANT)) for t in docs) > 0
-    assert f"crosscoder at {HOOK}" in result.output
+    assert f"crosscoder at {HOOK}" in result.output and "ran out" not in result.stderr
+    more = [*args[:-7], "--cc-tokens", "1000000", "--cc-batch-size", "256", "--cc-steps", "2"]
+    more[more.index(str(folder))] = str(tmp_path / "cc-all")
+    short = CliRunner().invoke(cli, [*more, "--quiet", "--cc-site", HOOK])
+    assert short.exit_code == 0 and "note: the corpus ran out after" in short.stderr, short.output
     for extra, message in (
         (["--layer", "1"], f"reads {HOOK}, not {RESID}"),
         (["--layer", "1", "--cc-site", "mlp.hook_post"], "width d_model"),

@@ -133,6 +133,7 @@ def _crosscoder(a: Any, b: Any, corpus: Any, plant: Any, opts: dict[str, Any]) -
             seq_len=opts["seq_len"],
             quiet=opts["quiet"],
         )
+        _note_short_harvest(out, opts["cc_tokens"])
     spans = None
     if plant is not None:  # scored on the trigger words, which a finetune-only latent should find
         spans = {i: trigger_spans(d, plant) for i, d in enumerate(corpus.documents("test"))}
@@ -144,6 +145,18 @@ def _crosscoder(a: Any, b: Any, corpus: Any, plant: Any, opts: dict[str, Any]) -
     if plant is not None:
         head["planted"] = "trigger words"
     return {**head, "variant": info.variant, **report}
+
+
+def _note_short_harvest(out: Path, wanted: int) -> None:
+    from mechscope.activations.store import ActivationStore
+
+    m = ActivationStore.open(out / "acts-base").manifest
+    if m.exhausted:
+        click.echo(
+            f"note: the corpus ran out after {m.n_tokens:,} of {wanted:,} crosscoder tokens "
+            "(a window never crosses documents; shorter ones are skipped: lower --seq-len)",
+            err=True,
+        )
 
 
 def _summary(payload: dict[str, Any]) -> None:
