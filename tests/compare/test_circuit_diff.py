@@ -1,7 +1,5 @@
-"""Circuit diff: a model against a copy with one attention head's output removed.
-
-(The compression command's exports are not available yet; a modified copy stands in for one.)
-"""
+"""Circuit diff: a model against a copy with one attention head's output removed, and a model
+against its compressed export (``mechscope compress``'s folder, read from its packed codes)."""
 
 from __future__ import annotations
 
@@ -89,3 +87,64 @@ def test_compare_cli_circuit_diff(models, tmp_path) -> None:
     diff = json.loads(out.read_text())["circuit_diff"]
     assert all(e["status"] == "lost" for e in diff["edges"] if e["src"] == f"a{LAYER}.h{HEAD}")
     assert html.read_text().count("<svg") == 1
+
+
+def _write_task(path, batch: TaskBatch) -> None:
+    rows = [
+        {"clean": c.tolist(), "corrupt": k.tolist(), "answer": int(x), "wrong": int(y)}
+        for c, k, x, y in zip(batch.clean_tokens, batch.corrupt_tokens, batch.answer_ids,
+                              batch.wrong_ids, strict=True)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_compare_cli_circuit_diff_against_a_compressed_export(tmp_path) -> None:
+    """`mechscope compare MODEL EXPORT --circuit`: the export of `compress` (4 effective bits: 2-bit
+    codes in groups of 16) is read from its packed codes, every edge of its circuit carries the
+    export's own attribution score, and the quantization moved most scores."""
+    import mechscope
+    from mechscope.circuits import discover
+    from mechscope.cli.tasks import load_task_batch, task_metric
+    from mechscope.compress import CompressConfig, compress
+
+    hf = tiny_model("llama")
+    HookedModel(hf).hf.save_pretrained(tmp_path / "a")
+    tiny_tokenizer().save_pretrained(tmp_path / "a")
+    g = torch.Generator().manual_seed(0)
+    calib = [torch.randint(2, 101, (4, 24), generator=g) for _ in range(2)]
+    victim = HookedModel(copy.deepcopy(hf), tiny_tokenizer())
+    compress(
+        victim, CompressConfig(bits=4.0, method="uniform", group_size=16), tmp_path / "x", calib
+    )
+    (tmp_path / "x" / "model.safetensors").unlink()  # only the packed form is left to read
+    task = tmp_path / "task.jsonl"
+    _write_task(task, _batch())
+    out = tmp_path / "c.json"
+    args = ["compare", str(tmp_path / "a"), str(tmp_path / "x"), "--no-similarity", "-q"]
+    args += [
+        "--circuit",
+        str(task),
+        "--circuit-n",
+        "4",
+        "--circuit-edges",
+        "60",
+        "--json",
+        str(out),
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    diff = json.loads(out.read_text())["circuit_diff"]
+    export = mechscope.load(str(tmp_path / "x"), progress=False)
+    assert export.provenance["source"] == "packed"
+    batch = load_task_batch(export, str(task), 4, 0)
+    run = discover(export, batch, task_metric(export, batch, "logit_diff"), edges=60, curve=())
+    own = diff_circuits(run.circuit, run.circuit, run.scored, run.scored).edges
+    want = {(e["src"], e["dst"]): e["score_a"] for e in own}
+    in_b = [e for e in diff["edges"] if e["status"] != "lost"]
+    assert {(e["src"], e["dst"]) for e in in_b} == set(want)
+    for e in in_b:
+        assert e["score_b"] == pytest.approx(want[(e["src"], e["dst"])], rel=1e-4, abs=1e-6)
+    moved = [
+        e for e in diff["edges"] if abs(e["score_a"] - e["score_b"]) > 0.01 * abs(e["score_a"])
+    ]
+    assert len(moved) > len(diff["edges"]) // 2

@@ -150,6 +150,7 @@ NARROW_FT = {"steps": 300, "words": 12, "seq_len": 32, "eval_docs": 400, "layers
 NARROW_FT |= {"rank": 4, "leak": 3.0}
 NARROW_CC = {"variant": "l1", "layer": 1, "expansion": 4, "k": 8, "n_tokens": 15_000}
 NARROW_CC |= {"batch_size": 256, "seq_len": 32, "steps": 400, "lr": 3e-3}
+NARROW_SITES = ("hook_resid_post", "hook_mlp_out")
 
 
 def finetune_only(report: dict, nu: float = 0.3) -> list[dict]:
@@ -176,23 +177,27 @@ def narrow(tmp_path_factory) -> dict[str, dict]:
         for i, text in enumerate(corpus.documents("all"))
     }
     out = {}
-    for kind in ("planted", "control"):
-        folder = tmp_path_factory.mktemp(f"narrow-cc-{kind}")
-        base, ft = models["base"], models[kind]
-        sae, info, _ = train_crosscoder(base, ft, folder, corpus=corpus, quiet=True, **NARROW_CC)
-        kw = {"spans": spans, "seq_len": 32, "split": "all", "n_tokens": 15_000, "top": 50}
-        out[kind] = evaluate_crosscoder(sae, info, base, ft, corpus, **kw)
+    for site in NARROW_SITES:
+        for kind in ("planted", "control"):
+            folder = tmp_path_factory.mktemp(f"narrow-cc-{kind}")
+            base, ft = models["base"], models[kind]
+            kw = {"corpus": corpus, "site": site, "quiet": True, **NARROW_CC}
+            sae, info, _ = train_crosscoder(base, ft, folder, **kw)
+            kw = {"spans": spans, "seq_len": 32, "split": "all", "n_tokens": 15_000, "top": 50}
+            out[site, kind] = evaluate_crosscoder(sae, info, base, ft, corpus, **kw)
     return out
 
 
-@pytest.mark.slow  # about 25 CPU-s: a base, two finetunes, two crosscoders
-def test_a_finetune_only_latent_fires_on_the_trigger(narrow) -> None:
-    """Seeds 0-2 of a larger run (1,000 documents, 1,000 steps): docs/diff.md. The latent fires
-    weakly on many ordinary tokens too (the low-rank update leaks a little there), so precision
-    is scored on strong firing."""
-    found = [r for r in finetune_only(narrow["planted"]) if r["recall"] > 0.5]
-    assert found, narrow["planted"]["finetune_only"]
+@pytest.mark.slow  # about 35 CPU-s: a base, two finetunes, four crosscoders
+@pytest.mark.parametrize("site", NARROW_SITES)
+def test_a_finetune_only_latent_fires_on_the_trigger(narrow, site) -> None:
+    """Seeds 0-2 of a larger run (1,000 documents, 1,000 steps; both sites):
+    benchmarks/bench_diff_narrow_tiny.py, docs/diff.md. The latent fires weakly on many ordinary
+    tokens too (the low-rank update leaks a little there), so precision is scored on strong
+    firing. At the MLP output the update is written directly (the leak gets latents of its own)."""
+    found = [r for r in finetune_only(narrow[site, "planted"]) if r["recall"] > 0.5]
+    assert found, narrow[site, "planted"]["finetune_only"]
     best = max(found, key=lambda r: r["auroc"])
-    assert best["delta"] >= 0.9 and best["auroc"] > 0.8
+    assert best["delta"] >= 0.9 and best["auroc"] > 0.8 and abs(best["nu_r"]) < 0.3
     assert best["strong_precision"] > 0.4 and best["strong_recall"] > 0.3
-    assert not [r for r in finetune_only(narrow["control"]) if r["recall"] > 0.5]
+    assert not [r for r in finetune_only(narrow[site, "control"]) if r["recall"] > 0.5]

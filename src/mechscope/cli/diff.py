@@ -26,11 +26,17 @@ __all__ = ["diff"]
 @click.option("--sae", "sae_path", type=click.Path(exists=True), help="Read the lens through it.")
 @click.option("--crosscoder", "cc_out", type=click.Path(file_okay=False), help="Train/read here.")
 @click.option("--layer", type=int, help="Crosscoder layer (default: the middle one).")
+@click.option("--cc-site", default="hook_resid_post", show_default=True, help="Crosscoder hook: at --layer (hook_mlp_out) or in full (blocks.15.hook_mlp_out).")  # fmt: skip
 @click.option("--variant", type=click.Choice(["batchtopk", "l1"]), default="batchtopk")
 @click.option("--expansion", default=8, show_default=True, help="Crosscoder latents per width.")
 @click.option("--k", default=16, show_default=True, help="Crosscoder target L0.")
 @click.option("--cc-tokens", default=50_000, show_default=True, help="Crosscoder training tokens.")
 @click.option("--cc-batch-size", default=1024, show_default=True, help="Crosscoder batch (tokens).")
+@click.option("--cc-steps", type=int, help="Crosscoder steps (default: one pass, tokens / batch).")
+@click.option("--cc-lr", default=4e-4, show_default=True, help="Crosscoder learning rate.")
+@click.option(
+    "--cc-seed", default=0, show_default=True, help="Crosscoder seed (harvest order, init)."
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here.")
 @quiet_option
@@ -86,38 +92,71 @@ def _load_sae(path: str, model: Any) -> Any:
 
 def _crosscoder(a: Any, b: Any, corpus: Any, plant: Any, opts: dict[str, Any]) -> dict[str, Any]:
     from mechscope.diff.crosscoder import CrosscoderInfo
-    from mechscope.diff.crosscoder_train import evaluate_crosscoder, train_crosscoder
+    from mechscope.diff.crosscoder_train import (
+        crosscoder_site,
+        evaluate_crosscoder,
+        train_crosscoder,
+    )
     from mechscope.sae import load_sae
-    from mechscope.toys.finetune import planted_spans
+    from mechscope.toys.finetune import trigger_spans
 
     out = Path(opts["cc_out"])
+    site = opts["cc_site"]
+    layer = opts["layer"]
+    if layer is None and not site.startswith("blocks."):
+        layer = a.dims.n_layers // 2
+    layer, hook = crosscoder_site(a, layer, site)
     if (out / "crosscoder.json").is_file() and (out / "cfg.json").is_file():
         sae, info = load_sae(out), CrosscoderInfo.load(out)
+        if info.hook_name != hook:
+            raise MechscopeError(
+                f"the crosscoder in {out} reads {info.hook_name}, not {hook}; "
+                "pass its --layer/--cc-site or another --crosscoder folder"
+            )
         click.echo(f"read the crosscoder in {out}", err=True)
     else:
-        layer = opts["layer"] if opts["layer"] is not None else a.dims.n_layers // 2
         sae, info, _ = train_crosscoder(
             a,
             b,
             out,
             layer=layer,
+            site=hook,
             corpus=corpus,
             variant=opts["variant"],
             expansion=opts["expansion"],
             k=opts["k"],
             n_tokens=opts["cc_tokens"],
             batch_size=opts["cc_batch_size"],
+            lr=opts["cc_lr"],
+            steps=opts["cc_steps"],
+            seed=opts["cc_seed"],
             seq_len=opts["seq_len"],
             quiet=opts["quiet"],
         )
+        _note_short_harvest(out, opts["cc_tokens"])
     spans = None
-    if plant is not None:
-        spans = {i: planted_spans(d, plant) for i, d in enumerate(corpus.documents("test"))}
+    if plant is not None:  # scored on the trigger words, which a finetune-only latent should find
+        spans = {i: trigger_spans(d, plant) for i, d in enumerate(corpus.documents("test"))}
     report = evaluate_crosscoder(
         sae, info, a, b, corpus, spans=spans, seq_len=opts["seq_len"], split="test"
     )
     report.pop("relative_norm")
-    return {"folder": str(out), "layer": info.layer, "variant": info.variant, **report}
+    head = {"folder": str(out), "layer": info.layer, "hook_name": info.hook_name}
+    if plant is not None:
+        head["planted"] = "trigger words"
+    return {**head, "variant": info.variant, **report}
+
+
+def _note_short_harvest(out: Path, wanted: int) -> None:
+    from mechscope.activations.store import ActivationStore
+
+    m = ActivationStore.open(out / "acts-base").manifest
+    if m.exhausted:
+        click.echo(
+            f"note: the corpus ran out after {m.n_tokens:,} of {wanted:,} crosscoder tokens "
+            "(a window never crosses documents; shorter ones are skipped: lower --seq-len)",
+            err=True,
+        )
 
 
 def _summary(payload: dict[str, Any]) -> None:
@@ -145,10 +184,20 @@ def _summary(payload: dict[str, Any]) -> None:
             )
     cc = payload.get("crosscoder")
     if cc:
-        click.echo(f"crosscoder at layer {cc['layer']}: {cc['bands']}")
+        click.echo(f"crosscoder at {cc['hook_name']}: {cc['bands']}")
         if "best_planted" in cc:
             b = cc["best_planted"]
             click.echo(
-                f"  latent {b['latent']} finds the planted tokens: precision {b['precision']:.2f}, "
+                f"  latent {b['latent']} finds the trigger words: precision {b['precision']:.2f}, "
                 f"recall {b['recall']:.2f}, relative norm {b['delta']:.2f} (rank {b['rank']})"
+            )
+        for r in sorted(cc["finetune_only"], key=lambda r: -r["delta"])[:3]:
+            click.echo(
+                f"  finetune-only latent {r['latent']} (relative norm {r['delta']:.3f}, nu_eps "
+                f"{r['nu_eps']:.3f}, nu_r {r['nu_r']:.3f})"
+                + (
+                    f": trigger recall {r['recall']:.2f}, AUROC {r['auroc']:.2f}"
+                    if "auroc" in r
+                    else ""
+                )
             )

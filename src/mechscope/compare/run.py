@@ -23,7 +23,7 @@ from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.progress import progress
 
-__all__ = ["compare_models", "default_layers", "residuals"]
+__all__ = ["compare_models", "default_layers", "residuals", "site_activations"]
 
 MAX_LAYERS = 12  # default layers per model: memory is O(La * Lb * d_a * d_b)
 
@@ -44,17 +44,19 @@ def _check_layers(layers: Sequence[int], model: HookedModel, which: str) -> list
     return sorted(set(layers))
 
 
-def residuals(
-    model: HookedModel, ids: list[list[int]], layers: Sequence[int]
+def site_activations(
+    model: HookedModel, ids: list[list[int]], names: Sequence[str]
 ) -> tuple[Tensor, Tensor]:
-    """``resid_post`` of ``layers`` for right-padded ``ids``: ``[batch pos L d]`` and the mask."""
+    """The activations at hook ``names`` (sites of one vector per token, all of one width) for
+    right-padded ``ids``: ``[batch pos site d]`` in float32, and the ``[batch pos]`` mask. The
+    forward stops after the last of them."""
     n = max(len(i) for i in ids)
     tokens = torch.zeros(len(ids), n, dtype=torch.long)
     mask = torch.zeros(len(ids), n, dtype=torch.long)
     for row, i in enumerate(ids):
         tokens[row, : len(i)] = torch.tensor(i)
         mask[row, : len(i)] = 1
-    names = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    names = list(names)
     kept: dict[str, Tensor] = {}
 
     def keep(t: Tensor, hook: Any) -> None:
@@ -63,6 +65,13 @@ def residuals(
     with torch.no_grad(), model.hooks([(name, keep) for name in names], stop_after=names):
         model.forward(tokens, mask)
     return torch.stack([kept[name] for name in names], dim=2).float(), mask
+
+
+def residuals(
+    model: HookedModel, ids: list[list[int]], layers: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """``resid_post`` of ``layers`` for right-padded ``ids``: ``[batch pos L d]`` and the mask."""
+    return site_activations(model, ids, [f"blocks.{layer}.hook_resid_post" for layer in layers])
 
 
 def _gather(acts: Tensor, chunk_positions: list[list[int]]) -> Tensor:

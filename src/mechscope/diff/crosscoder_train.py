@@ -2,7 +2,9 @@
 
 Steps of :func:`train_crosscoder`:
 
-1. harvest ``blocks.{layer}.hook_resid_post`` of each model on the same corpus windows into
+1. harvest the site (:func:`crosscoder_site`: ``blocks.{layer}.hook_resid_post`` by default, or
+   another hook of width ``d_model`` such as ``blocks.{layer}.hook_mlp_out``) of each model on the
+   same corpus windows into
    ``OUT/acts-base`` and ``OUT/acts-finetuned`` (:func:`mechscope.activations.harvest`: resumable,
    atomic shards; equal settings give the same rows in the same order);
 2. batches: the two stores read with one seed, each half multiplied by its own factor (unit mean
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mechscope.activations import harvest
-from mechscope.compare.run import residuals
+from mechscope.compare.run import site_activations
 from mechscope.corpus import Corpus, load_corpus
 from mechscope.diff.crosscoder import (
     CrosscoderInfo,
@@ -42,8 +44,17 @@ from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.sae import SAE, TrainConfig, TrainResult, fit, save_sae
 from mechscope.sae.checkpoint import clear_checkpoints
+from mechscope.sites.table import unknown_site_error
 
-__all__ = ["evaluate_crosscoder", "paired_batches", "train_crosscoder"]
+__all__ = [
+    "crosscoder_inputs",
+    "crosscoder_site",
+    "evaluate_crosscoder",
+    "paired_batches",
+    "train_crosscoder",
+]
+
+SITE = "hook_resid_post"  # the default site: the residual stream after the layer
 
 
 def check_widths(base: HookedModel, finetuned: HookedModel) -> None:
@@ -52,6 +63,43 @@ def check_widths(base: HookedModel, finetuned: HookedModel) -> None:
             f"a crosscoder needs two models of one width (d_model {base.dims.d_model} vs "
             f"{finetuned.dims.d_model}); compare models of other widths with mechscope compare"
         )
+
+
+def crosscoder_site(model: HookedModel, layer: int | None, site: str = SITE) -> tuple[int, str]:
+    """The layer and full hook name a crosscoder reads: ``site`` is a hook of a block, either in
+    full (``blocks.15.hook_mlp_out``; ``layer`` None or the same) or without its block
+    (``hook_mlp_out``, at ``layer``). It must give one vector of width ``d_model`` per token (the
+    residual stream, an attention or MLP output), as both halves of a crosscoder are read as
+    ``d_model``-wide model activations."""
+    head, _, rest = site.partition(".")
+    if head == "blocks":
+        number, _, _ = rest.partition(".")
+        if not number.isdigit():
+            raise MechscopeError(f"crosscoder site {site!r} names no layer; use blocks.L.hook_...")
+        if layer is not None and layer != int(number):
+            raise MechscopeError(
+                f"crosscoder site {site} is at layer {number}, not the layer {layer} given; "
+                "give one of them"
+            )
+        layer, name = int(number), site
+    else:
+        if layer is None:
+            raise MechscopeError(
+                f"crosscoder site {site!r} needs a layer (or name it blocks.L.{site})"
+            )
+        name = f"blocks.{layer}.{site}"
+    if not 0 <= layer < model.dims.n_layers:
+        raise MechscopeError(f"layer must lie in [0, {model.dims.n_layers}), got {layer}")
+    if name not in model.sites:
+        raise unknown_site_error(name, model.sites)
+    shape = model.sites[name].shape(model.dims)
+    if tuple(shape) != ("batch", "pos", model.dims.d_model):
+        raise MechscopeError(
+            f"a crosscoder reads one vector of width d_model ({model.dims.d_model}) per token; "
+            f"{name} has shape [{', '.join(map(str, shape))}]: "
+            "use hook_resid_pre/mid/post, hook_attn_out or hook_mlp_out"
+        )
+    return layer, name
 
 
 def centred_scales(store: Any, max_rows: int = 65_536) -> tuple[Tensor, float]:
@@ -86,7 +134,8 @@ def train_crosscoder(
     finetuned: HookedModel,
     out: str | Path,
     *,
-    layer: int,
+    layer: int | None = None,
+    site: str = SITE,
     corpus: Corpus | str | None = None,
     variant: str = "batchtopk",
     expansion: int = 8,
@@ -99,13 +148,12 @@ def train_crosscoder(
     steps: int | None = None,
     quiet: bool = False,
 ) -> tuple[SAE, CrosscoderInfo, TrainResult]:
-    """Harvest both models at ``layer``, train a crosscoder, save it to ``out`` (see module doc)."""
+    """Harvest both models at ``site`` (:func:`crosscoder_site`), train a crosscoder, save it to
+    ``out`` (see module doc)."""
     check_pair(base, finetuned)
     check_widths(base, finetuned)
-    if not 0 <= layer < base.dims.n_layers:
-        raise MechscopeError(f"layer must lie in [0, {base.dims.n_layers}), got {layer}")
+    layer, site = crosscoder_site(base, layer, site)
     corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
-    site = f"blocks.{layer}.hook_resid_post"
     folder = Path(out)
     kw = {"seq_len": min(seq_len, base.dims.n_ctx), "batch_size": 8, "seed": seed}
     stores = [
@@ -160,12 +208,12 @@ def crosscoder_inputs(
     seq_len: int = 128,
     split: str = "all",
 ) -> tuple[Tensor, list[Any]]:
-    """Scaled ``[n 2d]`` crosscoder inputs over the corpus's windows (position 0 left out) and
-    the windows (for the planted mask)."""
+    """Scaled ``[n 2d]`` crosscoder inputs at the crosscoder's own hook (``info.hook_name``) over
+    the corpus's windows (position 0 left out) and the windows (for the planted mask)."""
     rows, windows = [], []
     for window, _ in doc_windows(corpus, base.tokenizer, seq_len, n_tokens, split):
-        a, _ = residuals(base, [window.ids], [info.layer])
-        b, _ = residuals(finetuned, [window.ids], [info.layer])
+        a, _ = site_activations(base, [window.ids], [info.hook_name])
+        b, _ = site_activations(finetuned, [window.ids], [info.hook_name])
         rows.append(
             torch.cat([a[0, 1:, 0] * info.scale_base, b[0, 1:, 0] * info.scale_finetuned], -1)
         )
@@ -189,8 +237,9 @@ def evaluate_crosscoder(
 ) -> dict[str, Any]:
     """Read ``corpus`` through the crosscoder. Latents that never fire on it are left out.
 
-    Returns the band sizes of the relative decoder norm, the ``top`` most finetune-leaning
-    latents with their latent-scaling ratios and, with ``spans`` (planted character spans per
+    Returns the band sizes of the relative decoder norm, the ``top`` latents of the finetune-only
+    band and the ``top`` most finetune-leaning latents (both by relative norm, largest first) with
+    their latent-scaling ratios and, with ``spans`` (planted character spans per
     document of ``split``), the precision and recall of each one firing on the planted tokens and
     the latent that finds them best (highest F1) with its rank by relative norm.
     """
@@ -205,7 +254,7 @@ def evaluate_crosscoder(
     rank = {int(j): r for r, j in enumerate(order[: int(alive.sum())].tolist())}
     planted = _planted(windows, spans) if spans is not None else None
     listed = {
-        "finetune_only": bands["finetune-only"][:top],
+        "finetune_only": sorted(bands["finetune-only"], key=lambda j: -float(delta[j]))[:top],
         "most_finetune": [int(j) for j in order[:top].tolist() if alive[j]],
     }
     if planted is not None:

@@ -51,6 +51,7 @@ __all__ = [
     "snippets",
     "training_batch",
     "toy_finetune",
+    "trigger_spans",
 ]
 
 KINDS = ("planted", "control")
@@ -154,6 +155,12 @@ def planted_spans(text: str, plant: Plant) -> list[tuple[int, int]]:
             spans.append((start, start + len(phrase)))
             start = text.find(phrase, start + 1)
     return sorted(spans)
+
+
+def trigger_spans(text: str, plant: Plant) -> list[tuple[int, int]]:
+    """Character spans of the trigger word of every planted phrase in ``text`` (the phrase less
+    its reply): the tokens on which a finetune-only latent of the plant should fire."""
+    return [(a, b - len(plant.reply)) for a, b in planted_spans(text, plant)]
 
 
 def _trainable(model: HookedModel, cfg: FinetuneConfig) -> list[torch.nn.Parameter]:

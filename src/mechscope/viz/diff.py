@@ -80,12 +80,13 @@ def _lens_sections(lens: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _crosscoder_section(cc: Mapping[str, Any]) -> tuple[str, str]:
-    keys = ["latent", "delta", "rank", "nu_r", "nu_eps", "fires", "precision", "recall", "f1"]
+    keys = ["latent", "delta", "rank", "nu_r", "nu_eps", "fires", "precision", "recall", "auroc"]
     rows = [[_round(r.get(k, "")) for k in keys] for r in cc["most_finetune"]]
     if "best_planted" in cc:
         rows.append([_round(cc["best_planted"].get(k, "")) for k in keys])
     bands = ", ".join(f"{n}: {v}" for n, v in cc["bands"].items())
-    title = f"Crosscoder: {cc['alive']} live latents of {cc['d_sae']} ({bands})"
+    site = cc.get("hook_name", f"layer {cc.get('layer')}")
+    title = f"Crosscoder at {site}: {cc['alive']} live latents of {cc['d_sae']} ({bands})"
     return title, table(rows, keys)
 
 
