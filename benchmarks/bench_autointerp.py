@@ -264,6 +264,8 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
 
     rows = {}
     parts = [c for c in args.control.split(",") if c]
+    if args.delphi_python and args.delphi_first:  # the other order: load drifts during a run
+        rows["delphi"] = _delphi(args, db_path, name, live)
     for control in parts:
         label = f"mechscope ({'with' if control == 'with' else 'no'} control, {args.per_call} per call)"  # fmt: skip
         part_db = db_path.with_name(f"{control}_control.db")
@@ -297,7 +299,7 @@ def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: li
               f"features (control {_mean(ctl)}); balanced accuracy {_mean(_ba(part_db, name, live, backend.name))}")  # fmt: skip
         print(f"  explanations: {[r['explanation'] for r in out]}")
         rows[control] = row
-    if args.delphi_python:
+    if args.delphi_python and not args.delphi_first:
         rows["delphi"] = _delphi(args, db_path, name, live)
     for control in parts:
         if "delphi" in rows:
@@ -409,6 +411,7 @@ def main() -> None:
     b.add_argument("--llama-server", help="llama.cpp's llama-server binary (else --hf-server).")
     b.add_argument("--hf-server", action="store_true", help="Serve with peers/hf_chat_server.py.")
     b.add_argument("--delphi-python", help="delphi's venv python (needs a server).")
+    b.add_argument("--delphi-first", action="store_true", help="Run delphi's part first.")
     b.add_argument("--n-score", type=int, default=10)
     b.add_argument(
         "--backends", default="server", help="server (--llama-server/--hf-server) or local."
