@@ -3,10 +3,11 @@
 Three questions, each over many windows at once:
 - ``detect``: does this text contain what the explanation describes? (P(yes) per window)
 - ``fuzz``: do the tokens marked ``<<like this>>`` fit the explanation? (P(yes) per window)
-
-(one window per call, or several numbered windows per call: :mod:`.numbered`)
 - ``simulate``: how strongly does the feature fire on each token of this window? (0-9 per token,
   the expected digit from log-probabilities when the backend gives them: :mod:`.simulate`)
+
+Detection and fuzzing ask one window per call, or several numbered windows per call
+(``per_call``; :mod:`.numbered`).
 
 :class:`LLMJudge` asks a backend with the prompts of ``prompts.toml``. :class:`LexicalJudge` needs
 no model: it reads the token classes and quoted tokens an explanation names
