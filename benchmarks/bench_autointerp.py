@@ -418,7 +418,9 @@ def main() -> None:
     )
     b.add_argument("--per-call", type=int, default=5, help="Windows per mechscope judge call.")
     b.add_argument(
-        "--control", default="without,with", help="mechscope parts: without, with or both."
+        "--control",
+        default="without,with",
+        help="mechscope parts, comma-separated: without (no control), with.",
     )
     b.add_argument("--llm-only", action="store_true", help="Only the --llm-features part.")
     for part in (p, b):
