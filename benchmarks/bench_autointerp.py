@@ -5,18 +5,23 @@ scorer's mean score for the true explanation, the ``tokens`` explainer's and (``
 built-in SmolLM2-135M-Instruct's, each beside its shuffled control (another feature's
 explanation). Judges: ``lexical`` (no model) and, with ``--llm``, SmolLM2 in-process.
 
-``builtin``: every feature of one source of a feature database built on SmolLM2 (``--db``):
-``tokens`` explanations scored by embedding and lexical detection with the shuffled control, a
-histogram of both (``--png``); then ``--llm-features`` features explained and scored (detection)
-by SmolLM2 in-process, and (``--llama-server``) through llama.cpp's ``llama-server`` on 127.0.0.1
-serving the same GGUF file: features per minute for each, and the agreement of the two backends'
-P(yes) on the same detection prompts. ``--delphi-python``: delphi explains and detection-scores
-the same features on the same windows through the same server, mechscope scores delphi's
-explanations too, and the two detection scores are compared feature by feature.
+``builtin``: every feature of one source of a feature database built on SmolLM2 (``--db``, or
+``--planted N`` planted corpora): ``tokens`` explanations scored by embedding and lexical
+detection with the shuffled control, a histogram of both (``--png``); then ``--llm-features``
+features explained and detection-scored through llama.cpp's ``llama-server`` on 127.0.0.1 serving
+the built-in GGUF file (``--llama-server BIN``; ``--backends local``: SmolLM2 in-process), by
+mechscope without and with the shuffled control (``--control``; ``--per-call`` windows per judge
+call) and, with ``--delphi-python``, by delphi on the same windows (its ``DefaultExplainer`` and
+``DetectionScorer``, 5 windows per call). Every part gets a fresh server with the same flags, 2
+calls in flight; each prints features per minute, the CPU seconds of the server and of the client
+(delphi's: its work, not its imports), the load average, and the server's token counts. mechscope
+also scores delphi's explanations, and the two tools' detection scores are compared per feature.
 
     python benchmarks/bench_autointerp.py planted --llm
-    python benchmarks/bench_autointerp.py builtin --db smol.db --png docs/autointerp_hist.png \\
-        --llm-features 10 --llama-server /work/peers/llamacpp/build/bin/llama-server
+    python benchmarks/bench_autointerp.py builtin --db smol.db --png docs/autointerp_hist.png
+    python benchmarks/bench_autointerp.py builtin --planted 2 --llm-only --llm-features 10 \\
+        --n-score 5 --llama-server /work/peers/llamacpp/build/bin/llama-server \\
+        --delphi-python /work/peers/delphi/venv/bin/python
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from mechscope.autointerp import SCORERS, LexicalJudge, LLMJudge, ScoreContext, 
 from mechscope.autointerp.explain_tokens import explain_tokens  # noqa: E402
 from mechscope.autointerp.explainers import LLMExplainer  # noqa: E402
 from mechscope.autointerp.planted import planted_examples, planted_windows  # noqa: E402
-from mechscope.errors import MechscopeError  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -88,8 +92,9 @@ def planted(args: argparse.Namespace) -> None:
         print(f"| {name} | {scorer} | {judge} | {np.nanmean(true):.3f} | {np.nanmean(ctrl):.3f} |")
 
 
-def _server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    """llama.cpp's server on the built-in GGUF file, or the HF stand-in, on a free port."""
+def _server(args: argparse.Namespace, label: str = "server") -> tuple[subprocess.Popen, str]:
+    """llama.cpp's server on the built-in GGUF file, or the HF stand-in, on a free port; its log
+    goes to WORK/server-LABEL.log."""
     import sys
 
     import httpx
@@ -102,11 +107,12 @@ def _server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     sock.close()
     if args.llama_server:  # two slots of 4096 tokens: the two calls in flight run together
         cmd = [args.llama_server, "-m", str(_builtin_gguf()), "--alias", "smollm2", "--host",
-               "127.0.0.1", "--port", str(port), "-c", "8192", "-np", "2", "-t", "1"]  # fmt: skip
+               "127.0.0.1", "--port", str(port), "-c", "8192", "-np", "2", "-t", "1", "--metrics"]  # fmt: skip
     else:
         server = Path(__file__).parent / "peers" / "hf_chat_server.py"
         cmd = [sys.executable, str(server), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(args.work) / f"server-{label.split(' ')[0]}-{label.count('with')}.log"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(600):
         try:
@@ -192,63 +198,145 @@ def builtin(args: argparse.Namespace) -> None:
         _llm_throughput(args, db_path, name, live)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _metrics(url: str) -> dict[str, float]:
+    """llama-server's token counters (``--metrics``): prompt tokens processed and cached,
+    tokens generated; empty for a server without them."""
+    import httpx
+
+    try:
+        text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("llamacpp:") and value:
+            out[name.removeprefix("llamacpp:")] = float(value)
+    return out
+
+
+def _snapshot(proc: subprocess.Popen | None, url: str | None) -> dict[str, float]:
+    import resource
+
+    snap = {"wall": time.perf_counter(), "client": time.process_time(),
+            "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+            + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,
+            "load": os.getloadavg()[0]}  # fmt: skip
+    if proc is not None:
+        snap["server"] = _cpu_seconds(proc.pid)
+        snap |= _metrics(url) if url else {}
+    return snap
+
+
+def _report(label: str, n: int, a: dict, b: dict, client_cpu: float) -> dict[str, float]:
+    """One line per part: rate, CPU seconds of the server and of the client, load, tokens."""
+    wall = b["wall"] - a["wall"]
+    row = {"features": n, "wall": wall, "per_min": 60 * n / wall, "client_cpu": client_cpu,
+           "server_cpu": b.get("server", 0.0) - a.get("server", 0.0),
+           "load": (a["load"], b["load"])}  # fmt: skip
+    tokens = ""
+    if "prompt_tokens_total" in b:
+        d = {k: b[k] - a.get(k, 0.0) for k in ("prompt_tokens_total", "prompt_tokens_cached_total", "tokens_predicted_total")}  # fmt: skip
+        tokens = (f"; prompt tokens processed {d['prompt_tokens_total']:.0f} (cached "
+                  f"{d['prompt_tokens_cached_total']:.0f}), generated {d['tokens_predicted_total']:.0f}")  # fmt: skip
+    cpu = row["server_cpu"] + client_cpu
+    print(f"{label}: {n} features explained + detection-scored in {wall:.1f} s = "
+          f"{row['per_min']:.2f} features/min; CPU s: server {row['server_cpu']:.1f}, client "
+          f"{client_cpu:.1f} ({60 * n / cpu:.2f} features per CPU-minute); load average "
+          f"{a['load']:.1f} -> {b['load']:.1f}{tokens}", flush=True)  # fmt: skip
+    return row
+
+
 def _llm_throughput(args: argparse.Namespace, db_path: Path, name: str, live: list[int]) -> None:
+    """Each part on a fresh server (same binary and flags: no part inherits another's prompt
+    cache): mechscope without and with the shuffled control, then delphi."""
+    import shutil
+
     from mechscope.autointerp.backend import make_backend
-    from mechscope.autointerp.run import explain_features, load_examples, results, score_features
+    from mechscope.autointerp.run import explain_features, results, score_features
     from mechscope.features.db import open_db
 
-    specs = {"local": "local"} if "local" in args.backends.split(",") else {}
-    proc = None
-    if args.llama_server or args.hf_server:
-        proc, url = _server(args)
-        specs["llama-server" if args.llama_server else "HF chat server"] = f"openai:{url}"
-    p_yes = {}
-    try:
-        for label, spec in specs.items():
-            backend = make_backend(spec, model="smollm2" if spec.startswith("openai") else None,
-                                   concurrency=2, timeout=900, device=args.device)  # fmt: skip
-            with open_db(str(db_path)) as db:
-                t0 = time.perf_counter()
+    rows = {}
+    parts = [c for c in args.control.split(",") if c]
+    if args.delphi_python and args.delphi_first:  # the other order: load drifts during a run
+        rows["delphi"] = _delphi(args, db_path, name, live)
+    for control in parts:
+        label = f"mechscope ({'with' if control == 'with' else 'no'} control, {args.per_call} per call)"  # fmt: skip
+        part_db = db_path.with_name(f"{control}_control.db")
+        shutil.copy(db_path, part_db)
+        proc, url = (None, None) if args.backends == "local" else _server(args, label)
+        try:
+            spec = "local" if proc is None else f"openai:{url}"
+            backend = make_backend(spec, model=None if proc is None else "smollm2", concurrency=2,
+                                   timeout=900, device=args.device)  # fmt: skip
+            judge = LLMJudge(backend, per_call=args.per_call)
+            with open_db(str(part_db)) as db:
+                a = _snapshot(proc, url)
                 explain_features(db, name, live, LLMExplainer(backend), quiet=True)
-                judge = LLMJudge(backend)
-                try:
-                    s = score_features(db, name, live, ["detection"], ScoreContext(judge),
-                                       explainer=backend.name, n_score=args.n_score, quiet=True)  # fmt: skip
-                except MechscopeError as exc:  # e.g. fewer than two features explained
-                    print(f"{label}: scoring stopped: {exc}")
-                    continue
-                dt = time.perf_counter() - t0
-                rows = results(db, name, live, backend.name)
-                det = [r["scores"]["detection"] for r in rows if "detection" in r["scores"]]
-                ctl = [r["control"]["detection"] for r in rows if "detection" in r["control"]]
-                print(f"{label}: {len(live)} features explained + detection-scored with control "
-                      f"in {dt:.1f} s = {60 * len(live) / dt:.2f} features/min; errors "
-                      f"{s.errors}; detection {np.mean(det) if det else float('nan'):.3f} vs "
-                      f"control {np.mean(ctl) if ctl else float('nan'):.3f}")  # fmt: skip
-                f = load_examples(db, name, live[0])
-                texts = [e.tokens for e in split(f, n_score=args.n_score).activating]
-                p_yes[label] = [r.p_yes for r in judge.detect("numbers", texts)]
-        if args.delphi_python and proc is not None:
-            _delphi(args, db_path, name, live, url)
-    finally:
-        if proc is not None:
-            proc.kill()
-    if len(p_yes) == 2:
-        a, b = (np.asarray(v, dtype=float) for v in p_yes.values())
-        print(
-            f"P(yes) local vs llama.cpp on {len(a)} identical prompts: max |diff| "
-            f"{np.max(np.abs(a - b)):.3f}, correlation {np.corrcoef(a, b)[0, 1]:.3f}"
-        )
+                mid = _snapshot(proc, url)
+                s = score_features(db, name, live, ["detection"], ScoreContext(judge),
+                                   explainer=backend.name, control=control == "with",
+                                   n_score=args.n_score, quiet=True)  # fmt: skip
+                b = _snapshot(proc, url)
+                out = results(db, name, live, backend.name)
+        finally:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+        row = _report(label, len(live), a, b, b["client"] - a["client"])
+        print(f"  of which explaining: {mid['wall'] - a['wall']:.1f} s, server CPU "
+              f"{mid.get('server', 0.0) - a.get('server', 0.0):.1f} s; scoring: "
+              f"{b['wall'] - mid['wall']:.1f} s, server CPU {b.get('server', 0.0) - mid.get('server', 0.0):.1f} s")  # fmt: skip
+        det = [r["scores"]["detection"] for r in out if "detection" in r["scores"]]
+        ctl = [r["control"]["detection"] for r in out if "detection" in r["control"]]
+        print(f"  errors {s.errors} {s.reasons[:2]}; detection AUROC {_mean(det)} over {len(det)} "
+              f"features (control {_mean(ctl)}); balanced accuracy {_mean(_ba(part_db, name, live, backend.name))}")  # fmt: skip
+        print(f"  explanations: {[r['explanation'] for r in out]}")
+        rows[control] = row
+    if args.delphi_python and not args.delphi_first:
+        rows["delphi"] = _delphi(args, db_path, name, live)
+    for control in parts:
+        if "delphi" in rows:
+            m, d = rows[control], rows["delphi"]
+            print(f"ratio mechscope ({control} control) / delphi: {m['per_min'] / d['per_min']:.2f}x "
+                  f"features per minute; {(d['server_cpu'] + d['client_cpu']) / (m['server_cpu'] + m['client_cpu']):.2f}x"
+                  f" per CPU second (server + client); {d['server_cpu'] / m['server_cpu']:.2f}x per server CPU second")  # fmt: skip
 
 
-def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int], url: str) -> None:
-    """delphi's explainer and detection scorer on the same windows through the same server; then
-    mechscope's detection scorer on delphi's explanations (the agreement of the two scorers)."""
+def _mean(values: list) -> str:
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.3f}" if values else "n/a"
+
+
+def _ba(db_path: Path, name: str, live: list[int], explainer: str) -> list[float]:
+    """The detection balanced accuracy stored in each feature's score details."""
+    from mechscope.autointerp.run import explained
+    from mechscope.features.db import open_db
+
+    out = []
+    with open_db(str(db_path)) as db:
+        have = explained(db, name, explainer)
+        for i in live:
+            if i in have:
+                for sc in db.scores(have[i][0]):
+                    if sc["scorer"] == "detection" and sc["status"] == "ok":
+                        out.append((sc["details"] or {}).get("balanced_accuracy"))
+    return out
+
+
+def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int]) -> dict:
+    """delphi's explainer and detection scorer on the same windows through a fresh server of the
+    same kind; then mechscope's detection scorer on delphi's explanations (the agreement)."""
     import json
     import tempfile
 
     from mechscope.autointerp.backend import make_backend
-    from mechscope.autointerp.metrics import balanced_accuracy
     from mechscope.autointerp.run import load_examples
     from mechscope.features.db import open_db
 
@@ -261,42 +349,49 @@ def _delphi(args: argparse.Namespace, db_path: Path, name: str, live: list[int],
             feats.append({"index": i, "explain": [window(e) for e in d.explain],
                           "activating": [window(e) for e in d.activating],
                           "negative": [window(e) for e in d.negative]})  # fmt: skip
-    tmp = Path(tempfile.mkdtemp())
-    (tmp / "in.json").write_text(json.dumps({"url": url, "model": "smollm2", "concurrency": 2,
-                                             "features": feats}))  # fmt: skip
-    peer = Path(__file__).parent / "peers" / "run_delphi.py"
-    t0 = time.perf_counter()
-    subprocess.run([args.delphi_python, str(peer), str(tmp / "in.json"), str(tmp / "out.json")],
-                   check=True)  # fmt: skip
-    wall = time.perf_counter() - t0
-    out = json.loads((tmp / "out.json").read_text())
-    work = out["explain_seconds"] + out["score_seconds"]
-    delphi_ba = [f["detection_balanced_accuracy"] for f in out["features"]]
-    print(f"delphi: {len(live)} features explained + detection-scored in {work:.1f} s "
-          f"({wall:.1f} s with its start-up) = {60 * len(live) / work:.2f} features/min; "
-          f"detection balanced accuracy {np.nanmean(np.array(delphi_ba, dtype=float)):.3f}; "
-          f"unparsed answers {sum(f['unparsed'] for f in out['features'])}")  # fmt: skip
-    judge = LLMJudge(make_backend(f"openai:{url}", model="smollm2", concurrency=2, timeout=900))
-    ours = []
-    for f in out["features"]:
-        d = splits[f["index"]]
-        replies = judge.detect(f["explanation"], [e.tokens for e in d.activating + d.negative])
-        labels = [True] * len(d.activating) + [False] * len(d.negative)
-        ok = [(r.p_yes > 0.5, y) for r, y in zip(replies, labels, strict=True) if not r.error]
-        ours.append(balanced_accuracy(*zip(*ok, strict=True)) if ok else None)
-    pairs = [
-        (a, b) for a, b in zip(delphi_ba, ours, strict=True) if a is not None and b is not None
-    ]
-    print(f"detection balanced accuracy per feature on delphi's explanations (delphi, mechscope):"
-          f" {[(f['index'], a, b) for f, a, b in zip(out['features'], delphi_ba, ours, strict=True)]}")  # fmt: skip
-    if len(pairs) > 2:
+    proc, url = _server(args, "delphi")
+    try:
+        tmp = Path(tempfile.mkdtemp())
+        (tmp / "in.json").write_text(json.dumps({"url": url, "model": "smollm2", "concurrency": 2,
+                                                 "features": feats}))  # fmt: skip
+        peer = Path(__file__).parent / "peers" / "run_delphi.py"
+        a = _snapshot(proc, url)
+        subprocess.run([args.delphi_python, str(peer), str(tmp / "in.json"), str(tmp / "out.json")],
+                       check=True)  # fmt: skip
+        b = _snapshot(proc, url)
+        out = json.loads((tmp / "out.json").read_text())
+        # the work alone: delphi's own timing and CPU seconds exclude its imports (torch)
+        a["wall"] = b["wall"] - out["explain_seconds"] - out["score_seconds"]
+        row = _report("delphi", len(live), a, b, out["work_cpu_seconds"])
+        print(f"  whole subprocess: {b['children'] - a['children']:.1f} CPU s with its imports")
+        delphi_ba = [f["detection_balanced_accuracy"] for f in out["features"]]
+        print(f"  detection balanced accuracy {_mean(delphi_ba)} over "
+              f"{sum(x is not None for x in delphi_ba)} features; unparsed or failed answers "
+              f"{sum(max(f['unparsed'], 0) for f in out['features'])}, failed calls "
+              f"{sum(f['unparsed'] < 0 for f in out['features'])}")  # fmt: skip
+        print(f"  explanations: {[f['explanation'] for f in out['features']]}")
+        backend = make_backend(f"openai:{url}", model="smollm2", concurrency=2, timeout=900)
+        judge = LLMJudge(backend, per_call=args.per_call)
+        ours = []
+        for f in out["features"]:
+            s = SCORERS["detection"](f["explanation"], splits[f["index"]], ScoreContext(judge))
+            ours.append(None if s.error else s.details["balanced_accuracy"])
+    finally:
+        proc.kill()
+        proc.wait()
+    print(f"  on delphi's explanations, per feature (delphi, mechscope balanced accuracy): "
+          f"{[(f['index'], x, y) for f, x, y in zip(out['features'], delphi_ba, ours, strict=True)]}")  # fmt: skip
+    pairs = np.array([(x, y) for x, y in zip(delphi_ba, ours, strict=True) if x is not None and y is not None])  # fmt: skip
+    if len(pairs) > 2 and np.ptp(pairs[:, 0]) > 0 and np.ptp(pairs[:, 1]) > 0:
         from scipy.stats import pearsonr, spearmanr
 
-        a, b = np.array(pairs).T
-        print(f"detection balanced accuracy on delphi's explanations: delphi {a.mean():.3f}, "
-              f"mechscope {b.mean():.3f}, Pearson {pearsonr(a, b)[0]:.3f}, Spearman "
-              f"{spearmanr(a, b)[0]:.3f}, mean |diff| {np.abs(a - b).mean():.3f} over "
-              f"{len(pairs)} features")  # fmt: skip
+        x, y = pairs.T
+        print(f"  agreement: Pearson {pearsonr(x, y)[0]:.3f}, Spearman {spearmanr(x, y)[0]:.3f}, "
+              f"mean |diff| {np.abs(x - y).mean():.3f} over {len(pairs)} features")  # fmt: skip
+    elif len(pairs):
+        print(f"  agreement: mean |diff| {np.abs(pairs[:, 0] - pairs[:, 1]).mean():.3f} over "
+              f"{len(pairs)} features; correlations undefined (a constant column: degenerate judge)")  # fmt: skip
+    return row
 
 
 def main() -> None:
@@ -316,8 +411,17 @@ def main() -> None:
     b.add_argument("--llama-server", help="llama.cpp's llama-server binary (else --hf-server).")
     b.add_argument("--hf-server", action="store_true", help="Serve with peers/hf_chat_server.py.")
     b.add_argument("--delphi-python", help="delphi's venv python (needs a server).")
+    b.add_argument("--delphi-first", action="store_true", help="Run delphi's part first.")
     b.add_argument("--n-score", type=int, default=10)
-    b.add_argument("--backends", default="local,server", help="local, server or both.")
+    b.add_argument(
+        "--backends", default="server", help="server (--llama-server/--hf-server) or local."
+    )
+    b.add_argument("--per-call", type=int, default=5, help="Windows per mechscope judge call.")
+    b.add_argument(
+        "--control",
+        default="without,with",
+        help="mechscope parts, comma-separated: without (no control), with.",
+    )
     b.add_argument("--llm-only", action="store_true", help="Only the --llm-features part.")
     for part in (p, b):
         add_device_option(part)  # where the in-process (local) LLM runs

@@ -10,8 +10,10 @@ imports vLLM at module level although the OpenRouter client never uses it; vLLM 
 build, so this runner puts an empty stand-in module under that name before importing delphi.
 Calls run ``concurrency`` at a time (its client's 100 s timeout is fixed in delphi's code), at
 most ``max_tokens`` tokens each; a record whose call fails after the client's retry is counted
-(``unparsed`` -1) instead of stopping the run. OUT.json: seconds for explaining and for scoring, and per feature the explanation and the
-detection balanced accuracy (delphi's text answers give no probabilities through this client).
+(``unparsed`` -1) instead of stopping the run. OUT.json: seconds for explaining and for scoring,
+the CPU seconds of this process over that work (not its imports), and per feature the explanation
+and the detection balanced accuracy (delphi's text answers give no probabilities through this
+client).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ async def main(spec: dict) -> dict:
                 return None
 
     explainer = DefaultExplainer(client, activations=False, threshold=0.3)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     explained = await asyncio.gather(*(bounded(explainer, r) for r in records))
     t1 = time.perf_counter()
@@ -98,12 +101,14 @@ async def main(spec: dict) -> dict:
     scorer = DetectionScorer(client, n_examples_shown=5, log_prob=False, temperature=0.0)
     scored = await asyncio.gather(*(bounded(scorer, r) for r in records))
     t2 = time.perf_counter()
+    work_cpu = time.process_time() - c0
     rows = []
     for r, s in zip(records, scored, strict=True):
         ba, failed = _balanced(s.score) if s is not None else (None, -1)
         rows.append({"index": r.latent.latent_index, "explanation": r.explanation,
                      "detection_balanced_accuracy": ba, "unparsed": failed})  # fmt: skip
-    return {"explain_seconds": t1 - t0, "score_seconds": t2 - t1, "features": rows}
+    return {"explain_seconds": t1 - t0, "score_seconds": t2 - t1, "work_cpu_seconds": work_cpu,
+            "features": rows}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -144,3 +144,21 @@ def test_simulation_reads_the_servers_log_probabilities(server_url: str) -> None
         assert score.details["method"] in ("logprobs", "mixed") and score.details["from_logprobs"]
     else:  # a window the 135M model did not copy: recorded as an error, never a number
         assert score.value is None and "unparseable" in score.error
+
+
+def test_numbered_detection_answers_every_window_through_the_server(server_url: str) -> None:
+    """Five windows in one call: llama-server holds the 135M model's reply to the schema, so every
+    window gets an answer, and each P(yes) is read from the log-probabilities at its answer."""
+    if not LLAMA_SERVER.is_file():
+        pytest.skip("the HF stand-in server does not follow a response_format schema")
+    from mechscope.autointerp.judges import LLMJudge
+    from mechscope.autointerp.planted import planted_examples
+    from mechscope.autointerp.records import split
+
+    data = split(planted_examples()[0], n_score=5)
+    windows = [e.tokens for e in data.activating + data.negative]
+    judge = LLMJudge(OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=600), per_call=5)  # fmt: skip
+    replies = judge.detect("digits", windows)
+    assert len(replies) == len(windows) == 10
+    assert all(r.error is None and r.text in ("Yes", "No") for r in replies), replies
+    assert any(0.0 < r.p_yes < 1.0 for r in replies), replies  # from log-probs, not the words

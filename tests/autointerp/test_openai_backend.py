@@ -56,6 +56,14 @@ def _app(toy: Toy) -> Starlette:
                 return JSONResponse({"error": "context too long"}, status_code=400)
             text = "banana" if "GARBAGE" in prompt else "Yes" if "FLAKY" in prompt else "No"
             choice: dict = {"message": {"role": "assistant", "content": text}}
+            if "NUMBERED" in prompt:  # answers as many texts as the schema asks, from log-probs
+                schema = body["response_format"]["json_schema"]["schema"]
+                k = schema["properties"]["answers"]["minItems"]
+                pieces = ['{"answers": ['] + ['"', "Yes", '", '] * k
+                pieces[-1] = '"]}'
+                lp = [{"token": t, "top_logprobs": [{"token": "Yes", "logprob": math.log(0.7)}, {"token": "No", "logprob": math.log(0.1)}]} for t in pieces]  # fmt: skip
+                choice = {"message": {"role": "assistant", "content": "".join(pieces)},
+                          "logprobs": {"content": lp}}  # fmt: skip
             if "LOGPROBS" in prompt:
                 top = [{"token": "Yes", "logprob": math.log(0.6)},
                        {"token": " no", "logprob": math.log(0.2)},
@@ -122,3 +130,17 @@ def test_one_line_errors_for_model_key_and_url(toy_server, monkeypatch) -> None:
         OpenAIBackend(url, api_key_env="NO_SUCH_VAR")
     with pytest.raises(MechscopeError, match="not an http"):
         OpenAIBackend("127.0.0.1:8080")
+
+
+def test_numbered_calls_send_the_schema_and_read_each_answer(toy_server, monkeypatch) -> None:
+    from mechscope.autointerp.judges import LLMJudge
+
+    url, toy = toy_server
+    monkeypatch.setenv("TOY_KEY", "s3cret")
+    judge = LLMJudge(OpenAIBackend(url, api_key_env="TOY_KEY", retries=0), per_call=3)
+    replies = judge.detect("NUMBERED", [(" a",), (" b",), (" c",), (" d",)])  # calls of 2 + 2
+    assert [r.p_yes for r in replies] == [pytest.approx(0.875)] * 4  # 0.7 / (0.7 + 0.1)
+    sent = [b for b in toy.bodies if "NUMBERED" in b["messages"][-1]["content"]]
+    assert len(sent) == 2 and all(b["response_format"]["type"] == "json_schema" for b in sent)
+    asked = sorted(b["messages"][-1]["content"].split("\n\n")[-1] for b in sent)
+    assert asked == ["1: a\n2: b", "1: c\n2: d"] and all(b["logprobs"] for b in sent)

@@ -53,7 +53,7 @@ def test_failed_calls_are_errors_then_retried(db_path: Path) -> None:
         first = score_features(db, "planted", range(5), ["detection"], ScoreContext(judge), quiet=True)  # fmt: skip
         assert (first.done, first.errors) == (5, 2)  # digits' own score and its use as a control
         rows = {r["index"]: r for r in results(db, "planted", range(5), None)}
-        assert rows[0]["errors"]["detection"].startswith("1 of 20 calls failed; first: timeout")
+        assert rows[0]["errors"]["detection"].startswith("1 of 20 answers failed; first: timeout")
         assert "detection" not in rows[0]["scores"]
         assert all(r["scores"]["detection"] == 1.0 for i, r in rows.items() if "detection" in r["scores"])  # fmt: skip
         judge = CountingJudge()

@@ -1,7 +1,8 @@
 """What the explainer and the judges ask of a language model, and how to pick one.
 
 A backend answers two kinds of call, many prompts at a time: :meth:`generate` (a short reply,
-with each generated token's ``top_logprobs`` candidates when asked and available) and
+with each generated token's ``top_logprobs`` candidates when asked and available, held to a JSON
+schema per prompt where the backend can: ``schemas``) and
 :meth:`yes_no` (the probability that the answer is "Yes", from the next-token log-probabilities
 when the backend gives them, else from the reply's first word). Each prompt gets a
 :class:`Reply`; a failed call, a timeout or an unparseable reply is a ``Reply`` with ``error`` set,
@@ -46,18 +47,23 @@ class Backend(Protocol):
     name: str
 
     def generate(
-        self, chats: list[Chat], max_tokens: int, top_logprobs: int = 0
+        self,
+        chats: list[Chat],
+        max_tokens: int,
+        top_logprobs: int = 0,
+        schemas: list[dict[str, Any] | None] | None = None,
     ) -> list[Reply]: ...
 
     def yes_no(self, chats: list[Chat]) -> list[Reply]: ...
 
 
 def p_yes_from_logprobs(pairs: Iterable[tuple[str, float]]) -> float | None:
-    """P(yes) / (P(yes) + P(no)) over candidate first tokens (text, log-probability); ``None``
-    when neither answer is among them."""
+    """P(yes) / (P(yes) + P(no)) over candidate tokens (text, log-probability); ``None`` when
+    neither answer is among them. Quotes and brackets around the word are ignored (a JSON answer's
+    token may be ``"Yes``)."""
     yes = no = 0.0
     for token, logprob in pairs:
-        word = token.strip().lower()
+        word = token.strip().strip("\"'[]{},").strip().lower()
         if word in YES:
             yes += math.exp(logprob)
         elif word in NO:

@@ -3,12 +3,14 @@
 Prompts go through the tokenizer's chat template (plain ``system\\n\\nuser`` when it has none),
 left-padded into batches of similar length. :meth:`LocalBackend.generate` decodes greedily
 and, when asked, reads each step's next-token distribution (the top candidates and the digits
-0-9, for the simulation's expected digit);
+0-9, for the simulation's expected digit, and Yes and No, for the numbered judge calls);
 :meth:`LocalBackend.yes_no` reads one forward's next-token distribution and compares the mass on
 "Yes"-like and "No"-like first tokens (any case, with or without a leading space).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -45,6 +47,7 @@ class LocalBackend:
         self.batch_size = batch_size
         self._yes_no_ids = (self._first_ids(YES), self._first_ids(NO))
         self._digit_ids = self._first_ids(tuple(map(str, SCALE)))
+        self._yes_no = self._yes_no_ids[0] + self._yes_no_ids[1]
 
     def _first_ids(self, words: tuple[str, ...]) -> list[int]:
         ids = set()
@@ -73,9 +76,16 @@ class LocalBackend:
         return out
 
     @torch.inference_mode()
-    def generate(self, chats: list[Chat], max_tokens: int, top_logprobs: int = 0) -> list[Reply]:
+    def generate(
+        self,
+        chats: list[Chat],
+        max_tokens: int,
+        top_logprobs: int = 0,
+        schemas: list[dict[str, Any] | None] | None = None,
+    ) -> list[Reply]:
         """Greedy replies of at most ``max_tokens`` tokens; with ``top_logprobs``, each generated
-        token's candidates: the most likely ones and the digits."""
+        token's candidates: the most likely ones, the digits, Yes and No. ``schemas`` are not
+        enforced in-process: the reply is free and its parser decides."""
         replies: list[Reply] = [Reply(error="not run")] * len(chats)
         for idx, enc in self._batches(chats):
             out = self.model.generate(
@@ -105,7 +115,7 @@ class LocalBackend:
             if token in special:
                 break
             logp = torch.log_softmax(logits.float(), dim=-1)
-            ids = set(logp.topk(k).indices.tolist()) | set(self._digit_ids)
+            ids = set(logp.topk(k).indices.tolist()) | set(self._digit_ids) | set(self._yes_no)
             decode = self.tokenizer.decode
             steps.append((decode([token]), tuple((decode([j]), float(logp[j])) for j in ids)))
         return tuple(steps)

@@ -6,7 +6,10 @@ seconds (plus jitter); after that, or on any other HTTP error, the prompt's :cla
 the reason. :meth:`OpenAIBackend.check` runs once before any work: an unreachable server, a
 refused key or an unknown model name is a one-line :class:`MechscopeError`, not a run of errors.
 Yes/no calls ask for one token with its top log-probabilities (``logprobs``/``top_logprobs``) and
-fall back to the reply's first word when the server gives none.
+fall back to the reply's first word when the server gives none. A JSON schema given with a prompt
+goes as ``response_format`` (``json_schema``, strict). Calls send no server-specific fields: a
+llama.cpp server reuses the cached prefix of a slot's previous prompt by itself (``cache_prompt``
+is on by default), so the shared system message and worked examples are processed once per slot.
 """
 
 from __future__ import annotations
@@ -139,14 +142,21 @@ class OpenAIBackend:
                 break
         return None, reason
 
-    def _map(self, fn: Any, chats: list[Chat]) -> list[Reply]:
+    def _map(self, fn: Any, jobs: list[Any]) -> list[Reply]:
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(fn, chats))
+            return list(pool.map(fn, jobs))
 
-    def _generate_one(self, chat: Chat, max_tokens: int, top_logprobs: int) -> Reply:
-        body = {"messages": chat, "max_tokens": max_tokens, "temperature": 0}
+    def _generate_one(
+        self, chat: Chat, max_tokens: int, top_logprobs: int, schema: dict[str, Any] | None
+    ) -> Reply:
+        body: dict[str, Any] = {"messages": chat, "max_tokens": max_tokens, "temperature": 0}
         if top_logprobs:
             body |= {"logprobs": True, "top_logprobs": top_logprobs}
+        if schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answers", "strict": True, "schema": schema},
+            }
         data, error = self._post(body)
         if data is None:
             return Reply(error=error)
@@ -159,10 +169,18 @@ class OpenAIBackend:
             return Reply(error="empty reply")
         return Reply(text.strip(), logprobs=_token_logprobs(choice) if top_logprobs else None)
 
-    def generate(self, chats: list[Chat], max_tokens: int, top_logprobs: int = 0) -> list[Reply]:
+    def generate(
+        self,
+        chats: list[Chat],
+        max_tokens: int,
+        top_logprobs: int = 0,
+        schemas: list[dict[str, Any] | None] | None = None,
+    ) -> list[Reply]:
         """One reply per prompt (temperature 0), with each token's ``top_logprobs`` candidates
-        when asked and the server gives them."""
-        return self._map(lambda c: self._generate_one(c, max_tokens, top_logprobs), chats)
+        when asked and the server gives them; ``schemas[i]`` goes to the server as prompt i's
+        ``response_format`` (a JSON schema the reply must follow)."""
+        jobs = list(zip(chats, schemas or [None] * len(chats), strict=True))
+        return self._map(lambda job: self._generate_one(job[0], max_tokens, top_logprobs, job[1]), jobs)  # fmt: skip
 
     def _yes_no_one(self, chat: Chat) -> Reply:
         body = {"messages": chat, "max_tokens": 1, "temperature": 0}

@@ -1,7 +1,8 @@
 """The prompts of the LLM explainer and judges, kept in one TOML file that users can edit.
 
 The default file is ``prompts.toml`` beside this module; ``--prompts FILE`` replaces it. Each
-section (``explain``, ``detection``, ``fuzzing``, ``simulation``) has a ``system`` and a ``user``
+section (``explain``, ``detection``, ``fuzzing``, ``detection_batch``, ``fuzzing_batch`` (several
+numbered texts per call, :mod:`.numbered`), ``simulation``) has a ``system`` and a ``user``
 message with ``$name`` fields (:class:`string.Template`) and optional worked examples
 (``[[explain.demo]]`` tables with ``user`` and ``assistant``), sent as earlier turns of the chat:
 small models follow a shown answer far better than a described one.
@@ -20,7 +21,7 @@ from mechscope.errors import MechscopeError
 __all__ = ["DEFAULT_PROMPTS", "SECTIONS", "Prompts", "load_prompts"]
 
 DEFAULT_PROMPTS = Path(__file__).with_name("prompts.toml")
-SECTIONS = ("explain", "detection", "fuzzing", "simulation")
+SECTIONS = ("explain", "detection", "fuzzing", "detection_batch", "fuzzing_batch", "simulation")
 Chat = list[dict[str, str]]
 
 

@@ -3,6 +3,9 @@
 Scorers: detection, fuzzing, embedding (offline MiniLM), simulation. The judge that answers the
 detection, fuzzing and simulation questions is ``lexical`` (no model), ``local[:MODEL]`` or
 ``openai:URL``. Scores go into the database feature by feature; a rerun skips what is done.
+``--per-call N`` puts N numbered windows in one detection or fuzzing call (default 5 through a
+server, which holds the reply to a JSON schema; 1 in-process, where a small model's free reply
+often stops short).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from mechscope.cli.explain import backend_options, llm_options
 @click.option("--control", type=click.Choice(["none", "shuffled"]), default="none", show_default=True)  # fmt: skip
 @click.option("--n-score", default=10, show_default=True, help="Held-out windows of each kind.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--per-call", type=click.IntRange(min=1), help="Windows per detection/fuzzing call (default: 5 for openai:URL, 1 in-process).")  # fmt: skip
 @llm_options
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write HTML here (and a .png).")  # fmt: skip
@@ -39,6 +43,7 @@ def score(
     control: str,
     n_score: int,
     seed: int,
+    per_call: int | None,
     json_out: str | None,
     html_out: str | None,
     quiet: bool,
@@ -65,7 +70,10 @@ def score(
         if judge == "lexical" or not needs_llm:
             the_judge = LexicalJudge()
         else:
-            the_judge = LLMJudge(make_backend(judge, **backend_options(opts)), prompts)
+            if per_call is None:  # a server can hold a reply to the asked shape; in-process cannot
+                per_call = 5 if judge.startswith("openai:") else 1
+            backend = make_backend(judge, **backend_options(opts))
+            the_judge = LLMJudge(backend, prompts, per_call=per_call)
         ctx = ScoreContext(the_judge, seed=seed)
         summary = score_features(
             db, src["source"], indices, scorers, ctx, explainer=explainer,

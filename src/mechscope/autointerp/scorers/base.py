@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mechscope.autointerp.backend import Reply
 from mechscope.autointerp.judges import Judge
 
-__all__ = ["Score", "ScoreContext", "failed"]
+__all__ = ["Score", "ScoreContext", "failed", "per_call", "shuffled_ask"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,25 @@ def failed(replies: Sequence[Reply]) -> Score | None:
     errors = [r.error for r in replies if r.error]
     if not errors:
         return None
-    return Score(None, f"{len(errors)} of {len(replies)} calls failed; first: {errors[0]}")
+    return Score(None, f"{len(errors)} of {len(replies)} answers failed; first: {errors[0]}")
+
+
+def shuffled_ask(
+    ask: Callable[[list[T]], list[Reply]], items: Sequence[T], rng: np.random.Generator
+) -> list[Reply]:
+    """``ask(items)`` with the items in a random order, the replies put back in the items' order:
+    a judge call of several windows then mixes activating windows with the others."""
+    order = rng.permutation(len(items))
+    replies = ask([items[i] for i in order])
+    out: list[Reply] = [Reply(error="not asked")] * len(items)
+    for position, i in enumerate(order):
+        out[int(i)] = replies[position]
+    return out
+
+
+def per_call(ctx: ScoreContext) -> int:
+    """Windows per judge call (1 for judges that have no such setting)."""
+    return int(getattr(ctx.judge, "per_call", 1))
 
 
 def need(data_ok: bool, what: str) -> Score | None:

@@ -3,14 +3,23 @@
 The judge sees each held-out window (activating ones and negatives, unmarked) and gives P(yes)
 that it contains what the explanation describes. The value is the AUROC of P(yes) for activating
 against non-activating windows; ``balanced_accuracy`` thresholds P(yes) at 0.5 (Paulo et al. 2024,
-"Automatically Interpreting Millions of Features in Large Language Models").
+"Automatically Interpreting Millions of Features in Large Language Models"). The windows are
+asked in a seeded random order, so that a judge call of several windows (``per_call``) mixes the
+two kinds; the order does not change a one-window-per-call score.
 """
 
 from __future__ import annotations
 
 from mechscope.autointerp.metrics import auroc, balanced_accuracy
 from mechscope.autointerp.records import Split
-from mechscope.autointerp.scorers.base import Score, ScoreContext, failed, need
+from mechscope.autointerp.scorers.base import (
+    Score,
+    ScoreContext,
+    failed,
+    need,
+    per_call,
+    shuffled_ask,
+)
 
 
 def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
@@ -19,7 +28,7 @@ def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
     missing = need(bool(data.activating and data.negative), "activating and negative windows")
     if missing:
         return missing
-    replies = ctx.judge.detect(explanation, windows)
+    replies = shuffled_ask(lambda w: ctx.judge.detect(explanation, w), windows, ctx.rng(3))
     bad = failed(replies)
     if bad:
         return bad
@@ -29,5 +38,6 @@ def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
         details={
             "balanced_accuracy": balanced_accuracy([x > 0.5 for x in p], labels),
             "n": len(p),
+            "per_call": per_call(ctx),
         },
     )

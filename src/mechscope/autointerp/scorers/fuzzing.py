@@ -3,14 +3,23 @@
 Every held-out activating window is shown twice: once with its activating tokens marked, once
 with as many tokens marked at random among its non-activating ones. The judge gives P(yes) that
 the marks fit; the value is the AUROC of right markings against wrong ones, ``balanced_accuracy``
-thresholds at 0.5 (Paulo et al. 2024).
+thresholds at 0.5 (Paulo et al. 2024). The markings are asked in a seeded random order (as in
+detection), so a call of several windows does not hold a window's two markings side by side
+more often than chance.
 """
 
 from __future__ import annotations
 
 from mechscope.autointerp.metrics import auroc, balanced_accuracy
 from mechscope.autointerp.records import Split
-from mechscope.autointerp.scorers.base import Score, ScoreContext, failed, need
+from mechscope.autointerp.scorers.base import (
+    Score,
+    ScoreContext,
+    failed,
+    need,
+    per_call,
+    shuffled_ask,
+)
 
 
 def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
@@ -31,12 +40,16 @@ def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
     missing = need(bool(items), "activating windows with non-activating tokens")
     if missing:
         return missing
-    replies = ctx.judge.fuzz(explanation, items)
+    replies = shuffled_ask(lambda i: ctx.judge.fuzz(explanation, i), items, ctx.rng(2))
     bad = failed(replies)
     if bad:
         return bad
     p = [r.p_yes for r in replies]
     return Score(
         auroc(p, labels),
-        details={"balanced_accuracy": balanced_accuracy([x > 0.5 for x in p], labels), "n": len(p)},
+        details={
+            "balanced_accuracy": balanced_accuracy([x > 0.5 for x in p], labels),
+            "n": len(p),
+            "per_call": per_call(ctx),
+        },
     )
