@@ -44,6 +44,14 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 @click.option(
     "--aggregate", type=click.Choice(["max", "mean", "last"]), default="max", show_default=True
 )
+@click.option(
+    "--fit-on",
+    type=click.Choice(["windows", "prompts"]),
+    default="windows",
+    show_default=True,
+    help="prompts: every trusted document is one prompt and only its last token is fitted "
+    "(with --aggregate last).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--text-field", default="text", show_default=True)
 @click.option(
@@ -66,6 +74,7 @@ def fit(
     batch_size: int,
     holdout: float,
     aggregate: str,
+    fit_on: str,
     seed: int,
     text_field: str,
     checkpoint_every: int,
@@ -90,6 +99,7 @@ def fit(
         batch_size=batch_size,
         holdout=holdout,
         aggregate=aggregate,
+        fit_on=fit_on,
         seed=seed,
     )
     corpus = load_corpus(trusted, text_field=text_field)
