@@ -41,6 +41,8 @@ class FitConfig:
     aggregate: str = "max"  # token scores -> input score for the mechanistic kinds
     fit_on: str = "windows"  # "prompts": every trusted document is one prompt (its last
     # seq_len tokens) and only its last token is fitted and calibrated (with aggregate "last")
+    contrast: tuple[tuple[str, str], ...] = ()  # (positive, negative) prompts of the contrast
+    # kind; empty: mechscope.anomaly.contrast.DEFAULT_PAIRS (recorded in the fitted detector)
     lof_dims: int = 32  # principal directions kept for LOF
     lof_sample: int = 2048  # trusted tokens kept as LOF's reference set
     lof_k: int = 20  # LOF neighbours
@@ -138,6 +140,7 @@ def load_detector(folder: str | Path) -> Detector:
     cfg = meta["config"]
     cfg["kinds"] = tuple(cfg["kinds"])
     cfg["layers"] = tuple(cfg["layers"]) if cfg["layers"] is not None else None
+    cfg["contrast"] = tuple(tuple(pair) for pair in cfg.get("contrast", ()))
     return Detector(
         config=FitConfig(**cfg),
         model=meta["model"],

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from mechscope.anomaly.batch import (
     valid_mask,
 )
 from mechscope.anomaly.checkpoint import load_checkpoint, save_checkpoint
+from mechscope.anomaly.contrast import DEFAULT_PAIRS
 from mechscope.anomaly.detector import Detector, FitConfig
 from mechscope.anomaly.extract import extract
 from mechscope.anomaly.kinds import KINDS, check_kinds
@@ -93,6 +94,8 @@ def fit_detector(
     from them; delete the file once the detector is saved."""
     config = config or FitConfig()
     check_kinds(config.kinds, sae)
+    if "contrast" in config.kinds and not config.contrast:
+        config = replace(config, contrast=DEFAULT_PAIRS)  # recorded in the detector
     n_layers = model.dims.n_layers
     layers = list(config.layers) if config.layers is not None else list(default_layers(n_layers))
     for layer in layers:
@@ -110,9 +113,11 @@ def fit_detector(
         key = {**asdict(config), "model": detector.model["fingerprint"], "corpus": corpus.name}
         key["sae"] = sae_path
         saver = (Path(checkpoint), json.loads(json.dumps(key)), checkpoint_every)
+    prepared = {k: spec(model, detector) for k in mech if (spec := KINDS[k].prepare) is not None}
     held = _stream(detector, model, corpus, mech, stats, sae, quiet, saver)
     for (kind, layer), s in stats.items():
-        for name, t in KINDS[kind].finish(s, config).items():
+        given = prepared.get(kind, {}).get(layer, {})
+        for name, t in KINDS[kind].finish(s, config, **given).items():
             detector.tensors[f"{kind}/{layer}/{name}"] = t
     _calibrate(detector, model, held, sae, quiet)
     return detector
