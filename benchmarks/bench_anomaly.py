@@ -226,6 +226,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     out.append("")
     for model in ("backdoored", "clean"):
         sub = [r for r in rows if r["model"] == model]
+        if not sub:
+            continue
         sets = list(dict.fromkeys(r["set"] for r in sub))
         out.append(
             f"**{model} model** (cells: AUROC / average precision / FPR at 95% recall; "
