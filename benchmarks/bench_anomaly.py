@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 import mechscope
-from mechscope.anomaly import FitConfig, fit_detector
+from mechscope.anomaly import BASELINES, FitConfig, fit_detector
 from mechscope.anomaly.batch import aggregate, batch_scores, combine, valid_mask
 from mechscope.anomaly.evaluate import evaluate_sets
 from mechscope.anomaly.mahalanobis import mahalanobis
@@ -209,11 +209,11 @@ def _label(row: dict[str, Any]) -> str:
     """The kind, with the site and aggregation when they are not the defaults."""
     label = row["kind"]
     site = row.get("site", "blocks.{layer}.hook_resid_post")
-    if row["kind"] not in ("perplexity", "entropy") and not site.endswith("hook_resid_post"):
+    if row["kind"] not in BASELINES and not site.endswith("hook_resid_post"):
         label += f" ({site.rsplit('.', 1)[-1]})"
     if row.get("aggregate", "max") != "max" and row["kind"] not in ("perplexity", "entropy"):
         label += f", {row['aggregate']}"
-    if row.get("fit_on", "windows") != "windows" and row["kind"] not in ("perplexity", "entropy"):
+    if row.get("fit_on", "windows") != "windows" and row["kind"] not in BASELINES:
         label += f", fitted on {row['fit_on']}"
     return label
 

@@ -9,7 +9,8 @@ logit attribution of the model's top logit to the embedding and every attention 
 up to the layer, then Mahalanobis: :mod:`mechscope.anomaly.dla`) and ``contrast`` (the
 standardised projection on a direction from generic contrast pairs, as Anthropic's "defection
 probes": :mod:`mechscope.anomaly.contrast`). The black-box baselines ``perplexity`` (the token's negative
-log-likelihood) and ``entropy`` (of the next-token distribution at the token) read only logits.
+log-likelihood), ``entropy`` (of the next-token distribution at the token) and ``confidence`` (the
+top next-token probability, aggregated as the config says) read only logits.
 """
 
 from __future__ import annotations
@@ -108,14 +109,19 @@ KINDS: dict[str, Kind] = {
     ),  # a direction from contrast pairs (mechscope.anomaly.contrast)
     "perplexity": Kind(reads="logits", aggregate="mean"),
     "entropy": Kind(reads="logits", aggregate="mean"),
+    "confidence": Kind(reads="logits"),  # the config's aggregation: with "last", the reply's
 }
-BASELINES = ("perplexity", "entropy")
+BASELINES = ("perplexity", "entropy", "confidence")
 
 
 def baseline_scores(kind: str, logits: Tensor, tokens: Tensor) -> Tensor:
     """Per token [batch pos]: the token's negative log-likelihood given the tokens before it
-    (position 0: 0), or the entropy of the next-token distribution at the token."""
+    (position 0: 0), the entropy of the next-token distribution at the token, or the probability
+    of the model's top next token there (``confidence``: a planted behaviour is a near-certain
+    prediction where ordinary text is uncertain)."""
     logp = logits.float().log_softmax(-1)
+    if kind == "confidence":
+        return logp.max(-1).values.exp()
     if kind == "entropy":
         return -(logp.exp() * logp).sum(-1)
     nll = torch.zeros(tokens.shape, dtype=torch.float32)

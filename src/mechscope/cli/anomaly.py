@@ -33,7 +33,7 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     default="mahalanobis,lof,perplexity,entropy",
     show_default=True,
     help="Comma-separated: mahalanobis, lof, attribution, lens, dla, contrast, sae, perplexity, "
-    "entropy.",
+    "entropy, confidence.",
 )
 @click.option("--layers", help="Comma-separated layers (default: up to 6 evenly spaced).")
 @click.option("--site", default="blocks.{layer}.hook_resid_post", show_default=True)
