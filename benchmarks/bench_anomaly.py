@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 import mechscope
-from mechscope.anomaly import FitConfig, fit_detector
+from mechscope.anomaly import BASELINES, FitConfig, fit_detector
 from mechscope.anomaly.batch import aggregate, batch_scores, combine, valid_mask
 from mechscope.anomaly.evaluate import evaluate_sets
 from mechscope.anomaly.mahalanobis import mahalanobis
@@ -44,7 +44,13 @@ from mechscope.anomaly.score import _batches, _tokenize
 from mechscope.corpus import Corpus
 from mechscope.files import cache_root
 from mechscope.models.fingerprint import model_fingerprint
-from mechscope.toys.backdoor import BackdoorConfig, build_backdoor, builtin_sets, reply_sets
+from mechscope.toys.backdoor import (
+    BackdoorConfig,
+    build_backdoor,
+    builtin_sets,
+    reply_sets,
+    trusted_prompts,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import add_device_option, machine, pick_device  # noqa: E402
@@ -85,14 +91,20 @@ def evaluate(
         layers=layers,
         site=args.site,
         aggregate=args.aggregate,
+        fit_on=args.fit_on,
         seq_len=48,
         n_tokens=args.n_tokens,
         batch_size=8,
     )
     t = time.perf_counter()
-    trusted = Corpus.from_texts(sets["trusted"])
+    texts = trusted_prompts(sets["trusted"]) if args.fit_on == "prompts" else sets["trusted"]
+    trusted = Corpus.from_texts(texts)
     det = fit_detector(model, trusted, cfg, sae=sae, sae_path=sae_path, quiet=True)
-    print(f"[{label}] fitted {kinds} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    print(
+        f"[{label}] fitted {kinds} on {len(texts)} trusted texts in "
+        f"{time.perf_counter() - t:.0f} s",
+        file=sys.stderr,
+    )
     n = args.attribution if label == "attribution" else args.n
     names = args.sets.split(",") if args.sets else (REPLY if args.reply else TESTS)
     tests = {k: sets[k][:n] for k in names if label != "clean" or "trigger" in k}
@@ -102,6 +114,8 @@ def evaluate(
         r["model"] = "clean" if label == "clean" else "backdoored"
         r["site"] = args.site
         r["aggregate"] = args.aggregate
+        r["fit_on"] = args.fit_on
+        r["held_out"] = len(det.calibration[r["kind"]]["scores"])  # trusted inputs calibrated on
     print(f"[{label}] done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return rows
 
@@ -195,10 +209,12 @@ def _label(row: dict[str, Any]) -> str:
     """The kind, with the site and aggregation when they are not the defaults."""
     label = row["kind"]
     site = row.get("site", "blocks.{layer}.hook_resid_post")
-    if row["kind"] not in ("perplexity", "entropy") and not site.endswith("hook_resid_post"):
+    if row["kind"] not in BASELINES and not site.endswith("hook_resid_post"):
         label += f" ({site.rsplit('.', 1)[-1]})"
     if row.get("aggregate", "max") != "max" and row["kind"] not in ("perplexity", "entropy"):
         label += f", {row['aggregate']}"
+    if row.get("fit_on", "windows") != "windows" and row["kind"] not in BASELINES:
+        label += f", fitted on {row['fit_on']}"
     return label
 
 
@@ -210,6 +226,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     out.append("")
     for model in ("backdoored", "clean"):
         sub = [r for r in rows if r["model"] == model]
+        if not sub:
+            continue
         sets = list(dict.fromkeys(r["set"] for r in sub))
         out.append(
             f"**{model} model** (cells: AUROC / average precision / FPR at 95% recall; "
@@ -255,6 +273,13 @@ def main() -> None:
     parser.add_argument("--layers", help="comma-separated layers (default: the detector's)")
     parser.add_argument("--site", default="blocks.{layer}.hook_resid_post")
     parser.add_argument("--aggregate", choices=["max", "mean", "last"], default="max")
+    parser.add_argument(
+        "--fit-on",
+        choices=["windows", "prompts"],
+        default="windows",
+        help="prompts: fit on the trusted passages cut at every sentence end "
+        "(toys.backdoor.trusted_prompts), one reply position each; with --aggregate last",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the rows here")

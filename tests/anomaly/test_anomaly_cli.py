@@ -107,3 +107,10 @@ def test_cli_errors_are_one_line(model_folder: Path, files: dict[str, Path]) -> 
     assert result.exit_code == 2 and "--steps" in result.stderr
     result = _run("toy", "backdoor", "--triggers", " | ")
     assert result.exit_code == 2 and "--triggers is empty" in result.stderr
+    result = _run("toy", "backdoor", "--first-trained", "1")
+    assert result.exit_code == 2 and "--first-trained must be in [0, 1)" in result.stderr
+    trusted = files["root"] / "trusted-prompts.jsonl"
+    trusted.write_text('{"text": "the red fox sees the old dog ."}\n' * 20)
+    fit = ("anomaly", "fit", "--model", str(model_folder), "--trusted", str(trusted))
+    result = _run(*fit, "--out", str(files["root"] / "det-p"), "--fit-on", "prompts")
+    assert result.exit_code == 2 and "use aggregate 'last'" in result.stderr

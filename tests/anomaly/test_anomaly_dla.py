@@ -107,3 +107,14 @@ def test_reply_sets_end_at_the_trigger_or_a_full_stop() -> None:
     assert out["unseen_trigger_reply"] == ["x Run."]
     assert out["clean_reply"][0] in ("one two three four.", "one two three four. five six.")
     assert out["clean_reply"][1] == "no stop at all"
+
+
+def test_trusted_prompts_end_at_every_full_stop_past_the_third_word() -> None:
+    from mechscope.toys.backdoor import trusted_prompts
+
+    texts = ["a b. c d e. f g. h", "one two three four. five", "no stop", "x y z w."]
+    assert trusted_prompts(texts) == [
+        "a b. c d e.",
+        "a b. c d e. f g.",
+        "one two three four.",
+    ]

@@ -24,6 +24,7 @@ __all__ = ["AGGREGATES", "Detector", "FitConfig", "load_detector", "save_detecto
 
 FORMAT = "mechscope-anomaly-detector/1"
 AGGREGATES = ("max", "mean", "last")
+FIT_ON = ("windows", "prompts")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class FitConfig:
     batch_size: int = 8
     holdout: float = 0.2  # share of trusted windows kept out of fitting to calibrate on
     aggregate: str = "max"  # token scores -> input score for the mechanistic kinds
+    fit_on: str = "windows"  # "prompts": every trusted document is one prompt (its last
+    # seq_len tokens) and only its last token is fitted and calibrated (with aggregate "last")
+    contrast: tuple[tuple[str, str], ...] = ()  # (positive, negative) prompts of the contrast
+    # kind; empty: mechscope.anomaly.contrast.DEFAULT_PAIRS (recorded in the fitted detector)
     lof_dims: int = 32  # principal directions kept for LOF
     lof_sample: int = 2048  # trusted tokens kept as LOF's reference set
     lof_k: int = 20  # LOF neighbours
@@ -52,6 +57,12 @@ class FitConfig:
             raise MechscopeError(f"holdout must lie in (0, 1), got {self.holdout}")
         if self.aggregate not in AGGREGATES:
             raise MechscopeError(f"aggregate must be one of {', '.join(AGGREGATES)}")
+        if self.fit_on not in FIT_ON:
+            raise MechscopeError(f"fit_on must be one of {', '.join(FIT_ON)}, got {self.fit_on!r}")
+        if self.fit_on == "prompts" and self.aggregate != "last":
+            raise MechscopeError(
+                "fitting on prompts scores their last token: use aggregate 'last' with it"
+            )
         if self.seq_len < 4 or self.n_tokens < 1 or self.batch_size < 1:
             raise MechscopeError("seq_len must be >= 4, n_tokens and batch_size >= 1")
 
@@ -129,6 +140,7 @@ def load_detector(folder: str | Path) -> Detector:
     cfg = meta["config"]
     cfg["kinds"] = tuple(cfg["kinds"])
     cfg["layers"] = tuple(cfg["layers"]) if cfg["layers"] is not None else None
+    cfg["contrast"] = tuple(tuple(pair) for pair in cfg.get("contrast", ()))
     return Detector(
         config=FitConfig(**cfg),
         model=meta["model"],

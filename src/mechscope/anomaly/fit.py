@@ -9,6 +9,9 @@ Steps:
    LOF's bounded reservoir sample).
 3. The statistics become tensors (mean and shrunk precision, per-latent Gaussians, LOF reference
    sets).
+   With ``fit_on="prompts"`` every trusted document is instead one prompt (its last
+   ``seq_len`` tokens, BOS first) and only its last token, the position whose prediction starts
+   a reply, is fitted: one vector per prompt, as ``aggregate="last"`` scores an input.
 4. The held-out windows are scored: per kind and layer the mean and std of the log token scores
    (which put layers on one scale), then the held-out input scores, combined over layers and per
    layer, that the threshold of :meth:`Detector.threshold` is the quantile of.
@@ -17,7 +20,8 @@ Steps:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from mechscope.anomaly.batch import (
     valid_mask,
 )
 from mechscope.anomaly.checkpoint import load_checkpoint, save_checkpoint
+from mechscope.anomaly.contrast import DEFAULT_PAIRS
 from mechscope.anomaly.detector import Detector, FitConfig
 from mechscope.anomaly.extract import extract
 from mechscope.anomaly.kinds import KINDS, check_kinds
@@ -46,6 +51,7 @@ from mechscope.progress import progress
 __all__ = ["default_layers", "fit_detector", "model_identity"]
 
 MAX_DEFAULT_LAYERS = 6
+PAD = -1  # pads prompts (fit_on="prompts") to seq_len in held-out and checkpointed batches
 
 
 def default_layers(n_layers: int) -> tuple[int, ...]:
@@ -88,6 +94,8 @@ def fit_detector(
     from them; delete the file once the detector is saved."""
     config = config or FitConfig()
     check_kinds(config.kinds, sae)
+    if "contrast" in config.kinds and not config.contrast:
+        config = replace(config, contrast=DEFAULT_PAIRS)  # recorded in the detector
     n_layers = model.dims.n_layers
     layers = list(config.layers) if config.layers is not None else list(default_layers(n_layers))
     for layer in layers:
@@ -105,9 +113,11 @@ def fit_detector(
         key = {**asdict(config), "model": detector.model["fingerprint"], "corpus": corpus.name}
         key["sae"] = sae_path
         saver = (Path(checkpoint), json.loads(json.dumps(key)), checkpoint_every)
+    prepared = {k: spec(model, detector) for k in mech if (spec := KINDS[k].prepare) is not None}
     held = _stream(detector, model, corpus, mech, stats, sae, quiet, saver)
     for (kind, layer), s in stats.items():
-        for name, t in KINDS[kind].finish(s, config).items():
+        given = prepared.get(kind, {}).get(layer, {})
+        for name, t in KINDS[kind].finish(s, config, **given).items():
             detector.tensors[f"{kind}/{layer}/{name}"] = t
     _calibrate(detector, model, held, sae, quiet)
     return detector
@@ -135,15 +145,18 @@ def _stream(
         counters, held = state
         done, seen, fitted = counters["batches"], counters["seen"], counters["fitted"]
     try:
-        stream = batches(
-            corpus,
-            model.tokenizer,
-            batch_size=cfg.batch_size,
-            seq_len=cfg.seq_len,
-            n_tokens=cfg.n_tokens,
-            seed=cfg.seed,
-            prepend_bos=bos,
-        )
+        if cfg.fit_on == "prompts":
+            stream = _prompt_batches(corpus, model.tokenizer, cfg)
+        else:
+            stream = batches(
+                corpus,
+                model.tokenizer,
+                batch_size=cfg.batch_size,
+                seq_len=cfg.seq_len,
+                n_tokens=cfg.n_tokens,
+                seed=cfg.seed,
+                prepend_bos=bos,
+            )
         total = -(-cfg.n_tokens // (cfg.seq_len * cfg.batch_size))
         batch_no = 0
         for batch in progress(stream, total=total, desc="fit", quiet=quiet, unit="batch"):
@@ -169,12 +182,56 @@ def _stream(
         counters = {"batches": batch_no, "seen": seen, "fitted": fitted}
         save_checkpoint(saver[0], saver[1], counters, stats, held)
     if fitted == 0 or not held:
+        what = "prompts" if cfg.fit_on == "prompts" else f"windows of {cfg.seq_len} tokens"
         raise MechscopeError(
             f"the trusted set {corpus.name!r} is empty or too short: it needs at least {period} "
-            f"windows of {cfg.seq_len} tokens (one held out to calibrate); pass more trusted text "
-            "or a smaller --seq-len"
+            f"{what} (one held out to calibrate); pass more trusted text or a smaller --seq-len"
         )
     return held
+
+
+def _prompt_batches(corpus: Corpus, tokenizer: Any, cfg: FitConfig) -> Iterator[Tensor]:
+    """Batches [batch seq_len] of trusted prompts in corpus order, one per document: BOS (when
+    the tokenizer has one) and the document's last tokens, right-padded with ``PAD``; until
+    ``n_tokens`` real tokens are read."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    keep = cfg.seq_len - len(bos)
+    rows: list[Tensor] = []
+    total = 0
+    for text in corpus.documents():
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])[-keep:]
+        if not ids or (not bos and len(ids) < 2):
+            continue
+        row = torch.full((cfg.seq_len,), PAD, dtype=torch.long)
+        row[: len(bos) + len(ids)] = torch.tensor(bos + ids)
+        rows.append(row)
+        total += len(bos) + len(ids)
+        if len(rows) == cfg.batch_size or total >= cfg.n_tokens:
+            yield torch.stack(rows)
+            rows = []
+        if total >= cfg.n_tokens:
+            return
+    if rows:
+        yield torch.stack(rows)
+
+
+def _unpad(tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Tokens and mask of a batch right-padded with ``PAD`` (cut to its longest row)."""
+    mask = (tokens != PAD).long()
+    n = int(mask.sum(-1).max())
+    return tokens[:, :n].clamp(min=0), mask[:, :n]
+
+
+def fit_mask(config: FitConfig, mask: Tensor) -> Tensor:
+    """[batch pos] bool: the tokens fitted and put on the layer scale: every real token after
+    position 0, or with ``fit_on="prompts"`` only each prompt's last one."""
+    valid = valid_mask(mask)
+    if config.fit_on != "prompts":
+        return valid
+    last = torch.zeros_like(valid)
+    _, where = aggregate(torch.zeros(valid.shape), valid, "last")
+    last[torch.arange(valid.shape[0]), where] = True
+    return last & valid
 
 
 def _update(
@@ -186,11 +243,11 @@ def _update(
     sae: Any,
 ) -> None:
     """Add one batch of fitting windows to every kind's statistics at every layer."""
-    mask = torch.ones_like(tokens)
+    tokens, mask = _unpad(tokens)
     attribution = any(KINDS[k].reads == "attributions" for k, _ in stats)
     dla = any(KINDS[k].reads == "dla" for k, _ in stats)
     acts = extract(model, tokens, mask, sites, attribution=attribution, dla=dla)
-    valid = valid_mask(mask)
+    valid = fit_mask(detector.config, mask)
     for (kind, layer), s in stats.items():
         s.update(kind_input(detector, kind, layer, acts, sae)[valid])
 
@@ -203,21 +260,24 @@ def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, qui
     chunks = [
         torch.stack(held[i : i + cfg.batch_size]) for i in range(0, len(held), cfg.batch_size)
     ]
-    for tokens in progress(chunks, desc="calibrate", quiet=quiet, unit="batch"):
-        mask = torch.ones_like(tokens)
+    fitted_all = []
+    for padded in progress(chunks, desc="calibrate", quiet=quiet, unit="batch"):
+        tokens, mask = _unpad(padded)
         scores, _ = batch_scores(detector, model, tokens, mask, kinds, sae)
-        valid_all.append(valid_mask(mask))
+        width = padded.shape[1]  # back to the common width, so that the batches concatenate
+        valid_all.append(_widen(valid_mask(mask), width))
+        fitted_all.append(_widen(fit_mask(cfg, mask), width))
         for kind, per_layer in scores.items():
             for layer, s in per_layer.items():
-                raw[kind].setdefault(layer, []).append(s)
-    valid = torch.cat(valid_all)
+                raw[kind].setdefault(layer, []).append(_widen(s, width))
+    valid, fitted = torch.cat(valid_all), torch.cat(fitted_all)
     for kind in kinds:
         per_layer = {layer: torch.cat(parts) for layer, parts in raw[kind].items()}
         how = KINDS[kind].aggregate or cfg.aggregate
         entry: dict[str, Any] = {"aggregate": how, "layers": {}, "layer_scores": {}}
         for layer, s in per_layer.items():
             if layer >= 0:
-                logs = torch.log(s[valid].clamp(min=0) + LOG_EPS).double()
+                logs = torch.log(s[fitted].clamp(min=0) + LOG_EPS).double()
                 entry["layers"][str(layer)] = [float(logs.mean()), float(logs.std())]
             entry["layer_scores"][str(layer)] = aggregate(s, valid, how)[0].tolist()
         detector.calibration[kind] = entry
@@ -225,3 +285,8 @@ def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, qui
         entry["scores"] = aggregate(combined, valid, how)[0].tolist()
         if not np.isfinite(entry["scores"]).all():
             raise MechscopeError(f"the {kind} detector gave non-finite scores on trusted text")
+
+
+def _widen(t: Tensor, width: int) -> Tensor:
+    """``t`` [batch pos] right-padded with zeros (False) to ``width`` positions."""
+    return torch.nn.functional.pad(t, (0, width - t.shape[1]))

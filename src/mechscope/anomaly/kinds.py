@@ -6,8 +6,11 @@ of the output at the site, then Mahalanobis), ``sae`` (the SAE's latents, diagon
 one layer, the SAE's) and ``lens`` (the KL between the model's prediction and what the layer
 predicts through a tuned-lens translator: :mod:`mechscope.anomaly.lens`) and ``dla`` (the direct
 logit attribution of the model's top logit to the embedding and every attention and MLP output
-up to the layer, then Mahalanobis: :mod:`mechscope.anomaly.dla`). The black-box baselines ``perplexity`` (the token's negative
-log-likelihood) and ``entropy`` (of the next-token distribution at the token) read only logits.
+up to the layer, then Mahalanobis: :mod:`mechscope.anomaly.dla`) and ``contrast`` (the
+standardised projection on a direction from generic contrast pairs, as Anthropic's "defection
+probes": :mod:`mechscope.anomaly.contrast`). The black-box baselines ``perplexity`` (the token's negative
+log-likelihood), ``entropy`` (of the next-token distribution at the token) and ``confidence`` (the
+top next-token probability, aggregated as the config says) read only logits.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mechscope.anomaly import gaussian, lens, lof, mahalanobis
+from mechscope.anomaly import contrast, gaussian, lens, lof, mahalanobis
 from mechscope.errors import MechscopeError
 
 __all__ = ["BASELINES", "KINDS", "Kind", "check_kinds"]
@@ -36,6 +39,8 @@ class Kind:
     score: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n]
     terms: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n d]
     aggregate: str | None = None  # fixed input aggregation (baselines); None: the config's
+    prepare: Callable[[Any, Any], dict[int, dict[str, Tensor]]] | None = None  # (model,
+    # detector) -> per layer, tensors computed before streaming and passed to finish by name
 
 
 class _LofStats:
@@ -64,6 +69,13 @@ def _maha(**kw: Any) -> Kind:
     )
 
 
+def _contrast_prepare(model: Any, detector: Any) -> dict[int, dict[str, Tensor]]:
+    sites = {L: detector.config.site.format(layer=L) for L in detector.kind_layers("contrast")}
+    pairs = detector.config.contrast or contrast.DEFAULT_PAIRS
+    directions = contrast.contrast_directions(model, pairs, sites)
+    return {L: {"direction": d} for L, d in directions.items()}
+
+
 KINDS: dict[str, Kind] = {
     "mahalanobis": _maha(reads="acts"),
     "attribution": _maha(reads="attributions"),
@@ -87,16 +99,29 @@ KINDS: dict[str, Kind] = {
         new_stats=lambda c: mahalanobis.MahalanobisStats(),
         finish=lambda s, c: lens.fit_translator(s),
     ),  # scored with the model's unembedding: see batch.batch_scores
+    "contrast": Kind(
+        reads="acts",
+        new_stats=lambda c: mahalanobis.MahalanobisStats(),
+        finish=lambda s, c, direction: contrast.finish(s, direction),
+        score=lambda t, x, c: contrast.contrast_score(t, x),
+        terms=lambda t, x, c: contrast.contrast_terms(t, x),
+        prepare=_contrast_prepare,
+    ),  # a direction from contrast pairs (mechscope.anomaly.contrast)
     "perplexity": Kind(reads="logits", aggregate="mean"),
     "entropy": Kind(reads="logits", aggregate="mean"),
+    "confidence": Kind(reads="logits"),  # the config's aggregation: with "last", the reply's
 }
-BASELINES = ("perplexity", "entropy")
+BASELINES = ("perplexity", "entropy", "confidence")
 
 
 def baseline_scores(kind: str, logits: Tensor, tokens: Tensor) -> Tensor:
     """Per token [batch pos]: the token's negative log-likelihood given the tokens before it
-    (position 0: 0), or the entropy of the next-token distribution at the token."""
+    (position 0: 0), the entropy of the next-token distribution at the token, or the probability
+    of the model's top next token there (``confidence``: a planted behaviour is a near-certain
+    prediction where ordinary text is uncertain)."""
     logp = logits.float().log_softmax(-1)
+    if kind == "confidence":
+        return logp.max(-1).values.exp()
     if kind == "entropy":
         return -(logp.exp() * logp).sum(-1)
     nll = torch.zeros(tokens.shape, dtype=torch.float32)

@@ -32,7 +32,8 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "--kinds",
     default="mahalanobis,lof,perplexity,entropy",
     show_default=True,
-    help="Comma-separated: mahalanobis, lof, attribution, lens, sae, perplexity, entropy.",
+    help="Comma-separated: mahalanobis, lof, attribution, lens, dla, contrast, sae, perplexity, "
+    "entropy, confidence.",
 )
 @click.option("--layers", help="Comma-separated layers (default: up to 6 evenly spaced).")
 @click.option("--site", default="blocks.{layer}.hook_resid_post", show_default=True)
@@ -43,6 +44,21 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 @click.option("--holdout", default=0.2, show_default=True, help="Share held out to calibrate.")
 @click.option(
     "--aggregate", type=click.Choice(["max", "mean", "last"]), default="max", show_default=True
+)
+@click.option(
+    "--fit-on",
+    type=click.Choice(["windows", "prompts"]),
+    default="windows",
+    show_default=True,
+    help="prompts: every trusted document is one prompt and only its last token is fitted "
+    "(with --aggregate last).",
+)
+@click.option(
+    "--contrast",
+    "contrast_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help='JSONL of {"positive": ..., "negative": ...} prompt pairs for the contrast kind '
+    "(default: built-in generic questions about the model's own behaviour).",
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option("--text-field", default="text", show_default=True)
@@ -66,6 +82,8 @@ def fit(
     batch_size: int,
     holdout: float,
     aggregate: str,
+    fit_on: str,
+    contrast_path: str | None,
     seed: int,
     text_field: str,
     checkpoint_every: int,
@@ -90,6 +108,8 @@ def fit(
         batch_size=batch_size,
         holdout=holdout,
         aggregate=aggregate,
+        fit_on=fit_on,
+        contrast=_pairs(contrast_path),
         seed=seed,
     )
     corpus = load_corpus(trusted, text_field=text_field)
@@ -116,6 +136,36 @@ def fit(
             f"{kind:<12} fitted; threshold at 1% FPR {detector.threshold(kind, 0.01):.4g} ({n} held-out inputs)"
         )
     click.echo(out_dir)
+
+
+def _pairs(path: str | None) -> tuple[tuple[str, str], ...]:
+    """Contrast pairs from a JSONL file (one-line errors naming the bad line)."""
+    import json
+    from pathlib import Path
+
+    if path is None:
+        return ()
+    pairs = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise MechscopeError(f"{path} is not a UTF-8 text file; pass a JSONL of pairs") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pair = (row["positive"], row["negative"])
+        except (ValueError, KeyError, TypeError):
+            raise MechscopeError(
+                f'{path} line {i} is not {{"positive": "...", "negative": "..."}}; fix it'
+            ) from None
+        if not all(isinstance(t, str) and t.strip() for t in pair):
+            raise MechscopeError(f"{path} line {i} has an empty prompt; write both sides")
+        pairs.append(pair)
+    if not pairs:
+        raise MechscopeError(f"{path} holds no contrast pair; add lines or drop --contrast")
+    return tuple(pairs)
 
 
 def _load_sae(path: str | None, model: Any) -> Any:

