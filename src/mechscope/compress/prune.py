@@ -15,10 +15,16 @@ to the knapsack: the budget stays ``bits * all quantized weights``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from mechscope.compress.groups import Layout, WeightInfo
 from mechscope.errors import MechscopeError
+from mechscope.models.hooked import HookedModel
+from mechscope.progress import progress
 
 Tensor = torch.Tensor
 
@@ -80,3 +86,117 @@ def prune_groups(
                 for kind in ("k", "v"):
                     out[_slices(by[layer, kind])[g * d_head : (g + 1) * d_head].flatten()] = True
     return out
+
+
+# --- whole units: selecting, zeroing and scoring heads and neurons (bench_prune.py) -----------
+
+
+@dataclass(frozen=True)
+class Units:
+    """Pruned units, all bool: query heads ``[layer n_heads]``, key/value heads ``[layer n_kv]``
+    (only with every query head sharing them), MLP neurons ``[layer d_mlp]``."""
+
+    heads: Tensor
+    kv: Tensor
+    neurons: Tensor
+
+    def params(self, d_model: int, d_head: int) -> int:
+        """Weights removed from the dense matrices: a query head's q rows and o columns
+        (``2 d_head d_model``), a key/value head's k and v rows (the same), a neuron's gate and
+        up rows and down column (``3 d_model``)."""
+        heads = int(self.heads.sum()) + int(self.kv.sum())
+        return heads * 2 * d_head * d_model + int(self.neurons.sum()) * 3 * d_model
+
+
+def select_units(
+    head_score: Tensor, neuron_score: Tensor, n_heads: int, n_kv: int, k_heads: int,
+    k_neurons: int, gqa: bool = False,
+) -> Units:  # fmt: skip
+    """The ``k_heads`` heads and ``k_neurons`` neurons (``neuron_score [layer d_mlp]``) with the
+    smallest scores (ties: the lower index). Heads: with ``gqa``, ``k_heads`` whole key/value
+    groups (a key/value head and every query head sharing it) ranked by ``head_score
+    [layer n_kv]``; else ``k_heads`` query heads ranked by ``head_score [layer n_heads]``, a
+    key/value head going only when all of its query heads go."""
+    layers = neuron_score.shape[0]
+    want = (layers, n_kv if gqa else n_heads)
+    if tuple(head_score.shape) != want:
+        raise MechscopeError(f"head scores of shape {tuple(head_score.shape)}, expected {want}")
+    if gqa:
+        kv = _lowest(head_score, k_heads)
+        heads = kv.repeat_interleave(n_heads // n_kv, dim=1)
+    else:
+        heads = _lowest(head_score, k_heads)
+        kv = heads.view(layers, n_kv, -1).all(-1)
+    return Units(heads, kv, _lowest(neuron_score, k_neurons))
+
+
+def _lowest(score: Tensor, k: int) -> Tensor:
+    flat = score.flatten().double()
+    if not 0 <= k <= flat.numel():
+        raise MechscopeError(f"cannot prune {k} of {flat.numel()} units; pick 0..{flat.numel()}")
+    out = torch.zeros(flat.numel(), dtype=torch.bool)
+    out[torch.sort(flat, stable=True).indices[:k]] = True
+    return out.view(score.shape)
+
+
+@torch.no_grad()
+def zero_units(model: HookedModel, layout: Layout, units: Units) -> None:
+    """Zero the weights of ``units`` in place: a query head's q rows and o columns, a key/value
+    head's k and v rows, a neuron's gate and up rows and down column. The head's write and the
+    neuron's activation are then exactly zero (tests/compress/test_prune_units.py checks it
+    against zeroing ``attn.hook_z`` and ``mlp.hook_post``)."""
+    d_head = model.dims.d_head
+    by = _check(layout, d_head)
+    for (layer, kind), info in by.items():
+        w = model.hf.get_parameter(info.name)
+        if kind in ("q", "k", "v"):
+            mask = units.heads[layer] if kind == "q" else units.kv[layer]
+            w[mask.repeat_interleave(d_head)] = 0
+        elif kind == "o":
+            w[:, units.heads[layer].repeat_interleave(d_head)] = 0
+        elif kind in ("gate", "up"):
+            w[units.neurons[layer]] = 0
+        elif kind == "down":
+            w[:, units.neurons[layer]] = 0
+
+
+def removal_effects(
+    model: HookedModel, runs: Iterable[Callable[[], Tensor]], *, quiet: bool = True
+) -> tuple[Tensor, Tensor]:
+    """First-order effect of removing each unit, per example: ``(heads [example layer head],
+    neurons [example layer d_mlp])`` with entries ``-sum_pos dv/da . a`` (``a`` the head's
+    ``attn.hook_z`` slice or the neuron's ``mlp.hook_post``: what zeroing it changes). Each run
+    does a forward and returns one value per example ``[n]``; examples must not interact (one
+    backward of their sum gives every example's own gradient). The squares summed over
+    examples are the unit's Fisher (the empirical Fisher of a mask on the unit)."""
+    names = ("blocks.*.attn.hook_z", "blocks.*.mlp.hook_post")
+    heads, neurons = [], []
+    for run in progress(list(runs), desc="removal effects", quiet=quiet):
+        acts: dict[str, Tensor] = {}
+        keep = _keeper(acts)
+        with torch.enable_grad(), model.hooks(fwd=[("hook_embed", _leaf)]):
+            with model.hooks(fwd=[(n, keep) for n in names]):
+                values = run()
+            keys = sorted(acts, key=_site_order)
+            grads = torch.autograd.grad(values.sum(), [acts[k] for k in keys])
+        eff = {k: -(g.float() * acts[k].detach().float()) for k, g in zip(keys, grads)}
+        heads.append(torch.stack([eff[k].sum((1, 3)) for k in keys if k.endswith("hook_z")], 1))
+        neurons.append(torch.stack([eff[k].sum(1) for k in keys if k.endswith("hook_post")], 1))
+    return torch.cat(heads), torch.cat(neurons)
+
+
+def _leaf(t: Tensor, hook: Any) -> Tensor:
+    """The embeddings as a leaf needing grad, so the activations after them are in the graph."""
+    return t.detach().requires_grad_(True)
+
+
+def _keeper(acts: dict[str, Tensor]) -> Callable[[Tensor, Any], Tensor]:
+    def keep(t: Tensor, hook: Any) -> Tensor:
+        acts[hook.name] = t.clone()  # a replacement, so the forward reads it (a site's view of
+        return acts[hook.name]  # a module input is not itself on the path to the output)
+
+    return keep
+
+
+def _site_order(name: str) -> tuple[int, str]:
+    return int(name.split(".")[1]), name
