@@ -21,7 +21,8 @@ control); at the first budget also the cross-task runs (protect ioi only, induct
 GPTQ for the gradient circuit and uniform. Order: the first budget (gradient circuit, every baseline, random), uniform at 4.5 bits (the issue's row), the lower budgets against the strongest baselines, GPTQ, the cross-task runs, the rest. 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
 measured in the same run is uniform RTN at the same bits (the ratio printed per task).
 
-Results go to ``OUT/results.jsonl`` one line per run as each finishes (a killed run resumes and
+Results go to ``OUT/results.jsonl`` one line per run as each finishes (with its wall and CPU seconds:
+process + children, user + system) (a killed run resumes and
 skips what is there; a torn last line is ignored), then ``OUT/table.md``, ``OUT/pareto.png`` and
 ``OUT/pareto.html``.
 
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 import mechscope
+from compress_report import cpu_seconds
 from machine import add_device_option, device_label, pick_device
 from mechscope.compress import evaluate
 from mechscope.compress.api import IMPORTANCES, CompressConfig, calibration
@@ -181,7 +183,7 @@ def task_tables(model, layout, args) -> dict:  # type: ignore[no-untyped-def]
 
 
 def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: dict) -> dict:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     protect = "+".join(job["protect"])
     imp = job.get("importance", "eap-ig")
     tables = dict(prep["tables"])
@@ -215,7 +217,8 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
             model.hf.get_parameter(name).copy_(w)
     hist = {b: float((widths == b).float().mean()) for b in WIDTHS}
     return {**job, "effective_bits": effective_bits(widths, layout.group_size), "histogram": hist,
-            "values": values, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+            "values": values, "seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(cpu_seconds() - cpu, 1)}  # fmt: skip
 
 
 def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict:  # type: ignore[no-untyped-def]
@@ -274,7 +277,9 @@ def main() -> None:
         if "shipped" not in done:
             append(results, {"key": "shipped", "method": "shipped", "bits": None,
                              "effective_bits": None, "values": measure(model, sets)})  # fmt: skip
+        cpu = cpu_seconds()
         prep = prepare(model, layout, args, out)
+        log(f"preparation: {cpu_seconds() - cpu:.0f} CPU-s (0 when cached)")
         cache: dict = {}
         jobs = queue([float(b) for b in args.bits.split(",")])
         if args.select:
@@ -295,7 +300,7 @@ def main() -> None:
                 f"ioi {np.mean(v['ioi']):.2f}",
                 f"ind {np.mean(v['induction']):.2f}",
                 f"lm {np.mean(v['lm']):.3f}",
-                row["seconds"],
+                f"{row['seconds']} s, {row['cpu_seconds']} CPU-s",
             )
     from compress_report import report  # the table, CIs and the Pareto plot
 

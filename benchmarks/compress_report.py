@@ -19,6 +19,15 @@ METHOD_ORDER = ("circuit", "uniform", "random", "awq", "fisher", "taylor", "laye
 N_BOOT = 2000
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (user + system)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of the mean, bootstrap over prompts (95%)."""
     rng = np.random.default_rng(seed)
@@ -56,6 +65,7 @@ def group_rows(rows: dict[str, dict], bits: float) -> dict[str, dict[str, np.nda
                         for t in TASKS}  # fmt: skip
         merged[name]["_bits"] = np.array([np.mean([r["effective_bits"] for r in runs])])
         merged[name]["_n"] = np.array([len(runs)])
+        merged[name]["_cpu"] = np.array([np.mean([r.get("cpu_seconds", np.nan) for r in runs])])
     same = (
         SELECTED in merged
         and "circuit (gradient)" in merged
@@ -76,18 +86,21 @@ def order(names: list[str]) -> list[str]:
 
 def results_table(g: dict[str, dict[str, np.ndarray]], shipped: dict | None) -> tuple[list, list]:
     header = ["method", "eff. bits", "IOI logit diff", "induction loss", "greater-than LD",
-              "SVA LD", "capitals LD", "held-out LM loss"]  # fmt: skip
+              "SVA LD", "capitals LD", "held-out LM loss", "CPU s/run"]  # fmt: skip
     rows = []
     if shipped:
         v = {t: np.asarray(shipped["values"][t]) for t in TASKS}
         rows.append(
-            ["as shipped (Q4_1)", "-"] + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS]
+            ["as shipped (Q4_1)", "-"]
+            + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS]
+            + [""]
         )
     for name in order(list(g)):
         v = g[name]
         n = f" ({int(v['_n'][0])} seeds)" if name == "random" else ""
+        cpu = "n/r" if np.isnan(v["_cpu"][0]) else f"{v['_cpu'][0]:.0f}"  # n/r: not recorded
         rows.append([name + n, f"{v['_bits'][0]:.3f}"]
-                    + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS])  # fmt: skip
+                    + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS] + [cpu])  # fmt: skip
     return header, rows
 
 
