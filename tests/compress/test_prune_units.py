@@ -10,7 +10,13 @@ import torch
 from compress_helpers import GS, tiny_llama
 
 from mechscope.compress.groups import linear_weights
-from mechscope.compress.prune import Units, removal_effects, select_units, zero_units
+from mechscope.compress.prune import (
+    Units,
+    removal_effects,
+    select_units,
+    unit_groups,
+    zero_units,
+)
 from mechscope.errors import MechscopeError
 
 L, H, KV, DH, M = 3, 6, 2, 8, 80  # the tiny llama's layers, heads, kv heads, d_head, d_mlp
@@ -125,3 +131,37 @@ def test_removal_effects_are_the_derivative_along_each_unit_scale() -> None:
                 (d,) = torch.autograd.grad(model.forward(tok)[:, -1, 7].sum(), s)
             assert torch.allclose(got, -d, atol=1e-6, rtol=1e-4), (site, got, -d)
             assert got.abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("gqa", [False, True])
+def test_unit_groups_are_the_zeroed_weights_groups(gqa: bool) -> None:
+    u = units(3, gqa)
+    n = u.neurons.clone()
+    n[1, :GS] = True  # one whole down group (8 neurons of layer 1)
+    u = Units(u.heads, u.kv, n)
+    model = tiny_llama()
+    layout = linear_weights(model, GS)
+    zero_units(model, layout, u)
+    zeroed = torch.cat([model.hf.get_parameter(w.name).detach().reshape(-1, GS).eq(0).all(1)
+                        for w in layout.weights])  # fmt: skip
+    freed = unit_groups(layout, u, DH)
+    down = torch.cat([torch.full((w.n_groups,), w.kind == "down") for w in layout.weights])
+    assert torch.equal(freed & ~down, zeroed & ~down)  # every zeroed row/column group, no other
+    assert (
+        torch.equal(freed & down, zeroed & down & freed) and (freed & down).sum() == 48
+    )  # d_model rows
+
+
+def test_knapsack_gives_a_chosen_pruned_mask_width_zero_and_its_bits_to_the_rest() -> None:
+    from mechscope.compress.methods import Inputs, knapsack
+    from mechscope.compress.quant import WIDTHS, effective_bits
+
+    layout = linear_weights(tiny_llama(), GS)
+    mask = unit_groups(layout, units(0), DH)
+    g = torch.Generator().manual_seed(0)
+    loss = torch.rand(layout.n_groups, 1, generator=g, dtype=torch.float64)
+    loss = loss * 4.0 ** -torch.tensor(WIDTHS, dtype=torch.float64)
+    widths = knapsack(Inputs(layout, WIDTHS, 8.0, {}, pruned=mask), loss)
+    assert (widths[mask] == 0).all() and (widths[~mask] > 0).all()
+    assert effective_bits(widths, GS) <= 8.0
+    assert effective_bits(widths[~mask], GS) > 8.0  # the freed bits went to the live groups

@@ -139,6 +139,28 @@ def _lowest(score: Tensor, k: int) -> Tensor:
     return out.view(score.shape)
 
 
+def unit_groups(layout: Layout, units: Units, d_head: int) -> Tensor:
+    """[group] bool: the groups ``units`` free (width 0): a query head's q rows and o columns, a
+    key/value head's k and v rows, a neuron's gate and up rows, and a down group when all 64
+    neurons of its columns are pruned."""
+    by = _check(layout, d_head)
+    out = torch.zeros(layout.n_groups, dtype=torch.bool)
+    for (layer, kind), info in by.items():
+        g = _slices(info)
+        if kind in ("q", "k", "v"):
+            mask = units.heads[layer] if kind == "q" else units.kv[layer]
+            out[g[mask.repeat_interleave(d_head)].flatten()] = True
+        elif kind == "o":
+            cols = units.heads[layer].repeat_interleave(d_head // layout.group_size)
+            out[g[:, cols].flatten()] = True
+        elif kind in ("gate", "up"):
+            out[g[units.neurons[layer]].flatten()] = True
+        elif kind == "down":
+            cols = units.neurons[layer].view(-1, layout.group_size).all(1)
+            out[g[:, cols].flatten()] = True
+    return out
+
+
 @torch.no_grad()
 def zero_units(model: HookedModel, layout: Layout, units: Units) -> None:
     """Zero the weights of ``units`` in place: a query head's q rows and o columns, a key/value
