@@ -190,9 +190,11 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
     if job["protect"]:
         tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
     weight = job.get("task_weight", IMPORTANCES[imp])
+    frac = job.get("prune_neurons", 0.0)
+    pruned = cache[("pruned", frac)] if frac else None
     inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
-                 1.0, weight, imp)  # fmt: skip
-    ckey = (job["bits"], protect, imp, weight)
+                 1.0, weight, imp, pruned=pruned)  # fmt: skip
+    ckey = (job["bits"], protect, imp, weight, frac)
     if job["method"] in ("circuit", "shuffled") and ckey not in cache:
         cache[ckey] = METHODS["circuit"](inp)
     if job["method"] == "circuit":
@@ -246,6 +248,50 @@ def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict
     return sel
 
 
+def pruned_neurons(model, layout, effects: Path, fraction: float):  # type: ignore[no-untyped-def]
+    """[group] bool: the groups of the ``fraction`` of MLP neurons with the lowest circuit
+    (gradient) removal score of bench_prune.py (LM + IOI + induction mask Fisher, seed-0 prompts
+    and the train split; its cache ``effects.pt``)."""
+    from bench_prune import scores
+    from mechscope.compress.prune import select_units, unit_groups
+
+    if not effects.exists():
+        raise SystemExit(f"--prune-select needs {effects}; run bench_prune.py first (--effects)")
+    d = model.dims
+    h, n = scores(model, torch.load(effects, weights_only=True), None, "circuit (gradient)", False)
+    k = round(fraction * d.n_layers * d.d_mlp)
+    return unit_groups(layout, select_units(h, n, d.n_heads, d.n_kv_heads, 0, k), d.d_head)
+
+
+def select_prune(model, layout, prep, originals: dict, args, out: Path, cache: dict) -> dict:  # type: ignore[no-untyped-def]
+    """The fraction of MLP neurons to prune before the gradient circuit's allocation (their
+    gate/up groups get width 0, their bits go to the rest), chosen on validation prompts (seed 2)
+    at the first budget by the score of :func:`select_weight`."""
+    path = out / "select_prune.json"
+    fracs = [float(x) for x in args.prune_select.split(",")]
+    for f in fracs:
+        if f and ("pruned", f) not in cache:
+            cache["pruned", f] = pruned_neurons(model, layout, Path(args.effects), f)
+    if path.exists():
+        return json.loads(path.read_text())
+    sets = {**evaluate.eval_sets(model, ("ioi",), args.ioi_prompts, 0, seed=2),
+            **evaluate.eval_sets(model, ("induction",), args.prompts, 0, seed=2)}  # fmt: skip
+    ship = {k: float(np.mean(v)) for k, v in measure(model, sets).items()}
+    bits, found = float(args.bits.split(",")[0]), {}
+    for f in fracs:
+        job = {"bits": bits, "method": "circuit", "protect": PROTECTED, "seed": 0,
+               "importance": "gradient", "quantizer": "rtn", "prune_neurons": f}  # fmt: skip
+        v = run_job(model, layout, prep, job, originals, sets, cache)["values"]
+        ioi, ind = float(np.mean(v["ioi"])), float(np.mean(v["induction"]))
+        found[f] = {"ioi": ioi, "induction": ind,
+                    "score": ioi / ship["ioi"] - (ind - ship["induction"]) / ship["induction"]}  # fmt: skip
+        log("validation prune fraction", f, found[f])
+    best = max(found, key=lambda k: found[k]["score"])
+    sel = {"fraction": best, "shipped": ship, "scores": {str(k): v for k, v in found.items()}}
+    path.write_text(json.dumps(sel, indent=1))
+    return sel
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bits", default="3.5,3.0,2.5")
@@ -258,6 +304,11 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--select", default="", help="task weights to choose from on validation "
                    "prompts (seed 2) for an extra 'circuit (gradient, selected)' run")  # fmt: skip
+    p.add_argument("--prune-select", default="", help="fractions of MLP neurons to prune before "
+                   "the gradient circuit's allocation, chosen on validation prompts (seed 2); adds "
+                   "a 'circuit (gradient) + pruned neurons' run at each budget")  # fmt: skip
+    p.add_argument("--effects", default="benchmarks/out/prune/effects.pt",
+                   help="bench_prune.py's removal effects (for --prune-select)")  # fmt: skip
     add_device_option(p)
     args = p.parse_args()
     device = pick_device(args.device)
@@ -288,6 +339,12 @@ def main() -> None:
                 jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
                                 "seed": 0, "importance": "gradient", "quantizer": "rtn",
                                 "task_weight": w, "key": f"{float(b)}/circuit/selected/0/rtn"})  # fmt: skip
+        if args.prune_select:
+            f = select_prune(model, layout, prep, originals, args, out, cache)["fraction"]
+            for b in args.bits.split(","):
+                jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
+                                "seed": 0, "importance": "gradient", "quantizer": "rtn",
+                                "prune_neurons": f, "key": f"{float(b)}/circuit/pruned{f}/0/rtn"})  # fmt: skip
         for job in jobs:
             if job["key"] in done_keys(results):
                 continue

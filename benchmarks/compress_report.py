@@ -48,6 +48,8 @@ def label(row: dict) -> str:
         m += ")" if protect == "ioi+induction" else f", {protect} only)"
         if "task_weight" in row:  # the weight chosen on validation prompts (bench --select)
             m = SELECTED
+        if row.get("prune_neurons"):  # bench --prune-select
+            m += f" + {row['prune_neurons']:.0%} neurons pruned"
     if row.get("quantizer") == "gptq":
         m += " + GPTQ"
     return m
@@ -108,12 +110,17 @@ SELECTED = "circuit (gradient, validated weight)"
 MAIN = ("circuit (eap-ig)", "circuit (gradient)", SELECTED)
 
 
+def mains(g: dict) -> list[str]:
+    """The circuit rows compared against every baseline (with pruned neurons too, if run)."""
+    return [m for m in g if m in MAIN or (m.startswith("circuit") and "pruned" in m)]
+
+
 def paired_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list, dict]:
     """Each circuit variant minus each baseline (sign: positive = circuit better)."""
     header = ["circuit", "baseline", "IOI: circuit - baseline", "induction loss: baseline - "
               "circuit", "LM loss: baseline - circuit", "ahead on both (paired CI > 0, CIs apart)"]  # fmt: skip
     rows, ahead = [], {}
-    for main in [m for m in MAIN if m in g]:
+    for main in mains(g):
         c = g[main]
         others = [n for n in g if not n.startswith("circuit") and "GPTQ" not in n]
         for name in order(others):
@@ -148,7 +155,7 @@ def cross_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list]:
 
 def goals(g: dict[str, dict[str, np.ndarray]], shipped: dict | None, ahead: dict) -> list[str]:
     lines = []
-    for main in [m for m in MAIN if m in g and shipped]:
+    for main in [m for m in mains(g) if shipped]:
         c = g[main]
         ship_ioi = float(np.mean(shipped["values"]["ioi"]))  # type: ignore[index]
         ioi_ok = c["ioi"].mean() >= 0.8 * ship_ioi
@@ -198,7 +205,7 @@ def report(rows: dict[str, dict], out: Path, device: str) -> None:
                 points.setdefault(f"{name}:{t}", []).append(
                     (float(v["_bits"][0]), m, (hi - lo) / 2)
                 )
-        for main in [m for m in MAIN if m in g and "uniform" in g]:
+        for main in [m for m in mains(g) if "uniform" in g]:
             u, c = g["uniform"], g[main]
             ioi = (f"{c['ioi'].mean() / u['ioi'].mean():.2f}x" if u["ioi"].mean() > 0
                    else f"{c['ioi'].mean():.2f} vs {u['ioi'].mean():.2f} (no ratio: <= 0)")  # fmt: skip
