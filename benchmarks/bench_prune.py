@@ -158,12 +158,12 @@ def scores(model, eff: dict, eap: tuple | None, method: str, gqa: bool, seed: in
     def group(h: torch.Tensor) -> torch.Tensor:
         return h.view(d.n_layers, kv, rep).sum(-1) if gqa else h
 
-    lm_h, lm_n = fisher(eff["lm"][0], kv, gqa), fisher(eff["lm"][1], kv, gqa)
+    lm_h, lm_n = fisher(eff["lm"][0], kv, gqa), fisher(eff["lm"][1], kv, False)
     if method == "fisher":
         return lm_h, lm_n
     if method == "circuit (gradient)":
         t_h = sum(norm1(fisher(eff[t][0], kv, gqa)) for t in ("ioi", "induction"))
-        t_n = sum(norm1(fisher(eff[t][1], kv, gqa)) for t in ("ioi", "induction"))
+        t_n = sum(norm1(fisher(eff[t][1], kv, False)) for t in ("ioi", "induction"))
         return norm1(lm_h) + t_h, norm1(lm_n) + t_n
     if method == "circuit (eap-ig)":
         assert eap is not None
@@ -248,6 +248,7 @@ def merged(rows: dict) -> dict:
         v["_n"] = len(runs)
         v["_cpu"] = float(np.mean([r.get("cpu_seconds", np.nan) for r in runs]))
         v["_kv"] = float(np.mean([r["kv"] for r in runs]))
+        v["_seeds"] = {t: [float(np.mean(r["values"][t])) for r in runs] for t in TASKS}
         out[key] = v
     return out
 
@@ -270,7 +271,12 @@ def report(rows: dict, out: Path, device: str) -> None:
                 v = g.get((structure, level, m))
                 if v is None:
                     continue
-                label = f"random ({v['_n']} seeds)" if m == "random" else m
+                label = m
+                if m == "random":  # intervals over prompts of the seed-averaged values
+                    sm = v["_seeds"]
+                    label = (f"random ({v['_n']} seeds; seed means IOI {min(sm['ioi']):.2f} to "
+                             f"{max(sm['ioi']):.2f}, induction {min(sm['induction']):.2f} to "
+                             f"{max(sm['induction']):.2f})")  # fmt: skip
                 kv = f", {v['_kv']:.1f} kv heads" if structure == "query" else ""
                 body.append([f"{level:.0%}", label, f"{100 * v['_share']:.2f}%{kv}"]
                             + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS]
@@ -281,7 +287,7 @@ def report(rows: dict, out: Path, device: str) -> None:
                     continue
                 for m in names:
                     b = g.get((structure, level, m))
-                    if b is None or m == main:
+                    if b is None or m == main or (main == "circuit (eap-ig)" and "circuit" in m):
                         continue
                     apart = (
                         ci(c["ioi"])[1] > ci(b["ioi"])[2]
