@@ -341,7 +341,7 @@ def main() -> None:
                                 "task_weight": w, "key": f"{float(b)}/circuit/selected/0/rtn"})  # fmt: skip
         if args.prune_select:
             f = select_prune(model, layout, prep, originals, args, out, cache)["fraction"]
-            for b in args.bits.split(","):
+            for b in args.bits.split(",") if f else ():  # 0: the plain circuit row already runs
                 jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
                                 "seed": 0, "importance": "gradient", "quantizer": "rtn",
                                 "prune_neurons": f, "key": f"{float(b)}/circuit/pruned{f}/0/rtn"})  # fmt: skip
