@@ -191,7 +191,7 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
         tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
     weight = job.get("task_weight", IMPORTANCES[imp])
     frac = job.get("prune_neurons", 0.0)
-    pruned = cache[("pruned", frac)] if frac else None
+    pruned = cache[("pruned", frac, job.get("prune_by", "circuit"))] if frac else None
     inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
                  1.0, weight, imp, pruned=pruned)  # fmt: skip
     ckey = (job["bits"], protect, imp, weight, frac)
@@ -248,17 +248,19 @@ def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict
     return sel
 
 
-def pruned_neurons(model, layout, effects: Path, fraction: float):  # type: ignore[no-untyped-def]
+def pruned_neurons(model, layout, effects: Path, fraction: float, by: str = "circuit"):  # type: ignore[no-untyped-def]
     """[group] bool: the groups of the ``fraction`` of MLP neurons with the lowest circuit
     (gradient) removal score of bench_prune.py (LM + IOI + induction mask Fisher, seed-0 prompts
-    and the train split; its cache ``effects.pt``)."""
+    and the train split; its cache ``effects.pt``), or with ``by="fisher"`` the LM mask Fisher
+    alone (the Fisher baseline's own pruning)."""
     from bench_prune import scores
     from mechscope.compress.prune import select_units, unit_groups
 
     if not effects.exists():
         raise SystemExit(f"--prune-select needs {effects}; run bench_prune.py first (--effects)")
     d = model.dims
-    h, n = scores(model, torch.load(effects, weights_only=True), None, "circuit (gradient)", False)
+    method = "circuit (gradient)" if by == "circuit" else "fisher"
+    h, n = scores(model, torch.load(effects, weights_only=True), None, method, False)
     k = round(fraction * d.n_layers * d.d_mlp)
     return unit_groups(layout, select_units(h, n, d.n_heads, d.n_kv_heads, 0, k), d.d_head)
 
@@ -270,8 +272,9 @@ def select_prune(model, layout, prep, originals: dict, args, out: Path, cache: d
     path = out / "select_prune.json"
     fracs = [float(x) for x in args.prune_select.split(",")]
     for f in fracs:
-        if f and ("pruned", f) not in cache:
-            cache["pruned", f] = pruned_neurons(model, layout, Path(args.effects), f)
+        for by in ("circuit", "fisher"):
+            if f and ("pruned", f, by) not in cache:
+                cache["pruned", f, by] = pruned_neurons(model, layout, Path(args.effects), f, by)
     if path.exists():
         return json.loads(path.read_text())
     sets = {**evaluate.eval_sets(model, ("ioi",), args.ioi_prompts, 0, seed=2),
@@ -345,6 +348,9 @@ def main() -> None:
                 jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
                                 "seed": 0, "importance": "gradient", "quantizer": "rtn",
                                 "prune_neurons": f, "key": f"{float(b)}/circuit/pruned{f}/0/rtn"})  # fmt: skip
+                jobs.insert(1, {"bits": float(b), "method": "fisher", "protect": (), "seed": 0,
+                                "importance": "eap-ig", "quantizer": "rtn", "prune_neurons": f,
+                                "prune_by": "fisher", "key": f"{float(b)}/fisher/pruned{f}/0/rtn"})  # fmt: skip
         for job in jobs:
             if job["key"] in done_keys(results):
                 continue
