@@ -48,8 +48,8 @@ def label(row: dict) -> str:
         m += ")" if protect == "ioi+induction" else f", {protect} only)"
         if "task_weight" in row:  # the weight chosen on validation prompts (bench --select)
             m = SELECTED
-        if row.get("prune_neurons"):  # bench --prune-select
-            m += f" + {row['prune_neurons']:.0%} neurons pruned"
+    if row.get("prune_neurons"):  # bench --prune-select
+        m += f" + {row['prune_neurons']:.0%} neurons pruned"
     if row.get("quantizer") == "gptq":
         m += " + GPTQ"
     return m
