@@ -26,6 +26,11 @@ process + children, user + system) (a killed run resumes and
 skips what is there; a torn last line is ignored), then ``OUT/table.md``, ``OUT/pareto.png`` and
 ``OUT/pareto.html``.
 
+``--prune-select 0,0.1,...`` (after bench_prune.py, whose ``effects.pt`` it reads): prune that
+fraction of MLP neurons by the circuit's removal Fisher before the gradient circuit's allocation
+(their bits go to the knapsack), the fraction chosen on validation prompts (seed 2); the Fisher
+baseline is also run with its own pruning (the LM removal Fisher) at that fraction.
+
     nice -n 5 python benchmarks/bench_compress.py [--bits 3.5,3.0,2.5] [--out DIR] [--device cpu]
 """
 
