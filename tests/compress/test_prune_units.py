@@ -165,3 +165,26 @@ def test_knapsack_gives_a_chosen_pruned_mask_width_zero_and_its_bits_to_the_rest
     assert (widths[mask] == 0).all() and (widths[~mask] > 0).all()
     assert effective_bits(widths, GS) <= 8.0
     assert effective_bits(widths[~mask], GS) > 8.0  # the freed bits went to the live groups
+
+
+def test_compress_prune_neurons_removes_the_lowest_removal_fisher_neurons(
+    calib: list[torch.Tensor],
+) -> None:
+    from mechscope.compress import CompressConfig, compress
+    from mechscope.compress.prune import neuron_removal_score
+
+    score = neuron_removal_score(tiny_llama(), calib)  # LM term only: the fisher method
+    expected = select_units(torch.zeros(L, H), score, H, KV, 0, round(0.25 * L * M)).neurons
+    model = tiny_llama()
+    config = CompressConfig(bits=6.0, method="fisher", group_size=GS, prune_neurons=0.25)
+    result = compress(model, config, calib=calib)
+    assert result.effective_bits <= 6.0 and result.recount.violations == 0
+    assert result.histogram()["all"][0] > 0
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens(), names="blocks.*.mlp.hook_post")
+    dead = torch.stack([(cache[f"blocks.{i}.mlp.hook_post"] == 0).all(0).all(0) for i in range(L)])
+    assert torch.equal(dead, expected) and int(dead.sum()) == 60
+    with pytest.raises(MechscopeError, match="prune-neurons"):
+        CompressConfig(bits=6.0, method="uniform", group_size=GS, prune_neurons=0.1)
+    with pytest.raises(MechscopeError, match="prune-neurons"):
+        CompressConfig(bits=6.0, method="fisher", group_size=GS, prune_neurons=1.5)

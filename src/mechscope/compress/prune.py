@@ -222,3 +222,38 @@ def _keeper(acts: dict[str, Tensor]) -> Callable[[Tensor, Any], Tensor]:
 
 def _site_order(name: str) -> tuple[int, str]:
     return int(name.split(".")[1]), name
+
+
+def neuron_removal_score(
+    model: HookedModel,
+    lm_batches: Iterable[Tensor],
+    tasks: Iterable[Callable[[], Tensor]] = (),
+    lm_weight: float = 1.0,
+    task_weight: float = 1.0,
+    *,
+    quiet: bool = True,
+) -> Tensor:
+    """[layer d_mlp] ``lm_weight * F_lm + task_weight * sum_t F_t``, each the mask Fisher of the
+    neurons (:func:`removal_effects` squared and summed over examples) normalised to mean 1:
+    ``F_lm`` over the windows of ``lm_batches`` (each window's mean next-token loss), ``F_t``
+    over the examples of each task run (one value per example). The score of
+    ``bench_prune.py``'s ``circuit (gradient)`` (``fisher`` without tasks)."""
+
+    def lm(tokens: Tensor) -> Callable[[], Tensor]:
+        def run() -> Tensor:
+            logits = model.forward(tokens).float()
+            ce = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none"
+            )
+            return ce.mean(1)
+
+        return run
+
+    def fisher(runs: list[Callable[[], Tensor]]) -> Tensor:
+        f = removal_effects(model, runs, quiet=quiet)[1].double().square().sum(0)
+        return f / f.mean().clamp_min(1e-30)
+
+    score = lm_weight * fisher([lm(t) for t in lm_batches])
+    for run in tasks:
+        score = score + task_weight * fisher([run])
+    return score
