@@ -21,9 +21,15 @@ control); at the first budget also the cross-task runs (protect ioi only, induct
 GPTQ for the gradient circuit and uniform. Order: the first budget (gradient circuit, every baseline, random), uniform at 4.5 bits (the issue's row), the lower budgets against the strongest baselines, GPTQ, the cross-task runs, the rest. 95% confidence intervals: paired bootstrap over prompts (2,000 resamples). The peer
 measured in the same run is uniform RTN at the same bits (the ratio printed per task).
 
-Results go to ``OUT/results.jsonl`` one line per run as each finishes (a killed run resumes and
+Results go to ``OUT/results.jsonl`` one line per run as each finishes (with its wall and CPU seconds:
+process + children, user + system) (a killed run resumes and
 skips what is there; a torn last line is ignored), then ``OUT/table.md``, ``OUT/pareto.png`` and
 ``OUT/pareto.html``.
+
+``--prune-select 0,0.1,...`` (after bench_prune.py, whose ``effects.pt`` it reads): prune that
+fraction of MLP neurons by the circuit's removal Fisher before the gradient circuit's allocation
+(their bits go to the knapsack), the fraction chosen on validation prompts (seed 2); the Fisher
+baseline is also run with its own pruning (the LM removal Fisher) at that fraction.
 
     nice -n 5 python benchmarks/bench_compress.py [--bits 3.5,3.0,2.5] [--out DIR] [--device cpu]
 """
@@ -41,6 +47,7 @@ import numpy as np
 import torch
 
 import mechscope
+from compress_report import cpu_seconds
 from machine import add_device_option, device_label, pick_device
 from mechscope.compress import evaluate
 from mechscope.compress.api import IMPORTANCES, CompressConfig, calibration
@@ -181,16 +188,18 @@ def task_tables(model, layout, args) -> dict:  # type: ignore[no-untyped-def]
 
 
 def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: dict) -> dict:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     protect = "+".join(job["protect"])
     imp = job.get("importance", "eap-ig")
     tables = dict(prep["tables"])
     if job["protect"]:
         tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
     weight = job.get("task_weight", IMPORTANCES[imp])
+    frac = job.get("prune_neurons", 0.0)
+    pruned = cache[("pruned", frac, job.get("prune_by", "circuit"))] if frac else None
     inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
-                 1.0, weight, imp)  # fmt: skip
-    ckey = (job["bits"], protect, imp, weight)
+                 1.0, weight, imp, pruned=pruned)  # fmt: skip
+    ckey = (job["bits"], protect, imp, weight, frac)
     if job["method"] in ("circuit", "shuffled") and ckey not in cache:
         cache[ckey] = METHODS["circuit"](inp)
     if job["method"] == "circuit":
@@ -215,7 +224,8 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
             model.hf.get_parameter(name).copy_(w)
     hist = {b: float((widths == b).float().mean()) for b in WIDTHS}
     return {**job, "effective_bits": effective_bits(widths, layout.group_size), "histogram": hist,
-            "values": values, "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+            "values": values, "seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(cpu_seconds() - cpu, 1)}  # fmt: skip
 
 
 def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict:  # type: ignore[no-untyped-def]
@@ -243,6 +253,53 @@ def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict
     return sel
 
 
+def pruned_neurons(model, layout, effects: Path, fraction: float, by: str = "circuit"):  # type: ignore[no-untyped-def]
+    """[group] bool: the groups of the ``fraction`` of MLP neurons with the lowest circuit
+    (gradient) removal score of bench_prune.py (LM + IOI + induction mask Fisher, seed-0 prompts
+    and the train split; its cache ``effects.pt``), or with ``by="fisher"`` the LM mask Fisher
+    alone (the Fisher baseline's own pruning)."""
+    from bench_prune import scores
+    from mechscope.compress.prune import select_units, unit_groups
+
+    if not effects.exists():
+        raise SystemExit(f"--prune-select needs {effects}; run bench_prune.py first (--effects)")
+    d = model.dims
+    method = "circuit (gradient)" if by == "circuit" else "fisher"
+    h, n = scores(model, torch.load(effects, weights_only=True), None, method, False)
+    k = round(fraction * d.n_layers * d.d_mlp)
+    return unit_groups(layout, select_units(h, n, d.n_heads, d.n_kv_heads, 0, k), d.d_head)
+
+
+def select_prune(model, layout, prep, originals: dict, args, out: Path, cache: dict) -> dict:  # type: ignore[no-untyped-def]
+    """The fraction of MLP neurons to prune before the gradient circuit's allocation (their
+    gate/up groups get width 0, their bits go to the rest), chosen on validation prompts (seed 2)
+    at the first budget by the score of :func:`select_weight`."""
+    path = out / "select_prune.json"
+    fracs = [float(x) for x in args.prune_select.split(",")]
+    for f in fracs:
+        for by in ("circuit", "fisher"):
+            if f and ("pruned", f, by) not in cache:
+                cache["pruned", f, by] = pruned_neurons(model, layout, Path(args.effects), f, by)
+    if path.exists():
+        return json.loads(path.read_text())
+    sets = {**evaluate.eval_sets(model, ("ioi",), args.ioi_prompts, 0, seed=2),
+            **evaluate.eval_sets(model, ("induction",), args.prompts, 0, seed=2)}  # fmt: skip
+    ship = {k: float(np.mean(v)) for k, v in measure(model, sets).items()}
+    bits, found = float(args.bits.split(",")[0]), {}
+    for f in fracs:
+        job = {"bits": bits, "method": "circuit", "protect": PROTECTED, "seed": 0,
+               "importance": "gradient", "quantizer": "rtn", "prune_neurons": f}  # fmt: skip
+        v = run_job(model, layout, prep, job, originals, sets, cache)["values"]
+        ioi, ind = float(np.mean(v["ioi"])), float(np.mean(v["induction"]))
+        found[f] = {"ioi": ioi, "induction": ind,
+                    "score": ioi / ship["ioi"] - (ind - ship["induction"]) / ship["induction"]}  # fmt: skip
+        log("validation prune fraction", f, found[f])
+    best = max(found, key=lambda k: found[k]["score"])
+    sel = {"fraction": best, "shipped": ship, "scores": {str(k): v for k, v in found.items()}}
+    path.write_text(json.dumps(sel, indent=1))
+    return sel
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bits", default="3.5,3.0,2.5")
@@ -255,6 +312,11 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--select", default="", help="task weights to choose from on validation "
                    "prompts (seed 2) for an extra 'circuit (gradient, selected)' run")  # fmt: skip
+    p.add_argument("--prune-select", default="", help="fractions of MLP neurons to prune before "
+                   "the gradient circuit's allocation, chosen on validation prompts (seed 2); adds "
+                   "a 'circuit (gradient) + pruned neurons' run at each budget")  # fmt: skip
+    p.add_argument("--effects", default="benchmarks/out/prune/effects.pt",
+                   help="bench_prune.py's removal effects (for --prune-select)")  # fmt: skip
     add_device_option(p)
     args = p.parse_args()
     device = pick_device(args.device)
@@ -274,7 +336,9 @@ def main() -> None:
         if "shipped" not in done:
             append(results, {"key": "shipped", "method": "shipped", "bits": None,
                              "effective_bits": None, "values": measure(model, sets)})  # fmt: skip
+        cpu = cpu_seconds()
         prep = prepare(model, layout, args, out)
+        log(f"preparation: {cpu_seconds() - cpu:.0f} CPU-s (0 when cached)")
         cache: dict = {}
         jobs = queue([float(b) for b in args.bits.split(",")])
         if args.select:
@@ -283,6 +347,15 @@ def main() -> None:
                 jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
                                 "seed": 0, "importance": "gradient", "quantizer": "rtn",
                                 "task_weight": w, "key": f"{float(b)}/circuit/selected/0/rtn"})  # fmt: skip
+        if args.prune_select:
+            f = select_prune(model, layout, prep, originals, args, out, cache)["fraction"]
+            for b in args.bits.split(",") if f else ():  # 0: the plain circuit row already runs
+                jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
+                                "seed": 0, "importance": "gradient", "quantizer": "rtn",
+                                "prune_neurons": f, "key": f"{float(b)}/circuit/pruned{f}/0/rtn"})  # fmt: skip
+                jobs.insert(1, {"bits": float(b), "method": "fisher", "protect": (), "seed": 0,
+                                "importance": "eap-ig", "quantizer": "rtn", "prune_neurons": f,
+                                "prune_by": "fisher", "key": f"{float(b)}/fisher/pruned{f}/0/rtn"})  # fmt: skip
         for job in jobs:
             if job["key"] in done_keys(results):
                 continue
@@ -295,7 +368,7 @@ def main() -> None:
                 f"ioi {np.mean(v['ioi']):.2f}",
                 f"ind {np.mean(v['induction']):.2f}",
                 f"lm {np.mean(v['lm']):.3f}",
-                row["seconds"],
+                f"{row['seconds']} s, {row['cpu_seconds']} CPU-s",
             )
     from compress_report import report  # the table, CIs and the Pareto plot
 

@@ -19,6 +19,15 @@ METHOD_ORDER = ("circuit", "uniform", "random", "awq", "fisher", "taylor", "laye
 N_BOOT = 2000
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (user + system)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of the mean, bootstrap over prompts (95%)."""
     rng = np.random.default_rng(seed)
@@ -39,6 +48,8 @@ def label(row: dict) -> str:
         m += ")" if protect == "ioi+induction" else f", {protect} only)"
         if "task_weight" in row:  # the weight chosen on validation prompts (bench --select)
             m = SELECTED
+    if row.get("prune_neurons"):  # bench --prune-select
+        m += f" + {row['prune_neurons']:.0%} neurons pruned"
     if row.get("quantizer") == "gptq":
         m += " + GPTQ"
     return m
@@ -56,6 +67,7 @@ def group_rows(rows: dict[str, dict], bits: float) -> dict[str, dict[str, np.nda
                         for t in TASKS}  # fmt: skip
         merged[name]["_bits"] = np.array([np.mean([r["effective_bits"] for r in runs])])
         merged[name]["_n"] = np.array([len(runs)])
+        merged[name]["_cpu"] = np.array([np.mean([r.get("cpu_seconds", np.nan) for r in runs])])
     same = (
         SELECTED in merged
         and "circuit (gradient)" in merged
@@ -76,18 +88,21 @@ def order(names: list[str]) -> list[str]:
 
 def results_table(g: dict[str, dict[str, np.ndarray]], shipped: dict | None) -> tuple[list, list]:
     header = ["method", "eff. bits", "IOI logit diff", "induction loss", "greater-than LD",
-              "SVA LD", "capitals LD", "held-out LM loss"]  # fmt: skip
+              "SVA LD", "capitals LD", "held-out LM loss", "CPU s/run"]  # fmt: skip
     rows = []
     if shipped:
         v = {t: np.asarray(shipped["values"][t]) for t in TASKS}
         rows.append(
-            ["as shipped (Q4_1)", "-"] + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS]
+            ["as shipped (Q4_1)", "-"]
+            + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS]
+            + [""]
         )
     for name in order(list(g)):
         v = g[name]
         n = f" ({int(v['_n'][0])} seeds)" if name == "random" else ""
+        cpu = "n/r" if np.isnan(v["_cpu"][0]) else f"{v['_cpu'][0]:.0f}"  # n/r: not recorded
         rows.append([name + n, f"{v['_bits'][0]:.3f}"]
-                    + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS])  # fmt: skip
+                    + [fmt(ci(v[t]), 3 if t == "lm" else 2) for t in TASKS] + [cpu])  # fmt: skip
     return header, rows
 
 
@@ -95,12 +110,17 @@ SELECTED = "circuit (gradient, validated weight)"
 MAIN = ("circuit (eap-ig)", "circuit (gradient)", SELECTED)
 
 
+def mains(g: dict) -> list[str]:
+    """The circuit rows compared against every baseline (with pruned neurons too, if run)."""
+    return [m for m in g if m in MAIN or (m.startswith("circuit") and "pruned" in m)]
+
+
 def paired_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list, dict]:
     """Each circuit variant minus each baseline (sign: positive = circuit better)."""
     header = ["circuit", "baseline", "IOI: circuit - baseline", "induction loss: baseline - "
               "circuit", "LM loss: baseline - circuit", "ahead on both (paired CI > 0, CIs apart)"]  # fmt: skip
     rows, ahead = [], {}
-    for main in [m for m in MAIN if m in g]:
+    for main in mains(g):
         c = g[main]
         others = [n for n in g if not n.startswith("circuit") and "GPTQ" not in n]
         for name in order(others):
@@ -135,7 +155,7 @@ def cross_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list]:
 
 def goals(g: dict[str, dict[str, np.ndarray]], shipped: dict | None, ahead: dict) -> list[str]:
     lines = []
-    for main in [m for m in MAIN if m in g and shipped]:
+    for main in [m for m in mains(g) if shipped]:
         c = g[main]
         ship_ioi = float(np.mean(shipped["values"]["ioi"]))  # type: ignore[index]
         ioi_ok = c["ioi"].mean() >= 0.8 * ship_ioi
@@ -185,7 +205,7 @@ def report(rows: dict[str, dict], out: Path, device: str) -> None:
                 points.setdefault(f"{name}:{t}", []).append(
                     (float(v["_bits"][0]), m, (hi - lo) / 2)
                 )
-        for main in [m for m in MAIN if m in g and "uniform" in g]:
+        for main in [m for m in mains(g) if "uniform" in g]:
             u, c = g["uniform"], g[main]
             ioi = (f"{c['ioi'].mean() / u['ioi'].mean():.2f}x" if u["ioi"].mean() > 0
                    else f"{c['ioi'].mean():.2f} vs {u['ioi'].mean():.2f} (no ratio: <= 0)")  # fmt: skip

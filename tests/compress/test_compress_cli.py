@@ -56,6 +56,19 @@ def test_existing_output_folder(folder: Path, tmp_path: Path) -> None:
     _one_line_error(r, "exists")
 
 
+def test_prune_neurons_cli(folder: Path, tmp_path: Path) -> None:
+    js = tmp_path / "p.json"
+    r = run("-m", str(folder), "--bits", "6", "--method", "fisher", "--group-size", "8",
+            "--calib-tokens", "64", "--seq-len", "16", "--prune-neurons", "0.25",
+            "--out", str(tmp_path / "p"), "--json", str(js))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    payload = json.loads(js.read_text())
+    assert payload["effective_bits"] <= 6.0 and payload["histogram"]["all"]["0"] > 0
+    r = run("-m", str(folder), "--bits", "6", "--method", "uniform", "--prune-neurons", "0.2",
+            "--out", str(tmp_path / "q"))  # fmt: skip
+    _one_line_error(r, "--prune-neurons works with the knapsack methods")
+
+
 def task_file(path: Path, doable: bool) -> Path:
     """Two prompts whose answer is the tiny model's most (doable) or least likely next token."""
     from mechscope import HookedModel

@@ -71,6 +71,13 @@ from mechscope.cli.common import load_model, quiet_option, write_json
     show_default=True,
     help="Fraction of heads and of MLP neurons to prune (structured; their bits go to the rest).",
 )
+@click.option(
+    "--prune-neurons",
+    default=0.0,
+    show_default=True,
+    help="Fraction of MLP neurons to prune by their removal Fisher (LM + protected tasks), "
+    "their bits going to the rest (not with --prune).",
+)
 @click.option("--seed", default=0, show_default=True)
 @quiet_option
 def compress(
@@ -90,6 +97,7 @@ def compress(
     lm_weight: float,
     corpus: str | None,
     prune: float,
+    prune_neurons: float,
     seed: int,
     quiet: bool,
 ) -> None:
@@ -105,6 +113,7 @@ def compress(
         bits=bits, protect=tasks, method=method, quantizer=quantizer, group_size=group_size,
         n_prompts=prompts, calib_tokens=calib_tokens, seq_len=seq_len, task_weight=task_weight,
         lm_weight=lm_weight, seed=seed, importance=importance, corpus=corpus, prune=prune,
+        prune_neurons=prune_neurons,
     )  # fmt: skip
     hooked = load_model(model, quiet=quiet)
     result = run(hooked, config, out=out, quiet=quiet)

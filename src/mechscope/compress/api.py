@@ -65,6 +65,7 @@ class CompressConfig:
     task_weight: float | None = None  # weight of the tasks' term (None: 0.1 eap-ig, 1.0 gradient)
     importance: str = "eap-ig"  # eap-ig: node scores on slices; gradient: the tasks' Fisher
     prune: float = 0.0  # fraction of heads and of MLP neurons to prune (structured)
+    prune_neurons: float = 0.0  # fraction of MLP neurons to prune by their removal Fisher
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +90,13 @@ class CompressConfig:
             if v < 1:
                 raise MechscopeError(f"{name} must be at least 1, got {v}")
         check_budget(self.bits, self.widths, self.group_size)
+        if not 0 <= self.prune_neurons < 1:
+            raise MechscopeError(f"--prune-neurons must be in [0, 1), got {self.prune_neurons}")
+        if self.prune_neurons and (self.prune or self.method in ("uniform", "shuffled")):
+            raise MechscopeError(
+                "--prune-neurons works with the knapsack methods and without --prune; "
+                "drop one of them"
+            )
 
 
 def check_budget(bits: float, widths: tuple[int, ...], group_size: int) -> None:
@@ -128,7 +136,8 @@ class CompressResult:
             idx = [i for i, n in enumerate(names) if label in ("all", n)]
             sel = torch.isin(kinds, torch.tensor(idx))
             w = self.widths[sel]
-            shown = (0, *self.config.widths) if self.config.prune else self.config.widths
+            pruning = self.config.prune or self.config.prune_neurons
+            shown = (0, *self.config.widths) if pruning else self.config.widths
             out[label] = {b: round(float((w == b).float().mean()), 4) for b in shown}
         return out
 
@@ -188,6 +197,32 @@ def task_terms(
     return task_importance(layout, scores, model.dims.d_head), {}, top
 
 
+def neuron_mask(
+    model: HookedModel, layout: Layout, config: CompressConfig, batches: list[Tensor],
+    tasks: dict[str, TaskBatch], quiet: bool,
+) -> Tensor:  # fmt: skip
+    """[group] bool: the gate/up groups (and whole down groups) of the ``prune_neurons`` fraction
+    of MLP neurons with the lowest removal score (:func:`prune.neuron_removal_score`: the LM
+    term, plus the protected tasks' terms for the task methods: each prompt's logit difference,
+    for ``induction`` each repeated-token sequence's loss)."""
+    from mechscope.compress.prune import neuron_removal_score, select_units, unit_groups
+
+    runs = []
+    for name, b in tasks.items():
+        if name == "induction":
+            rep = repeated_tokens(model, config.n_prompts, config.seed)
+            runs.append(lambda rep=rep: rep.losses(model.forward(rep.tokens)))
+        else:
+            runs.append(lambda b=b: logit_diff(model.forward(b.clean_tokens, b.clean_mask), b))
+    score = neuron_removal_score(model, batches, runs, config.lm_weight,
+                                 float(config.task_weight or 0), quiet=quiet)  # fmt: skip
+    d = model.dims
+    k = round(config.prune_neurons * score.numel())
+    no_heads = torch.zeros(d.n_layers, d.n_heads)
+    units = select_units(no_heads, score, d.n_heads, d.n_kv_heads, 0, k)
+    return unit_groups(layout, units, d.d_head)
+
+
 def plan(
     model: HookedModel,
     config: CompressConfig,
@@ -203,7 +238,7 @@ def plan(
     clean = {n: evaluate(model, b).clean_mean for n, b in tasks.items()}
     need = NEEDS.get(config.method)
     batches = list(calib) if calib is not None else None
-    if batches is None and (need or config.quantizer == "gptq"):
+    if batches is None and (need or config.quantizer == "gptq" or config.prune_neurons):
         batches = calibration(model, config)
     act, hess, fisher, grad = None, {}, None, None
     if need == "act" or config.quantizer == "gptq":
@@ -218,9 +253,12 @@ def plan(
         ref = config.widths.index(3) if 3 in config.widths else 0
         tables["task"] = sum(normalised(tables.pop(k), ref) for k in extra)  # type: ignore[assignment]
     d = model.dims
+    pruned = None
+    if config.prune_neurons:
+        pruned = neuron_mask(model, layout, config, batches or [], tasks, quiet)
     inputs = Inputs(layout, config.widths, config.bits, tables, task, config.seed,
                     config.lm_weight, float(config.task_weight or 0), config.importance,
-                    config.prune, (d.n_heads, d.n_kv_heads, d.d_head))  # fmt: skip
+                    config.prune, (d.n_heads, d.n_kv_heads, d.d_head), pruned)  # fmt: skip
     widths = METHODS[config.method](inputs)
     result = CompressResult(config, layout, widths, None, clean, top,
                             time.perf_counter() - start)  # fmt: skip

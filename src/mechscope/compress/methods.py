@@ -50,6 +50,7 @@ class Inputs:
     importance: str = "eap-ig"  # eap-ig: node scores on slices; gradient: the tasks' Fisher
     prune: float = 0.0  # fraction of heads and of neurons to prune (structured), see .prune
     heads: tuple[int, int, int] | None = None  # (n_heads, n_kv_heads, d_head), for pruning
+    pruned: Tensor | None = None  # [group] bool chosen elsewhere (prune.unit_groups): width 0
 
     @property
     def budget(self) -> int:
@@ -63,11 +64,14 @@ class Inputs:
 def knapsack(inp: Inputs, loss: Tensor) -> Tensor:
     """Widths minimising ``loss [group width]`` within the budget; with ``inp.prune`` the
     pruned heads' and neurons' groups take width 0 and their bits go to the others."""
-    if not inp.prune:
+    if inp.pruned is not None:
+        pruned = inp.pruned
+    elif not inp.prune:
         return torch.tensor(inp.widths)[allocate(loss, inp.costs, inp.budget).choice]
-    if inp.heads is None:
+    elif inp.heads is None:
         raise MechscopeError("pruning needs the model's head dims (Inputs.heads)")
-    pruned = prune_groups(inp.layout, loss[:, _reference(inp)], *inp.heads, inp.prune)
+    else:
+        pruned = prune_groups(inp.layout, loss[:, _reference(inp)], *inp.heads, inp.prune)
     widths = torch.zeros(inp.layout.n_groups, dtype=torch.long)
     alloc = allocate(loss[~pruned], inp.costs, inp.budget)
     widths[~pruned] = torch.tensor(inp.widths)[alloc.choice]
