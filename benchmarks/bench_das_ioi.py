@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--scan", default="12,16,20,22,24,26,28")
     parser.add_argument("--site-layer", type=int, default=None)
     parser.add_argument("--control-layer", type=int, default=None)
+    parser.add_argument("--control-k", default=None, help="k values to train at the control layer "
+                        "(default: every --k)")  # fmt: skip
     parser.add_argument("--cache", default="/work/cache/causal")
     parser.add_argument("--json")
     add_device_option(parser)
@@ -151,7 +153,10 @@ def main() -> None:
             row["pca"] = summary(iia(model, test, f"blocks.{site}.hook_resid_pre", "last",
                                      diff_pca(model, train, site, k)))  # fmt: skip
             show(f"top-{k} difference PCA (fixed), entering layer {site}", row["pca"])
-        runs = [("das", site)] + ([("das_control", control)] if control >= 0 else [])
+        at_control = control >= 0 and (
+            args.control_k is None or str(k) in args.control_k.split(",")
+        )
+        runs = [("das", site)] + ([("das_control", control)] if at_control else [])
         for name, layer in runs:
             start = time.process_time()
             row[name] = trained(model, train, test, layer, k, args)
