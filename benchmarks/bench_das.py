@@ -62,6 +62,8 @@ def ground_truth() -> None:
         b = train_das(model, train, test, "blocks.1.hook_resid_pre", [right],
                       DASConfig(k=8, steps=150, boundless=True))  # fmt: skip
         print(f"  boundless DAS from k=8: learned k={b.k}, IIA {fmt(b.test_correct)}")
+        rand = iia(model, test, "blocks.1.hook_resid_pre", [right], random_basis(32, b.k, seed=0))
+        print(f"  random {b.k}-d subspace at the right site: IIA {fmt(rand)}")
 
 
 def parity(

@@ -13,7 +13,8 @@ from a source run makes the model output the high-level causal model's counterfa
    (:meth:`HookedModel.run_from`), elsewhere the whole base forward runs with a hook;
 3. boundless DAS (Wu et al. 2023, "Interpretability at scale") learns the subspace size too:
    coordinate ``i`` of the rotated space is swapped by a soft mask
-   ``m_i = sigmoid((b d - i) / t)`` with the boundary ``b`` in ``(0, 1]`` learned, the
+   ``m_i = sigmoid((b d - i - 0.5) / t)`` with the boundary ``b = (1 + (d - 1) sigmoid(r)) / d``
+   in ``[1/d, 1]`` learned through ``r`` (at least one coordinate, a gradient everywhere), the
    temperature ``t`` annealed from 50 to 0.1, and a penalty ``size_weight * b`` on the loss;
 4. IIA is the fraction of held-out pairs whose intervened argmax is the label.
 """
@@ -69,7 +70,11 @@ class Rotation(nn.Module):
             linear.weight.copy_(q)
         self.linear = nn.utils.parametrizations.orthogonal(linear)
         self.d, self.k, self.boundless = d, k, boundless
-        self.boundary = nn.Parameter(torch.tensor(k / d)) if boundless else None
+        # boundless: the boundary b = (1 + (d - 1) sigmoid(raw)) / d lies in [1/d, 1] with a
+        # gradient everywhere (see ``mask``); ``raw`` starts where b = k / d
+        start_b = min(max((k - 1) / max(d - 1, 1), 1e-4), 1 - 1e-4)
+        raw = torch.logit(torch.tensor(start_b))
+        self.boundary = nn.Parameter(raw) if boundless else None
         self.temperature = 50.0
 
     @property
@@ -86,11 +91,17 @@ class Rotation(nn.Module):
             return self.k
         return max(1, int((self.mask() > 0.5).sum()))
 
-    def mask(self) -> Tensor:
+    def fraction(self) -> Tensor:
+        """Boundless: the boundary as a fraction of ``d``, at least one coordinate."""
         assert self.boundary is not None
+        return (1 + (self.d - 1) * torch.sigmoid(self.boundary)) / self.d
+
+    def mask(self) -> Tensor:
+        """``m_i = sigmoid((b d - i - 0.5) / t)``: coordinate 0 is kept (``b d >= 1``) and never
+        fades out, however hard the size penalty pushes (a clamped boundary used to get stuck below
+        its floor with no gradient, and the annealed mask then switched off every coordinate)."""
         i = torch.arange(self.d, dtype=self.weight.dtype)
-        b = self.boundary.clamp(1e-3, 1.0) * self.d
-        return torch.sigmoid((b - i - 0.5) / self.temperature)
+        return torch.sigmoid((self.fraction() * self.d - i - 0.5) / self.temperature)
 
     def forward(self, base: Tensor, source: Tensor) -> Tensor:
         """``base [... d]`` with the subspace taken from ``source``."""
@@ -290,7 +301,7 @@ def _fit(run: Runner, rot: Rotation, config: DASConfig, quiet: bool) -> list[flo
             logits = run.logits(index, rot)
             loss = nn.functional.cross_entropy(logits.float(), run.data.label[index])
             if rot.boundary is not None:
-                loss = loss + config.size_weight * rot.boundary.clamp(1e-3, 1.0)
+                loss = loss + config.size_weight * rot.fraction()
             opt.zero_grad()
             loss.backward()
             opt.step()
