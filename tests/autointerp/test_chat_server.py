@@ -131,7 +131,7 @@ def test_simulation_reads_the_servers_log_probabilities(server_url: str) -> None
 
     feature = planted_examples()[0]
     assert feature.meta["truth"] == "digits"
-    data = split(feature, n_score=2)
+    data = split(feature, n_score=6)  # the 135M model writes "10" (no single digit) on some
     judge = LLMJudge(OpenAIBackend(server_url, model="smollm2", concurrency=2, timeout=600))
     sims = judge.simulate("digits", [e.tokens for e in data.activating])
     read = [s for s in sims if s.error is None and s.from_logprobs > 0]
