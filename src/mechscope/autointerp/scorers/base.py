@@ -16,8 +16,9 @@ import numpy as np
 
 from mechscope.autointerp.backend import Reply
 from mechscope.autointerp.judges import Judge
+from mechscope.autointerp.metrics import auroc, balanced_accuracy
 
-__all__ = ["Score", "ScoreContext", "failed", "per_call", "shuffled_ask"]
+__all__ = ["Score", "ScoreContext", "ask_yes_no", "failed", "need"]
 
 T = TypeVar("T")
 
@@ -54,22 +55,34 @@ def failed(replies: Sequence[Reply]) -> Score | None:
     return Score(None, f"{len(errors)} of {len(replies)} answers failed; first: {errors[0]}")
 
 
-def shuffled_ask(
-    ask: Callable[[list[T]], list[Reply]], items: Sequence[T], rng: np.random.Generator
-) -> list[Reply]:
-    """``ask(items)`` with the items in a random order, the replies put back in the items' order:
-    a judge call of several windows then mixes activating windows with the others."""
-    order = rng.permutation(len(items))
-    replies = ask([items[i] for i in order])
-    out: list[Reply] = [Reply(error="not asked")] * len(items)
+def ask_yes_no(
+    ask: Callable[[list[T]], list[Reply]],
+    items: Sequence[T],
+    labels: Sequence[bool],
+    ctx: ScoreContext,
+    stream: int,
+) -> Score:
+    """``ask(items)`` with the items in a random order (``ctx.rng(stream)``), so that a judge call
+    of several windows mixes the two kinds; the score is the AUROC of P(yes) for the ``True``
+    labels against the others, ``balanced_accuracy`` thresholds P(yes) at 0.5. A failed answer
+    makes the score that failure."""
+    order = ctx.rng(stream).permutation(len(items))
+    asked = ask([items[i] for i in order])
+    replies: list[Reply] = [Reply(error="not asked")] * len(items)
     for position, i in enumerate(order):
-        out[int(i)] = replies[position]
-    return out
-
-
-def per_call(ctx: ScoreContext) -> int:
-    """Windows per judge call (1 for judges that have no such setting)."""
-    return int(getattr(ctx.judge, "per_call", 1))
+        replies[int(i)] = asked[position]
+    bad = failed(replies)
+    if bad:
+        return bad
+    p = [r.p_yes for r in replies]
+    return Score(
+        auroc(p, labels),
+        details={
+            "balanced_accuracy": balanced_accuracy([x > 0.5 for x in p], labels),
+            "n": len(p),
+            "per_call": int(getattr(ctx.judge, "per_call", 1)),  # 1 for judges without it
+        },
+    )
 
 
 def need(data_ok: bool, what: str) -> Score | None:

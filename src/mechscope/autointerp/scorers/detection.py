@@ -10,16 +10,8 @@ two kinds; the order does not change a one-window-per-call score.
 
 from __future__ import annotations
 
-from mechscope.autointerp.metrics import auroc, balanced_accuracy
 from mechscope.autointerp.records import Split
-from mechscope.autointerp.scorers.base import (
-    Score,
-    ScoreContext,
-    failed,
-    need,
-    per_call,
-    shuffled_ask,
-)
+from mechscope.autointerp.scorers.base import Score, ScoreContext, ask_yes_no, need
 
 
 def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
@@ -28,16 +20,4 @@ def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
     missing = need(bool(data.activating and data.negative), "activating and negative windows")
     if missing:
         return missing
-    replies = shuffled_ask(lambda w: ctx.judge.detect(explanation, w), windows, ctx.rng(3))
-    bad = failed(replies)
-    if bad:
-        return bad
-    p = [r.p_yes for r in replies]
-    return Score(
-        auroc(p, labels),
-        details={
-            "balanced_accuracy": balanced_accuracy([x > 0.5 for x in p], labels),
-            "n": len(p),
-            "per_call": per_call(ctx),
-        },
-    )
+    return ask_yes_no(lambda w: ctx.judge.detect(explanation, w), windows, labels, ctx, 3)

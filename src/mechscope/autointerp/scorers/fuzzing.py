@@ -10,16 +10,8 @@ more often than chance.
 
 from __future__ import annotations
 
-from mechscope.autointerp.metrics import auroc, balanced_accuracy
 from mechscope.autointerp.records import Split
-from mechscope.autointerp.scorers.base import (
-    Score,
-    ScoreContext,
-    failed,
-    need,
-    per_call,
-    shuffled_ask,
-)
+from mechscope.autointerp.scorers.base import Score, ScoreContext, ask_yes_no, need
 
 
 def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
@@ -40,16 +32,4 @@ def score(explanation: str, data: Split, ctx: ScoreContext) -> Score:
     missing = need(bool(items), "activating windows with non-activating tokens")
     if missing:
         return missing
-    replies = shuffled_ask(lambda i: ctx.judge.fuzz(explanation, i), items, ctx.rng(2))
-    bad = failed(replies)
-    if bad:
-        return bad
-    p = [r.p_yes for r in replies]
-    return Score(
-        auroc(p, labels),
-        details={
-            "balanced_accuracy": balanced_accuracy([x > 0.5 for x in p], labels),
-            "n": len(p),
-            "per_call": per_call(ctx),
-        },
-    )
+    return ask_yes_no(lambda i: ctx.judge.fuzz(explanation, i), items, labels, ctx, 2)
