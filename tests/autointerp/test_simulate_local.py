@@ -34,3 +34,13 @@ def test_local_expected_digits_match_a_plain_forward() -> None:
     expected = float((p * torch.tensor(SCALE, dtype=p.dtype)).sum() / p.sum())
     assert sim.values[0] == pytest.approx(expected, abs=1e-4)
     assert sim.values[0] != float(digit)  # the expectation, not the written digit
+
+
+def test_local_generate_without_log_probabilities() -> None:
+    """The explainer's call (no ``top_logprobs``): generation asks for no scores, and the reply
+    is text without candidates (it failed with a TypeError when the scores were read anyway)."""
+    from mechscope.autointerp.local import LocalBackend
+
+    backend = LocalBackend("smollm2-135m")
+    reply = backend.generate([[{"role": "user", "content": "Name a river."}]], 8)[0]
+    assert reply.error is None and reply.text and reply.logprobs is None, reply

@@ -99,16 +99,14 @@ class LocalBackend:
             new = out.sequences[:, enc["input_ids"].shape[1] :]
             for b, (i, row) in enumerate(zip(idx, new, strict=True)):
                 text = self.tokenizer.decode(row, skip_special_tokens=True).strip()
-                lp = self._logprobs(row, [s[b] for s in out.scores], top_logprobs)
-                replies[i] = Reply(text, logprobs=lp if top_logprobs else None)
+                lp = self._logprobs(row, [s[b] for s in out.scores], top_logprobs) if top_logprobs else None  # fmt: skip
+                replies[i] = Reply(text, logprobs=lp)
         return replies
 
     def _logprobs(
         self, row: torch.Tensor, scores: list[torch.Tensor], k: int
-    ) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...] | None:
+    ) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
         """(token, candidates) per generated token up to the end of the reply."""
-        if not k:
-            return None
         special = set(self.tokenizer.all_special_ids)
         steps = []
         for token, logits in zip(row.tolist(), scores, strict=False):
