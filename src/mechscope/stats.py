@@ -8,6 +8,10 @@ Every function takes a ``seed`` so each interval is reproducible.
 - :func:`permutation_pvalue`: how often a mean difference at least as large as the observed one
   arises when the labels "finding" / "control" are shuffled (two-sided, with the +1 correction of
   Phipson and Smyth 2010, so p is never 0); the paired form flips signs of per-prompt differences;
+- :func:`signflip_pvalues`: the paired test for every cell of a finding at once (a patching
+  heatmap ``[prompt layer pos]`` minus its unpatched run gets a heatmap of p-values), exact when
+  all ``2^n`` sign patterns fit in the budget; :func:`bh_adjust` turns a table of p-values into
+  Benjamini-Hochberg q-values (the false-discovery rate over the table's cells);
 - :func:`auroc`: the area under the ROC curve of positive against negative scores (ties one
   half), shared by the anomaly detectors, the autointerp scorers and the crosscoder checks;
 - :func:`bootstrap_jaccard`: circuit stability (Méloux et al. 2025, arXiv 2510.00845): select a
@@ -77,23 +81,65 @@ def permutation_pvalue(
     """Two-sided p-value that ``finding`` and ``control`` have the same mean.
 
     ``paired=True`` (or no control: a test of mean zero) flips the signs of the per-prompt
-    differences; otherwise the pooled values are shuffled between the two groups.
+    differences (:func:`signflip_pvalues`); otherwise the pooled values are shuffled between the
+    two groups.
     """
     a = _array(finding, "finding").reshape(len(finding), -1).mean(1)
-    rng = np.random.default_rng(seed)
     if control is None or paired:
         diff = a if control is None else a - _array(control, "control").reshape(len(a), -1).mean(1)
-        observed = abs(diff.mean())
-        signs = rng.choice([-1.0, 1.0], size=(n_perm, len(diff)))
-        null = np.abs((signs * diff).mean(1))
-    else:
-        b = _array(control, "control").reshape(len(control), -1).mean(1)
-        pooled, k = np.concatenate([a, b]), len(a)
-        observed = abs(a.mean() - b.mean())
-        perms = np.stack([rng.permutation(len(pooled)) for _ in range(n_perm)])
-        shuffled = pooled[perms]
-        null = np.abs(shuffled[:, :k].mean(1) - shuffled[:, k:].mean(1))
+        return float(signflip_pvalues(diff, n_perm=n_perm, seed=seed))
+    rng = np.random.default_rng(seed)
+    b = _array(control, "control").reshape(len(control), -1).mean(1)
+    pooled, k = np.concatenate([a, b]), len(a)
+    observed = abs(a.mean() - b.mean())
+    perms = np.stack([rng.permutation(len(pooled)) for _ in range(n_perm)])
+    shuffled = pooled[perms]
+    null = np.abs(shuffled[:, :k].mean(1) - shuffled[:, k:].mean(1))
     return float((1 + np.sum(null >= observed - 1e-12)) / (n_perm + 1))
+
+
+def signflip_pvalues(diff: ArrayLike, *, n_perm: int = 2000, seed: int = 0) -> Any:
+    """Two-sided paired permutation p-values that the mean of ``diff`` ``[prompt ...]`` is zero,
+    one per trailing cell (a float for 1-D ``diff``).
+
+    ``diff`` is each prompt's finding minus its control (a patched run minus the unpatched one):
+    under the null the two labels are exchangeable within a prompt, so each prompt's sign is
+    flipped at random, the same flips for every cell. With ``2^n <= n_perm`` every pattern is
+    enumerated and p is exact (the observed pattern is one of them); otherwise ``n_perm`` seeded
+    patterns with the +1 correction. A cell with a NaN (a slice not patched) gets NaN.
+    """
+    arr = _array(diff, "differences")
+    flat = arr.reshape(arr.shape[0], -1)
+    n = flat.shape[0]
+    if 2**n <= n_perm:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+        signs, extra = 1.0 - 2.0 * bits, 0
+    else:
+        signs, extra = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, n)), 1
+    observed = np.abs(flat.mean(0))
+    null = np.abs(signs @ np.nan_to_num(flat)) / n
+    hits = np.sum(null >= observed * (1 - 1e-9) - 1e-12, axis=0)
+    p = (hits + extra) / (len(signs) + extra)
+    p = np.where(np.isnan(flat).any(0), np.nan, p)
+    return float(p[0]) if arr.ndim == 1 else p.reshape(arr.shape[1:])
+
+
+def bh_adjust(pvalues: ArrayLike) -> Any:
+    """Benjamini-Hochberg q-values of a table of p-values (any shape; NaN cells are left out and
+    stay NaN): the smallest false-discovery rate at which each cell would be called."""
+    p = np.asarray(pvalues, dtype=float)
+    flat = p.ravel()
+    ok = ~np.isnan(flat)
+    q = np.full_like(flat, np.nan)
+    vals = flat[ok]
+    if vals.size:
+        order = np.argsort(vals)
+        ranked = vals[order] * vals.size / np.arange(1, vals.size + 1)
+        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+        out = np.empty_like(vals)
+        out[order] = np.minimum(ranked, 1.0)
+        q[ok] = out
+    return q.reshape(p.shape)
 
 
 def auroc(pos: ArrayLike, neg: ArrayLike) -> float:

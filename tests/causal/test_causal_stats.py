@@ -55,3 +55,30 @@ def test_bootstrap_jaccard() -> None:
     # the edge chosen is the resample's most frequent prompt: unstable
     loose = bootstrap_jaccard(lambda idx: {int(np.bincount(idx).argmax())}, 20, n_boot=8)
     assert loose["mean_jaccard"] < 0.5
+
+
+def test_signflip_pvalues_exact_and_sampled() -> None:
+    from mechscope.stats import signflip_pvalues
+
+    # 3 prompts, all positive: 2 of the 8 sign patterns (all + and all -) reach |mean|
+    assert signflip_pvalues([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)
+    # one cell per column; a NaN cell (a slice not patched) stays NaN
+    table = np.array([[1.0, 0.5, np.nan], [2.0, -0.5, 1.0], [3.0, 0.5, 1.0]])
+    p = signflip_pvalues(table)
+    assert p[0] == pytest.approx(0.25) and p[1] == pytest.approx(1.0) and np.isnan(p[2])
+    # 40 prompts exceed the exact budget: seeded sampling with the +1 floor
+    rng = np.random.default_rng(1)
+    far = rng.normal(3, 0.1, 40)
+    assert signflip_pvalues(far, n_perm=99) == pytest.approx(0.01)
+    assert signflip_pvalues(far, n_perm=99, seed=2) == signflip_pvalues(far, n_perm=99, seed=2)
+    assert signflip_pvalues(rng.normal(0, 1, 40)) > 0.05
+
+
+def test_bh_adjust_matches_the_step_up_rule() -> None:
+    from mechscope.stats import bh_adjust
+
+    q = bh_adjust(np.array([[0.01, 0.04], [0.03, np.nan]]))
+    # m = 3: sorted 0.01, 0.03, 0.04 -> 0.03, 0.045, 0.04 -> monotone from the top: 0.03, 0.04, 0.04
+    np.testing.assert_allclose(q[0], [0.03, 0.04])
+    assert q[1, 0] == pytest.approx(0.04) and np.isnan(q[1, 1])
+    assert bh_adjust([0.9, 0.95]).max() <= 1.0

@@ -8,7 +8,7 @@ import torch
 from mechscope.attribution import direct_logit_attribution
 from mechscope.models.hooked import HookedModel
 from mechscope.models.tiny import tiny_model
-from mechscope.stats import bootstrap_ci
+from mechscope.stats import bootstrap_ci, signflip_pvalues
 from mechscope.tasks.base import TaskBatch
 
 
@@ -26,3 +26,7 @@ def test_dla_top_heads_carry_bootstrap_intervals() -> None:
         per_prompt = result.heads[h["layer"], h["head"]]
         assert h["ci"] == pytest.approx(list(bootstrap_ci(per_prompt)))
         assert h["ci"][0] <= h["dla"] <= h["ci"][1]
+        assert h["p"] == pytest.approx(signflip_pvalues(per_prompt.numpy()))
+        # the interval and the test agree: an interval away from 0 comes with a small p
+        if h["ci"][0] > 0 or h["ci"][1] < 0:
+            assert h["p"] < 0.1

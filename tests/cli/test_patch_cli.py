@@ -51,6 +51,11 @@ def test_patch_ci(tiny_folder: Path, task_file: Path, tmp_path) -> None:
     for lo, v, hi in zip(data["ci_low"][1], data["values"][1], data["ci_high"][1]):
         assert lo - 1e-5 <= v <= hi + 1e-5
     assert " [" in result.stdout  # the printed top effects carry their intervals
+    assert "  p " in result.stdout  # and their p-values
+    p, q = data["pvalue"], data["qvalue"]
+    assert len(p) == len(data["values"]) and len(p[1]) == len(data["values"][1])
+    flat = [(a, b) for ra, rb in zip(p, q) for a, b in zip(ra, rb) if a is not None]
+    assert flat and all(0 < a <= 1 and a - 1e-9 <= b <= 1 for a, b in flat)  # q >= p (BH)
     bad = run("patch", "-m", str(tiny_folder), "-t", str(task_file), "--sweep", "attn_head",
               "--method", "attribution", "--ci", "0.9", "-q")  # fmt: skip
     assert bad.exit_code == 2 and "--ci needs --method exact" in bad.stderr

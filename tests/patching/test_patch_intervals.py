@@ -70,3 +70,35 @@ def test_ci_of_a_layer_subset_and_without_prompts(setup: tuple) -> None:
     assert lo[0].isnan().all() and not lo[1].isnan().any() and not hi[1].isnan().any()
     with pytest.raises(MechscopeError, match="at least 2 prompts"):
         patch(model, clean[:1], corrupt[:1], logit_diff, "resid_pre").ci()
+
+
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_pvalues_are_the_exact_sign_flip_test(setup: tuple, direction: str) -> None:
+    """5 prompts: all 32 sign patterns of each cell's per-prompt (patched - unpatched) difference
+    are enumerated by hand; p is the share whose |mean| reaches the observed one."""
+    model, clean, corrupt = setup
+    r = patch(model, clean, corrupt, logit_diff, "attn_head", direction=direction)
+    p = r.pvalues()
+    assert p.shape == r.values.shape
+    base = (r.prompt_corrupt if direction == "denoise" else r.prompt_clean).double()
+    diff = r.per_prompt.double() - base  # [layer head prompt]
+    signs = torch.tensor(
+        [[1.0 - 2.0 * ((m >> i) & 1) for i in range(5)] for m in range(32)], dtype=torch.float64
+    )
+    null = (diff @ signs.T).abs() / 5  # [layer head pattern]
+    observed = diff.mean(-1).abs()
+    want = (null >= observed[..., None] * (1 - 1e-9) - 1e-12).double().mean(-1)
+    torch.testing.assert_close(p.double(), want, atol=1e-6, rtol=0)
+    assert float(p.min()) >= 1 / 32 - 1e-9  # the observed pattern is always one of them
+    # a slice that changes nothing for any prompt (patching a run into itself) has p = 1
+    same = patch(model, clean, clean, logit_diff, "attn_head", direction=direction)
+    assert bool((same.pvalues() == 1).all())
+
+
+def test_pvalues_need_per_prompt_values(setup: tuple) -> None:
+    from dataclasses import replace
+
+    model, clean, corrupt = setup
+    r = replace(patch(model, clean, corrupt, logit_diff, "resid_pre"), per_prompt=None)
+    with pytest.raises(MechscopeError, match="no interval or p-value"):
+        r.pvalues()

@@ -94,8 +94,10 @@ class DLAResult:
 
         ``per_prompt=False``: every field is the mean over prompts (its ``batch`` axis dropped,
         ``pos`` omitted), plus ``total`` (the sum of components) and ``top_heads``
-        (``{"layer", "head", "dla", "ci"}`` of the 10 heads of largest mean |DLA|; ``ci`` is the
-        95% bootstrap interval over prompts, :func:`mechscope.stats.bootstrap_ci`).
+        (``{"layer", "head", "dla", "ci", "p"}`` of the 10 heads of largest mean |DLA|; ``ci`` is
+        the 95% bootstrap interval over prompts, :func:`mechscope.stats.bootstrap_ci`, and ``p``
+        the two-sided sign-flip permutation p-value that the head's mean contribution is zero,
+        :func:`mechscope.stats.signflip_pvalues`; both None for one prompt).
         """
         axes = {k: list(v) if per_prompt else list(v[:-1]) for k, v in self.axes.items()}
         out: dict[str, Any] = {"axes": axes}
@@ -107,17 +109,20 @@ class DLAResult:
         if not per_prompt:
             out["total"] = float(self.total().mean())
             out["top_heads"] = [
-                {"layer": layer, "head": head, "dla": v, "ci": _ci(self.heads[layer, head])}
+                {"layer": layer, "head": head, "dla": v, **_stats(self.heads[layer, head])}
                 for layer, head, v in self.top_heads()
             ]
         return out
 
 
-def _ci(values: Tensor) -> list[float] | None:
-    """95% bootstrap interval of the mean over prompts (seeded); None for one prompt."""
-    from mechscope.stats import bootstrap_ci
+def _stats(values: Tensor) -> dict[str, Any]:
+    """95% bootstrap interval of the mean over prompts and the sign-flip p-value of mean zero
+    (both seeded); None for one prompt."""
+    from mechscope.stats import bootstrap_ci, signflip_pvalues
 
-    return list(bootstrap_ci(values)) if values.numel() > 1 else None
+    if values.numel() < 2:
+        return {"ci": None, "p": None}
+    return {"ci": list(bootstrap_ci(values)), "p": signflip_pvalues(values)}
 
 
 def read_positions(tokens: Tensor, attention_mask: Tensor | None, pos: Tensor | None) -> Tensor:

@@ -51,4 +51,7 @@ def dla(
         Path(html_out).write_text(page)
     click.echo(f"logit diff {payload['logit_diff']:.3f} = sum of components {payload['total']:.3f}")
     for h in payload["top_heads"]:
-        click.echo(f"  L{h['layer']}H{h['head']:<3d} {h['dla']: .3f}")
+        stats = "" if h["ci"] is None else (
+            f"  [{h['ci'][0]:.3f}, {h['ci'][1]:.3f}]  p {h['p']:.3g}"
+        )  # fmt: skip
+        click.echo(f"  L{h['layer']}H{h['head']:<3d} {h['dla']: .3f}{stats}")

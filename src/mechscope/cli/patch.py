@@ -37,8 +37,9 @@ SWEEP_NAMES = [
     "ci_level",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=None,
-    help="Add bootstrap intervals over prompts at this level (e.g. 0.95) to the JSON and the "
-    "printed top effects (exact method).",
+    help="Add bootstrap intervals over prompts at this level (e.g. 0.95), paired permutation "
+    "p-values against the unpatched run and their Benjamini-Hochberg q-values to the JSON and "
+    "the printed top effects (exact method).",
 )
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a heatmap here.")
@@ -81,14 +82,24 @@ def patch(
         "metric": metric,
         "pos_labels": hooked.to_str_tokens(batch.clean_tokens[0]),
     }
-    bounds = None
+    bounds = pvalues = None
     if ci_level is not None:
+        import torch
+
+        from mechscope.patching.result import _json_list
+        from mechscope.stats import bh_adjust
+
         bounds = result.ci(level=ci_level, seed=seed)
-        payload.update(ci_level=ci_level, ci_low=bounds[0].tolist(), ci_high=bounds[1].tolist())
+        pvalues = result.pvalues(seed=seed)
+        qvalues = torch.as_tensor(bh_adjust(pvalues.numpy()), dtype=torch.float32)
+        payload.update(
+            ci_level=ci_level, ci_low=bounds[0].tolist(), ci_high=bounds[1].tolist(),
+            pvalue=_json_list(pvalues), qvalue=_json_list(qvalues),
+        )  # fmt: skip
     write_json(json_out, payload)
     if html_out:
         _write_html(html_out, payload)
-    _print_top(result, bounds=bounds)
+    _print_top(result, bounds=bounds, pvalues=pvalues)
 
 
 def _write_html(path: str, payload: dict[str, Any]) -> None:
@@ -111,7 +122,7 @@ def _write_html(path: str, payload: dict[str, Any]) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
-def _print_top(result: Any, k: int = 10, bounds: Any = None) -> None:
+def _print_top(result: Any, k: int = 10, bounds: Any = None, pvalues: Any = None) -> None:
     click.echo(
         f"{result.sweep} ({result.method}, {result.direction}): "
         f"clean {result.clean:.3f}, corrupted {result.corrupt:.3f}"
@@ -123,5 +134,6 @@ def _print_top(result: Any, k: int = 10, bounds: Any = None) -> None:
             cell = tuple(where.values())
             interval = (
                 f"  raw {result.values[cell]:.3f} [{bounds[0][cell]:.3f}, {bounds[1][cell]:.3f}]"
+                f"  p {pvalues[cell]:.3g}"
             )
         click.echo(f"  {text:30s} {value: .3f}{interval}")

@@ -29,7 +29,8 @@ class PatchResult:
         method: how ``values`` were obtained (``"exact"``: one patched run per slice).
         per_prompt: the metric of every prompt on each patched run, ``[*axes, prompt]``, with
             the unpatched runs' per-prompt ``prompt_clean`` and ``prompt_corrupt`` ``[prompt]``
-            (None when the method gives only means): what :meth:`ci` resamples.
+            (None when the method gives only means): what :meth:`ci` resamples and
+            :meth:`pvalues` tests.
     """
 
     sweep: str
@@ -64,10 +65,7 @@ class PatchResult:
         from resampling the prompts with replacement (:func:`mechscope.stats.bootstrap_ci`)."""
         from mechscope.stats import bootstrap_ci
 
-        if self.per_prompt is None or self.prompt_clean is None or self.prompt_corrupt is None:
-            raise MechscopeError(
-                f"{self.method} {self.sweep} keeps no per-prompt values: no interval"
-            )
+        self._need_prompts()
         shape = self.values.shape
         rows = self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).T.double().numpy()
         ends = torch.stack([self.prompt_clean, self.prompt_corrupt], 1).double().numpy()
@@ -81,6 +79,28 @@ class PatchResult:
 
         lo, hi = bootstrap_ci(table, level=level, n_boot=n_boot, seed=seed, stat=stat)
         return _shaped(lo, shape), _shaped(hi, shape)
+
+    def pvalues(self, n_perm: int = 2000, seed: int = 0) -> torch.Tensor:
+        """Two-sided paired permutation p-value of every slice, shaped like ``values``: does
+        patching it move the metric away from the unpatched run it was patched into (the
+        corrupted run for ``denoise``, the clean run for ``noise``)? The control is that run,
+        prompt by prompt; the shuffle swaps the labels "patched" / "unpatched" within prompts
+        (:func:`mechscope.stats.signflip_pvalues`; exact for up to 10 prompts at the default
+        budget). :func:`mechscope.stats.bh_adjust` gives the false-discovery rate over the map."""
+        from mechscope.stats import signflip_pvalues
+
+        self._need_prompts()
+        base = self.prompt_corrupt if self.direction == "denoise" else self.prompt_clean
+        cells = self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).T.double()
+        diff = (cells - base.double()[:, None]).numpy()
+        p = signflip_pvalues(diff, n_perm=n_perm, seed=seed)
+        return _shaped(p, self.values.shape)
+
+    def _need_prompts(self) -> None:
+        if self.per_prompt is None or self.prompt_clean is None or self.prompt_corrupt is None:
+            raise MechscopeError(
+                f"{self.method} {self.sweep} keeps no per-prompt values: no interval or p-value"
+            )
 
     def top(self, k: int = 10) -> list[tuple[dict[str, int], float]]:
         """The ``k`` slices whose normalised value (raw if undefined) is largest in magnitude,
