@@ -21,6 +21,7 @@ Every function takes a ``seed`` so each interval is reproducible.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from itertools import combinations
 from typing import Any
@@ -56,15 +57,26 @@ def bootstrap_ci(
     stat: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Any, Any]:
     """(low, high) percentile bounds of ``stat`` (the mean over axis 0) under resampling of the
-    prompts (axis 0); floats for 1-D values, arrays of the trailing shape otherwise."""
+    prompts (axis 0); floats for 1-D values, arrays of the trailing shape otherwise.
+
+    A resample on which ``stat`` is undefined (a ratio whose denominator vanishes on it: a
+    normalised effect when the resampled prompts' clean and corrupted metrics coincide) is left
+    out; a cell with fewer than half of its resamples defined gets NaN bounds (no interval)."""
     if not 0 < level < 1:
         raise MechscopeError(f"level must lie in (0, 1), got {level}")
     arr = _array(values)
     idx = resamples(arr.shape[0], n_boot, seed)
     stat = stat or (lambda a: a.mean(axis=0))
-    boots = np.stack([stat(arr[i]) for i in idx])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boots = np.stack([stat(arr[i]) for i in idx]).astype(float)
+    defined = np.isfinite(boots)
+    boots[~defined] = np.nan
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (slices not patched)
+        lo, hi = np.nanquantile(boots, [alpha, 1 - alpha], axis=0)
+    few = defined.mean(axis=0) < 0.5
+    lo, hi = np.where(few, np.nan, lo), np.where(few, np.nan, hi)
     if np.ndim(lo) == 0:
         return float(lo), float(hi)
     return lo, hi

@@ -82,3 +82,24 @@ def test_bh_adjust_matches_the_step_up_rule() -> None:
     np.testing.assert_allclose(q[0], [0.03, 0.04])
     assert q[1, 0] == pytest.approx(0.04) and np.isnan(q[1, 1])
     assert bh_adjust([0.9, 0.95]).max() <= 1.0
+
+
+def test_bootstrap_ci_leaves_out_undefined_resamples() -> None:
+    """A ratio whose denominator vanishes on some resamples: those are left out; a cell with
+    fewer than half of its resamples defined has no interval (NaN)."""
+
+    def ratio(a: np.ndarray) -> np.ndarray:
+        m = a.mean(axis=0)
+        return np.atleast_1d(m[0] / m[1])
+
+    never = np.array([[1.0, 0.0]] * 8)
+    assert all(np.isnan(bootstrap_ci(never, stat=ratio, n_boot=200)))
+    # denominator > 0 on one prompt of 8: (7/8)^8 = 34% of resamples draw none of it (inf)
+    rare = np.array([[1.0, 0.0]] * 7 + [[2.0, 1.0]])
+    lo, hi = bootstrap_ci(rare, stat=ratio, n_boot=400, seed=3)
+    idx = np.random.default_rng(3).integers(0, 8, size=(400, 8))
+    with np.errstate(divide="ignore"):
+        boots = np.array([rare[i, 0].mean() / rare[i, 1].mean() for i in idx])
+    finite = boots[np.isfinite(boots)]
+    assert 0.5 < len(finite) / 400 < 0.8
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(finite, [0.025, 0.975])))

@@ -3,6 +3,7 @@ intervals and circuit stability on a tiny model."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,15 +102,40 @@ def test_subset_keeps_rows() -> None:
 
 def test_faithfulness_ci_brackets_a_planted_spread() -> None:
     from mechscope.circuits.eap import attribute
-    from mechscope.circuits.mib import faithfulness_ci
+    from mechscope.circuits.faithfulness import Evaluator
 
     model, batch = hooked("llama"), toy_batch(b=8)
     scored = attribute(model, batch, method="eap")
-    whole = faithfulness_ci(model, batch, logit_diff64, scored)  # every edge: exactly 1
+    ev = Evaluator(model, batch, logit_diff64, scored.graph)
+    whole = ev.faithfulness_ci(ev.values(scored.mask))  # every edge: exactly 1
     assert whole == pytest.approx((1.0, 1.0), abs=1e-5)
     part = scored.top_n(40)
-    lo, hi = faithfulness_ci(model, batch, logit_diff64, part, n_boot=300)
+    lo, hi = ev.faithfulness_ci(ev.values(part.mask), n_boot=300)
     assert lo < faithfulness(model, batch, part, logit_diff64) < hi
+    # by hand: resample prompts, ratio of the resampled means
+    v, c, k = ev.values(part.mask).numpy(), ev.clean_values.numpy(), ev.corrupt_values.numpy()
+    idx = np.random.default_rng(0).integers(0, 8, size=(300, 8))
+    boots = [(v[i].mean() - k[i].mean()) / (c[i].mean() - k[i].mean()) for i in idx]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), abs=1e-9)
+
+
+def test_discover_gives_every_curve_point_its_interval() -> None:
+    from mechscope.circuits import discover
+
+    model, batch = hooked("llama"), toy_batch(b=8)
+    found = discover(model, batch, logit_diff64, method="eap", edges=40, curve=[10, 40, 80])
+    data = found.to_dict()
+    lo, hi = data["faithfulness_ci"]
+    assert lo <= found.circuit.faithfulness <= hi and hi - lo > 1e-4
+    for point in data["curve"]:
+        assert point["ci"][0] - 1e-9 <= point["faithfulness"] <= point["ci"][1] + 1e-9
+    # the point of 40 edges is the kept circuit: the same interval
+    assert data["curve"][1]["ci"] == pytest.approx([lo, hi])
+    # one prompt: no interval
+    single = discover(model, subset(batch, [0]), logit_diff64, method="eap", edges=40, curve=[10])
+    assert (
+        single.to_dict()["faithfulness_ci"] is None and single.to_dict()["curve"][0]["ci"] is None
+    )
 
 
 def test_mib_submission_json() -> None:

@@ -35,6 +35,22 @@ def test_report_files_and_sections(tiny: HookedModel, small_corpus, tmp_path: Pa
     assert data["model"]["hook_points"] == len(tiny.sites)
     assert [p["prompt"] for p in data["predictions"]] == list(ReportConfig().prompts)
     assert data["logit_lens"]["target"] == tiny.tokenizer("Mary")["input_ids"][0]
+    # every circuit finding carries its uncertainty (issue 17)
+    # (the random tiny model's IOI metric is 0 on most prompts, so a resample's normalised value
+    # is often undefined and its interval null; where one is defined it brackets the value)
+    c = data["circuit"]
+    points = [(c["circuit"]["faithfulness"], c["faithfulness_ci"])]
+    points += [(p["faithfulness"], p["ci"]) for p in c["curve"]]
+    assert all(ci[0] - 1e-9 <= f <= ci[1] + 1e-9 for f, ci in points if ci is not None)
+    st = c["stability"]
+    assert st["n_boot"] == ReportConfig().circuit_stability
+    assert 0 <= st["min_jaccard"] <= st["mean_jaccard"] <= st["max_jaccard"] <= 1
+    cells = c["resid_pre_top_cells"]
+    assert cells and all(0 < x["p"] <= x["q"] + 1e-12 <= 1 + 1e-12 for x in cells)
+    assert all(x["ci"][0] - 1e-6 <= x["value"] <= x["ci"][1] + 1e-6 for x in cells
+               if x["ci"] is not None)  # fmt: skip
+    assert all(h["p"] is not None and h["ci"] is not None for h in c["dla_top_heads"])
+    assert "Stability: the circuits of" in html and "Benjamini-Hochberg" in html
 
 
 def test_sections_can_be_added(tiny: HookedModel, tmp_path: Path) -> None:
@@ -52,6 +68,11 @@ def test_own_prompts_and_escaping(tiny: HookedModel, small_corpus, tmp_path: Pat
     html = build_report(tiny, tmp_path, config=config, quiet=True).read_text("utf-8")
     assert "John gave &lt;b&gt;" in html and "John gave <b>" not in html
     assert "the model&#39;s own top prediction" in html
+
+
+def test_stability_needs_two_resamples() -> None:
+    with pytest.raises(MechscopeError, match="circuit_stability"):
+        ReportConfig(circuit_stability=1)
 
 
 @pytest.mark.parametrize("prompts", [[""], ["ok", "  "]])

@@ -77,8 +77,10 @@ class Evaluator:
             for k, v in cache.items()
             if "resid" in k
         }
-        self.clean_value = float(metric(clean_logits, batch).mean())
-        self.corrupt_value = float(metric(corrupt_logits, batch).mean())
+        self.clean_values = metric(clean_logits, batch).detach().double()
+        self.corrupt_values = metric(corrupt_logits, batch).detach().double()
+        self.clean_value = float(self.clean_values.mean())
+        self.corrupt_value = float(self.corrupt_values.mean())
         self.maps = [qkv_maps(model, layer) for layer in range(model.dims.n_layers)]
 
     def logits(self, mask: Tensor) -> Tensor:
@@ -99,12 +101,37 @@ class Evaluator:
             logits = self.model(tokens.repeat(self.rep, 1), attention.repeat(self.rep, 1))
         return logits[: len(self.batch)]
 
+    def values(self, mask: Tensor) -> Tensor:
+        """Per-prompt metric of the patched run, ``[prompt]`` (float64)."""
+        return self.metric(self.logits(mask), self.batch).detach().double()
+
     def value(self, mask: Tensor) -> float:
         """Batch-mean metric of the patched run."""
-        return float(self.metric(self.logits(mask), self.batch).mean())
+        return float(self.values(mask).mean())
 
     def faithfulness(self, mask: Tensor) -> float:
         return float(normalized(self.value(mask), self.clean_value, self.corrupt_value))
+
+    def faithfulness_ci(
+        self, values: Tensor, level: float = 0.95, n_boot: int = 1000, seed: int = 0
+    ) -> tuple[Any, Any]:
+        """Bootstrap interval over prompts of the faithfulness of patched runs whose per-prompt
+        metrics are ``values`` (``[prompt]`` or ``[prompt run]``, from :meth:`values`): each
+        resample recomputes the batch-mean ratio with the clean and corrupted means of the same
+        prompts (:func:`mechscope.stats.bootstrap_ci`). No extra forward."""
+        from mechscope.stats import bootstrap_ci
+
+        runs = values.reshape(len(self.batch), -1)
+        table = torch.cat([runs, self.clean_values[:, None], self.corrupt_values[:, None]], 1)
+
+        def ratio(a: Any) -> Any:
+            mean = a.mean(axis=0)
+            return (mean[:-2] - mean[-1]) / (mean[-2] - mean[-1])
+
+        lo, hi = bootstrap_ci(table.numpy(), level=level, n_boot=n_boot, seed=seed, stat=ratio)
+        if values.ndim == 1:
+            return float(lo[0]), float(hi[0])
+        return lo, hi
 
 
 class _State:

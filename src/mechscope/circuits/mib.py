@@ -203,29 +203,6 @@ def _scores(
     return faith[0], faith[1], areas(faith[0])[0], areas(faith[1])[1]
 
 
-def faithfulness_ci(
-    model: HookedModel,
-    batch: TaskBatch,
-    metric: Metric,
-    circuit: Circuit,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """95% bootstrap interval over prompts of a circuit's faithfulness (three patched runs: the
-    circuit, every edge, no edge; each resample recomputes the batch-mean ratio)."""
-    ev = Evaluator(model, batch, metric, circuit.graph)
-    runs = [circuit.mask, circuit.graph.edge_mask, torch.zeros_like(circuit.mask)]
-    v, b, c = (metric(ev.logits(m), batch).detach().double().cpu().numpy() for m in runs)
-    boots = [_ratio(v[i], b[i], c[i]) for i in resamples(len(batch), n_boot, seed)]
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
-def _ratio(v: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-    return float((v.mean() - c.mean()) / (b.mean() - c.mean()))
-
-
 def subset(batch: TaskBatch, index: Sequence[int] | np.ndarray) -> TaskBatch:
     """The prompts ``index`` of a batch (repeats allowed: a bootstrap resample)."""
     idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
@@ -285,7 +262,6 @@ def finding_stats(
     out: dict[str, Any] = {}
     if mib:
         out["mib"] = mib_score(model, batch, metric, scored=found.scored, steps=steps).to_dict()
-        out["faithfulness_ci"] = list(faithfulness_ci(model, batch, metric, found.circuit))
     if n_resamples:
         out["stability"] = stability(
             model, batch, metric, method, n_edges=found.circuit.n_edges, steps=steps,

@@ -12,13 +12,20 @@
 4. the faithfulness curve of the top-n circuits at ``curve_edges`` edges, by default
    :func:`curve_edges` (fractions of the model's *grouped* graph, so that the grouped and
    ungrouped graphs of one model are measured at the same edge counts).
+
+Every measured run keeps its per-prompt metric, so the circuit and each curve point get a 95%
+bootstrap interval over prompts (:meth:`Evaluator.faithfulness_ci`; the scores and circuits stay
+fixed, the evaluation prompts are resampled) without another forward.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from mechscope.circuits.acdc import acdc
 from mechscope.circuits.circuit import Circuit
@@ -29,7 +36,7 @@ from mechscope.circuits.node_ap import NODE_METHOD, attribute_nodes
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
 from mechscope.tasks.base import TaskBatch
-from mechscope.tasks.metrics import Metric, logit_diff
+from mechscope.tasks.metrics import Metric, logit_diff, normalized
 
 CURVE_FRACTIONS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)
 """Fractions of the model's grouped graph at which the faithfulness curve is measured."""
@@ -40,19 +47,30 @@ class CircuitRun:
     """What :func:`discover` found: the scored graph, the circuit kept and the curve.
 
     ``curve`` is ``[(n_edges, faithfulness)]`` of the top-n circuits, ascending by ``n_edges``
-    (empty for ACDC, whose scores are not a ranking).
+    (empty for ACDC, whose scores are not a ranking). ``circuit_ci`` and ``curve_ci`` are 95%
+    bootstrap intervals over prompts of the circuit's and each curve point's faithfulness (None
+    with one prompt, or where most resamples leave the ratio undefined).
     """
 
     scored: Circuit
     circuit: Circuit
     curve: list[tuple[int, float]]
+    circuit_ci: tuple[float, float] | None = None
+    curve_ci: list[tuple[float, float] | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The circuit's JSON (:meth:`Circuit.to_dict`) plus ``curve``: a list of
-        ``{"n_edges", "fraction", "faithfulness"}`` (fraction of this graph's edges)."""
+        """The circuit's JSON (:meth:`Circuit.to_dict`) plus ``faithfulness_ci`` and ``curve``:
+        a list of ``{"n_edges", "fraction", "faithfulness", "ci"}`` (fraction of this graph's
+        edges; ``ci`` the point's interval, or None)."""
         total = self.scored.total_edges
-        curve = [{"n_edges": n, "fraction": n / total, "faithfulness": f} for n, f in self.curve]
-        return {**self.circuit.to_dict(), "curve": curve}
+        cis = self.curve_ci or [None] * len(self.curve)
+        curve = [
+            {"n_edges": n, "fraction": n / total, "faithfulness": f,
+             "ci": None if ci is None else list(ci)}
+            for (n, f), ci in zip(self.curve, cis, strict=True)
+        ]  # fmt: skip
+        ci = None if self.circuit_ci is None else list(self.circuit_ci)
+        return {**self.circuit.to_dict(), "faithfulness_ci": ci, "curve": curve}
 
 
 def curve_edges(model: HookedModel, fractions: Sequence[float] = CURVE_FRACTIONS) -> list[int]:
@@ -96,9 +114,22 @@ def discover(
         wanted = curve_edges(model) if curve is None else curve
         sizes = sorted({int(n) for n in wanted if 0 < int(n) <= scored.total_edges})
     ev = Evaluator(model, batch, metric, graph)
-    chosen = chosen.with_faithfulness(ev.faithfulness(chosen.mask))
-    points = [(n, ev.faithfulness(scored.top_n(n).mask)) for n in sizes]
-    return CircuitRun(scored, chosen, points)
+    runs = torch.stack(
+        [ev.values(m) for m in (chosen.mask, *(scored.top_n(n).mask for n in sizes))], 1
+    )
+    faith = normalized(runs.mean(0), ev.clean_value, ev.corrupt_value).tolist()
+    chosen = chosen.with_faithfulness(float(faith[0]))
+    points = [(n, float(f)) for n, f in zip(sizes, faith[1:], strict=True)]
+    if len(batch) < 2:
+        return CircuitRun(scored, chosen, points)
+    lo, hi = ev.faithfulness_ci(runs)
+    bounds = [_interval(a, b) for a, b in zip(lo, hi, strict=True)]
+    return CircuitRun(scored, chosen, points, bounds[0], bounds[1:])
+
+
+def _interval(lo: float, hi: float) -> tuple[float, float] | None:
+    """An interval, or None where the bootstrap left it undefined (NaN)."""
+    return None if math.isnan(lo) or math.isnan(hi) else (float(lo), float(hi))
 
 
 def _select(

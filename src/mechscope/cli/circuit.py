@@ -116,12 +116,17 @@ def circuit(
 
 def _summary(found: Any) -> None:
     c = found.circuit
+
+    def interval(ci: Any) -> str:
+        return "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
     click.echo(
         f"{c.n_edges} of {c.total_edges} edges ({c.n_edges / c.total_edges:.2%}), "
-        f"faithfulness {c.faithfulness:.3f}"
+        f"faithfulness {c.faithfulness:.3f}{interval(found.circuit_ci)}"
     )
-    for n_edges, f in found.curve:
-        click.echo(f"  {n_edges:7d} edges: faithfulness {f:.3f}")
+    cis = found.curve_ci or [None] * len(found.curve)
+    for (n_edges, f), ci in zip(found.curve, cis, strict=True):
+        click.echo(f"  {n_edges:7d} edges: faithfulness {f:.3f}{interval(ci)}")
     for src, dst, score in c.edges()[:10]:  # by decreasing |score|
         click.echo(f"  {src:>10s} -> {dst:<12s} {score: .4f}")
 

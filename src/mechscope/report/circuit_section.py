@@ -6,15 +6,25 @@ position, attribution patching of every head, direct logit attribution per head,
 circuit (top ``circuit_fraction`` of edges) with its faithfulness-versus-edges curve
 (:func:`mechscope.circuits.discover`, the pipeline ``mechscope circuit`` runs). A task the
 tokenizer cannot express (e.g. a tiny test vocabulary) skips the section with a note.
+
+Statistics (issue 17: every finding with its uncertainty): the strongest patching cells with 95%
+bootstrap intervals, paired permutation p-values against the unpatched run and their
+Benjamini-Hochberg q-values over the whole map; the top DLA heads with intervals and sign-flip
+p-values; the faithfulness curve with a 95% band over prompts; and the circuit's stability, the
+mean Jaccard index of the circuits selected on ``circuit_stability`` resamples of the prompts
+(:func:`mechscope.circuits.mib.stability`; Méloux et al. 2025 suggest 0.8 as a bar).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
+from mechscope.patching.result import PatchResult
 from mechscope.report.context import ReportContext
 from mechscope.viz import render, save_png
 from mechscope.viz.circuit import circuit_view, faithfulness_figure
@@ -32,6 +42,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     """Patching heatmaps, top heads by DLA, and the EAP-IG circuit with its faithfulness curve."""
     from mechscope.attribution import attribution_patch, direct_logit_attribution
     from mechscope.circuits import discover
+    from mechscope.circuits.mib import stability
     from mechscope.patching import patch
     from mechscope.tasks import load_task
     from mechscope.tasks.metrics import logit_diff
@@ -47,9 +58,16 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
     with torch.enable_grad():
         heads = attribution_patch(model, batch, logit_diff, "attn_head")
         found = discover(model, batch, logit_diff, fraction=cfg.circuit_fraction)
+        stable = None
+        if cfg.circuit_stability and len(batch) > 1:
+            stable = stability(model, batch, logit_diff, "eap-ig", n_edges=found.circuit.n_edges,
+                               n_boot=cfg.circuit_stability)  # fmt: skip
     dla = direct_logit_attribution(model, batch, neurons=False)
-    scored, circuit, curve = found.scored, found.circuit, found.curve
-    top_rows = [(f"L{layer}H{head}", float(v)) for layer, head, v in dla.top_heads(10)]
+    scored, circuit = found.scored, found.circuit
+    found_dict = found.to_dict()
+    top_rows = dla.to_dict(per_prompt=False)["top_heads"]
+    labels = model.to_str_tokens(batch.clean_tokens[0])
+    cells = _top_cells(exact, labels)
     ctx.data["circuit"] = {
         "task": cfg.circuit_task,
         "prompts": len(batch),
@@ -57,17 +75,20 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         "corrupt_logit_diff": exact.corrupt,
         "resid_pre_patching": exact.normalized().tolist(),
         "head_attribution_patching": heads.normalized().tolist(),
+        "resid_pre_top_cells": cells,
         "dla_heads": dla.heads.mean(-1).tolist(),
+        "dla_top_heads": top_rows,
         "circuit": {k: v for k, v in circuit.to_dict().items() if k != "edges"},
-        "curve": found.to_dict()["curve"],
+        "faithfulness_ci": found_dict["faithfulness_ci"],
+        "curve": found_dict["curve"],
+        "stability": stable,
     }
     circuit.save(ctx.out_dir / "circuit.json")
     curve_fig = faithfulness_figure(
-        curve, scored.total_edges, chosen=circuit.n_edges, chosen_value=circuit.faithfulness,
-        method="EAP-IG",
+        found_dict["curve"], scored.total_edges, chosen=circuit.n_edges,
+        chosen_value=circuit.faithfulness, method="EAP-IG", chosen_ci=found.circuit_ci,
     )  # fmt: skip
     save_png(curve_fig, ctx.out_dir / "faithfulness_curve.png")
-    labels = model.to_str_tokens(batch.clean_tokens[0])
     data = circuit.to_dict()
     return render(
         "report/circuit.html.j2",
@@ -93,8 +114,34 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
             "head attribution patching",
             cbar="normalised logit diff (estimate)",
         ),  # fmt: skip
+        top_cells=cells,
         top_heads=top_rows,
         circuit=data,
+        circuit_ci=found.circuit_ci,
+        stability=stable,
         curve_figure=figure_uri(curve_fig),
         view=circuit_view(data, max_edges=300),
     )
+
+
+def _top_cells(exact: PatchResult, labels: list[str], k: int = 8) -> list[dict[str, Any]]:
+    """The ``k`` patching cells of largest |normalised effect| with interval, p and q (None with
+    one prompt)."""
+    from mechscope.stats import bh_adjust
+
+    many = exact.per_prompt is not None and exact.per_prompt.shape[-1] > 1
+    if many:
+        lo, hi = exact.ci(normalized=True)
+        p = exact.pvalues()
+        q = bh_adjust(p.numpy())
+    rows = []
+    for where, value in exact.top(k):
+        layer, pos = where["layer"], where["pos"]
+        row = {"layer": layer, "pos": pos, "token": labels[pos], "value": float(value),
+               "ci": None, "p": None, "q": None}  # fmt: skip
+        if many:
+            a, b = float(lo[layer, pos]), float(hi[layer, pos])
+            row.update(ci=None if a != a or b != b else [a, b],  # NaN: undefined on resamples
+                       p=float(p[layer, pos]), q=float(q[layer, pos]))  # fmt: skip
+        rows.append(row)
+    return rows

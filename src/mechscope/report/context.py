@@ -28,6 +28,7 @@ class ReportConfig:
     circuit_task: str = "ioi"  # the task of the circuit section (a name or a .jsonl file)
     circuit_prompts: int = 8  # prompts of the circuit section
     circuit_fraction: float = 0.01  # edges kept in the report's EAP-IG circuit
+    circuit_stability: int = 5  # prompt resamples for the circuit's stability (0: skip; >= 2)
     corpus: Any = None  # text of the corpus-driven sections (a Corpus or spec; None: built-in)
     sae: str | None = None  # an SAE folder (SAELens layout); None: train a small one, cached
 
@@ -41,6 +42,8 @@ class ReportConfig:
             raise MechscopeError("empty lens target; pass a token such as ' Mary' or None")
         if self.top_k < 1 or self.lens_positions < 1:
             raise MechscopeError("top_k and lens_positions must be at least 1")
+        if self.circuit_stability == 1 or self.circuit_stability < 0:
+            raise MechscopeError("circuit_stability must be 0 (skip) or at least 2 resamples")
 
     @classmethod
     def for_prompts(cls, prompts: tuple[str, ...] | list[str]) -> ReportConfig:

@@ -144,18 +144,21 @@ def circuit_view(data: Mapping[str, Any], max_edges: int = 2000, shown: int = SH
 
 
 def curve_points(curve: Sequence[Any], total_edges: int | None = None) -> list[dict[str, float]]:
-    """``[{"edges", "fraction", "faithfulness"}]`` from curve entries: dicts carrying ``edges`` or
-    ``n_edges`` (and ``fraction``, else computed from ``total_edges``) or ``(edges, value)``."""
+    """``[{"edges", "fraction", "faithfulness", "ci"}]`` from curve entries: dicts carrying
+    ``edges`` or ``n_edges`` (and ``fraction``, else computed from ``total_edges``; ``ci``, else
+    None) or ``(edges, value)``."""
     points = []
     for p in curve:
+        ci = None
         if isinstance(p, Mapping):
             n = p["edges"] if "edges" in p else p["n_edges"]
-            fraction, value = p.get("fraction"), p["faithfulness"]
+            fraction, value, ci = p.get("fraction"), p["faithfulness"], p.get("ci")
         else:
             (n, value), fraction = p, None
         if fraction is None and total_edges:
             fraction = n / total_edges
-        points.append({"edges": int(n), "fraction": fraction, "faithfulness": float(value)})
+        points.append({"edges": int(n), "fraction": fraction, "faithfulness": float(value),
+                       "ci": None if ci is None else [float(ci[0]), float(ci[1])]})  # fmt: skip
     return sorted(points, key=lambda p: p["edges"])
 
 
@@ -167,9 +170,11 @@ def faithfulness_figure(
     chosen_value: float | None = None,
     method: str = "",
     target: float = 0.8,
+    chosen_ci: Sequence[float] | None = None,
 ) -> Figure:
     """Faithfulness against the number of edges kept (log x) with the ``target`` line labelled,
-    the circuit of ``chosen`` edges marked (at ``chosen_value``, else at its curve point) and,
+    the circuit of ``chosen`` edges marked (at ``chosen_value``, else at its curve point; with
+    its interval ``chosen_ci``), the points' 95% intervals as a band when every point has one and,
     when ``total_edges`` is known, the share of all edges on the top axis."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -180,6 +185,13 @@ def faithfulness_figure(
     ax = fig.add_subplot()
     label = f"top-n {method} circuit".replace("  ", " ")
     ax.plot(xs, ys, marker="o", color="#2166ac", label=f"faithfulness of the {label}")
+    if points and all(p["ci"] is not None for p in points):
+        lows, highs = [p["ci"][0] for p in points], [p["ci"][1] for p in points]
+        ax.fill_between(xs, lows, highs, color="#2166ac", alpha=0.18, lw=0,
+                        label="95% interval over prompts")  # fmt: skip
+        ys_span = [*lows, *highs]
+    else:
+        ys_span = []
     ax.axhline(target, color="#57606a", ls="--", lw=1, label=f"target faithfulness {target:g}")
     ax.axhline(1.0, color="#bbbbbb", ls=":", lw=1, label="full model (1)")
     if chosen is not None:
@@ -188,6 +200,10 @@ def faithfulness_figure(
         if y:
             ax.plot([chosen], y, marker="*", ms=14, color="#d1242f", ls="",
                     label=f"this circuit ({chosen} edges)")  # fmt: skip
+            if chosen_ci is not None:
+                ax.errorbar([chosen], y, yerr=[[y[0] - chosen_ci[0]], [chosen_ci[1] - y[0]]],
+                            color="#d1242f", capsize=4, ls="")  # fmt: skip
+                ys_span += list(chosen_ci)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -204,7 +220,8 @@ def faithfulness_figure(
         top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}%"))
     ax.text(1.0, target, f" target {target:g}", transform=ax.get_yaxis_transform(),
             va="center", ha="left", fontsize=8, color="#57606a")  # fmt: skip
-    ax.set_ylim(min(0.0, min(ys) - 0.05), max(1.05, max(ys) + 0.05))
+    span = [*ys, *ys_span]
+    ax.set_ylim(min(0.0, min(span) - 0.05), max(1.05, max(span) + 0.05))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0), frameon=False)
     fig.tight_layout()
     return fig
