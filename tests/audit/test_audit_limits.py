@@ -62,6 +62,17 @@ def test_each_bad_result_is_stated_with_its_number() -> None:
     assert text["features"] == "not examined: no feature database given"
 
 
+def test_heads_no_better_than_random_by_the_permutation_test() -> None:
+    """A larger drop than random heads' that the paired test cannot tell from them is stated with
+    its p-value; a significant one is not a limitation."""
+    v = _validation(0.85, [0.05], -1.0, -0.2)
+    weak = {"validation": {"ioi": {**v, "ablation": {**v["ablation"], "p_vs_controls": 0.31}}}}
+    text = {lim["topic"]: lim["text"] for lim in limitations(weak, CFG)}
+    assert "not significantly" in text["heads ioi"] and "p = 0.31" in text["heads ioi"]
+    strong = {"validation": {"ioi": {**v, "ablation": {**v["ablation"], "p_vs_controls": 0.008}}}}
+    assert not [x for x in limitations(strong, CFG) if x["topic"] == "heads ioi"]
+
+
 def test_compliance_counts_present_sections() -> None:
     full = compliance(dict.fromkeys(range(1, 11), True))
     assert (full["present"], full["required"]) == (10, 10)

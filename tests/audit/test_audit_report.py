@@ -69,6 +69,9 @@ def test_findings_validation_and_screening(full_record: dict) -> None:
     )
     v = full_record["validation"]["ioi"]
     assert len(v["random_faithfulness"]) == 2 and len(v["ablation"]["controls"]) == 2
+    a = v["ablation"]
+    assert a["change_ci"][0] - 1e-6 <= a["change"] <= a["change_ci"][1] + 1e-6
+    assert 0 < a["p_vs_controls"] <= 1
     assert v["n_edges"] == full_record["tasks"]["ioi"]["circuit"]["n_edges"]
     assert full_record["anomaly"]["sets"]["ood"]["flagged"] == 24
     row = full_record["compress"]["rows"][0]

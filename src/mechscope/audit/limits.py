@@ -26,6 +26,7 @@ LOW_SELECTIVITY = 0.05  # probe accuracy minus control accuracy below this
 NEAR_CHANCE = 0.6  # detector AUROC below this
 BROKEN = 0.5  # compressed logit difference below this share of the full model's
 PERFORMS = 0.5  # a clean logit difference (nats) below this: the model does not do the task
+SIGNIFICANT = 0.05  # a permutation p-value against the control at or above this: not shown
 
 SECTION_TITLES = (
     "Scope and model identity",
@@ -95,10 +96,16 @@ def _validation(data: dict[str, Any], out: list[dict[str, str]]) -> None:
                 f"not specific: faithfulness {v['faithfulness']:.2f} against {rand:.2f} for the "
                 f"best random circuit of the same size")})  # fmt: skip
         a = v["ablation"]
+        p = a.get("p_vs_controls")
         if a["change"] >= a["control_mean_change"]:
             out.append({"topic": f"heads {name}", "text": (
                 f"ablating the top heads by DLA ({a['heads']}) changes the logit difference by "
                 f"{a['change']:+.2f}, no more than random heads ({a['control_mean_change']:+.2f})")})  # fmt: skip
+        elif p is not None and p >= SIGNIFICANT:
+            out.append({"topic": f"heads {name}", "text": (
+                f"ablating the top heads by DLA ({a['heads']}) changes the logit difference by "
+                f"{a['change']:+.2f} against {a['control_mean_change']:+.2f} for random heads, "
+                f"but not significantly on these prompts (paired permutation p = {p:.2g})")})  # fmt: skip
 
 
 def _analyses(data: dict[str, Any], out: list[dict[str, str]]) -> None:

@@ -61,20 +61,32 @@ def _spec(heads: list[tuple[int, int]]) -> str:
 
 
 def _ablations(model: HookedModel, batch: Any, top: list[tuple[int, int]], cfg: Any) -> dict:
+    """Mean-ablate the top heads and ``control_seeds`` random sets of as many other heads. With
+    two or more prompts: the 95% bootstrap interval of the top heads' change and the paired
+    sign-flip p-value of (top change - mean random change) per prompt (the shuffle swaps the
+    labels "top heads" / "random heads" within each prompt)."""
     from mechscope.ablation import ablation_effect
+    from mechscope.stats import bootstrap_ci, signflip_pvalues
 
     effect = ablation_effect(model, batch, _spec(top), "mean")
     rng = np.random.default_rng(cfg.seed)
     others = [(la, h) for la in range(model.dims.n_layers) for h in range(model.dims.n_heads)
               if (la, h) not in top]  # fmt: skip
-    controls = []
+    controls, per_prompt = [], []
     for _ in range(cfg.control_seeds):
         picked = [others[i] for i in sorted(rng.choice(len(others), len(top), replace=False))]
-        controls.append({"heads": _spec(picked),
-                         "change": ablation_effect(model, batch, _spec(picked), "mean").change})  # fmt: skip
-    return {"heads": _spec(top), "before": effect.before, "after": effect.after,
-            "change": effect.change, "controls": controls,
-            "control_mean_change": float(np.mean([c["change"] for c in controls]))}  # fmt: skip
+        control = ablation_effect(model, batch, _spec(picked), "mean")
+        controls.append({"heads": _spec(picked), "change": control.change})
+        per_prompt.append((control.per_prompt_after - control.per_prompt_before).double().numpy())
+    out = {"heads": _spec(top), "before": effect.before, "after": effect.after,
+           "change": effect.change, "controls": controls,
+           "control_mean_change": float(np.mean([c["change"] for c in controls])),
+           "change_ci": None, "p_vs_controls": None}  # fmt: skip
+    if len(batch) > 1 and controls:
+        change = (effect.per_prompt_after - effect.per_prompt_before).double().numpy()
+        out["change_ci"] = list(bootstrap_ci(change, seed=cfg.seed))
+        out["p_vs_controls"] = signflip_pvalues(change - np.mean(per_prompt, 0), seed=cfg.seed)
+    return out
 
 
 def _figure(record: dict[str, Any], total: int) -> Any:
