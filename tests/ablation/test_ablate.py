@@ -178,6 +178,12 @@ def test_ablation_effect_before_and_after() -> None:
     assert effect.before == pytest.approx(float(before.mean()), abs=TOL)
     assert effect.after == pytest.approx(float(after.mean()), abs=TOL)
     assert effect.nodes == "L2H*" and effect.change != 0
+    # the change's interval and the exact sign-flip test of its per-prompt values (2 prompts: the
+    # 4 patterns give p = 1/2 when both prompts move the same way, 1 otherwise)
+    diff = (after - before).double().numpy()
+    st = effect.stats()
+    assert st["change_ci"][0] - TOL <= effect.change <= st["change_ci"][1] + TOL
+    assert st["p"] == pytest.approx(0.5 if diff[0] * diff[1] > 0 else 1.0)
 
 
 def test_errors() -> None:

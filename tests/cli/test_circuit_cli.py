@@ -108,5 +108,7 @@ def test_ablate_json_is_the_result_schema(tiny_folder: Path, task_file: Path, tm
     data = json.loads(out.read_text())
     assert data["nodes"] == "L1H0,MLP2" and data["kind"] == "zero"
     assert data["change"] == pytest.approx(data["after"] - data["before"])
+    assert data["change_ci"][0] - 1e-5 <= data["change"] <= data["change_ci"][1] + 1e-5
+    assert 0 < data["p"] <= 1 and "95% interval [" in result.stdout
     per_prompt = data["per_prompt_after"]
     assert sum(per_prompt) / len(per_prompt) == pytest.approx(data["after"], abs=1e-5)

@@ -103,9 +103,23 @@ class AblationEffect:
     def change(self) -> float:
         return self.after - self.before
 
+    def stats(self, seed: int = 0) -> dict[str, Any]:
+        """``change_ci``: the 95% bootstrap interval over prompts of the change, and ``p``: the
+        paired permutation p-value that the ablation changes nothing (the labels "ablated" /
+        "unablated" swapped within each prompt, :func:`mechscope.stats.signflip_pvalues`); both
+        None with one prompt."""
+        from mechscope.stats import bootstrap_ci, signflip_pvalues
+
+        diff = (self.per_prompt_after - self.per_prompt_before).double().numpy()
+        if diff.size < 2:
+            return {"change_ci": None, "p": None}
+        return {"change_ci": list(bootstrap_ci(diff, seed=seed)),
+                "p": signflip_pvalues(diff, seed=seed)}  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``nodes, kind, keep_only, before, after, change`` and the per-prompt
-        ``per_prompt_before`` / ``per_prompt_after`` lists."""
+        """JSON-ready: ``nodes, kind, keep_only, before, after, change``, :meth:`stats`
+        (``change_ci``, ``p``) and the per-prompt ``per_prompt_before`` / ``per_prompt_after``
+        lists."""
         return {
             "nodes": self.nodes,
             "kind": self.kind,
@@ -113,6 +127,7 @@ class AblationEffect:
             "before": self.before,
             "after": self.after,
             "change": self.change,
+            **self.stats(),
             "per_prompt_before": self.per_prompt_before.tolist(),
             "per_prompt_after": self.per_prompt_after.tolist(),
         }

@@ -46,5 +46,8 @@ def ablate(
         hooked, batch, nodes, kind, task_metric(hooked, batch, metric),
         reference=reference, keep=keep_only, seed=seed,
     )  # fmt: skip
-    write_json(json_out, {**effect.to_dict(), "model": model, "task": task, "metric": metric})
-    click.echo(f"{metric}: {effect.before:.3f} -> {effect.after:.3f} ({effect.change:+.3f})")
+    payload = {**effect.to_dict(), "model": model, "task": task, "metric": metric}
+    write_json(json_out, payload)
+    ci, p = payload["change_ci"], payload["p"]
+    stats = "" if ci is None else f", 95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}], p {p:.3g}"
+    click.echo(f"{metric}: {effect.before:.3f} -> {effect.after:.3f} ({effect.change:+.3f}{stats})")
