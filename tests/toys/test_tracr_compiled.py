@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from mechscope.circuits import Graph, acdc, attribute, attribute_nodes, top_nodes
+from mechscope.circuits import Graph, acdc, attribute, attribute_nodes
 from mechscope.circuits.tracr import (
     compiled_edges,
     exact_edge_scores,
+    exact_node_scores,
     exercised_edges,
     layout_edges,
+    node_recovery,
     recovery,
 )
 from mechscope.errors import MechscopeError
@@ -121,13 +123,32 @@ def test_methods_recover_the_circuit(program, method):
     assert (r["node_precision"], r["node_recall"]) == (1.0, 1.0), r
 
 
-def test_node_ap_recovers_the_components():
+@pytest.mark.parametrize("method", ["node-ap", "exact-node"])
+def test_node_methods_recover_the_components(method):
     t = load_tracr(DATA / "detect_abc")
     g = Graph.from_dims(t.model.dims)
     compiled, exercised = compiled_edges(t, g), exercised_edges(t, g)
-    scored = attribute_nodes(t.model, t.batch)
-    r = recovery(top_nodes(scored, 6), compiled, exercised)  # the input and five components
+    fn = attribute_nodes if method == "node-ap" else exact_node_scores
+    r = node_recovery(fn(t.model, t.batch), 6, compiled, exercised)  # the input + 5 components
     assert (r["node_precision"], r["node_recall"]) == (1.0, 1.0), r
+
+
+def test_count_less_freq_blind_spots():
+    """Two exact facts of the compiled count_less_freq: the selector-width MLP is a step, so the
+    gradient through it is 0 (EAP scores the head -> MLP1 edge 0, though patching it flips the
+    answer); the second selector ignores its query, so the query edge's exact effect is 0."""
+    t = load_tracr(DATA / "count_less_freq")
+    g = Graph.from_dims(t.model.dims)
+    exercised = exercised_edges(t, g)
+    exact = exact_edge_scores(t.model, t.batch).scores
+    eap = attribute(t.model, t.batch, method="eap").scores
+    head_mlp = g.nodes.index("a1.h0"), g.ports.index("m1")
+    query = g.nodes.index("m0"), g.ports.index("a1.h0<q>")
+    assert eap[head_mlp] == 0 and exact[head_mlp] == pytest.approx(-2.0)
+    assert exact[query] == 0
+    others = exercised.clone()
+    others[query] = False
+    assert bool((exact[others] != 0).all())
 
 
 def _metrics(t):

@@ -5,23 +5,25 @@ and writes named residual directions, and every other direction it touches is ex
 the EAP graph (:class:`Graph`) that gives two sharp edge sets:
 
 - **compiled**: writer ``u`` reaches port ``p`` and some direction ``u`` writes (non-zero column
-  of its output matrix or bias; for the input, of the token or position embedding) is one that
+  of its output matrix; for the input, of the token or position embedding) is one that
   ``p`` reads (non-zero row of W_Q / W_K / W_V of that head, W_in of that MLP, or the
   unembedding). No other edge can carry anything, whatever the input.
 - **exercised** by a task: a compiled edge whose writer's corrupted-minus-clean output has a
   non-zero component (above ``tol``) along the directions the port reads, at some prompt and
-  position, and whose receiver is itself exercised (or is the logits), closed backwards from the
-  logits. Edges the corruption cannot change (a head reading only positions, which clean and
+  position. (In Tracr every component lies on a path to the output, so these edges lead to the
+  logits.) Edges the corruption cannot change (a head reading only positions, which clean and
   corrupted share) score exactly 0 under every patching method and are left out.
 
-:func:`recovery` scores a circuit of the method's own size against them: edge precision against
-the compiled set (an edge outside it is wrong), recall against the exercised set, and the same for
-the component nodes (heads and MLPs). :func:`exact_edge_scores` is exact edge patching (one
-patched forward per edge, the intervention that EAP approximates to first order).
+:func:`recovery` scores an edge circuit against them: edge precision against the compiled set
+(an edge outside it is wrong), recall against the exercised set, and the same for the component
+nodes (heads and MLPs); :func:`node_recovery` does the nodes of a node method.
+:func:`exact_edge_scores` is exact edge patching (one patched forward per edge, the intervention
+that EAP approximates to first order), :func:`exact_node_scores` exact patching of one writer.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -112,7 +114,7 @@ def layout_edges(t: TracrModel, graph: Graph) -> Tensor:
 
 
 def exercised_edges(t: TracrModel, graph: Graph, tol: float = 1e-6) -> Tensor:
-    """[node port] bool: compiled edges that the task's corruption changes, closed from the logits."""
+    """[node port] bool: compiled edges along which the task's corruption changes the input."""
     model, batch = t.model, t.batch
     _, clean = run_nodes(model, batch.clean_tokens, batch.clean_mask)
     _, corrupt = run_nodes(model, batch.corrupt_tokens, batch.clean_mask)
@@ -120,19 +122,10 @@ def exercised_edges(t: TracrModel, graph: Graph, tol: float = 1e-6) -> Tensor:
     d = reads.shape[1]
     delta = (corrupt - clean)[..., :d].abs().amax(dim=(0, 1))  # [node d]
     changed = (delta[:, None, :] * torch.from_numpy(reads)[None]).amax(-1) > tol  # [node port]
-    candidate = compiled_edges(t, graph) & changed
-    port_node = [graph.port_nodes(p) for p in graph.ports]
-    live = {"logits"}
-    keep = torch.zeros_like(candidate)
-    for j in reversed(range(len(graph.ports))):  # ports in reverse forward order
-        if graph.ports[j] != "logits" and not set(port_node[j]) & live:
-            continue
-        keep[:, j] = candidate[:, j]
-        live.update(graph.nodes[i] for i in candidate[:, j].nonzero().flatten().tolist())
-    return keep
+    return compiled_edges(t, graph) & changed
 
 
-def _components(graph: Graph, mask: Tensor) -> set[str]:
+def components(graph: Graph, mask: Tensor) -> set[str]:
     """Heads and MLPs touched by the edges of ``mask`` (the input and logits are not counted)."""
     names = {graph.nodes[i] for i in mask.any(1).nonzero().flatten().tolist()}
     for j in mask.any(0).nonzero().flatten().tolist():
@@ -153,8 +146,8 @@ def recovery(circuit: Circuit, compiled: Tensor, exercised: Tensor) -> dict[str,
     right = set(map(tuple, compiled.nonzero().tolist()))
     wanted = set(map(tuple, exercised.nonzero().tolist()))
     edge_p, edge_r = _pr(edges, right, wanted)
-    nodes = _components(g, circuit.mask)
-    node_p, node_r = _pr(nodes, _components(g, compiled), _components(g, exercised))
+    nodes = components(g, circuit.mask)
+    node_p, node_r = _pr(nodes, components(g, compiled), components(g, exercised))
     return {
         "n_edges": len(edges),
         "edge_precision": edge_p,
@@ -190,3 +183,50 @@ def exact_edge_scores(
         scores[i, j] = ev.value(trial) - ev.clean_value
     meta = {"clean_metric": ev.clean_value, "corrupt_metric": ev.corrupt_value}
     return Circuit(g, scores, full, method="exact", meta=meta)
+
+
+def exact_node_scores(
+    model: Any, batch: Any, metric: Metric = logit_diff, graph: Graph | None = None
+) -> Circuit:
+    """Exact node patching: the metric change when one writer's output is corrupted for every
+    reader (all its outgoing edges patched); ``meta["node_scores"]`` as node attribution."""
+    ev = Evaluator(model, batch, metric, graph)
+    g = ev.graph
+    full = g.edge_mask
+    node = torch.zeros(len(g.nodes), dtype=torch.float64)
+    for i in range(len(g.nodes)):
+        trial = full.clone()
+        trial[i] = False
+        node[i] = ev.value(trial) - ev.clean_value
+    edges = node[:, None].expand(-1, len(g.ports)).masked_fill(~full, 0.0).float()
+    meta = {"node_scores": node.tolist(), "level": "node", "clean_metric": ev.clean_value}
+    return Circuit(g, edges.contiguous(), full, method="exact-node", meta=meta)
+
+
+def top_nonzero(scored: Circuit, n: int, rel_tol: float = 1e-6) -> Circuit:
+    """The top ``n`` edges by |score|, without those scored (numerically) zero.
+
+    In a compiled model many edges score exactly 0 under a gradient method (a step-function MLP
+    has no gradient); ``top_n`` would break those ties by index and call it a choice.
+    """
+    top = scored.top_n(n)
+    floor = rel_tol * float(scored.scores.detach().abs().max())
+    return replace(top, mask=top.mask & (scored.scores.abs() > floor))
+
+
+def node_recovery(
+    scored: Circuit, n: int, compiled: Tensor, exercised: Tensor, rel_tol: float = 1e-6
+) -> dict[str, Any]:
+    """Node precision and recall of a node method's top ``n`` nodes by |score| (input included
+    in the count, not in the scores), leaving out nodes scored zero.
+
+    Node methods choose nodes, not edges: MIB's selection keeps every edge out of a chosen node
+    and then prunes, which empties the circuit when the chosen nodes have no chosen writer.
+    """
+    g = scored.graph
+    values = torch.tensor(scored.meta["node_scores"]).abs()
+    keep = values > rel_tol * float(values.max())
+    order = [i for i in values.argsort(descending=True).tolist() if keep[i]][:n]
+    chosen = {g.nodes[i] for i in order} - {"input"}
+    precision, recall = _pr(chosen, components(g, compiled), components(g, exercised))
+    return {"nodes": sorted(chosen), "node_precision": precision, "node_recall": recall}
