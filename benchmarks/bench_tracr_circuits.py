@@ -16,6 +16,9 @@ For each program exported by ``benchmarks/peers/tracr_export.py`` (Tracr's own e
    (threshold 1% of the clean - corrupted gap). Edge precision is against the compiled edges,
    recall against the exercised ones; nodes are heads and MLPs; AUROC of |score| separates
    exercised edges from edges outside the compiled circuit. CPU seconds per method.
+3. With ``--mib``: MIB's CPR and CMD (:func:`mechscope.circuits.mib.mib_score`, 95% bootstrap
+   intervals over the pairs) of every edge method's scores and of MIB's random baseline, on a
+   graph whose circuit is known.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import add_device_option, machine, pick_device, timed  # noqa: E402
 from mechscope.circuits import Graph, acdc, attribute, attribute_nodes  # noqa: E402
+from mechscope.circuits.mib import mib_score, score_edges  # noqa: E402
 from mechscope.circuits.tracr import (  # noqa: E402
     compiled_edges,
     components,
@@ -77,7 +81,7 @@ def methods(t, n_edges: int, n_nodes: int, gap: float):
     ]
 
 
-def run(name: str, data: Path, device: torch.device) -> None:
+def run(name: str, data: Path, device: torch.device, mib: bool) -> None:
     t = load_tracr(data / name)
     t.model.hf.to(device)
     t = replace(t, batch=t.batch.to(device))
@@ -98,8 +102,11 @@ def run(name: str, data: Path, device: torch.device) -> None:
     print("| method | edges | edge precision | edge recall | node precision | node recall |"
           " AUROC | CPU s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
+    edge_scores = {}
     for label, fn in methods(t, n_edges, n_nodes, clean - corrupt):
         (scored, circuit), _, cpu = timed(fn, device)
+        if circuit is not None and scored is not None:
+            edge_scores[label] = scored
         if circuit is None:  # a node method: nodes only
             r = node_recovery(scored, n_nodes, compiled, exercised)
             print(
@@ -115,19 +122,36 @@ def run(name: str, data: Path, device: torch.device) -> None:
             f"| {label} | {r['n_edges']} | {r['edge_precision']:.2f} | {r['edge_recall']:.2f} | "
             f"{r['node_precision']:.2f} | {r['node_recall']:.2f} | {auroc} | {cpu:.2f} |"
         )
+    if mib:
+        mib_table(t, edge_scores)
+
+
+def mib_table(t, scored: dict) -> None:
+    """MIB's CPR (higher is better) and CMD (lower is better) of each method's edge scores."""
+    g = Graph.from_dims(t.model.dims)
+    rows = {**scored, "random": score_edges(t.model, t.batch, logit_diff, "random", 1, g)}
+    print("| method | CPR | CMD |")
+    print("|---|---|---|")
+    for label, s in rows.items():
+        r = mib_score(t.model, t.batch, logit_diff, scored=s)
+        print(
+            f"| {label} | {r.cpr:.3f} [{r.cpr_ci[0]:.3f}, {r.cpr_ci[1]:.3f}] | "
+            f"{r.cmd:.3f} [{r.cmd_ci[0]:.3f}, {r.cmd_ci[1]:.3f}] |"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "tracr")
     ap.add_argument("--programs", default=",".join(PROGRAMS))
+    ap.add_argument("--mib", action="store_true", help="also MIB's CPR and CMD per method")
     add_device_option(ap)
     args = ap.parse_args()
     device = pick_device(args.device)
     torch.set_num_threads(1)
     print(machine(device))
     for name in args.programs.split(","):
-        run(name, args.data, device)
+        run(name, args.data, device, args.mib)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def load_tracr(path: str | Path) -> TracrModel:
     meta = json.loads(meta_path.read_text())
     weights = {k: v for k, v in arrays.items() if "/" in k or k == "unembed"}
     hf = gpt2_from_tracr(weights, meta["config"])
-    model = HookedModel(hf, provenance={"tracr": meta["program"]})
+    model = HookedModel(hf, provenance={"name": f"tracr-{meta['program']}", "source": str(npz)})
     batch = _batch(meta["program"], arrays)
     return TracrModel(
         name=meta["program"],
