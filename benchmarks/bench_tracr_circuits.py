@@ -49,7 +49,7 @@ from mechscope.tasks.metrics import logit_diff  # noqa: E402
 from mechscope.toys.tracr import load_tracr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ("frac_prevs", "detect_abc", "count_less_freq")
+PROGRAMS = ("frac_prevs", "detect_abc", "count_less_freq", "pointer")
 
 
 def methods(t, n_edges: int, n_nodes: int, gap: float):

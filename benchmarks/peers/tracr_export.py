@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-PROGRAMS = ("frac_prevs", "detect_abc", "count_less_freq")
+PROGRAMS = ("frac_prevs", "detect_abc", "count_less_freq", "pointer")
 
 
 def build(name, lib, rasp):
@@ -43,6 +43,12 @@ def build(name, lib, rasp):
         return lib.detect_pattern(rasp.tokens, "abc"), {"a", "b", "c"}, 5
     if name == "count_less_freq":  # two selector widths, the second reading the first
         return lib.make_count_less_freq(2), {"a", "b", "c"}, 5
+    if name == "pointer":  # head -> head (Q-composition): the token at the position tokens[0]
+        first = rasp.Aggregate(
+            rasp.Select(rasp.indices, rasp.indices, lambda k, q: k == 0), rasp.tokens
+        ).named("first")
+        target = rasp.Select(rasp.indices, first, rasp.Comparison.EQ).named("at_first")
+        return rasp.Aggregate(target, rasp.tokens).named("pointer"), {0, 1, 2, 3}, 5
     raise ValueError(name)
 
 

@@ -29,7 +29,7 @@ from mechscope.tasks.metrics import logit_diff
 from mechscope.toys.tracr import load_tracr
 
 DATA = Path(__file__).parents[1] / "data" / "tracr"
-PROGRAMS = ["frac_prevs", "detect_abc", "count_less_freq"]
+PROGRAMS = ["frac_prevs", "detect_abc", "count_less_freq", "pointer"]
 
 
 @pytest.fixture(scope="module", params=PROGRAMS)
@@ -149,6 +149,23 @@ def test_count_less_freq_blind_spots():
     others = exercised.clone()
     others[query] = False
     assert bool((exact[others] != 0).all())
+
+
+def test_pointer_q_composition():
+    """tokens[tokens[0]]: head L0H0 feeds head L1H0's query. Tracr's attention is hard, so the
+    gradient through L1H0's softmax vanishes: EAP scores the composition edge 0 (exact effect
+    -0.625) while EAP-IG, integrating from the corrupted input, recovers the circuit."""
+    t = load_tracr(DATA / "pointer")
+    g = Graph.from_dims(t.model.dims)
+    compiled, exercised = compiled_edges(t, g), exercised_edges(t, g)
+    assert ("a0.h0", "a1.h0<q>") in g.edge_names(exercised)
+    edge = g.nodes.index("a0.h0"), g.ports.index("a1.h0<q>")
+    eap = attribute(t.model, t.batch, method="eap").scores.detach()
+    exact = exact_edge_scores(t.model, t.batch).scores
+    assert abs(float(eap[edge])) < 1e-9 and float(exact[edge]) == pytest.approx(-0.625)
+    ig = attribute(t.model, t.batch, method="eap-ig").top_n(int(exercised.sum()))
+    r = recovery(ig, compiled, exercised)
+    assert (r["edge_precision"], r["edge_recall"]) == (1.0, 1.0), r
 
 
 def _metrics(t):
