@@ -2,8 +2,8 @@
 
     python benchmarks/probe_mcqa.py [--n-dev 24] [--n-test 64] [--json OUT]
 
-Every form of :func:`mechscope.tasks.mcqa.make_mcqa` in the grid (solved items 0/1/3, plain or
-chat template, 2 or 4 choices, letters " A" / "A" / "(A)", colour items; then the best forms
+Every form of :func:`mechscope.tasks.mcqa.make_mcqa` in the grid (by default solved items
+0/1/3, plain or chat template, 2 or 4 choices, letters " A" / "A" / "(A)", colour items; then the best forms
 with the other item type and with an instruction line) is scored on ``--n-dev`` items whose subjects are the dev half of
 the subject list: the clean logit difference of the right letter against the mean of the other
 offered letters, choice accuracy (argmax among the offered letters) and top-1 accuracy (argmax
@@ -11,7 +11,9 @@ over the vocabulary). The form with the highest dev logit difference is chosen; 
 runners-up and MIB's plain form are then scored on ``--n-test`` items whose subjects are the other
 half (never seen in choosing), with 95% bootstrap intervals, and the symbol counterfactual's
 logit difference (right letter minus the letter the right answer moved to) on clean and
-corrupted prompts.
+corrupted prompts. A control at the same position: the logit of the right answer's *content*
+(" red") against the other offered contents; and a cloze control, the question without choices
+("...What color is the ball?\nAnswer:" -> " red"): whether the model reads the fact at all.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mechscope  # noqa: E402
 from machine import add_device_option, device_label, machine, pick_device  # noqa: E402
 from mechscope.stats import bootstrap_ci  # noqa: E402
-from mechscope.tasks.mcqa import make_mcqa  # noqa: E402
+from mechscope.tasks.mcqa import ITEMS, make_mcqa  # noqa: E402
 from mechscope.tasks.metrics import last_logits, logit_diff  # noqa: E402
 
 MIB_FORM = {"shots": 1, "choices": 4, "letters": "space", "chat": False, "items": "color"}
+CLOZE_FORM = {"shots": 0, "choices": 4, "letters": "space", "chat": False}
 
 
 def run(model, tokens, mask, chunk: int = 16) -> torch.Tensor:
@@ -59,6 +62,8 @@ def score(model, form: dict, n: int, split: str, corrupt: bool = False) -> dict:
         "choice_acc": (offered[among.argmax(1)] == batch.answer_ids).float().tolist(),
         "top1": (last.argmax(1) == batch.answer_ids).float().tolist(),
         "ld_symbol": (right - last.gather(1, batch.wrong_ids[:, None])[:, 0]).tolist(),
+        # the content instead of the letter: " red" against the other offered colours
+        "ld_content": content_ld(model.tokenizer, task, last).tolist(),
         "tokens": int(batch.clean_mask.sum(1).float().mean()),
         # how often the model picks its favourite letter (1.0: the same letter every time)
         "favourite": [float(among.argmax(1).bincount().max()) / n],
@@ -69,6 +74,38 @@ def score(model, form: dict, n: int, split: str, corrupt: bool = False) -> dict:
     return out
 
 
+def content_ld(tok, task, last: torch.Tensor) -> torch.Tensor:
+    """[item]: logit of " " + the right answer minus the mean of the other offered answers."""
+    out = []
+    for i, (right, options) in enumerate(zip(task.meta["right"], task.meta["options"])):
+        ids = [tok(" " + o, add_special_tokens=False)["input_ids"][0] for o in options]
+        values = last[i, ids]
+        r = values[options.index(right)]
+        out.append(r - (values.sum() - r) / (len(ids) - 1))
+    return torch.stack(out)
+
+
+def cloze(model, n: int, items: str) -> dict:
+    """The question without choices ("...What color is the ball?\\nAnswer:"): does the model
+    say the right content (" red") rather than the distractors a choice list would offer?"""
+    task = make_mcqa(model.tokenizer, n, seed=1, split="test", items=items, **CLOZE_FORM)
+    template = ITEMS[items][2]
+    prompts = [f"Question: {template.format(s=s, a=a)}\nAnswer:"
+               for s, a in zip(task.meta["subject"], task.meta["right"])]  # fmt: skip
+    enc = model.tokenizer(
+        prompts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt"
+    )
+    logits = run(model, enc["input_ids"], enc["attention_mask"])
+    last_pos = enc["attention_mask"].sum(1) - 1
+    last = logits[torch.arange(n), last_pos].float()
+    ld = content_ld(model.tokenizer, task, last)
+    right = [model.tokenizer(" " + r, add_special_tokens=False)["input_ids"][0]
+             for r in task.meta["right"]]  # fmt: skip
+    top1 = (last.argmax(1) == torch.tensor(right)).float()
+    lo, hi = bootstrap_ci(ld.numpy())
+    return {"ld_content": [float(ld.mean()), float(lo), float(hi)], "top1": float(top1.mean())}
+
+
 def summary(values: dict) -> dict:
     res = {"tokens": values["tokens"], "favourite": values["favourite"][0]}
     for key, v in values.items():
@@ -76,6 +113,10 @@ def summary(values: dict) -> dict:
             lo, hi = bootstrap_ci(torch.tensor(v).numpy())
             res[key] = [sum(v) / len(v), float(lo), float(hi)]
     return res
+
+
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
 
 
 def name(form: dict) -> str:
@@ -97,6 +138,10 @@ def main() -> None:
     parser.add_argument("--n-dev", type=int, default=24)
     parser.add_argument("--n-test", type=int, default=64)
     parser.add_argument("--top", type=int, default=3, help="dev forms carried to the test split")
+    parser.add_argument("--shots", default="0,1,3", help="the grid: solved items")
+    parser.add_argument("--chat", default="0,1", help="the grid: 0 plain, 1 chat template")
+    parser.add_argument("--choices", default="2,4", help="the grid: numbers of choices")
+    parser.add_argument("--letters", default="space,bare,paren", help="the grid: letter forms")
     parser.add_argument("--json")
     add_device_option(parser)
     args = parser.parse_args()
@@ -107,8 +152,9 @@ def main() -> None:
     print(f"device {device_label(device)}", machine(device))
     model = mechscope.load("smollm2-135m", progress=False)
     cpu0 = time.process_time()
-    grid = [dict(zip(("shots", "chat", "choices", "letters"), v))
-            for v in itertools.product((0, 1, 3), (False, True), (2, 4), ("space", "bare", "paren"))]  # fmt: skip
+    axes = (ints(args.shots), [bool(v) for v in ints(args.chat)], ints(args.choices),
+            args.letters.split(","))  # fmt: skip
+    grid = [dict(zip(("shots", "chat", "choices", "letters"), v)) for v in itertools.product(*axes)]
     dev = []
     for form in grid:
         form = {**form, "items": "color"}
@@ -132,13 +178,21 @@ def main() -> None:
         test.append((form, s))
         show("test", form, s)
         sym, cor = s["ld_symbol"], s["ld_symbol_corrupt"]
+        c = s["ld_content"]
+        print(f"     the answer's content instead of its letter (' red' vs the other options): "
+              f"{c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]", flush=True)  # fmt: skip
         print(f"     symbol counterfactual LD: clean {sym[0]:.2f} [{sym[1]:.2f}, {sym[2]:.2f}], "
               f"corrupted {cor[0]:.2f} [{cor[1]:.2f}, {cor[2]:.2f}]", flush=True)  # fmt: skip
+    controls = {items: cloze(model, args.n_test, items) for items in ITEMS}
+    for items, c in controls.items():
+        ld = c["ld_content"]
+        print(f"cloze control ({items}, no choices, 0-shot): right content vs the 3 others "
+              f"{ld[0]:.2f} [{ld[1]:.2f}, {ld[2]:.2f}], top-1 {c['top1']:.2f}", flush=True)  # fmt: skip
     cpu = time.process_time() - cpu0
     print(f"{cpu:.0f} CPU-s")
     if args.json:
         out = {"machine": machine(device), "n_dev": args.n_dev, "n_test": args.n_test,
-               "chosen": chosen, "cpu_seconds": cpu,
+               "chosen": chosen, "cpu_seconds": cpu, "cloze": controls,
                "dev": [{"form": f, **s} for f, s in dev],
                "test": [{"form": f, **s} for f, s in test]}  # fmt: skip
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -14,7 +14,7 @@ from mechscope.tasks.mcqa import ITEMS, LETTERS, make_mcqa
 FORMS = [
     dict(zip(("chat", "letters", "choices", "shots", "items"), v))
     for v in itertools.product(
-        (False, True), ("space", "bare", "paren"), (2, 4), (0, 3), ("color", "place")
+        (False, True), ("space", "bare", "paren"), (2, 4), (0, 8), ("color", "place")
     )
 ]
 
@@ -75,7 +75,7 @@ def test_mcqa_chat_form_ends_at_the_reply(smol_tokenizer) -> None:
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"shots": 4}, "shots must be 0-3"),
+        ({"shots": 9}, "shots must be 0-8"),
         ({"choices": 5}, "choices must be 2-4"),
         ({"letters": "A"}, "letters must be one of space, bare, paren"),
         ({"items": "capital"}, "items must be one of color, place"),

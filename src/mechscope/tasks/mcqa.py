@@ -5,12 +5,13 @@ it back among lettered choices: "Question: The ball is red. What color is the ba
 red\\nC. green\\nD. pink\\nAnswer:" -> " B". As in MIB's symbol counterfactual, the corrupted
 prompt is the same question with the right answer swapped with another choice, so it sits under
 another letter: the wrong token is that letter, and a circuit must carry *which letter*, not the
-colour. ``meta`` records the subject, the right answer and both answer positions.
+colour. ``meta`` records the subject, the right answer, the clean prompt's options and both
+answer positions.
 
 The form is a set of options, so that the one a model does can be found (see
 ``benchmarks/probe_mcqa.py`` and docs/causal.md):
 
-- ``shots``: 0-3 solved items before the question (fixed items, answers under varied letters);
+- ``shots``: 0-8 solved items before the question (fixed items, answers under varied letters);
 - ``choices``: 2-4 lettered choices;
 - ``letters``: ``"space"`` (the answer is " B" after "Answer:"), ``"bare"`` ("B" after
   "Answer:\\n", or first in a chat reply) or ``"paren"`` (choices "(A) red", the answer "B" after
@@ -57,13 +58,26 @@ SHOTS = {
         ("tree", ("red", "green", "blue", "white"), 1),
         ("sky", ("blue", "brown", "black", "yellow"), 0),
         ("apple", ("pink", "white", "orange", "red"), 3),
+        ("grass", ("yellow", "purple", "green", "black"), 2),
+        ("snow", ("white", "red", "gray", "blue"), 0),
+        ("banana", ("brown", "yellow", "pink", "green"), 1),
+        ("coal", ("orange", "blue", "white", "black"), 3),
+        ("cloud", ("green", "black", "white", "purple"), 2),
     ),
     "place": (
         ("Ben", ("hall", "farm", "church", "zoo"), 1),
         ("Lisa", ("farm", "zoo", "hall", "church"), 0),
         ("Max", ("church", "hall", "zoo", "farm"), 3),
+        ("Tim", ("museum", "bank", "zoo", "hotel"), 2),
+        ("Rose", ("market", "station", "church", "farm"), 0),
+        ("Adam", ("hotel", "museum", "market", "bank"), 1),
+        ("Eva", ("zoo", "church", "station", "hall"), 3),
+        ("Nick", ("station", "hotel", "bank", "farm"), 2),
     ),
 }
+
+
+MAX_SHOTS = 8
 
 
 def _choice_lines(options: tuple[str, ...] | list[str], letters: str) -> str:
@@ -129,8 +143,8 @@ class _Form:
 
 
 def _check(tok: Any, shots: int, choices: int, letters: str, chat: bool, items: str) -> None:
-    if not 0 <= shots <= 3:
-        raise MechscopeError(f"mcqa shots must be 0-3, got {shots}")
+    if not 0 <= shots <= MAX_SHOTS:
+        raise MechscopeError(f"mcqa shots must be 0-{MAX_SHOTS}, got {shots}")
     if not 2 <= choices <= 4:
         raise MechscopeError(f"mcqa choices must be 2-4, got {choices}")
     if letters not in LETTER_FORMS:
@@ -180,7 +194,8 @@ def make_mcqa(
     form = _Form(tok, shots, choices, letters, chat, items, instruction)
     rng = random.Random(seed)
     rows: dict[str, list[Any]] = {k: [] for k in ("clean", "corrupt", "answer", "wrong")}
-    meta: dict[str, list[Any]] = {"subject": [], "right": [], "answer_pos": [], "corrupt_pos": []}
+    keys = ("subject", "right", "options", "answer_pos", "corrupt_pos")
+    meta: dict[str, list[Any]] = {k: [] for k in keys}
     places = [i % choices for i in range(n)]  # each letter right equally often (a constant
     rng.shuffle(places)  # letter preference then cancels in the mean logit difference)
     for pos in places:
@@ -192,7 +207,7 @@ def make_mcqa(
         rows["corrupt"].append(form.prompt(subject, options[pos], moved))
         rows["answer"].append(form.token(pos))
         rows["wrong"].append(form.token(cpos))
-        for key, value in zip(meta, (subject, options[pos], pos, cpos)):
+        for key, value in zip(keys, (subject, options[pos], options, pos, cpos)):
             meta[key].append(value)
     options = {"shots": shots, "choices": choices, "letters": letters, "chat": chat,
                "items": items, "instruction": instruction, "split": split}  # fmt: skip
