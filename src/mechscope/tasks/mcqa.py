@@ -24,8 +24,10 @@ The form is a set of options, so that the one a model does can be found (see
 - ``split``: ``"dev"`` / ``"test"`` draw subjects from disjoint halves of the subject list (choose
   a form on one, report on the other); None uses all.
 
-The built-in ``mcqa`` (the defaults) is the form SmolLM2-135M-Instruct does best on held-out items;
-``mcqa-mib`` is MIB's plain form with one solved item, which it does not do.
+The built-in ``mcqa`` (the defaults) is MIB's plain form with one solved item. SmolLM2-135M-Instruct
+does none of the forms: it answers one letter whatever the question (docs/causal.md, "MCQA on the
+built-in model"). The letter of the right answer is balanced over the items, so a constant letter
+preference cancels in the mean logit difference.
 """
 
 from __future__ import annotations
