@@ -7,8 +7,9 @@ import pytest
 from mechscope.errors import MechscopeError
 from mechscope.models.tiny import tiny_tokenizer
 from mechscope.tasks import load_task
-from mechscope.tasks.mcqa import COLORS, LETTERS, OBJECTS
+from mechscope.tasks.mcqa import ITEMS, LETTERS
 
+OBJECTS, COLORS, _ = ITEMS["color"]
 WORDS = [str(i) for i in range(100)] + list(LETTERS) + list(COLORS) + list(OBJECTS)
 WORDS += ["Question", "The", "is", "What", "color", "the", "Answer", "tree"]
 
@@ -41,7 +42,7 @@ def test_mcqa(tok) -> None:
     batch = task.tokenize(tok)
     batch.require_aligned()
     for i in range(12):
-        color, pos, cpos = (task.meta[k][i] for k in ("color", "answer_pos", "corrupt_pos"))
+        color, pos, cpos = (task.meta[k][i] for k in ("right", "answer_pos", "corrupt_pos"))
         assert pos != cpos
         assert f"\n{LETTERS[pos]}. {color}\n" in task.clean[i] + "\n"
         assert f"\n{LETTERS[cpos]}. {color}\n" in task.corrupt[i] + "\n"
