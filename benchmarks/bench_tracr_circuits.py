@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import add_device_option, machine, pick_device, timed  # noqa: E402
 from mechscope.circuits import Graph, acdc, attribute, attribute_nodes  # noqa: E402
-from mechscope.circuits.mib import mib_score, score_edges  # noqa: E402
+from mechscope.circuits.mib import acdc_ranking, mib_score, score_edges  # noqa: E402
 from mechscope.circuits.tracr import (  # noqa: E402
     compiled_edges,
     components,
@@ -107,6 +107,8 @@ def run(name: str, data: Path, device: torch.device, mib: bool) -> None:
         (scored, circuit), _, cpu = timed(fn, device)
         if circuit is not None and scored is not None:
             edge_scores[label] = scored
+        if label == "acdc":  # MIB ranks every edge by what ACDC measured when it tried it
+            edge_scores[label] = acdc_ranking(circuit)
         if circuit is None:  # a node method: nodes only
             r = node_recovery(scored, n_nodes, compiled, exercised)
             print(
