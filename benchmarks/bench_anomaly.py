@@ -91,6 +91,7 @@ def evaluate(
         layers=layers,
         site=args.site,
         aggregate=args.aggregate,
+        combine=args.combine,
         fit_on=args.fit_on,
         seq_len=48,
         n_tokens=args.n_tokens,
@@ -114,6 +115,7 @@ def evaluate(
         r["model"] = "clean" if label == "clean" else "backdoored"
         r["site"] = args.site
         r["aggregate"] = args.aggregate
+        r["combine"] = args.combine
         r["fit_on"] = args.fit_on
         r["held_out"] = len(det.calibration[r["kind"]]["scores"])  # trusted inputs calibrated on
     print(f"[{label}] done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -123,7 +125,10 @@ def evaluate(
 def overhead(model: Any, texts: list[str], args: argparse.Namespace, trusted: list[str]) -> dict:
     kinds = tuple(args.kinds.split(",")) if args.kinds else ("mahalanobis",)
     how = args.aggregate
-    cfg = FitConfig(kinds=kinds, seq_len=48, n_tokens=8192, aggregate=how)
+    layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
+    cfg = FitConfig(
+        kinds=kinds, layers=layers, seq_len=48, n_tokens=8192, aggregate=how, combine=args.combine
+    )
     det = fit_detector(model, Corpus.from_texts(trusted), cfg, quiet=True)
     pad = model.tokenizer.pad_token_id or 0
     chunks = _batches(_tokenize(model, texts, 256), 8, pad)
@@ -273,6 +278,9 @@ def main() -> None:
     parser.add_argument("--layers", help="comma-separated layers (default: the detector's)")
     parser.add_argument("--site", default="blocks.{layer}.hook_resid_post")
     parser.add_argument("--aggregate", choices=["max", "mean", "last"], default="max")
+    parser.add_argument(
+        "--combine", choices=["max", "mean"], default="max", help="layers -> token score"
+    )
     parser.add_argument(
         "--fit-on",
         choices=["windows", "prompts"],

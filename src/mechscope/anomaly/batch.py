@@ -3,8 +3,9 @@
 Position 0 of every sequence is never scored (BOS when the tokenizer has one, else the
 attention-sink position whose activations are outliers on every input); padding is not scored.
 Across layers, a token's score at each layer is put on one scale by the held-out trusted tokens
-(``z = (log s - mean) / std`` at that layer) and the combined score is the largest ``z``; the
-layer that gave it is the layer reported for the token.
+(``z = (log s - mean) / std`` at that layer) and the combined score is the largest ``z``
+(``combine="max"``) or the mean ``z`` over the layers (``combine="mean"``); the layer with the
+largest ``z`` is the layer reported for the token.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def sites_for(detector: Detector, kinds: tuple[str, ...]) -> list[str]:
     for kind in kinds:
         if KINDS[kind].reads == "dla":  # extract(dla=True) adds the sites it needs
             continue
+        if KINDS[kind].reads == "update":
+            for layer in detector.kind_layers(kind):
+                sites += [s for s in _update_sites(layer) if s not in sites]
+            continue
         for layer in detector.kind_layers(kind):
             site = _site(detector, kind, layer)
             if site not in sites:
@@ -42,6 +47,11 @@ def sites_for(detector: Detector, kinds: tuple[str, ...]) -> list[str]:
 
 def _last_site(detector: Detector) -> str:
     return f"blocks.{int(detector.model['n_layers']) - 1}.hook_resid_post"
+
+
+def _update_sites(layer: int) -> tuple[str, str]:
+    """The residual stream before and after block ``layer``: their difference is its update."""
+    return f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_resid_post"
 
 
 def _site(detector: Detector, kind: str, layer: int) -> str:
@@ -67,6 +77,9 @@ def kind_input(detector: Detector, kind: str, layer: int, acts: BatchActs, sae: 
     if reads == "dla":
         assert acts.dla is not None
         return acts.dla[..., : dla_width(layer)]
+    if reads == "update":
+        before, after = _update_sites(layer)
+        return acts.acts[after] - acts.acts[before]
     if reads == "lens":
         return torch.cat([acts.acts[site], acts.acts[_last_site(detector)]], -1)
     if reads == "latents":
@@ -131,7 +144,10 @@ def combine(detector: Detector, kind: str, raw: dict[int, Tensor]) -> tuple[Tens
     for layer, s in raw.items():
         mean, std = stats[str(layer)]
         z.append((torch.log(s.clamp(min=0) + LOG_EPS) - mean) / max(std, 1e-12))
-    best, which = torch.stack(z).max(0)
+    stacked = torch.stack(z)
+    best, which = stacked.max(0)
+    if detector.config.combine == "mean":
+        best = stacked.mean(0)
     layers = torch.tensor(list(raw), dtype=torch.long)
     return best, layers[which]
 

@@ -24,6 +24,7 @@ __all__ = ["AGGREGATES", "Detector", "FitConfig", "load_detector", "save_detecto
 
 FORMAT = "mechscope-anomaly-detector/1"
 AGGREGATES = ("max", "mean", "last")
+COMBINES = ("max", "mean")
 FIT_ON = ("windows", "prompts")
 
 
@@ -39,6 +40,8 @@ class FitConfig:
     batch_size: int = 8
     holdout: float = 0.2  # share of trusted windows kept out of fitting to calibrate on
     aggregate: str = "max"  # token scores -> input score for the mechanistic kinds
+    combine: str = "max"  # layers -> token score: the largest standardised layer score, or
+    # their mean ("mean": a shift spread over many layers adds up, one noisy layer is diluted)
     fit_on: str = "windows"  # "prompts": every trusted document is one prompt (its last
     # seq_len tokens) and only its last token is fitted and calibrated (with aggregate "last")
     contrast: tuple[tuple[str, str], ...] = ()  # (positive, negative) prompts of the contrast
@@ -57,6 +60,10 @@ class FitConfig:
             raise MechscopeError(f"holdout must lie in (0, 1), got {self.holdout}")
         if self.aggregate not in AGGREGATES:
             raise MechscopeError(f"aggregate must be one of {', '.join(AGGREGATES)}")
+        if self.combine not in COMBINES:
+            raise MechscopeError(
+                f"combine must be one of {', '.join(COMBINES)}, got {self.combine!r}"
+            )
         if self.fit_on not in FIT_ON:
             raise MechscopeError(f"fit_on must be one of {', '.join(FIT_ON)}, got {self.fit_on!r}")
         if self.fit_on == "prompts" and self.aggregate != "last":

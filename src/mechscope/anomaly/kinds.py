@@ -1,7 +1,8 @@
 """The detector kinds, one entry each in :data:`KINDS`: what they read and how they score.
 
 Every mechanistic kind scores each token at each layer from one vector: ``mahalanobis`` (the site
-activation), ``lof`` (the site activation, PCA-whitened), ``attribution`` (gradient x activation
+activation), ``update`` (what block L writes to the residual stream, ``resid_post - resid_pre``,
+then Mahalanobis), ``lof`` (the site activation, PCA-whitened), ``attribution`` (gradient x activation
 of the output at the site, then Mahalanobis), ``sae`` (the SAE's latents, diagonal Gaussian;
 one layer, the SAE's) and ``lens`` (the KL between the model's prediction and what the layer
 predicts through a tuned-lens translator: :mod:`mechscope.anomaly.lens`) and ``dla`` (the direct
@@ -32,8 +33,8 @@ __all__ = ["BASELINES", "KINDS", "Kind", "check_kinds"]
 class Kind:
     """How one kind of detector fits and scores."""
 
-    reads: str  # "acts", "attributions", "latents", "lens" (acts at L and the last), "dla" or
-    # "logits"
+    reads: str  # "acts", "attributions", "latents", "lens" (acts at L and the last), "dla",
+    # "update" (resid_post - resid_pre of block L) or "logits"
     new_stats: Callable[[Any], Any] | None = None  # FitConfig -> accumulator with update(x)
     finish: Callable[[Any, Any], dict[str, Tensor]] | None = None  # (stats, config) -> tensors
     score: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n]
@@ -79,6 +80,7 @@ def _contrast_prepare(model: Any, detector: Any) -> dict[int, dict[str, Tensor]]
 KINDS: dict[str, Kind] = {
     "mahalanobis": _maha(reads="acts"),
     "attribution": _maha(reads="attributions"),
+    "update": _maha(reads="update"),  # what block L writes: resid_post - resid_pre
     "dla": _maha(reads="dla"),
     "lof": Kind(
         reads="acts",

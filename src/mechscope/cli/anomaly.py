@@ -32,8 +32,8 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "--kinds",
     default="mahalanobis,lof,perplexity,entropy",
     show_default=True,
-    help="Comma-separated: mahalanobis, lof, attribution, lens, dla, contrast, sae, perplexity, "
-    "entropy, confidence.",
+    help="Comma-separated: mahalanobis, update, lof, attribution, lens, dla, contrast, sae, "
+    "perplexity, entropy, confidence.",
 )
 @click.option("--layers", help="Comma-separated layers (default: up to 6 evenly spaced).")
 @click.option("--site", default="blocks.{layer}.hook_resid_post", show_default=True)
@@ -44,6 +44,13 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 @click.option("--holdout", default=0.2, show_default=True, help="Share held out to calibrate.")
 @click.option(
     "--aggregate", type=click.Choice(["max", "mean", "last"]), default="max", show_default=True
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["max", "mean"]),
+    default="max",
+    show_default=True,
+    help="Layers -> token score: the largest standardised layer score, or their mean.",
 )
 @click.option(
     "--fit-on",
@@ -82,6 +89,7 @@ def fit(
     batch_size: int,
     holdout: float,
     aggregate: str,
+    combine: str,
     fit_on: str,
     contrast_path: str | None,
     seed: int,
@@ -108,6 +116,7 @@ def fit(
         batch_size=batch_size,
         holdout=holdout,
         aggregate=aggregate,
+        combine=combine,
         fit_on=fit_on,
         contrast=_pairs(contrast_path),
         seed=seed,
