@@ -23,19 +23,20 @@ def iia_figure(
     title: str = "",
 ) -> Figure:
     """One heatmap ``[row col]`` of IIA in ``[0, 1]`` per panel, every cell annotated; NaN cells
-    (not measured) are left blank."""
+    (not measured) are grey."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     width = 1.2 + len(panels) * (1.0 + 0.55 * len(cols))
     fig = Figure(figsize=(width, 1.5 + 0.28 * len(rows)), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     image = None
+    cmap = colormaps["viridis"].with_extremes(bad="#e4e4e4")  # grey: not measured
     for ax, (name, values) in zip(axes, panels):
         values = np.asarray(values, dtype=float)
         if values.shape != (len(rows), len(cols)):
             raise ValueError(f"panel {name!r} is {values.shape}, not {(len(rows), len(cols))}")
-        image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1,
-                          aspect="auto")  # fmt: skip
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1, aspect="auto")
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
