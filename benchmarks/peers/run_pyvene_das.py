@@ -69,6 +69,7 @@ def main(spec_path: str, out_path: str) -> None:
     opt = torch.optim.Adam(iv.get_trainable_parameters(), lr=spec["lr"])
     g = torch.Generator().manual_seed(spec["seed"])
     times, cpu = [], []
+    total = time.process_time()
     for _ in range(spec["steps"]):
         index = torch.randint(len(train_b), (spec["batch_size"],), generator=g)
         start, cpu0 = time.perf_counter(), time.process_time()
@@ -88,6 +89,7 @@ def main(spec_path: str, out_path: str) -> None:
             "test_correct": correct,
             "step_seconds": torch.tensor(times),
             "step_cpu": torch.tensor(cpu),
+            "total_cpu": torch.tensor(time.process_time() - total),  # steps + held-out IIA
         },
         out_path,
     )

@@ -35,7 +35,26 @@ def test_das_bad_input_is_one_line(tiny_folder: Path, task_file: Path) -> None:
     assert result.exit_code == 2
     assert "larger than site" in result.output and result.output.count("\n") == 1
     result = run("das", "-m", str(tiny_folder), "-t", str(task_file), "--positions", "x", "-q")
-    assert result.exit_code == 2 and "--positions takes" in result.output
+    assert result.exit_code == 2 and "unknown position 'x'" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_das_fixed_methods_and_png(tiny_folder: Path, task_file: Path, tmp_path: Path) -> None:
+    out, png, html = tmp_path / "f.json", tmp_path / "f.png", tmp_path / "f.html"
+    eight = tmp_path / "eight.jsonl"
+    eight.write_text(task_file.read_text() * 4)
+    for method in ("full", "pca"):
+        result = run(
+            "das", "-m", str(tiny_folder), "-t", str(eight), "--layers", "0,1", "--method", method,
+            "--positions", "0,last", "--json", str(out), "--png", str(png), "--html", str(html),
+            "-q",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        data = json.loads(out.read_text())
+        assert data["method"] == method and data["positions"] == [0, "last"]
+        assert {r["method"] for r in data["results"]} == {method}
+        assert png.read_bytes()[:4] == b"\x89PNG" and "95% interval" in html.read_text()
+    assert data["results"][0]["k"] == 1 and data["results"][0]["train_iia"] is None
 
 
 def test_circuit_mib_and_stability(tiny_folder: Path, task_file: Path, tmp_path: Path) -> None:

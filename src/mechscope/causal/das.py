@@ -33,7 +33,6 @@ from mechscope.causal.data import Counterfactuals
 from mechscope.causal.subspace import (
     check_basis,
     gather,
-    position_index,
     scatter,
     site_size,
     source_values,
@@ -130,18 +129,22 @@ class DASConfig:
 
 @dataclass(frozen=True)
 class DASResult:
-    """A learned subspace: ``basis [d k]``, the IIA on the training and held-out pairs."""
+    """A learned subspace: ``basis [d k]``, the IIA on the training and held-out pairs.
+
+    Fixed bases use the same record (``method``: ``"pca"``, the difference PCA, with no training
+    IIA; ``"full"``, the whole vector, ``basis`` None and ``k = d``)."""
 
     site: str
-    positions: list[int] | str
+    positions: list[int] | list[str] | str
     k: int
-    basis: Tensor
-    train_iia: float
+    basis: Tensor | None
+    train_iia: float | None
     test_iia: float
     test_correct: Tensor  # [pair] bool, held-out pairs (for intervals)
     losses: list[float] = field(default_factory=list)
     fit_seconds: float = 0.0  # wall time of the optimiser steps
     fit_cpu_seconds: float = 0.0  # process CPU time of the optimiser steps
+    method: str = "das"  # das | pca | full
 
     def to_dict(self) -> dict[str, Any]:
         from mechscope.stats import bootstrap_ci
@@ -149,6 +152,7 @@ class DASResult:
         few = len(self.test_correct) < 2  # no interval from one pair
         ci = None if few else list(bootstrap_ci(self.test_correct.float()))
         return {
+            "method": self.method,
             "site": self.site,
             "positions": self.positions,
             "k": self.k,
@@ -164,24 +168,35 @@ class DASResult:
 
 class Runner:
     """One site and set of positions over one dataset: cached source values (and, for residual
-    sites, cached base residuals) so that each intervened forward runs only what it must."""
+    sites, cached base residuals) so that each intervened forward runs only what it must.
+
+    ``acts``: the base and source activations ``[pair pos ...]`` at the site when the caller
+    already has them (a sweep caches every site in one run of each), instead of two runs here."""
 
     def __init__(
-        self, model: HookedModel, data: Counterfactuals, site: str, positions: Any
+        self,
+        model: HookedModel,
+        data: Counterfactuals,
+        site: str,
+        positions: Any,
+        acts: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.model, self.data, self.site = model, data, site
         self.d = site_size(model, site)
-        pos = data.read_pos[:, None] if isinstance(positions, str) else positions
-        if isinstance(positions, str) and positions != "last":
-            raise MechscopeError(f"positions must be ints or 'last', not {positions!r}")
-        self.pos = position_index(pos, len(data), data.base.shape[1])
-        self.values = source_values(model, data.source, site, self.pos, data.mask)
+        self.pos = data.resolve(positions)  # [pair npos]
+        if acts is None:
+            self.values = source_values(model, data.source, site, self.pos, data.mask)
+        else:
+            self.values = gather(acts[1], self.pos)
         self.layer = _resid_layer(model, site) if data.mask is None else None
         if self.layer is not None:
             with torch.no_grad(), model.capture_inputs() as inputs:
                 model(data.base[:1])
             self.inputs = inputs
-            self.resid = model(data.base, stop_at_layer=self.layer).detach()
+            if acts is None:
+                self.resid = model(data.base, stop_at_layer=self.layer).detach()
+            else:
+                self.resid = acts[0]
 
     def logits(self, index: Tensor, swap_fn: Any) -> Tensor:
         """``[rows d_vocab]``: last-position logits of the bases ``index`` with ``swap_fn(h, src)``
@@ -226,15 +241,53 @@ def _resid_layer(model: HookedModel, site: str) -> int | None:
     return None
 
 
+def describe(positions: Any) -> list[int] | list[str] | str:
+    """Positions as JSON: a name, a list of names, or a flat list of ints."""
+    if isinstance(positions, str):
+        return positions
+    if isinstance(positions, (list, tuple)) and all(isinstance(v, str) for v in positions):
+        return list(positions)
+    return list(torch.as_tensor(positions).reshape(-1).tolist())
+
+
+def difference_basis(
+    model: HookedModel,
+    data: Counterfactuals,
+    site: str,
+    positions: Any,
+    k: int,
+    acts: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """``[d k]``: the top ``k`` right singular vectors (uncentred PCA) of the pairs' source - base
+    activation differences at ``site`` and ``positions``: the directions along which the pairs
+    differ most: a fixed basis, no training. ``acts`` as for :class:`Runner`."""
+    pos = data.resolve(positions)
+    if acts is None:
+        base = source_values(model, data.base, site, pos, data.mask)
+        diff = source_values(model, data.source, site, pos, data.mask) - base
+    else:
+        diff = gather(acts[1], pos) - gather(acts[0], pos)
+    diff = diff.flatten(0, 1).double()
+    if not 1 <= k <= min(diff.shape):
+        raise MechscopeError(
+            f"a difference basis of {k} directions needs k in [1, {min(diff.shape)}] for "
+            f"{diff.shape[0]} differences of size {diff.shape[1]}; lower k or add pairs"
+        )
+    _, _, v = torch.linalg.svd(diff, full_matrices=False)
+    return v[:k].T.float().contiguous()
+
+
 def iia(
     model: HookedModel,
     data: Counterfactuals,
     site: str,
     positions: Any,
     basis: Tensor | None,
+    acts: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """``[pair]`` bool: each pair's interchange intervention gives the counterfactual label."""
-    run = Runner(model, data, site, positions)
+    """``[pair]`` bool: each pair's interchange intervention gives the counterfactual label
+    (``acts`` as for :class:`Runner`)."""
+    run = Runner(model, data, site, positions, acts)
     check_basis(basis, run.d, site)
     return run.correct(lambda h, s: swap(h, s, basis))
 
@@ -268,9 +321,7 @@ def train_das(
     test_correct = Runner(model, test, site, positions).correct(fixed)
     return DASResult(
         site=site,
-        positions=positions
-        if isinstance(positions, str)
-        else list(torch.as_tensor(positions).reshape(-1).tolist()),
+        positions=describe(positions),
         k=basis.shape[1],
         basis=basis,
         train_iia=float(run.correct(fixed).float().mean()),

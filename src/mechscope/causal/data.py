@@ -10,14 +10,16 @@ answer" is the source's answer, the task's ``wrong`` token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from mechscope.causal.subspace import position_index
 from mechscope.errors import MechscopeError
 from mechscope.tasks.base import Task
+from mechscope.tasks.ioi import ioi_positions
 
 Tensor = torch.Tensor
 
@@ -33,6 +35,7 @@ class Counterfactuals:
     base_label: Tensor
     read_pos: Tensor
     mask: Tensor | None = None
+    positions: Mapping[str, Tensor] = field(default_factory=dict)  # name -> [pair]
 
     def __len__(self) -> int:
         return self.base.shape[0]
@@ -83,7 +86,27 @@ class Counterfactuals:
             base_label=self.base_label[index],
             read_pos=self.read_pos[index],
             mask=m,
+            positions={name: pos[index] for name, pos in self.positions.items()},
         )
+
+    def position_names(self) -> list[str]:
+        return ["last", *self.positions]
+
+    def resolve(self, positions: Any) -> Tensor:
+        """``[pair npos]``: ints (one position for every pair, or ``[pair npos]``), ``"last"``, a
+        name of ``self.positions`` or a list of names."""
+        names = [positions] if isinstance(positions, str) else positions
+        if isinstance(names, (list, tuple)) and names and all(isinstance(v, str) for v in names):
+            cols = []
+            for name in names:
+                if name != "last" and name not in self.positions:
+                    raise MechscopeError(
+                        f"unknown position {name!r}; these pairs name "
+                        f"{', '.join(self.position_names())} (or give token indices)"
+                    )
+                cols.append(self.read_pos if name == "last" else self.positions[name])
+            return torch.stack(cols, 1)
+        return position_index(positions, len(self), self.base.shape[1])
 
     def split(self, test: float = 0.25, seed: int = 0) -> tuple[Counterfactuals, Counterfactuals]:
         """(train, held-out test) by a seeded shuffle."""
@@ -102,10 +125,14 @@ class Counterfactuals:
 
 def from_task(task: Task, tokenizer: Any) -> Counterfactuals:
     """Bases = clean prompts, sources = corrupted prompts, label = the source's answer (the task's
-    ``wrong`` token), base_label = the task's answer (see the module docstring)."""
+    ``wrong`` token), base_label = the task's answer, and the task's named positions (IOI: ``IO``,
+    ``S1``, ``S2``, ``S2+1``; see the module docstring)."""
     batch = task.tokenize(tokenizer, require_same_length=True)
     batch.require_aligned()
     mask = batch.clean_mask
+    named: dict[str, Tensor] = {}
+    if task.meta.get("generator") == "ioi":
+        named = ioi_positions(task, batch.clean_tokens, tokenizer)
     return Counterfactuals(
         name=task.name,
         base=batch.clean_tokens,
@@ -114,4 +141,5 @@ def from_task(task: Task, tokenizer: Any) -> Counterfactuals:
         base_label=batch.answer_ids,
         read_pos=batch.last_pos,
         mask=None if bool(mask.bool().all()) else mask,
+        positions=named,
     )

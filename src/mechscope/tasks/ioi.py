@@ -21,11 +21,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import torch
+
 from mechscope.errors import MechscopeError
 from mechscope.tasks.base import Task
 from mechscope.tasks.vocab import (
     check_n,
     check_pool,
+    encode,
     largest_group,
     n_tokens,
     need_tokenizer,
@@ -130,3 +133,29 @@ def _pair(
     if corruption == "abc":
         return clean, template.format(A=fresh[0], B=fresh[1], S=fresh[2], **extra)
     return clean, template.format(A=a, B=b, S=io, **extra)
+
+
+def ioi_positions(
+    task: Task, clean_tokens: torch.Tensor, tokenizer: Any
+) -> dict[str, torch.Tensor]:
+    """Each prompt's name positions in its clean tokens ``[batch pos]``, as ``[batch]`` tensors:
+    ``IO`` (the indirect object), ``S1`` and ``S2`` (the subject's two mentions) and ``S2+1``
+    (the token after S2). Templates put the names at different positions (``"Then, A and B"``,
+    ABBA vs BABA), so sweeps over named positions read these rather than one column."""
+    tok = need_tokenizer(tokenizer, "ioi")
+    if "io" not in task.meta or "s" not in task.meta:
+        raise MechscopeError(f"task {task.name!r} has no IOI names in its meta; build it with ioi")
+    found: dict[str, list[int]] = {"IO": [], "S1": [], "S2": [], "S2+1": []}
+    for i, (io, s) in enumerate(zip(task.meta["io"], task.meta["s"])):
+        row = clean_tokens[i].tolist()
+        io_id, s_id = (encode(tok, " " + name) for name in (io, s))
+        at_io = [j for j, t in enumerate(row) if [t] == io_id]
+        at_s = [j for j, t in enumerate(row) if [t] == s_id]
+        if len(at_io) != 1 or len(at_s) != 2:
+            raise MechscopeError(
+                f"IOI prompt {i}: expected the IO name once and the subject twice as single tokens, "
+                f"found {len(at_io)} and {len(at_s)}"
+            )
+        for key, value in zip(found, (at_io[0], at_s[0], at_s[1], at_s[1] + 1)):
+            found[key].append(value)
+    return {key: torch.tensor(value, dtype=torch.long) for key, value in found.items()}
