@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mechscope.causal import DASConfig, iia, random_basis, toy, train_das
+from mechscope.causal import DASConfig, iia, random_basis, random_control, toy, train_das
 from mechscope.causal.das import Rotation
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,11 @@ def test_das_finds_v1_after_b_and_nowhere_it_cannot_be(equality) -> None:
         assert wrong.test_iia <= chance + 0.05, (site, pos)
     rand = iia(model, test, "blocks.1.hook_resid_pre", [1], random_basis(32, 1, seed=0))
     assert float(rand.float().mean()) <= chance + 0.05
+    # the shipped control is that random subspace, and the paired test separates them
+    control = random_control(model, test, right, seed=0)
+    assert control["test_iia"] == pytest.approx(float(rand.float().mean()))
+    assert control["p_vs_random"] < 0.001
+    assert random_control(model, test, wrong, seed=0)["p_vs_random"] > 0.01  # both at chance
 
 
 def test_boundless_das_learns_a_small_subspace(equality) -> None:

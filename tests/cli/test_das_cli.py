@@ -28,6 +28,10 @@ def test_das_json_and_heatmap(tiny_folder: Path, task_file: Path, tmp_path: Path
     assert len(data["iia"]) == 2 and all(0 <= v <= 1 for row in data["iia"] for v in row)
     assert len(data["best"]["test_iia_ci"]) == 2 and "<img" in html.read_text()
     assert "best:" in result.output
+    control = data["control"]  # a random subspace of the best cell's size, on the same pairs
+    assert control["method"] == "random" and control["k"] == data["best"]["k"]
+    assert 0 <= control["test_iia"] <= 1 and 0 < control["p_vs_random"] <= 1
+    assert "control: a random 1-d subspace there" in result.output
 
 
 def test_das_bad_input_is_one_line(tiny_folder: Path, task_file: Path) -> None:
@@ -53,6 +57,7 @@ def test_das_fixed_methods_and_png(tiny_folder: Path, task_file: Path, tmp_path:
         data = json.loads(out.read_text())
         assert data["method"] == method and data["positions"] == [0, "last"]
         assert {r["method"] for r in data["results"]} == {method}
+        assert ("control" in data) == (method == "pca")  # the whole vector has no control
         assert png.read_bytes()[:4] == b"\x89PNG" and "95% interval" in html.read_text()
     assert data["results"][0]["k"] == 1 and data["results"][0]["train_iia"] is None
 

@@ -10,7 +10,7 @@ Usage::
 """
 
 from mechscope.causal.abstract import CausalModel, counterfactuals
-from mechscope.causal.das import DASConfig, DASResult, Rotation, iia, train_das
+from mechscope.causal.das import DASConfig, DASResult, Rotation, iia, random_control, train_das
 from mechscope.causal.data import Counterfactuals, from_task
 from mechscope.causal.subspace import (
     direction_basis,
@@ -33,6 +33,7 @@ __all__ = [
     "interchange",
     "pca_basis",
     "random_basis",
+    "random_control",
     "site_size",
     "train_das",
 ]

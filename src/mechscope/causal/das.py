@@ -33,6 +33,7 @@ from mechscope.causal.data import Counterfactuals
 from mechscope.causal.subspace import (
     check_basis,
     gather,
+    random_basis,
     scatter,
     site_size,
     source_values,
@@ -290,6 +291,32 @@ def iia(
     run = Runner(model, data, site, positions, acts)
     check_basis(basis, run.d, site)
     return run.correct(lambda h, s: swap(h, s, basis))
+
+
+def random_control(
+    model: HookedModel, test: Counterfactuals, result: DASResult, seed: int = 0
+) -> dict[str, Any]:
+    """The shuffled control of a found subspace: a seeded random orthonormal subspace of the same
+    size at the same site and positions, on the same held-out pairs. ``p_vs_random`` is the paired
+    permutation p-value that the found subspace and the random one give the counterfactual label
+    equally often (each pair's two outcomes swapped at random,
+    :func:`mechscope.stats.signflip_pvalues`)."""
+    from mechscope.stats import bootstrap_ci, signflip_pvalues
+
+    if result.basis is None:
+        raise MechscopeError("the whole vector has no random control of its size; use das or pca")
+    rand = iia(model, test, result.site, result.positions,
+               random_basis(site_size(model, result.site), result.k, seed))  # fmt: skip
+    diff = (result.test_correct.double() - rand.double()).numpy()
+    many = len(rand) > 1
+    return {
+        "method": "random",
+        "k": result.k,
+        "seed": seed,
+        "test_iia": float(rand.float().mean()),
+        "test_iia_ci": list(bootstrap_ci(rand.float())) if many else None,
+        "p_vs_random": signflip_pvalues(diff) if many else None,
+    }
 
 
 def train_das(

@@ -90,6 +90,10 @@ def das(
     found = iia_sweep(hooked, train, test, sites, _positions(positions, pairs.base.shape[1]),
                       config, method=method, quiet=quiet)  # fmt: skip
     payload = {"model": model, "task": task, "n": n, "seed": seed, **found.to_dict()}
+    if method != "full":  # the shuffled control of the best cell: a random subspace of its size
+        from mechscope.causal import random_control
+
+        payload["control"] = random_control(hooked, test, found.best(), seed)
     write_json(json_out, payload)
     size = "whole vector" if method == "full" else f"k={k}"
     title = f"IIA ({method}, {size}): {task}"
@@ -115,6 +119,10 @@ def das(
         f"best: {best['site']} at {best['positions']}: IIA {best['test_iia']:.3f}{interval} "
         f"on {best['n_test']} held-out pairs ({method}, k={best['k']})"
     )
+    if "control" in payload:
+        c = payload["control"]
+        p = "" if c["p_vs_random"] is None else f"; paired permutation p = {c['p_vs_random']:.3g}"
+        click.echo(f"  control: a random {c['k']}-d subspace there: IIA {c['test_iia']:.3f}{p}")
     click.echo(f"  {'':<32s} " + " ".join(f"{str(p):>5s}" for p in found.positions))
     for s, row in zip(found.sites, found.iia):
         click.echo(f"  {s:<32s} " + " ".join(f"{v:5.2f}" for v in row))
