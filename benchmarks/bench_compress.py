@@ -31,6 +31,14 @@ fraction of MLP neurons by the circuit's removal Fisher before the gradient circ
 (their bits go to the knapsack), the fraction chosen on validation prompts (seed 2); the Fisher
 baseline is also run with its own pruning (the LM removal Fisher) at that fraction.
 
+``--fair-prune`` (with ``--prune-select``): every baseline also gets the chosen fraction of
+neurons pruned by its own score (uniform and layer: weight magnitude; AWQ: activation; Fisher:
+the LM mask Fisher; Taylor: the LM first-order removal effect; random: random neurons per seed;
+the shuffled control: the circuit's pruned neurons, widths permuted over the rest), then GPTQ
+with pruning at every budget and the cross-task runs with pruning. ``--eval-seed 3
+--ioi-prompts 128 --prompts 64``: a larger evaluation set never used for selection or
+importance (checked disjoint from the importance's seed-0 and the validation's seed-2 prompts).
+
     nice -n 5 python benchmarks/bench_compress.py [--bits 3.5,3.0,2.5] [--out DIR] [--device cpu]
 """
 
