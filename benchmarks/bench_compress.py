@@ -31,6 +31,14 @@ fraction of MLP neurons by the circuit's removal Fisher before the gradient circ
 (their bits go to the knapsack), the fraction chosen on validation prompts (seed 2); the Fisher
 baseline is also run with its own pruning (the LM removal Fisher) at that fraction.
 
+``--fair-prune`` (with ``--prune-select``): every baseline also gets the chosen fraction of
+neurons pruned by its own score (uniform and layer: weight magnitude; AWQ: activation; Fisher:
+the LM mask Fisher; Taylor: the LM first-order removal effect; random: random neurons per seed;
+the shuffled control: the circuit's pruned neurons, widths permuted over the rest), then GPTQ
+with pruning at every budget and the cross-task runs with pruning. ``--eval-seed 3
+--ioi-prompts 128 --prompts 64``: a larger evaluation set never used for selection or
+importance (checked disjoint from the importance's seed-0 and the validation's seed-2 prompts).
+
     nice -n 5 python benchmarks/bench_compress.py [--bits 3.5,3.0,2.5] [--out DIR] [--device cpu]
 """
 
@@ -70,9 +78,10 @@ def log(*a: object) -> None:
     print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
 
 
-def eval_sets(model, n_ioi: int, n_other: int, lm_tokens: int) -> dict:  # type: ignore[no-untyped-def]
-    sets = evaluate.eval_sets(model, ("ioi",), n_ioi, lm_tokens)
-    return {**sets, **evaluate.eval_sets(model, (*HELD_OUT, "induction"), n_other, 0)}
+def eval_sets(model, n_ioi: int, n_ind: int, n_held: int, lm_tokens: int, seed: int = 1) -> dict:  # type: ignore[no-untyped-def]
+    sets = evaluate.eval_sets(model, ("ioi",), n_ioi, lm_tokens, seed=seed)
+    sets.update(evaluate.eval_sets(model, ("induction",), n_ind, 0, seed=seed))
+    return {**sets, **evaluate.eval_sets(model, HELD_OUT, n_held, 0, seed=seed)}
 
 
 measure = evaluate.measure
@@ -126,6 +135,45 @@ def queue(bits_list: list[float]) -> list[dict]:
     return jobs
 
 
+def fair_queue(bits_list: list[float], f: float) -> list[dict]:
+    """``--fair-prune``: the pruned circuit and every baseline with the same fraction ``f`` of
+    MLP neurons pruned by its own score (:data:`PRUNE_BY`) at the first budget (the plain
+    circuit, uniform and Fisher first, the other plain baselines after the pruned ones), then
+    GPTQ with pruning and the cross-task runs with pruning (each task's own removal score) at
+    the first budget, GPTQ with pruning lower, then the pruned RTN rows at the lower budgets."""
+
+    def job(bits: float, method: str, by: str, seed: int = 0, quantizer: str = "rtn",
+            protect: tuple = PROTECTED) -> dict:  # fmt: skip
+        circ = method in ("circuit", "shuffled")
+        tag = f"{'+'.join(protect)}:gradient" if circ else ""
+        if by == PRUNE_BY.get(method, "circuit") and protect == PROTECTED and method != "shuffled":
+            key = f"{bits}/{method}/pruned{f}"  # the pruned circuit's and Fisher's earlier key
+        else:
+            key = f"{bits}/{method}/{tag}/pruned{f}-{by}"
+        return {"bits": bits, "method": method, "protect": protect if circ else (),
+                "seed": seed, "importance": "gradient" if circ else "eap-ig",
+                "quantizer": quantizer, "prune_neurons": f, "prune_by": by,
+                "key": f"{key}/{seed}/{quantizer}"}  # fmt: skip
+
+    first, rest = bits_list[0], bits_list[1:]
+    main = [job(first, "circuit", "circuit"), job(first, "fisher", "fisher")]
+    own = [job(first, m, PRUNE_BY[m]) for m in ("uniform", "awq", "taylor", "layer")]
+    own.append(job(first, "shuffled", "circuit"))
+    own += [job(first, "random", f"random:{s}", seed=s) for s in range(5)]
+    gptq = [job(b, m, PRUNE_BY.get(m, "circuit"), quantizer="gptq")
+            for b in bits_list for m in ("circuit", "fisher")]  # fmt: skip
+    cross = [job(first, "circuit", f"circuit:{t}", protect=(t,)) for t in PROTECTED]
+    lower = [job(b, m, PRUNE_BY.get(m, "circuit")) for b in rest for m in ("circuit", "fisher")]
+    plain = [j for j in queue(bits_list) if j["bits"] == first and j["quantizer"] == "rtn"
+             and len(j["protect"]) != 1]  # fmt: skip
+    first_plain = [j for j in plain if j["method"] in ("uniform", "fisher")
+                   or (j["method"] == "circuit" and j["importance"] == "gradient")]  # fmt: skip
+    rest_plain = [j for j in plain if j not in first_plain]
+    gptq_first = [j for j in gptq if j["bits"] == first]
+    gptq_lower = [j for j in gptq if j["bits"] != first]
+    return [*main, *first_plain, *own, *rest_plain, *gptq_first, *cross, *gptq_lower, *lower]
+
+
 def prepare(model, layout, args, out: Path) -> dict:  # type: ignore[no-untyped-def]
     """Calibration statistics, error tables and task importances (cached in OUT/prep.pt)."""
     cache = out / "prep.pt"
@@ -164,15 +212,15 @@ def calib_prompts(model, args) -> dict:  # type: ignore[no-untyped-def]
             "induction": evaluate.repeated_tokens(model, args.imp_prompts, seed=0)}  # fmt: skip
 
 
-def check_disjoint(calib: dict, sets: dict) -> None:
-    """No calibration prompt is an evaluation prompt (the importance never sees them)."""
+def check_disjoint(calib: dict, sets: dict, what: str = "calibration") -> None:
+    """No calibration (or validation) prompt is an evaluation prompt."""
     a = {tuple(r.tolist()) for r in calib["ioi"].clean_tokens}
     b = {tuple(r.tolist()) for r in sets["ioi"].clean_tokens}
     c = {tuple(r.tolist()) for r in calib["induction"].tokens}
     d = {tuple(r.tolist()) for r in sets["induction"].tokens}
     if a & b or c & d:
-        raise SystemExit(f"calibration and evaluation prompts overlap: {len(a & b) + len(c & d)}")
-    log("calibration prompts disjoint from evaluation prompts")
+        raise SystemExit(f"{what} and evaluation prompts overlap: {len(a & b) + len(c & d)}")
+    log(f"{what} prompts disjoint from evaluation prompts")
 
 
 def task_tables(model, layout, args) -> dict:  # type: ignore[no-untyped-def]
@@ -196,7 +244,10 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
         tables["task"] = sum(prep["task_tables"][t] for t in job["protect"])
     weight = job.get("task_weight", IMPORTANCES[imp])
     frac = job.get("prune_neurons", 0.0)
-    pruned = cache[("pruned", frac, job.get("prune_by", "circuit"))] if frac else None
+    by = job.get("prune_by", "circuit")
+    if frac and ("pruned", frac, by) not in cache:
+        cache["pruned", frac, by] = pruned_neurons(model, layout, Path(EFFECTS[0]), frac, by)
+    pruned = cache[("pruned", frac, by)] if frac else None
     inp = Inputs(layout, WIDTHS, job["bits"], tables, prep["task"].get(protect), job["seed"],
                  1.0, weight, imp, pruned=pruned)  # fmt: skip
     ckey = (job["bits"], protect, imp, weight, frac)
@@ -205,8 +256,9 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
     if job["method"] == "circuit":
         widths = cache[ckey]
     elif job["method"] == "shuffled":
-        gen = torch.Generator().manual_seed(job["seed"] + 1)
-        widths = cache[ckey][torch.randperm(len(cache[ckey]), generator=gen)]
+        widths = shuffle(cache[ckey], pruned, job["seed"])
+    elif job["method"] == "uniform" and pruned is not None:
+        widths = uniform_rest(inp, pruned)
     else:
         widths = METHODS[job["method"]](inp)
     hess = None
@@ -228,6 +280,44 @@ def run_job(model, layout, prep, job: dict, originals: dict, sets: dict, cache: 
             "cpu_seconds": round(cpu_seconds() - cpu, 1)}  # fmt: skip
 
 
+def shuffle(widths: torch.Tensor, pruned: torch.Tensor | None, seed: int) -> torch.Tensor:
+    """The control: ``widths`` permuted at random over the groups (seed ``seed + 1``); with a
+    pruned mask only over the groups that are kept (the same pruned units, the same bit
+    histogram of the rest)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    if pruned is None:
+        return widths[torch.randperm(len(widths), generator=gen)]
+    out, keep = widths.clone(), (~pruned).nonzero()[:, 0]
+    out[keep] = widths[keep][torch.randperm(len(keep), generator=gen)]
+    return out
+
+
+def uniform_rest(inp: Inputs, pruned: torch.Tensor) -> torch.Tensor:
+    """Uniform widths on the groups that are kept, at the budget the pruned groups free
+    (``bits * groups / kept groups``; every group holds the same number of weights)."""
+    from dataclasses import replace
+
+    n, kept = len(pruned), int((~pruned).sum())
+    rest = replace(inp, bits=inp.bits * n / kept, pruned=None)
+    sub = replace(rest, layout=_SubLayout(inp.layout, kept))
+    out = torch.zeros(n, dtype=torch.long)
+    out[~pruned] = METHODS["uniform"](sub)
+    return out
+
+
+class _SubLayout:
+    """The two fields :func:`methods.uniform` reads (group size, number of groups)."""
+
+    def __init__(self, layout, n_groups: int) -> None:  # type: ignore[no-untyped-def]
+        self.group_size, self.n_groups = layout.group_size, n_groups
+
+
+def validation_sets(model, args) -> dict:  # type: ignore[no-untyped-def]
+    """The validation prompts (seed 2) the task weight and the pruned fraction are chosen on."""
+    return {**evaluate.eval_sets(model, ("ioi",), args.val_ioi_prompts, 0, seed=2),
+            **evaluate.eval_sets(model, ("induction",), args.val_prompts, 0, seed=2)}  # fmt: skip
+
+
 def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict:  # type: ignore[no-untyped-def]
     """The gradient circuit's task weight chosen on validation prompts (seed 2: neither the
     importance's seed 0 nor the evaluation's seed 1) at the first budget: the weight with the
@@ -235,8 +325,7 @@ def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict
     path = out / "select.json"
     if path.exists():
         return json.loads(path.read_text())
-    sets = {**evaluate.eval_sets(model, ("ioi",), args.ioi_prompts, 0, seed=2),
-            **evaluate.eval_sets(model, ("induction",), args.prompts, 0, seed=2)}  # fmt: skip
+    sets = validation_sets(model, args)
     ship = {k: float(np.mean(v)) for k, v in measure(model, sets).items()}
     bits, scores = float(args.bits.split(",")[0]), {}
     for w in (float(x) for x in args.select.split(",")):
@@ -253,20 +342,39 @@ def select_weight(model, layout, prep, originals: dict, args, out: Path) -> dict
     return sel
 
 
+PRUNE_BY = {"uniform": "magnitude", "layer": "magnitude", "awq": "activation",
+            "fisher": "fisher", "taylor": "taylor", "random": "random", "shuffled": "circuit"}  # fmt: skip
+EFFECTS: list[str] = ["benchmarks/out/prune/effects.pt"]  # set from --effects in main
+
+
 def pruned_neurons(model, layout, effects: Path, fraction: float, by: str = "circuit"):  # type: ignore[no-untyped-def]
-    """[group] bool: the groups of the ``fraction`` of MLP neurons with the lowest circuit
-    (gradient) removal score of bench_prune.py (LM + IOI + induction mask Fisher, seed-0 prompts
-    and the train split; its cache ``effects.pt``), or with ``by="fisher"`` the LM mask Fisher
-    alone (the Fisher baseline's own pruning)."""
-    from bench_prune import scores
+    """[group] bool: the groups of the ``fraction`` of MLP neurons with the lowest score ``by``
+    (bench_prune.py's removal effects, seed-0 prompts and the train split; its cache
+    ``effects.pt``): ``circuit`` the circuit (gradient) score (LM + IOI + induction mask
+    Fisher, each normalised to mean 1), ``circuit:TASK`` the LM and that task's only (the
+    cross-task runs), ``fisher`` the LM mask Fisher, ``taylor`` the LM first-order removal
+    effect ``|sum_examples effect|``, ``activation`` the mean |write| (AWQ's own statistic),
+    ``magnitude`` the weight norm (data-free: uniform's and layer's), ``random:SEED``."""
+    from bench_prune import fisher, magnitude, norm1, scores
     from mechscope.compress.prune import select_units, unit_groups
 
     if not effects.exists():
         raise SystemExit(f"--prune-select needs {effects}; run bench_prune.py first (--effects)")
     d = model.dims
-    method = "circuit (gradient)" if by == "circuit" else "fisher"
-    h, n = scores(model, torch.load(effects, weights_only=True), None, method, False)
     k = round(fraction * d.n_layers * d.d_mlp)
+    eff = torch.load(effects, weights_only=True)
+    kind, _, arg = by.partition(":")
+    if kind == "circuit" and arg:
+        n = norm1(fisher(eff["lm"][1], d.n_kv_heads, False))
+        n = n + norm1(fisher(eff[arg][1], d.n_kv_heads, False))
+    elif kind == "taylor":
+        n = eff["lm"][1].double().sum(0).abs()
+    elif kind == "magnitude":
+        n = magnitude(model, False)[1]
+    else:
+        method = {"circuit": "circuit (gradient)", "activation": "activation"}.get(kind, kind)
+        n = scores(model, eff, None, method, False, seed=int(arg or 0))[1]
+    h = torch.zeros(d.n_layers, d.n_heads)
     return unit_groups(layout, select_units(h, n, d.n_heads, d.n_kv_heads, 0, k), d.d_head)
 
 
@@ -276,14 +384,9 @@ def select_prune(model, layout, prep, originals: dict, args, out: Path, cache: d
     at the first budget by the score of :func:`select_weight`."""
     path = out / "select_prune.json"
     fracs = [float(x) for x in args.prune_select.split(",")]
-    for f in fracs:
-        for by in ("circuit", "fisher"):
-            if f and ("pruned", f, by) not in cache:
-                cache["pruned", f, by] = pruned_neurons(model, layout, Path(args.effects), f, by)
     if path.exists():
         return json.loads(path.read_text())
-    sets = {**evaluate.eval_sets(model, ("ioi",), args.ioi_prompts, 0, seed=2),
-            **evaluate.eval_sets(model, ("induction",), args.prompts, 0, seed=2)}  # fmt: skip
+    sets = validation_sets(model, args)
     ship = {k: float(np.mean(v)) for k, v in measure(model, sets).items()}
     bits, found = float(args.bits.split(",")[0]), {}
     for f in fracs:
@@ -305,7 +408,8 @@ def main() -> None:
     p.add_argument("--bits", default="3.5,3.0,2.5")
     p.add_argument("--out", default="benchmarks/out/compress")
     p.add_argument("--ioi-prompts", type=int, default=32)
-    p.add_argument("--prompts", type=int, default=24, help="induction and held-out tasks")
+    p.add_argument("--prompts", type=int, default=24, help="induction sequences")
+    p.add_argument("--held-out-prompts", type=int, default=24, help="each held-out task's")
     p.add_argument("--imp-prompts", type=int, default=16, help="importance prompts per task")
     p.add_argument("--calib-tokens", type=int, default=4096)
     p.add_argument("--lm-tokens", type=int, default=1024)
@@ -317,8 +421,16 @@ def main() -> None:
                    "a 'circuit (gradient) + pruned neurons' run at each budget")  # fmt: skip
     p.add_argument("--effects", default="benchmarks/out/prune/effects.pt",
                    help="bench_prune.py's removal effects (for --prune-select)")  # fmt: skip
+    p.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation prompts "
+                   "(0: the importance's, 2: the validation's; both refused by overlap checks)")  # fmt: skip
+    p.add_argument("--val-ioi-prompts", type=int, default=32, help="validation IOI prompts")
+    p.add_argument("--val-prompts", type=int, default=24, help="validation induction sequences")
+    p.add_argument("--fair-prune", action="store_true", help="with --prune-select: every "
+                   "baseline also with the chosen fraction of neurons pruned by its own score, "
+                   "GPTQ with pruning at every budget, the cross-task runs with pruning")  # fmt: skip
     add_device_option(p)
     args = p.parse_args()
+    EFFECTS[0] = args.effects
     device = pick_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,8 +442,10 @@ def main() -> None:
         originals = {
             w.name: model.hf.get_parameter(w.name).detach().clone() for w in layout.weights
         }
-        sets = eval_sets(model, args.ioi_prompts, args.prompts, args.lm_tokens)
+        sets = eval_sets(model, args.ioi_prompts, args.prompts, args.held_out_prompts,
+                         args.lm_tokens, args.eval_seed)  # fmt: skip
         check_disjoint(calib_prompts(model, args), sets)
+        check_disjoint(validation_sets(model, args), sets, "validation")
         done = done_keys(results)
         if "shipped" not in done:
             append(results, {"key": "shipped", "method": "shipped", "bits": None,
@@ -349,7 +463,10 @@ def main() -> None:
                                 "task_weight": w, "key": f"{float(b)}/circuit/selected/0/rtn"})  # fmt: skip
         if args.prune_select:
             f = select_prune(model, layout, prep, originals, args, out, cache)["fraction"]
-            for b in args.bits.split(",") if f else ():  # 0: the plain circuit row already runs
+            if args.fair_prune and f:
+                jobs = fair_queue([float(b) for b in args.bits.split(",")], f) + jobs
+            single = f and not args.fair_prune  # 0: the plain circuit row already runs
+            for b in args.bits.split(",") if single else ():
                 jobs.insert(0, {"bits": float(b), "method": "circuit", "protect": PROTECTED,
                                 "seed": 0, "importance": "gradient", "quantizer": "rtn",
                                 "prune_neurons": f, "key": f"{float(b)}/circuit/pruned{f}/0/rtn"})  # fmt: skip

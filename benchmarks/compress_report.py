@@ -50,6 +50,9 @@ def label(row: dict) -> str:
             m = SELECTED
     if row.get("prune_neurons"):  # bench --prune-select
         m += f" + {row['prune_neurons']:.0%} neurons pruned"
+        by = row.get("prune_by", "circuit").split(":")[0]  # random:SEED: one row per method
+        if by not in ("circuit", row["method"]):  # by its own score (bench --fair-prune)
+            m += f" by {by}"
     if row.get("quantizer") == "gptq":
         m += " + GPTQ"
     return m
@@ -112,13 +115,15 @@ MAIN = ("circuit (eap-ig)", "circuit (gradient)", SELECTED)
 
 def mains(g: dict) -> list[str]:
     """The circuit rows compared against every baseline (with pruned neurons too, if run)."""
-    return [m for m in g if m in MAIN or (m.startswith("circuit") and "pruned" in m)]
+    pruned = [m for m in g if m.startswith("circuit") and "pruned" in m]
+    return [m for m in g if m in MAIN] + [m for m in pruned if "only)" not in m and "GPTQ" not in m]
 
 
 def paired_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list, dict]:
     """Each circuit variant minus each baseline (sign: positive = circuit better)."""
     header = ["circuit", "baseline", "IOI: circuit - baseline", "induction loss: baseline - "
-              "circuit", "LM loss: baseline - circuit", "ahead on both (paired CI > 0, CIs apart)"]  # fmt: skip
+              "circuit", "LM loss: baseline - circuit", "IOI CIs apart", "induction CIs apart",
+              "ahead on both (paired CI > 0, CIs apart)"]  # fmt: skip
     rows, ahead = [], {}
     for main in mains(g):
         c = g[main]
@@ -128,24 +133,28 @@ def paired_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list, dict]
             d_ioi = ci(c["ioi"] - b["ioi"])
             d_ind = ci(b["induction"] - c["induction"])
             d_lm = ci(b["lm"] - c["lm"], seed=1)
-            apart = (ci(c["ioi"])[1] > ci(b["ioi"])[2]
-                     and ci(c["induction"])[2] < ci(b["induction"])[1])  # fmt: skip
-            ok = d_ioi[1] > 0 and d_ind[1] > 0 and apart
+            apart_ioi = ci(c["ioi"])[1] > ci(b["ioi"])[2]
+            apart_ind = ci(c["induction"])[2] < ci(b["induction"])[1]
+            ok = d_ioi[1] > 0 and d_ind[1] > 0 and apart_ioi and apart_ind
             ahead[(main, name)] = ok
-            rows.append([main, name, fmt(d_ioi), fmt(d_ind), fmt(d_lm, 3), "yes" if ok else "no"])
+            yn = ["yes" if x else "no" for x in (apart_ioi, apart_ind, ok)]
+            rows.append([main, name, fmt(d_ioi), fmt(d_ind), fmt(d_lm, 3), *yn])
     return header, rows, ahead
 
 
 def cross_table(g: dict[str, dict[str, np.ndarray]]) -> tuple[list, list]:
     header = ["method", "protected", *TASKS]
     rows = []
+    pruned = sorted({n[n.index(" + ") :] for n in g if n.startswith("circuit") and " + " in n
+                     and "pruned" in n and "GPTQ" not in n})  # fmt: skip
     for imp in ("eap-ig", "gradient"):
-        for suffix, shown in ((")", "ioi + induction"), (", ioi only)", "ioi"),
-                              (", induction only)", "induction")):  # fmt: skip
-            name = f"circuit ({imp}{suffix}"
-            if name in g:
-                rows.append([f"circuit ({imp})", shown]
-                            + [f"{g[name][t].mean():.{3 if t == 'lm' else 2}f}" for t in TASKS])  # fmt: skip
+        for tail in ("", *pruned):
+            for suffix, shown in ((")", "ioi + induction"), (", ioi only)", "ioi"),
+                                  (", induction only)", "induction")):  # fmt: skip
+                name = f"circuit ({imp}{suffix}{tail}"
+                if name in g:
+                    rows.append([f"circuit ({imp}){tail}", shown]
+                                + [f"{g[name][t].mean():.{3 if t == 'lm' else 2}f}" for t in TASKS])  # fmt: skip
     for name in ("fisher", "awq", "uniform"):
         if name in g:
             rows.append([name, "none"]

@@ -66,3 +66,19 @@ def test_prune_errors() -> None:
         compress(tiny_llama(), CompressConfig(bits=6.0, method="uniform", group_size=GS, prune=0.1))
     with pytest.raises(MechscopeError, match="prune fraction"):
         prune_groups(linear_weights(tiny_llama(), GS), torch.zeros(1), 6, 2, 8, 1.5)
+
+
+def test_prune_frees_a_down_group_when_all_its_neurons_go() -> None:
+    """--prune and --prune-neurons share one path (select_units + unit_groups): a down group
+    (GS columns of one row) is freed exactly when all GS neurons it reads are pruned."""
+    model = tiny_llama()
+    layout = linear_weights(model, GS)
+    score = torch.rand(layout.n_groups, generator=torch.Generator().manual_seed(1)) + 1.0
+    gate = next(w for w in layout.weights if w.layer == 0 and w.kind == "gate")
+    score[gate.offset : gate.offset + gate.n_groups].view(80, -1)[: 2 * GS] = 0.0
+    pruned = prune_groups(layout, score, 6, 2, 8, (2 * GS + 0.5) / 240)  # 2 GS neurons of 240
+    by = {(w.layer, w.kind): pruned[w.offset : w.offset + w.n_groups] for w in layout.weights}
+    down = by[0, "down"].view(48, -1)  # [d_model, d_mlp / GS]
+    assert down[:, :2].all() and not down[:, 2:].any()
+    assert not by[1, "down"].any() and not by[2, "down"].any()
+    assert int(by[0, "gate"].view(80, -1).all(1).sum()) == 2 * GS

@@ -249,9 +249,11 @@ def plan(
     task, extra, top = task_terms(model, layout, config, tasks, quiet) if tasks else (None, {}, [])
     tables = error_tables(model, layout, config.widths, act=act, fisher=fisher, grad=grad,
                           extra=extra, quiet=quiet)  # fmt: skip
+    del act, fisher, grad  # weight-sized statistics: the tables are all that is needed now
     if extra:
         ref = config.widths.index(3) if 3 in config.widths else 0
         tables["task"] = sum(normalised(tables.pop(k), ref) for k in extra)  # type: ignore[assignment]
+    extra.clear()  # the tasks' weight-sized Fisher statistics
     d = model.dims
     pruned = None
     if config.prune_neurons:

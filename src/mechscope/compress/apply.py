@@ -55,8 +55,8 @@ def quantize_model(
             h = hessians[stat_key(info)]  # type: ignore[index]
             q = gptq(p.detach(), h, bits.view(info.out_features, -1), layout.group_size)
         p.copy_(q.values.view_as(p).to(p.dtype))
-        if keep:
-            out[info.name] = Quantized(q.codes, q.scale, q.zero, q.values[:0], q.bits)
+        if keep:  # not the values: a view of them (values[:0]) would keep their storage alive
+            out[info.name] = Quantized(q.codes, q.scale, q.zero, torch.empty(0), q.bits)
     return out
 
 

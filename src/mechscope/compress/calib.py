@@ -99,18 +99,38 @@ def lm_loss(model: HookedModel, tokens: Tensor) -> Tensor:
 def loss_grads(
     model: HookedModel, layout: Layout, batches: Iterable[Tensor], *, quiet: bool = True
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(sum over batches of grad^2, mean grad) of the LM loss for every quantized weight."""
+    """(sum over batches of grad^2, mean grad) of the LM loss for every quantized weight.
+
+    Each weight's gradient is folded into the sums as soon as backward has it and then dropped
+    (a post-accumulate-grad hook), so at most one weight's gradient is alive at a time, not a
+    second weight-sized copy of the model (``autograd.grad`` over all of them at once)."""
     params = {w.name: model.hf.get_parameter(w.name) for w in layout.weights}
     fisher = {k: torch.zeros_like(p) for k, p in params.items()}
     mean = {k: torch.zeros_like(p) for k, p in params.items()}
+    saved = {k: p.grad for k, p in params.items()}
+
+    def fold(k: str) -> Callable[[Tensor], None]:
+        def hook(p: Tensor) -> None:
+            fisher[k].addcmul_(p.grad, p.grad)
+            mean[k].add_(p.grad)
+            p.grad = None
+
+        return hook
+
+    for p in params.values():
+        p.grad = None
+    handles = [p.register_post_accumulate_grad_hook(fold(k)) for k, p in params.items()]
     n = 0
-    with torch.enable_grad():
-        for tokens in progress(batches, desc="gradients", quiet=quiet):
-            grads = torch.autograd.grad(lm_loss(model, tokens), list(params.values()))
-            for k, g in zip(params, grads):
-                fisher[k] += g.square()
-                mean[k] += g
-            n += 1
+    try:
+        with torch.enable_grad():
+            for tokens in progress(batches, desc="gradients", quiet=quiet):
+                lm_loss(model, tokens).backward(inputs=list(params.values()))
+                n += 1
+    finally:
+        for h in handles:
+            h.remove()
+        for k, p in params.items():
+            p.grad = saved[k]
     return fisher, {k: v / max(n, 1) for k, v in mean.items()}
 
 

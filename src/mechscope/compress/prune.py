@@ -5,7 +5,8 @@ Units and the groups they free (width 0: all zeros, nothing stored):
 - a query head: its q rows and its o columns (so its write is exactly zero); its key/value head's
   k and v rows only when every query head sharing them (grouped-query attention) is pruned;
 - a gated-MLP neuron: its gate and up rows (its activation is then ``act(0) * 0 = 0``, so its
-  down column contributes nothing; the down column's groups, which hold 64 neurons, stay).
+  down column contributes nothing); a down group (64 columns of one row) only when all of its 64
+  neurons are pruned.
 
 Each unit is scored by the summed loss table of its groups at the reference width (what the
 allocation would lose by quantizing it there, task importance included); the ``fraction`` of
@@ -53,39 +54,38 @@ def _check(layout: Layout, d_head: int) -> dict[tuple[int, str], WeightInfo]:
 def prune_groups(
     layout: Layout, score: Tensor, n_heads: int, n_kv: int, d_head: int, fraction: float
 ) -> Tensor:
-    """[group] bool: the groups of the pruned units (``score`` [group]: a group's loss)."""
+    """[group] bool: the groups of the pruned units (``score`` [group]: a group's loss): the
+    ``fraction`` of query heads and of neurons whose groups' scores sum lowest
+    (:func:`group_unit_scores`), chosen by :func:`select_units` and freed by
+    :func:`unit_groups` (the one path from scores to groups, shared with ``--prune-neurons``)."""
     if not 0 <= fraction < 1:
         raise MechscopeError(f"prune fraction must be in [0, 1), got {fraction}")
-    out = torch.zeros(layout.n_groups, dtype=torch.bool)
     if fraction == 0:
-        return out
+        return torch.zeros(layout.n_groups, dtype=torch.bool)
+    heads, neurons = group_unit_scores(layout, score, n_heads, d_head)
+    units = select_units(heads, neurons, n_heads, n_kv, int(fraction * heads.numel()),
+                         int(fraction * neurons.numel()))  # fmt: skip
+    return unit_groups(layout, units, d_head)
+
+
+def group_unit_scores(
+    layout: Layout, score: Tensor, n_heads: int, d_head: int
+) -> tuple[Tensor, Tensor]:
+    """(``[layer n_heads]``, ``[layer d_mlp]``) float64: each query head's summed ``score`` over
+    its q-row and o-column groups, each neuron's over its gate- and up-row groups."""
     by = _check(layout, d_head)
     n_layers = 1 + max(w.layer for w in layout.weights)
+    per = d_head // layout.group_size
+    score = score.double()
     heads, neurons = [], []
     for layer in range(n_layers):
         q, o = _slices(by[layer, "q"]), _slices(by[layer, "o"])
-        per = d_head // layout.group_size
-        for h in range(n_heads):
-            groups = torch.cat([q[h * d_head : (h + 1) * d_head].flatten(),
-                                o[:, h * per : (h + 1) * per].flatten()])  # fmt: skip
-            heads.append((float(score[groups].sum()), layer, h, groups))
+        q_h = q.reshape(n_heads, -1)  # a head's d_head rows, row-major
+        o_h = o.view(o.shape[0], n_heads, per).transpose(0, 1).reshape(n_heads, -1)
+        heads.append(torch.cat([score[q_h], score[o_h]], 1).sum(1))
         gate, up = _slices(by[layer, "gate"]), _slices(by[layer, "up"])
-        for n in range(gate.shape[0]):
-            groups = torch.cat([gate[n], up[n]])
-            neurons.append((float(score[groups].sum()), groups))
-    cut = sorted(heads, key=lambda t: t[0])[: int(fraction * len(heads))]
-    for *_, groups in cut:
-        out[groups] = True
-    for *_, groups in sorted(neurons, key=lambda t: t[0])[: int(fraction * len(neurons))]:
-        out[groups] = True
-    rep = n_heads // n_kv
-    gone = {(layer, h) for _, layer, h, _ in cut}
-    for layer in range(n_layers):
-        for g in range(n_kv):
-            if all((layer, g * rep + j) in gone for j in range(rep)):
-                for kind in ("k", "v"):
-                    out[_slices(by[layer, kind])[g * d_head : (g + 1) * d_head].flatten()] = True
-    return out
+        neurons.append(torch.cat([score[gate], score[up]], 1).sum(1))
+    return torch.stack(heads), torch.stack(neurons)
 
 
 # --- whole units: selecting, zeroing and scoring heads and neurons (bench_prune.py) -----------
