@@ -10,7 +10,9 @@ prints CPR and CMD with 95% bootstrap intervals over the prompts
 and its top-1 accuracy on the task (a method cannot find a circuit for a behaviour the model
 lacks; a task whose clean logit difference is not above max(0, corrupted) is reported and
 skipped), the wall and CPU seconds of each method, and the stability (mean bootstrap Jaccard
-over ``--boot`` resamples of the prompts) of the IOI circuit of 1% of the edges found by EAP-IG.
+with a 95% interval over ``--boot`` resamples of the prompts) of the IOI circuits of
+``--stability-fractions`` of the edges (default 1%) found by each ``--stability-method``
+(default EAP-IG).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mechscope  # noqa: E402
 from machine import add_device_option, device_label, machine, pick_device  # noqa: E402
 from mechscope.circuits.graph import Graph  # noqa: E402
-from mechscope.circuits.mib import mib_score, stability  # noqa: E402
+from mechscope.circuits.mib import mib_score, stability_sizes  # noqa: E402
 from mechscope.stats import bootstrap_ci  # noqa: E402
 from mechscope.tasks import load_task  # noqa: E402
 from mechscope.tasks.metrics import logit_diff  # noqa: E402
@@ -61,7 +63,14 @@ def main() -> None:
         help="EAP-IG-activations steps per component (1: alpha = 1 only)",
     )
     parser.add_argument("--boot", type=int, default=5, help="resamples for IOI stability (0: skip)")
-    parser.add_argument("--stability-method", default="eap-ig")
+    parser.add_argument(
+        "--stability-method", default="eap-ig", help="comma list of methods for the IOI stability"
+    )
+    parser.add_argument(
+        "--stability-fractions",
+        default="0.01",
+        help="comma list of circuit sizes (fractions of the edges) for the IOI stability",
+    )
     parser.add_argument("--json")
     add_device_option(parser)
     args = parser.parse_args()
@@ -98,13 +107,22 @@ def main() -> None:
             save(args.json, out)
     if args.boot:
         batch = load_task("ioi", model, n=args.n, seed=0).tokenize(model)
-        n_edges = round(0.01 * Graph.from_dims(model.dims).n_edges)
-        method = args.stability_method
-        st = stability(model, batch, method=method, n_edges=n_edges, n_boot=args.boot)
-        out["ioi_stability"] = st
-        print(f"IOI stability ({method}, top {n_edges} edges, {args.boot} resamples of {args.n} "
-              f"prompts): mean Jaccard {st['mean_jaccard']:.3f} (min {st['min_jaccard']:.3f}, "
-              f"max {st['max_jaccard']:.3f})")  # fmt: skip
+        total = Graph.from_dims(model.dims).n_edges
+        fractions = [float(f) for f in args.stability_fractions.split(",")]
+        sizes = [round(f * total) for f in fractions]
+        out["ioi_stability"] = {}
+        for method in args.stability_method.split(","):
+            cpu = time.process_time()
+            found = stability_sizes(model, batch, method=method, sizes=sizes, n_boot=args.boot)
+            cpu = time.process_time() - cpu
+            out["ioi_stability"][method] = {"cpu_seconds": cpu, "sizes": found}
+            for f, st in zip(fractions, found):
+                lo, hi = st["mean_jaccard_ci"]
+                print(f"IOI stability ({method}, top {st['n_edges']} edges = {f:.1%}, "
+                      f"{args.boot} resamples of {args.n} prompts): mean Jaccard "
+                      f"{st['mean_jaccard']:.3f} [{lo:.3f}, {hi:.3f}] (min {st['min_jaccard']:.3f}, "
+                      f"max {st['max_jaccard']:.3f}); {cpu:.0f} CPU-s", flush=True)  # fmt: skip
+            save(args.json, out)
     save(args.json, out)
 
 

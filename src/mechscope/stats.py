@@ -16,7 +16,8 @@ Every function takes a ``seed`` so each interval is reproducible.
   half), shared by the anomaly detectors, the autointerp scorers and the crosscoder checks;
 - :func:`bootstrap_jaccard`: circuit stability (Méloux et al. 2025, arXiv 2510.00845): select a
   circuit on prompts resampled with replacement, many times, and report the mean Jaccard index of
-  the selected edge sets over all pairs of resamples (1 = the same circuit every time).
+  the selected edge sets over all pairs of resamples (1 = the same circuit every time);
+  :func:`jaccard_summary` gives that mean an interval over the resamples.
 """
 
 from __future__ import annotations
@@ -180,20 +181,47 @@ def bootstrap_jaccard(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Stability of a selection: ``select(prompt_indices)`` returns the chosen items (edges) for a
-    resample of the prompts; the mean, min and max Jaccard index over pairs of ``n_boot``
-    resamples, and how often each item was chosen."""
+    resample of the prompts; :func:`jaccard_summary` of the ``n_boot`` selections."""
     if n_boot < 2:
         raise MechscopeError(f"n_boot must be at least 2 to compare resamples, got {n_boot}")
-    sets = [set(select(idx)) for idx in resamples(n_prompts, n_boot, seed)]
-    pairs = [jaccard(a, b) for a, b in combinations(sets, 2)]
+    return jaccard_summary(
+        [set(select(idx)) for idx in resamples(n_prompts, n_boot, seed)], seed=seed
+    )
+
+
+def jaccard_summary(
+    sets: list[set[Any]], *, level: float = 0.95, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """The mean, min and max Jaccard index over all pairs of ``sets`` (one per prompt resample),
+    a percentile interval of the mean, and how often each item was chosen.
+
+    The interval resamples the selections themselves with replacement and averages the Jaccard
+    index over the pairs of distinct draws (a draw paired with itself would count 1), so it
+    reflects how much the mean depends on which resamples were drawn; it narrows as the number of
+    selections grows.
+    """
+    n = len(sets)
+    if n < 2:
+        raise MechscopeError(f"need at least 2 selections to compare, got {n}")
+    jac = np.ones((n, n))
+    for i, j in combinations(range(n), 2):
+        jac[i, j] = jac[j, i] = jaccard(sets[i], sets[j])
+    pairs = jac[np.triu_indices(n, 1)]
+    means = []
+    for idx in resamples(n, n_boot, seed):
+        distinct = idx[:, None] != idx[None, :]
+        if distinct.any():
+            means.append(jac[np.ix_(idx, idx)][distinct].mean())
+    alpha = (1 - level) / 2
     counts: dict[Any, int] = {}
     for s in sets:
         for item in s:
             counts[item] = counts.get(item, 0) + 1
     return {
-        "mean_jaccard": float(np.mean(pairs)),
-        "min_jaccard": float(np.min(pairs)),
-        "max_jaccard": float(np.max(pairs)),
-        "n_boot": n_boot,
-        "frequency": {str(k): v / n_boot for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
+        "mean_jaccard": float(pairs.mean()),
+        "mean_jaccard_ci": [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))],
+        "min_jaccard": float(pairs.min()),
+        "max_jaccard": float(pairs.max()),
+        "n_boot": n,
+        "frequency": {str(k): v / n for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
     }

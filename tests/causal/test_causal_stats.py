@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from mechscope.errors import MechscopeError
-from mechscope.stats import bootstrap_ci, bootstrap_jaccard, jaccard, permutation_pvalue
+from mechscope.stats import (
+    bootstrap_ci,
+    bootstrap_jaccard,
+    jaccard,
+    jaccard_summary,
+    permutation_pvalue,
+)
 
 
 def test_bootstrap_ci_covers_the_mean_at_the_normal_width() -> None:
@@ -55,6 +61,31 @@ def test_bootstrap_jaccard() -> None:
     # the edge chosen is the resample's most frequent prompt: unstable
     loose = bootstrap_jaccard(lambda idx: {int(np.bincount(idx).argmax())}, 20, n_boot=8)
     assert loose["mean_jaccard"] < 0.5
+    assert same["mean_jaccard_ci"] == [1.0, 1.0]
+
+
+def test_jaccard_interval() -> None:
+    # pairwise disjoint selections: every pair of distinct resamples has Jaccard 0, and so must
+    # the interval (a draw paired with itself would count 1 and lift it)
+    disjoint = jaccard_summary([{i} for i in range(10)])
+    assert disjoint["mean_jaccard"] == 0.0 and disjoint["mean_jaccard_ci"] == [0.0, 0.0]
+    # planted: each selection keeps 8 of 10 core items and adds 2 of its own, so a pair shares
+    # 8 * 8 / 10 items on average; the interval covers the mean and narrows with more selections
+    rng = np.random.default_rng(0)
+
+    def draw(i: int) -> set:
+        return set(rng.choice(10, 8, replace=False).tolist()) | {f"x{i}a", f"x{i}b"}
+
+    few = jaccard_summary([draw(i) for i in range(8)], seed=1)
+    many = jaccard_summary([draw(i) for i in range(64)], seed=1)
+    for st in (few, many):
+        lo, hi = st["mean_jaccard_ci"]
+        assert lo <= st["mean_jaccard"] <= hi and st["min_jaccard"] <= lo
+    assert many["mean_jaccard_ci"][1] - many["mean_jaccard_ci"][0] < (
+        few["mean_jaccard_ci"][1] - few["mean_jaccard_ci"][0]
+    )
+    with pytest.raises(MechscopeError, match="at least 2 selections"):
+        jaccard_summary([{1}])
 
 
 def test_signflip_pvalues_exact_and_sampled() -> None:

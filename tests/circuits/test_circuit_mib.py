@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from mechscope.circuits import faithfulness
-from mechscope.circuits.mib import PERCENTAGES, areas, mib_score, ranked, stability, subset
+from mechscope.circuits.mib import (
+    PERCENTAGES,
+    areas,
+    mib_score,
+    ranked,
+    stability,
+    stability_sizes,
+    subset,
+)
 from mechscope.models.hooked import HookedModel
 from mechscope.models.tiny import tiny_model
 from mechscope.tasks.base import TaskBatch
@@ -92,6 +100,9 @@ def test_stability_of_the_whole_graph_is_one() -> None:
     assert whole["mean_jaccard"] == 1.0
     few = stability(model, batch, method="eap", n_edges=5, n_boot=3)
     assert 0.0 <= few["min_jaccard"] <= few["mean_jaccard"] <= 1.0
+    # several sizes from one scoring per resample: the same figures as one size at a time
+    both = stability_sizes(model, batch, method="eap", sizes=[5, total], n_boot=3)
+    assert both[0] == few and both[1] == whole
 
 
 def test_subset_keeps_rows() -> None:

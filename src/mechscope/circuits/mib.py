@@ -48,7 +48,7 @@ from mechscope.circuits.graph import Graph
 from mechscope.circuits.node_ap import NODE_METHOD, attribute_nodes, top_nodes
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
-from mechscope.stats import bootstrap_jaccard, resamples
+from mechscope.stats import jaccard_summary, resamples
 from mechscope.tasks.base import TaskBatch
 from mechscope.tasks.metrics import Metric, logit_diff
 
@@ -251,16 +251,41 @@ def stability(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Circuit stability (Méloux et al. 2025): the top ``n_edges`` by |score| found on ``n_boot``
-    resamples of the prompts; mean, min and max Jaccard index over pairs of resamples."""
+    resamples of the prompts; mean (with a 95% interval), min and max Jaccard index over pairs of
+    resamples (:func:`mechscope.stats.jaccard_summary`)."""
+    (out,) = stability_sizes(model, batch, metric, method, sizes=[n_edges], steps=steps,
+                             ungroup_kv=ungroup_kv, n_boot=n_boot, seed=seed)  # fmt: skip
+    return out
+
+
+def stability_sizes(
+    model: HookedModel,
+    batch: TaskBatch,
+    metric: Metric = logit_diff,
+    method: str = "eap-ig",
+    *,
+    sizes: Sequence[int],
+    steps: int = 5,
+    ungroup_kv: bool = False,
+    n_boot: int = 10,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """:func:`stability` at several circuit sizes from one scoring of each resample (the top
+    ``n`` edges of the same scores for every ``n`` in ``sizes``); one result per size."""
+    if n_boot < 2:
+        raise MechscopeError(f"n_boot must be at least 2 to compare resamples, got {n_boot}")
     graph = Graph.from_dims(model.dims, ungroup_kv)
-
-    def select(idx: np.ndarray) -> list[tuple[str, str]]:
-        scored = score_edges(model, subset(batch, idx), metric, method, steps, graph, seed)
-        return graph.edge_names(scored.top_n(n_edges).mask)
-
-    out = bootstrap_jaccard(select, len(batch), n_boot=n_boot, seed=seed)
-    out["frequency"] = dict(list(out["frequency"].items())[:50])
-    return {"method": method, "n_edges": n_edges, **out}
+    scored = [
+        score_edges(model, subset(batch, idx), metric, method, steps, graph, seed)
+        for idx in resamples(len(batch), n_boot, seed)
+    ]
+    out = []
+    for n in sizes:
+        sets = [set(graph.edge_names(s.top_n(n).mask)) for s in scored]
+        st = jaccard_summary(sets, seed=seed)
+        st["frequency"] = dict(list(st["frequency"].items())[:50])
+        out.append({"method": method, "n_edges": n, **st})
+    return out
 
 
 def finding_stats(

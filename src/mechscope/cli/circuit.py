@@ -109,9 +109,9 @@ def circuit(
                    f"CMD {m['cmd']:.3f} [{m['cmd_ci'][0]:.3f}, {m['cmd_ci'][1]:.3f}]")  # fmt: skip
     if "stability" in payload:
         st = payload["stability"]
-        click.echo(
-            f"stability: mean Jaccard {st['mean_jaccard']:.3f} over {st['n_boot']} resamples"
-        )
+        lo, hi = st["mean_jaccard_ci"]
+        click.echo(f"stability: mean Jaccard {st['mean_jaccard']:.3f} [{lo:.3f}, {hi:.3f}] "
+                   f"over {st['n_boot']} resamples")  # fmt: skip
 
 
 def _summary(found: Any) -> None:
