@@ -45,6 +45,8 @@ def test_report_files_and_sections(tiny: HookedModel, small_corpus, tmp_path: Pa
     st = c["stability"]
     assert st["n_boot"] == ReportConfig().circuit_stability
     assert 0 <= st["min_jaccard"] <= st["mean_jaccard"] <= st["max_jaccard"] <= 1
+    lo, hi = st["mean_jaccard_ci"]
+    assert lo - 1e-9 <= st["mean_jaccard"] <= hi + 1e-9
     cells = c["resid_pre_top_cells"]
     assert cells and all(0 < x["p"] <= x["q"] + 1e-12 <= 1 + 1e-12 for x in cells)
     assert all(x["ci"][0] - 1e-6 <= x["value"] <= x["ci"][1] + 1e-6 for x in cells
