@@ -40,6 +40,13 @@ WHOLE = ("clean", "ood_code", "ood_german", "ood_shuffled")
 LENS = (5, 9, 13, 17, 21, 25, 29)  # --whole: the logit lens at these layers (and the output)
 
 
+def _trusted(sets: dict, model: Any, n_tokens: int) -> Any:
+    """The trusted set's 48-token windows, 8 per batch (seed 0), as the detectors are fitted."""
+    trusted = Corpus.from_texts(sets["trusted"])
+    return batches(trusted, model.tokenizer, batch_size=8, seq_len=48, n_tokens=n_tokens, seed=0,
+                   prepend_bos=True)  # fmt: skip
+
+
 def read_sets(toy: Path) -> dict[str, list[str]]:
     sets = {}
     for p in (toy / "sets").glob("*.jsonl"):
@@ -80,18 +87,9 @@ def dump(args: argparse.Namespace, device: torch.device) -> None:
         out.update({k: old[k] for k in ("fit", "held", "clean_reply")})
         names = REPLY[1:]
     elif not args.whole:
-        trusted = Corpus.from_texts(sets["trusted"])
         fit, held = [], []
         seen = 0
-        for batch in batches(
-            trusted,
-            model.tokenizer,
-            batch_size=8,
-            seq_len=48,
-            n_tokens=args.n_tokens,
-            seed=0,
-            prepend_bos=True,
-        ):
+        for batch in _trusted(sets, model, args.n_tokens):
             resid, _ = _resid(model, batch, torch.ones_like(batch))
             for j in range(batch.shape[0]):
                 (held if seen % 5 == 4 else fit).append(resid[:, j, 1:].half())
@@ -128,17 +126,8 @@ def dump(args: argparse.Namespace, device: torch.device) -> None:
                     }
         out[set_name] = [rows_out[i] for i in range(len(texts))]
     if args.whole:  # the trusted tokens' lens surprise, for fitting
-        trusted = Corpus.from_texts(sets["trusted"])
         lens_fit, resid_fit = [], []
-        for batch in batches(
-            trusted,
-            model.tokenizer,
-            batch_size=8,
-            seq_len=48,
-            n_tokens=args.n_tokens,
-            seed=0,
-            prepend_bos=True,
-        ):
+        for batch in _trusted(sets, model, args.n_tokens):
             resid, _ = _resid(model, batch, torch.ones_like(batch))
             lens_fit.append(_lens_logp(model, resid, batch)[:, :, 1:-1])
             resid_fit.append(resid[[L + 1 for L in LENS], :, 1:].half())
