@@ -66,3 +66,28 @@ def test_unknown_kind_and_sae_kind_without_sae(world: Any) -> None:
         fit_detector(world.bad, corpus, FitConfig(kinds=("sae",)))
     with pytest.raises(MechscopeError, match="out of range"):
         fit_detector(world.bad, corpus, FitConfig(layers=(7,)))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_check_finite_finds_one_bad_value_at_a_real_token(value: float) -> None:
+    """One reduction per token finds a single NaN, +inf or -inf (and +inf beside -inf); a bad
+    value at a padded position is not an error."""
+    from mechscope.anomaly.extract import _check_finite
+
+    t = torch.randn(2, 5, 7)
+    mask = torch.ones(2, 5)
+    mask[1, 4] = 0
+    _check_finite("x", t, mask)
+    padded = t.clone()
+    padded[1, 4, 3] = value
+    _check_finite("x", padded, mask)  # padding: ignored
+    bad = t.clone()
+    bad[1, 2, 6] = value
+    with pytest.raises(
+        MechscopeError, match=r"non-finite activation at x \(input 1 of the batch, position 2\)"
+    ):
+        _check_finite("x", bad, mask)
+    both = t.clone()
+    both[0, 3, 0], both[0, 3, 1] = float("inf"), float("-inf")
+    with pytest.raises(MechscopeError, match="position 3"):
+        _check_finite("x", both, mask)
