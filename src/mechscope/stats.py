@@ -5,6 +5,8 @@ Every function takes a ``seed`` so each interval is reproducible.
 - :func:`bootstrap_ci`: the percentile interval of a statistic (default the mean) over prompts
   resampled with replacement (Efron and Tibshirani 1993, ch. 13); values ``[prompt ...]`` give one
   interval per trailing entry (a patching heatmap ``[prompt layer pos]`` gets a heatmap of bounds);
+- :func:`normalized_ci`: the same for a normalised effect (0 = corrupted run, 1 = clean run),
+  the clean and corrupted means resampled with the same prompts;
 - :func:`permutation_pvalue`: how often a mean difference at least as large as the observed one
   arises when the labels "finding" / "control" are shuffled (two-sided, with the +1 correction of
   Phipson and Smyth 2010, so p is never 0); the paired form flips signs of per-prompt differences;
@@ -81,6 +83,38 @@ def bootstrap_ci(
     if np.ndim(lo) == 0:
         return float(lo), float(hi)
     return lo, hi
+
+
+def defined_interval(lo: float, hi: float) -> tuple[float, float] | None:
+    """``(lo, hi)`` as floats, or None where :func:`bootstrap_ci` left the interval undefined."""
+    lo, hi = float(lo), float(hi)
+    return None if np.isnan(lo) or np.isnan(hi) else (lo, hi)
+
+
+def normalized_ci(
+    values: ArrayLike,
+    clean: ArrayLike,
+    corrupt: ArrayLike,
+    *,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """Bootstrap bounds of the normalised effect ``(mean values - mean corrupt) / (mean clean -
+    mean corrupt)`` for every cell of ``values`` ``[prompt ...]`` (a patched run's metric;
+    ``clean`` and ``corrupt`` ``[prompt]`` the unpatched runs'): each resample recomputes the three
+    means on the same prompts (:func:`bootstrap_ci`). Arrays of the trailing shape."""
+    v = _array(values)
+    rows = v.reshape(v.shape[0], -1)
+    ends = np.stack([np.asarray(clean, dtype=float), np.asarray(corrupt, dtype=float)], 1)
+    table = np.concatenate([rows, ends], 1)  # [prompt, cells + clean + corrupt]
+
+    def ratio(a: np.ndarray) -> np.ndarray:
+        mean = a.mean(axis=0)
+        return (mean[:-2] - mean[-1]) / (mean[-2] - mean[-1])
+
+    lo, hi = bootstrap_ci(table, level=level, n_boot=n_boot, seed=seed, stat=ratio)
+    return np.reshape(lo, v.shape[1:]), np.reshape(hi, v.shape[1:])
 
 
 def permutation_pvalue(

@@ -103,6 +103,11 @@ class AblationEffect:
     def change(self) -> float:
         return self.after - self.before
 
+    @property
+    def per_prompt_change(self) -> Tensor:
+        """``[batch]`` float64: each prompt's ablated minus unablated metric."""
+        return (self.per_prompt_after - self.per_prompt_before).double()
+
     def stats(self, seed: int = 0) -> dict[str, Any]:
         """``change_ci``: the 95% bootstrap interval over prompts of the change, and ``p``: the
         paired permutation p-value that the ablation changes nothing (the labels "ablated" /
@@ -110,7 +115,7 @@ class AblationEffect:
         None with one prompt."""
         from mechscope.stats import bootstrap_ci, signflip_pvalues
 
-        diff = (self.per_prompt_after - self.per_prompt_before).double().numpy()
+        diff = self.per_prompt_change.numpy()
         if diff.size < 2:
             return {"change_ci": None, "p": None}
         return {"change_ci": list(bootstrap_ci(diff, seed=seed)),

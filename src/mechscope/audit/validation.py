@@ -66,7 +66,7 @@ def _ablations(model: HookedModel, batch: Any, top: list[tuple[int, int]], cfg: 
     sign-flip p-value of (top change - mean random change) per prompt (the shuffle swaps the
     labels "top heads" / "random heads" within each prompt)."""
     from mechscope.ablation import ablation_effect
-    from mechscope.stats import bootstrap_ci, signflip_pvalues
+    from mechscope.stats import signflip_pvalues
 
     effect = ablation_effect(model, batch, _spec(top), "mean")
     rng = np.random.default_rng(cfg.seed)
@@ -77,15 +77,16 @@ def _ablations(model: HookedModel, batch: Any, top: list[tuple[int, int]], cfg: 
         picked = [others[i] for i in sorted(rng.choice(len(others), len(top), replace=False))]
         control = ablation_effect(model, batch, _spec(picked), "mean")
         controls.append({"heads": _spec(picked), "change": control.change})
-        per_prompt.append((control.per_prompt_after - control.per_prompt_before).double().numpy())
+        per_prompt.append(control.per_prompt_change.numpy())
     out = {"heads": _spec(top), "before": effect.before, "after": effect.after,
            "change": effect.change, "controls": controls,
            "control_mean_change": float(np.mean([c["change"] for c in controls])),
            "change_ci": None, "p_vs_controls": None}  # fmt: skip
     if len(batch) > 1 and controls:
-        change = (effect.per_prompt_after - effect.per_prompt_before).double().numpy()
-        out["change_ci"] = list(bootstrap_ci(change, seed=cfg.seed))
-        out["p_vs_controls"] = signflip_pvalues(change - np.mean(per_prompt, 0), seed=cfg.seed)
+        out["change_ci"] = effect.stats(cfg.seed)["change_ci"]
+        out["p_vs_controls"] = signflip_pvalues(
+            effect.per_prompt_change.numpy() - np.mean(per_prompt, 0), seed=cfg.seed
+        )
     return out
 
 

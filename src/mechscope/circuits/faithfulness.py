@@ -82,6 +82,7 @@ class Evaluator:
         self.clean_value = float(self.clean_values.mean())
         self.corrupt_value = float(self.corrupt_values.mean())
         self.maps = [qkv_maps(model, layer) for layer in range(model.dims.n_layers)]
+        self._values: dict[tuple[Any, ...], Tensor] = {}  # see values()
 
     def logits(self, mask: Tensor) -> Tensor:
         """Logits of the clean run with every edge outside ``mask`` [node port] patched.
@@ -102,8 +103,12 @@ class Evaluator:
         return logits[: len(self.batch)]
 
     def values(self, mask: Tensor) -> Tensor:
-        """Per-prompt metric of the patched run, ``[prompt]`` (float64)."""
-        return self.metric(self.logits(mask), self.batch).detach().double()
+        """Per-prompt metric of the patched run, ``[prompt]`` (float64); one run per distinct
+        mask (a curve point that is also the kept circuit, MIB's rankings that meet)."""
+        key = (str(mask.dtype), tuple(mask.shape), mask.detach().cpu().numpy().tobytes())
+        if key not in self._values:
+            self._values[key] = self.metric(self.logits(mask), self.batch).detach().double()
+        return self._values[key]
 
     def value(self, mask: Tensor) -> float:
         """Batch-mean metric of the patched run."""
@@ -118,17 +123,12 @@ class Evaluator:
         """Bootstrap interval over prompts of the faithfulness of patched runs whose per-prompt
         metrics are ``values`` (``[prompt]`` or ``[prompt run]``, from :meth:`values`): each
         resample recomputes the batch-mean ratio with the clean and corrupted means of the same
-        prompts (:func:`mechscope.stats.bootstrap_ci`). No extra forward."""
-        from mechscope.stats import bootstrap_ci
+        prompts (:func:`mechscope.stats.normalized_ci`). No extra forward."""
+        from mechscope.stats import normalized_ci
 
-        runs = values.reshape(len(self.batch), -1)
-        table = torch.cat([runs, self.clean_values[:, None], self.corrupt_values[:, None]], 1)
-
-        def ratio(a: Any) -> Any:
-            mean = a.mean(axis=0)
-            return (mean[:-2] - mean[-1]) / (mean[-2] - mean[-1])
-
-        lo, hi = bootstrap_ci(table.numpy(), level=level, n_boot=n_boot, seed=seed, stat=ratio)
+        runs = values.reshape(len(self.batch), -1).numpy()
+        ends = self.clean_values.numpy(), self.corrupt_values.numpy()
+        lo, hi = normalized_ci(runs, *ends, level=level, n_boot=n_boot, seed=seed)
         if values.ndim == 1:
             return float(lo[0]), float(hi[0])
         return lo, hi

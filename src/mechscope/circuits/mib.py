@@ -166,13 +166,9 @@ def mib_score(
     if scored is None:
         scored = score_edges(model, batch, metric, method, steps, graph, seed)
     ev = Evaluator(model, batch, metric, graph)
-    per_prompt: dict[bytes, np.ndarray] = {}
 
     def values(mask: torch.Tensor) -> np.ndarray:  # per-prompt metric, one run per distinct mask
-        key = mask.numpy().tobytes()
-        if key not in per_prompt:
-            per_prompt[key] = metric(ev.logits(mask), batch).detach().double().cpu().numpy()
-        return per_prompt[key]
+        return ev.values(mask).cpu().numpy()
 
     base = values(graph.edge_mask)  # nothing patched: the clean run
     corrupted = values(torch.zeros_like(graph.edge_mask))

@@ -20,7 +20,6 @@ fixed, the evaluation prompts are resampled) without another forward.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from mechscope.circuits.graph import Graph
 from mechscope.circuits.node_ap import NODE_METHOD, attribute_nodes
 from mechscope.errors import MechscopeError
 from mechscope.models.hooked import HookedModel
+from mechscope.stats import defined_interval
 from mechscope.tasks.base import TaskBatch
 from mechscope.tasks.metrics import Metric, logit_diff, normalized
 
@@ -58,19 +58,22 @@ class CircuitRun:
     circuit_ci: tuple[float, float] | None = None
     curve_ci: list[tuple[float, float] | None] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The circuit's JSON (:meth:`Circuit.to_dict`) plus ``faithfulness_ci`` and ``curve``:
-        a list of ``{"n_edges", "fraction", "faithfulness", "ci"}`` (fraction of this graph's
-        edges; ``ci`` the point's interval, or None)."""
+    def curve_points(self) -> list[dict[str, Any]]:
+        """``{"n_edges", "fraction", "faithfulness", "ci"}`` per curve point (fraction of this
+        graph's edges; ``ci`` the point's interval, or None)."""
         total = self.scored.total_edges
         cis = self.curve_ci or [None] * len(self.curve)
-        curve = [
+        return [
             {"n_edges": n, "fraction": n / total, "faithfulness": f,
              "ci": None if ci is None else list(ci)}
             for (n, f), ci in zip(self.curve, cis, strict=True)
         ]  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """The circuit's JSON (:meth:`Circuit.to_dict`) plus ``faithfulness_ci`` and ``curve``
+        (:meth:`curve_points`)."""
         ci = None if self.circuit_ci is None else list(self.circuit_ci)
-        return {**self.circuit.to_dict(), "faithfulness_ci": ci, "curve": curve}
+        return {**self.circuit.to_dict(), "faithfulness_ci": ci, "curve": self.curve_points()}
 
 
 def curve_edges(model: HookedModel, fractions: Sequence[float] = CURVE_FRACTIONS) -> list[int]:
@@ -123,13 +126,8 @@ def discover(
     if len(batch) < 2:
         return CircuitRun(scored, chosen, points)
     lo, hi = ev.faithfulness_ci(runs)
-    bounds = [_interval(a, b) for a, b in zip(lo, hi, strict=True)]
+    bounds = [defined_interval(a, b) for a, b in zip(lo, hi, strict=True)]
     return CircuitRun(scored, chosen, points, bounds[0], bounds[1:])
-
-
-def _interval(lo: float, hi: float) -> tuple[float, float] | None:
-    """An interval, or None where the bootstrap left it undefined (NaN)."""
-    return None if math.isnan(lo) or math.isnan(hi) else (float(lo), float(hi))
 
 
 def _select(

@@ -124,9 +124,10 @@ def _summary(found: Any) -> None:
         f"{c.n_edges} of {c.total_edges} edges ({c.n_edges / c.total_edges:.2%}), "
         f"faithfulness {c.faithfulness:.3f}{interval(found.circuit_ci)}"
     )
-    cis = found.curve_ci or [None] * len(found.curve)
-    for (n_edges, f), ci in zip(found.curve, cis, strict=True):
-        click.echo(f"  {n_edges:7d} edges: faithfulness {f:.3f}{interval(ci)}")
+    for p in found.curve_points():
+        click.echo(
+            f"  {p['n_edges']:7d} edges: faithfulness {p['faithfulness']:.3f}{interval(p['ci'])}"
+        )
     for src, dst, score in c.edges()[:10]:  # by decreasing |score|
         click.echo(f"  {src:>10s} -> {dst:<12s} {score: .4f}")
 

@@ -63,22 +63,15 @@ class PatchResult:
         """(low, high) bootstrap percentile bounds of ``values`` (or of :meth:`normalized`, the
         clean and corrupted means resampled with the same prompts), shaped like ``values``,
         from resampling the prompts with replacement (:func:`mechscope.stats.bootstrap_ci`)."""
-        from mechscope.stats import bootstrap_ci
+        from mechscope.stats import bootstrap_ci, normalized_ci
 
-        self._need_prompts()
-        shape = self.values.shape
-        rows = self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).T.double().numpy()
-        ends = torch.stack([self.prompt_clean, self.prompt_corrupt], 1).double().numpy()
-        table = np.concatenate([rows, ends], 1)  # [prompt, cells + clean + corrupt]
-
-        def stat(a: np.ndarray) -> np.ndarray:
-            mean = a.mean(axis=0)
-            if not normalized:
-                return mean[:-2]
-            return (mean[:-2] - mean[-1]) / (mean[-2] - mean[-1])
-
-        lo, hi = bootstrap_ci(table, level=level, n_boot=n_boot, seed=seed, stat=stat)
-        return _shaped(lo, shape), _shaped(hi, shape)
+        rows = self._rows().numpy()
+        if normalized:
+            ends = self.prompt_clean.double().numpy(), self.prompt_corrupt.double().numpy()
+            lo, hi = normalized_ci(rows, *ends, level=level, n_boot=n_boot, seed=seed)
+        else:
+            lo, hi = bootstrap_ci(rows, level=level, n_boot=n_boot, seed=seed)
+        return _shaped(lo, self.values.shape), _shaped(hi, self.values.shape)
 
     def pvalues(self, n_perm: int = 2000, seed: int = 0) -> torch.Tensor:
         """Two-sided paired permutation p-value of every slice, shaped like ``values``: does
@@ -89,18 +82,19 @@ class PatchResult:
         budget). :func:`mechscope.stats.bh_adjust` gives the false-discovery rate over the map."""
         from mechscope.stats import signflip_pvalues
 
-        self._need_prompts()
+        rows = self._rows()
         base = self.prompt_corrupt if self.direction == "denoise" else self.prompt_clean
-        cells = self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).T.double()
-        diff = (cells - base.double()[:, None]).numpy()
+        diff = (rows - base.double()[:, None]).numpy()
         p = signflip_pvalues(diff, n_perm=n_perm, seed=seed)
         return _shaped(p, self.values.shape)
 
-    def _need_prompts(self) -> None:
+    def _rows(self) -> torch.Tensor:
+        """``[prompt cells]`` float64: every slice's per-prompt value, one column per slice."""
         if self.per_prompt is None or self.prompt_clean is None or self.prompt_corrupt is None:
             raise MechscopeError(
                 f"{self.method} {self.sweep} keeps no per-prompt values: no interval or p-value"
             )
+        return self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).T.double()
 
     def top(self, k: int = 10) -> list[tuple[dict[str, int], float]]:
         """The ``k`` slices whose normalised value (raw if undefined) is largest in magnitude,

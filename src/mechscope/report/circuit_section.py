@@ -64,7 +64,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
                                n_boot=cfg.circuit_stability)  # fmt: skip
     dla = direct_logit_attribution(model, batch, neurons=False)
     scored, circuit = found.scored, found.circuit
-    found_dict = found.to_dict()
+    data, curve = circuit.to_dict(), found.curve_points()
     top_rows = dla.to_dict(per_prompt=False)["top_heads"]
     labels = model.to_str_tokens(batch.clean_tokens[0])
     cells = _top_cells(exact, labels)
@@ -78,18 +78,17 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
         "resid_pre_top_cells": cells,
         "dla_heads": dla.heads.mean(-1).tolist(),
         "dla_top_heads": top_rows,
-        "circuit": {k: v for k, v in circuit.to_dict().items() if k != "edges"},
-        "faithfulness_ci": found_dict["faithfulness_ci"],
-        "curve": found_dict["curve"],
+        "circuit": {k: v for k, v in data.items() if k != "edges"},
+        "faithfulness_ci": None if found.circuit_ci is None else list(found.circuit_ci),
+        "curve": curve,
         "stability": stable,
     }
     circuit.save(ctx.out_dir / "circuit.json")
     curve_fig = faithfulness_figure(
-        found_dict["curve"], scored.total_edges, chosen=circuit.n_edges,
+        curve, scored.total_edges, chosen=circuit.n_edges,
         chosen_value=circuit.faithfulness, method="EAP-IG", chosen_ci=found.circuit_ci,
     )  # fmt: skip
     save_png(curve_fig, ctx.out_dir / "faithfulness_curve.png")
-    data = circuit.to_dict()
     return render(
         "report/circuit.html.j2",
         task=cfg.circuit_task,
@@ -127,7 +126,7 @@ def circuit_section(model: HookedModel, ctx: ReportContext) -> str:
 def _top_cells(exact: PatchResult, labels: list[str], k: int = 8) -> list[dict[str, Any]]:
     """The ``k`` patching cells of largest |normalised effect| with interval, p and q (None with
     one prompt)."""
-    from mechscope.stats import bh_adjust
+    from mechscope.stats import bh_adjust, defined_interval
 
     many = exact.per_prompt is not None and exact.per_prompt.shape[-1] > 1
     if many:
@@ -140,8 +139,7 @@ def _top_cells(exact: PatchResult, labels: list[str], k: int = 8) -> list[dict[s
         row = {"layer": layer, "pos": pos, "token": labels[pos], "value": float(value),
                "ci": None, "p": None, "q": None}  # fmt: skip
         if many:
-            a, b = float(lo[layer, pos]), float(hi[layer, pos])
-            row.update(ci=None if a != a or b != b else [a, b],  # NaN: undefined on resamples
+            row.update(ci=defined_interval(lo[layer, pos], hi[layer, pos]),
                        p=float(p[layer, pos]), q=float(q[layer, pos]))  # fmt: skip
         rows.append(row)
     return rows
