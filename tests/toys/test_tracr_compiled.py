@@ -185,3 +185,20 @@ def test_bad_exports(tmp_path):
     (tmp_path / "detect_abc.json").write_text(json.dumps(meta))
     with pytest.raises(MechscopeError, match="compile with causal=True"):
         load_tracr(tmp_path / "detect_abc")
+
+
+def test_separation_is_the_auroc_of_exercised_against_outside_edges() -> None:
+    """count_less_freq: EAP scores some exercised edges zero, tying with the outside edges; the
+    AUROC counts a tie one half (by hand over every pair)."""
+    from mechscope.circuits.tracr import separation
+
+    t = load_tracr(DATA / "count_less_freq")
+    g = Graph.from_dims(t.model.dims)
+    compiled, exercised = compiled_edges(t, g), exercised_edges(t, g)
+    scored = attribute(t.model, t.batch, method="eap")
+    a = scored.scores.detach().abs()[exercised]
+    b = scored.scores.detach().abs()[g.edge_mask & ~compiled]
+    pairs = [(x > y) + 0.5 * (x == y) for x in a.tolist() for y in b.tolist()]
+    want = sum(pairs) / len(pairs)
+    assert separation(scored, compiled, exercised) == pytest.approx(want)
+    assert 0.5 < want < 1  # the blind edges tie, the rest separate

@@ -33,6 +33,7 @@ from mechscope.circuits.circuit import Circuit
 from mechscope.circuits.faithfulness import Evaluator
 from mechscope.circuits.graph import Graph
 from mechscope.circuits.nodes import run_nodes
+from mechscope.stats import auroc
 from mechscope.tasks.metrics import Metric, logit_diff
 from mechscope.toys.tracr import TracrModel
 
@@ -159,14 +160,13 @@ def recovery(circuit: Circuit, compiled: Tensor, exercised: Tensor) -> dict[str,
 
 
 def separation(scored: Circuit, compiled: Tensor, exercised: Tensor) -> float:
-    """AUROC of |score|: exercised edges against edges outside the compiled circuit (1 = sharp)."""
+    """AUROC of |score| (:func:`mechscope.stats.auroc`, ties one half): exercised edges against
+    edges outside the compiled circuit (1 = sharp)."""
     a = scored.scores.abs()[exercised].double()
     b = scored.scores.abs()[scored.graph.edge_mask & ~compiled].double()
     if not len(a) or not len(b):
         return float("nan")
-    greater = (a[:, None] > b[None, :]).double().mean()
-    ties = (a[:, None] == b[None, :]).double().mean()
-    return float(greater + 0.5 * ties)
+    return auroc(a.detach().numpy(), b.detach().numpy())
 
 
 def exact_edge_scores(
