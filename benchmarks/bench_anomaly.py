@@ -93,6 +93,7 @@ def evaluate(
         aggregate=args.aggregate,
         combine=args.combine,
         fit_on=args.fit_on,
+        ensemble=tuple(args.ensemble.split(",")) if args.ensemble else (),
         seq_len=48,
         n_tokens=args.n_tokens,
         batch_size=8,
@@ -108,7 +109,7 @@ def evaluate(
     )
     n = args.attribution if label == "attribution" else args.n
     names = args.sets.split(",") if args.sets else (REPLY if args.reply else TESTS)
-    tests = {k: sets[k][:n] for k in names if label != "clean" or "trigger" in k}
+    tests = {k: sets[k][:n] for k in names if args.sets or label != "clean" or "trigger" in k}
     negative = sets["clean_reply" if args.reply else "clean"][:n]
     rows = evaluate_sets(det, model, negative, tests, sae=sae, quiet=True)
     for r in rows:
@@ -287,6 +288,9 @@ def main() -> None:
         default="windows",
         help="prompts: fit on the trusted passages cut at every sentence end "
         "(toys.backdoor.trusted_prompts), one reply position each; with --aggregate last",
+    )
+    parser.add_argument(
+        "--ensemble", help="comma-separated kinds combined into the 'ensemble' detector"
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

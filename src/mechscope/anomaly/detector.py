@@ -17,6 +17,7 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from mechscope.anomaly.ensemble import check_members
 from mechscope.errors import MechscopeError
 from mechscope.files import atomic_folder
 
@@ -50,6 +51,8 @@ class FitConfig:
     lof_sample: int = 2048  # trusted tokens kept as LOF's reference set
     lof_k: int = 20  # LOF neighbours
     seed: int = 0
+    ensemble: tuple[str, ...] = ()  # kinds whose input scores are combined by a Gaussian
+    # fitted on the held-out trusted inputs (mechscope.anomaly.ensemble); scored as "ensemble"
 
     def __post_init__(self) -> None:
         if "{layer}" not in self.site:
@@ -70,6 +73,7 @@ class FitConfig:
             raise MechscopeError(
                 "fitting on prompts scores their last token: use aggregate 'last' with it"
             )
+        check_members(self.ensemble, self.kinds)
         if self.seq_len < 4 or self.n_tokens < 1 or self.batch_size < 1:
             raise MechscopeError("seq_len must be >= 4, n_tokens and batch_size >= 1")
 
@@ -77,7 +81,8 @@ class FitConfig:
 @dataclass
 class Detector:
     """A fitted detector. ``calibration[kind]`` holds ``layers`` (per layer the mean and std of
-    held-out log token scores) and ``scores`` (held-out input scores, combined over layers)."""
+    held-out log token scores) and ``scores`` (held-out input scores, combined over layers);
+    ``calibration["ensemble"]``, when fitted, the members' Gaussian and its held-out scores."""
 
     config: FitConfig
     model: dict[str, Any]  # fingerprint, name, n_layers
@@ -148,6 +153,7 @@ def load_detector(folder: str | Path) -> Detector:
     cfg["kinds"] = tuple(cfg["kinds"])
     cfg["layers"] = tuple(cfg["layers"]) if cfg["layers"] is not None else None
     cfg["contrast"] = tuple(tuple(pair) for pair in cfg.get("contrast", ()))
+    cfg["ensemble"] = tuple(cfg.get("ensemble", ()))
     return Detector(
         config=FitConfig(**cfg),
         model=meta["model"],

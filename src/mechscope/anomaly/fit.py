@@ -15,6 +15,8 @@ Steps:
 4. The held-out windows are scored: per kind and layer the mean and std of the log token scores
    (which put layers on one scale), then the held-out input scores, combined over layers and per
    layer, that the threshold of :meth:`Detector.threshold` is the quantile of.
+5. With ``ensemble`` kinds, a Gaussian over those kinds' held-out input scores
+   (:mod:`mechscope.anomaly.ensemble`) and its own held-out scores.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from mechscope.anomaly.batch import (
 from mechscope.anomaly.checkpoint import load_checkpoint, save_checkpoint
 from mechscope.anomaly.contrast import DEFAULT_PAIRS
 from mechscope.anomaly.detector import Detector, FitConfig
+from mechscope.anomaly.ensemble import ENSEMBLE, fit_ensemble
 from mechscope.anomaly.extract import extract
 from mechscope.anomaly.kinds import KINDS, check_kinds
 from mechscope.corpus import Corpus, batches
@@ -285,6 +288,8 @@ def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, qui
         entry["scores"] = aggregate(combined, valid, how)[0].tolist()
         if not np.isfinite(entry["scores"]).all():
             raise MechscopeError(f"the {kind} detector gave non-finite scores on trusted text")
+    if cfg.ensemble:
+        detector.calibration[ENSEMBLE] = fit_ensemble(detector.calibration, cfg.ensemble)
 
 
 def _widen(t: Tensor, width: int) -> Tensor:

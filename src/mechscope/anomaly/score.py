@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mechscope.anomaly.batch import aggregate, batch_scores, combine, kind_input, valid_mask
 from mechscope.anomaly.detector import Detector
+from mechscope.anomaly.ensemble import ENSEMBLE, ensemble_scores, ensemble_terms
 from mechscope.anomaly.kinds import KINDS
 from mechscope.anomaly.lens import lens_terms
 from mechscope.errors import MechscopeError
@@ -169,8 +170,12 @@ def score_texts(
     name: str = "",
     quiet: bool = False,
 ) -> AnomalyScores:
-    """Scores, flags and token scores of ``texts`` with one kind (default: the first fitted)."""
-    kind = kind or detector.config.kinds[0]
+    """Scores, flags and token scores of ``texts`` with one kind (default: the ensemble when one
+    was fitted, else the first kind)."""
+    kind = kind or (ENSEMBLE if ENSEMBLE in detector.calibration else detector.config.kinds[0])
+    if kind == ENSEMBLE:
+        return _score_ensemble(detector, model, texts, fpr, layer, sae, max_tokens, batch_size,
+                               name, quiet)  # fmt: skip
     how = detector.calibration.get(kind, {}).get("aggregate", "max")
     threshold = _threshold(detector, kind, fpr, layer)
     results: dict[int, InputScore] = {}
@@ -194,6 +199,69 @@ def score_texts(
                 feats,
             )
     return AnomalyScores(name, kind, fpr, threshold, [results[i] for i in range(len(texts))])
+
+
+def _ensemble_batch(
+    detector: Detector, raw: dict[str, dict[int, Tensor]], mask: Tensor
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """Input scores [batch], token scores [batch pos], per-member terms of the input scores
+    [batch members] and each member's layer per token ([batch pos], -1: none) of one batch."""
+    entry = detector.calibration[ENSEMBLE]
+    valid = valid_mask(mask)
+    inputs, tokens, layers = {}, {}, {}
+    for member in entry["members"]:
+        tokens[member], layers[member] = combine(detector, member, raw[member])
+        how = detector.calibration[member]["aggregate"]
+        inputs[member] = aggregate(tokens[member], valid, how)[0]
+    terms = ensemble_terms(entry, inputs)
+    return terms.sum(-1).float(), ensemble_scores(entry, tokens), terms, layers
+
+
+def _score_ensemble(
+    detector: Detector,
+    model: Any,
+    texts: list[str],
+    fpr: float,
+    layer: int | None,
+    sae: Any,
+    max_tokens: int,
+    batch_size: int,
+    name: str,
+    quiet: bool,
+) -> AnomalyScores:
+    """:func:`score_texts` for the ensemble: features are ``(member index, term)``; the layer is
+    the one that drove the largest member's score at the input's top token, if it has layers."""
+    if ENSEMBLE not in detector.calibration:
+        raise MechscopeError(
+            "the detector has no ensemble; fit one with --ensemble KIND,KIND (fitted: "
+            f"{', '.join(detector.calibration)})"
+        )
+    if layer is not None:
+        raise MechscopeError("the ensemble combines kinds, not layers: drop --layer")
+    entry = detector.calibration[ENSEMBLE]
+    members = tuple(entry["members"])
+    threshold = detector.threshold(ENSEMBLE, fpr)
+    last = all(detector.calibration[m]["aggregate"] == "last" for m in members)
+    results: dict[int, InputScore] = {}
+    for rows, tokens, mask, raw, _ in _run(
+        detector, model, texts, members, sae, max_tokens, batch_size, quiet
+    ):
+        scores, token, terms, layers = _ensemble_batch(detector, raw, mask)
+        valid = valid_mask(mask)
+        pos = aggregate(token, valid, "last" if last else "max")[1]
+        for j, r in enumerate(rows):
+            p, n = int(pos[j]), int(mask[j].sum())
+            order = terms[j].argsort(descending=True).tolist()
+            top_layer = int(layers[members[order[0]]][j, p])
+            results[r] = InputScore(
+                r,
+                float(scores[j]),
+                bool(scores[j] > threshold),
+                top_layer if top_layer >= 0 else None,
+                list(zip(model.to_str_tokens(tokens[j, 1:n]), token[j, 1:n].tolist())),
+                [(i, float(terms[j, i])) for i in order],
+            )
+    return AnomalyScores(name, ENSEMBLE, fpr, threshold, [results[i] for i in range(len(texts))])
 
 
 def _token_scores(
@@ -234,20 +302,34 @@ def layer_scores(
     quiet: bool = False,
 ) -> dict[str, dict[str, list[float]]]:
     """Input scores of every kind, combined (key ``"all"``) and per layer (``"L"``; the baselines
-    have only ``"all"``), in the order of ``texts``: what an evaluation compares."""
-    kinds = kinds or detector.config.kinds
+    and the ensemble have only ``"all"``), in the order of ``texts``: what an evaluation
+    compares. ``kinds`` may name ``"ensemble"``; by default every fitted kind and the ensemble."""
+    if kinds is None:
+        kinds = tuple(detector.config.kinds)
+        kinds += (ENSEMBLE,) if ENSEMBLE in detector.calibration else ()
+    with_ensemble = ENSEMBLE in kinds
+    if with_ensemble and ENSEMBLE not in detector.calibration:
+        raise MechscopeError("the detector has no ensemble; fit one with --ensemble KIND,KIND")
+    members = tuple(detector.calibration[ENSEMBLE]["members"]) if with_ensemble else ()
+    run = tuple(k for k in kinds if k != ENSEMBLE)
+    run += tuple(m for m in members if m not in run)
     out: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}
     for rows, _, mask, raw, _ in _run(
-        detector, model, texts, kinds, sae, max_tokens, batch_size, quiet
+        detector, model, texts, run, sae, max_tokens, batch_size, quiet
     ):
         valid = valid_mask(mask)
         for kind in kinds:
-            how = detector.calibration[kind]["aggregate"]
-            token, _ = combine(detector, kind, raw[kind])
-            columns = {"all": token}
-            columns.update({str(L): s for L, s in raw[kind].items() if L >= 0})
+            if kind == ENSEMBLE:
+                columns = {"all": _ensemble_batch(detector, raw, mask)[0]}
+                how = "input"
+            else:
+                how = detector.calibration[kind]["aggregate"]
+                token, _ = combine(detector, kind, raw[kind])
+                columns = {"all": token}
+                columns.update({str(L): s for L, s in raw[kind].items() if L >= 0})
             for key, t in columns.items():
                 values = out[kind].setdefault(key, [0.0] * len(texts))
-                for r, v in zip(rows, aggregate(t, valid, how)[0].tolist(), strict=True):
+                scores = t if how == "input" else aggregate(t, valid, how)[0]
+                for r, v in zip(rows, scores.tolist(), strict=True):
                     values[r] = v
     return out

@@ -53,6 +53,12 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     help="Layers -> token score: the largest standardised layer score, or their mean.",
 )
 @click.option(
+    "--ensemble",
+    default="",
+    help="Comma-separated fitted kinds to combine into one detector, 'ensemble': a Gaussian over "
+    "their input scores on the held-out trusted inputs (e.g. update,confidence).",
+)
+@click.option(
     "--fit-on",
     type=click.Choice(["windows", "prompts"]),
     default="windows",
@@ -90,6 +96,7 @@ def fit(
     holdout: float,
     aggregate: str,
     combine: str,
+    ensemble: str,
     fit_on: str,
     contrast_path: str | None,
     seed: int,
@@ -118,6 +125,7 @@ def fit(
         aggregate=aggregate,
         combine=combine,
         fit_on=fit_on,
+        ensemble=tuple(k.strip() for k in ensemble.split(",") if k.strip()),
         contrast=_pairs(contrast_path),
         seed=seed,
     )
@@ -139,7 +147,7 @@ def fit(
         detector.model["name"] = model_name
         save_detector(detector, out_dir)
         ckpt.unlink(missing_ok=True)
-    for kind in config.kinds:
+    for kind in detector.calibration:
         n = len(detector.calibration[kind]["scores"])
         click.echo(
             f"{kind:<12} fitted; threshold at 1% FPR {detector.threshold(kind, 0.01):.4g} ({n} held-out inputs)"
@@ -205,7 +213,10 @@ def _detector_and_model(
     "--corpus", required=True, type=click.Path(exists=True), help="JSONL, text or folder."
 )
 @click.option("--model", "model_name", help="Default: the model the detector was fitted on.")
-@click.option("--kind", help="Detector kind (default: the first fitted).")
+@click.option(
+    "--kind",
+    help="Detector kind, or 'ensemble' (default: the ensemble if fitted, else the first kind).",
+)
 @click.option("--layer", type=int, help="Score with one layer instead of all combined.")
 @click.option("--fpr", default=0.01, show_default=True, help="False-positive rate of the flag.")
 @click.option("--max-tokens", default=256, show_default=True, help="Tokens read per input.")

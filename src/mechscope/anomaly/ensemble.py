@@ -1,0 +1,98 @@
+"""An ensemble of fitted kinds: a Gaussian over their input scores on held-out trusted inputs.
+
+Each member kind already gives every input one score (its token scores combined over layers and
+aggregated over tokens). The ensemble reads those scores as a vector, one entry per member
+(``confidence``, a probability, through its logit so that 0.999 and 0.9999 differ), fits a mean
+and covariance on the held-out trusted inputs the members are calibrated on, and scores an
+input by its squared Mahalanobis distance from them. The distance is two-sided (an input is
+unusual when a member is unusually high or unusually low, or when members disagree in a way the
+trusted inputs never do), and it splits into one term per member (``y_i (P y)_i``), which say
+which member drove a flag. Nothing beyond the members' own fits is read: the ensemble is fitted
+during calibration and costs no extra forward pass.
+
+Token scores for display apply the same Gaussian to each token's member scores (with ``mean``
+aggregation a token's scores are noisier than the input's mean, so they run higher).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mechscope.errors import MechscopeError
+
+__all__ = ["ENSEMBLE", "check_members", "ensemble_scores", "ensemble_terms", "fit_ensemble"]
+
+ENSEMBLE = "ensemble"
+_PROBABILITIES = ("confidence",)  # members read through their logit
+_CLAMP = 1e-6
+_RIDGE = 1e-6  # of the mean variance, so that a constant member does not make it singular
+
+
+def check_members(members: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+    """One-line errors for an ensemble of fewer than two kinds or of kinds not fitted."""
+    if not members:
+        return
+    if len(set(members)) != len(members) or len(members) < 2:
+        raise MechscopeError(
+            f"an ensemble needs at least two different kinds, got {','.join(members)}"
+        )
+    missing = [m for m in members if m not in kinds]
+    if missing:
+        raise MechscopeError(
+            f"ensemble member {missing[0]!r} is not among the fitted kinds "
+            f"({', '.join(kinds)}); add it to --kinds"
+        )
+
+
+def _values(kind: str, scores: Any) -> Tensor:
+    x = torch.as_tensor(scores, dtype=torch.float64)
+    if kind in _PROBABILITIES:
+        return torch.logit(x.clamp(_CLAMP, 1 - _CLAMP))
+    return x
+
+
+def fit_ensemble(calibration: dict[str, dict[str, Any]], members: tuple[str, ...]) -> dict:
+    """The ensemble's calibration entry from the members' held-out input scores."""
+    y = torch.stack([_values(m, calibration[m]["scores"]) for m in members], -1)
+    if y.shape[0] < len(members) + 2:
+        raise MechscopeError(
+            f"the ensemble needs more than {len(members) + 1} held-out trusted inputs, got "
+            f"{y.shape[0]}; pass more trusted text"
+        )
+    mean = y.mean(0)
+    cov = torch.cov(y.T).reshape(len(members), len(members))
+    cov += _RIDGE * max(float(torch.diagonal(cov).mean()), 1e-12) * torch.eye(len(members))
+    entry = {
+        "members": list(members),
+        "mean": mean.tolist(),
+        "precision": torch.linalg.inv(cov).tolist(),
+        "aggregate": "input",
+        "layers": {},
+        "layer_scores": {},
+    }
+    entry["scores"] = ensemble_scores(entry, {m: y[:, i] for i, m in enumerate(members)}, raw=False)
+    entry["scores"] = entry["scores"].tolist()
+    if not np.isfinite(entry["scores"]).all():
+        raise MechscopeError("the ensemble gave non-finite scores on trusted text")
+    return entry
+
+
+def ensemble_terms(entry: dict, scores: dict[str, Tensor], raw: bool = True) -> Tensor:
+    """Per-member terms [..., members] of the squared distance (they sum to it). ``scores``
+    maps each member to its scores (any shape, the same for all); ``raw``: not yet through
+    the member's transform."""
+    members = entry["members"]
+    y = torch.stack(
+        [(_values(m, scores[m]) if raw else scores[m].double()) for m in members], -1
+    ) - torch.tensor(entry["mean"], dtype=torch.float64)
+    p = torch.tensor(entry["precision"], dtype=torch.float64)
+    return y * (y @ p)
+
+
+def ensemble_scores(entry: dict, scores: dict[str, Tensor], raw: bool = True) -> Tensor:
+    """Squared Mahalanobis distances of the members' scores from the trusted inputs'."""
+    return ensemble_terms(entry, scores, raw).sum(-1).float()
