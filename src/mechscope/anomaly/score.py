@@ -26,7 +26,14 @@ from mechscope.errors import MechscopeError
 from mechscope.models.fingerprint import model_fingerprint
 from mechscope.progress import progress
 
-__all__ = ["AnomalyScores", "InputScore", "check_model", "layer_scores", "score_texts"]
+__all__ = [
+    "AnomalyScores",
+    "InputScore",
+    "check_model",
+    "default_kind",
+    "layer_scores",
+    "score_texts",
+]
 
 TOP_FEATURES = 5
 
@@ -172,7 +179,7 @@ def score_texts(
 ) -> AnomalyScores:
     """Scores, flags and token scores of ``texts`` with one kind (default: the ensemble when one
     was fitted, else the first kind)."""
-    kind = kind or (ENSEMBLE if ENSEMBLE in detector.calibration else detector.config.kinds[0])
+    kind = kind or default_kind(detector)
     if kind == ENSEMBLE:
         return _score_ensemble(detector, model, texts, fpr, layer, sae, max_tokens, batch_size,
                                name, quiet)  # fmt: skip
@@ -199,6 +206,11 @@ def score_texts(
                 feats,
             )
     return AnomalyScores(name, kind, fpr, threshold, [results[i] for i in range(len(texts))])
+
+
+def default_kind(detector: Detector) -> str:
+    """The kind scored when none is named: the ensemble when one was fitted, else the first."""
+    return ENSEMBLE if ENSEMBLE in detector.calibration else detector.config.kinds[0]
 
 
 def _ensemble_batch(

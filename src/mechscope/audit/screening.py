@@ -40,10 +40,10 @@ def check_detector(model: HookedModel, path: str) -> Any:
     return detector
 
 
-def _screen_set(detector: Any, model: HookedModel, texts: list[str], cfg: Any) -> dict:
+def _screen_set(detector: Any, model: HookedModel, texts: list[str], cfg: Any, kind: str) -> dict:
     from mechscope.anomaly import score_texts
 
-    scored = score_texts(detector, model, texts, fpr=cfg.fpr, quiet=True)
+    scored = score_texts(detector, model, texts, kind=kind, fpr=cfg.fpr, quiet=True)
     top = sorted(scored.inputs, key=lambda i: (-i.score, i.index))[:SHOWN]
     return {
         "n": len(texts),
@@ -66,9 +66,10 @@ def _screen_set(detector: Any, model: HookedModel, texts: list[str], cfg: Any) -
 def screen_section(model: HookedModel, actx: AuditContext, detector: Any) -> None:
     """Calibration and flags of the detector on the screening sets."""
     from mechscope.anomaly import read_inputs, separation
+    from mechscope.anomaly.score import default_kind
 
     cfg = actx.config
-    kind = detector.config.kinds[0]
+    kind = default_kind(detector)
     held = detector.calibration[kind]["scores"]
     data: dict[str, Any] = {
         "detector": cfg.detector, "kind": kind, "kinds": list(detector.config.kinds),
@@ -77,7 +78,7 @@ def screen_section(model: HookedModel, actx: AuditContext, detector: Any) -> Non
         "trained_on": detector.model, "sets": {},
     }  # fmt: skip
     for name, path in cfg.screen:
-        data["sets"][name] = _screen_set(detector, model, read_inputs(path), cfg)
+        data["sets"][name] = _screen_set(detector, model, read_inputs(path), cfg, kind)
     clean = data["sets"].get("clean")
     for name, s in data["sets"].items():
         if clean is not None and name != "clean":
