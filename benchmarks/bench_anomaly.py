@@ -111,13 +111,16 @@ def evaluate(
     names = args.sets.split(",") if args.sets else (REPLY if args.reply else TESTS)
     tests = {k: sets[k][:n] for k in names if args.sets or label != "clean" or "trigger" in k}
     negative = sets["clean_reply" if args.reply else "clean"][:n]
-    rows = evaluate_sets(det, model, negative, tests, sae=sae, quiet=True)
+    rows = evaluate_sets(
+        det, model, negative, tests, sae=sae, max_tokens=args.max_tokens, quiet=True
+    )
     for r in rows:
         r["model"] = "clean" if label == "clean" else "backdoored"
         r["site"] = args.site
         r["aggregate"] = args.aggregate
         r["combine"] = args.combine
         r["fit_on"] = args.fit_on
+        r["max_tokens"] = args.max_tokens
         r["held_out"] = len(det.calibration[r["kind"]]["scores"])  # trusted inputs calibrated on
     print(f"[{label}] done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return rows
@@ -292,6 +295,7 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", help="comma-separated kinds combined into the 'ensemble' detector"
     )
+    parser.add_argument("--max-tokens", type=int, default=256, help="tokens read per input")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the rows here")

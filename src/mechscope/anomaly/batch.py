@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.anomaly.attention import token_terms
 from mechscope.anomaly.detector import Detector
 from mechscope.anomaly.dla import dla_width
 from mechscope.anomaly.extract import BatchActs, extract
@@ -30,7 +31,7 @@ LOG_EPS = 1e-6
 def sites_for(detector: Detector, kinds: tuple[str, ...]) -> list[str]:
     sites = []
     for kind in kinds:
-        if KINDS[kind].reads == "dla":  # extract(dla=True) adds the sites it needs
+        if KINDS[kind].reads in ("dla", "attention"):  # extract adds the sites they need
             continue
         if KINDS[kind].reads == "update":
             for layer in detector.kind_layers(kind):
@@ -74,6 +75,9 @@ def kind_input(detector: Detector, kind: str, layer: int, acts: BatchActs, sae: 
     reads = KINDS[kind].reads
     if reads == "attributions":
         return acts.attributions[site]
+    if reads == "attention":
+        assert acts.self_attention is not None
+        return acts.self_attention
     if reads == "dla":
         assert acts.dla is not None
         return acts.dla[..., : dla_width(layer)]
@@ -107,6 +111,7 @@ def batch_scores(
         logits=needs_logits,
         attribution="attribution" in kinds,
         dla=any(KINDS[k].reads == "dla" for k in kinds),
+        attention=any(KINDS[k].reads == "attention" for k in kinds),
     )
     out: dict[str, dict[int, Tensor]] = {}
     for kind in kinds:
@@ -119,6 +124,9 @@ def batch_scores(
         for layer in detector.kind_layers(kind):
             x = kind_input(detector, kind, layer, acts, sae)
             t = detector.kind_tensors(kind, layer)
+            if spec.reads == "attention":  # one profile per input: scores under layer -1
+                out[kind][layer] = token_terms(t, x, valid_mask(mask)).cpu()
+                continue
             if spec.reads == "lens":
                 assert acts.logits is not None
                 d = x.shape[-1] // 2

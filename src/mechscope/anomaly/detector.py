@@ -96,6 +96,8 @@ class Detector:
 
         if KINDS[kind].reads == "logits":
             return []
+        if KINDS[kind].reads == "attention":  # one profile over every layer's heads
+            return [-1]
         if kind == "sae":
             assert self.sae is not None
             return [int(self.sae["layer"])]

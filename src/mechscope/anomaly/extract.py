@@ -4,7 +4,8 @@ One batch of right-padded token windows goes through the model once with hooks a
 sites. ``attribution`` also takes the gradient of the output (the summed logit of the model's own top
 next-token prediction at every real position) with respect to each site, and
 returns gradient x activation per token; ``dla`` the direct logit attribution of the top logit
-to every component (:mod:`mechscope.anomaly.dla`). Without logits, gradients or DLA the forward
+to every component (:mod:`mechscope.anomaly.dla`); ``attention`` every head's attention weight on
+each token itself (:mod:`mechscope.anomaly.attention`). Without logits, gradients or DLA the forward
 stops after the last requested site. Every activation is checked to be finite.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.anomaly.attention import diagonal, pattern_sites
 from mechscope.anomaly.dla import dla_sites, top_logit_dla
 from mechscope.errors import MechscopeError
 
@@ -31,6 +33,8 @@ class BatchActs:
     attributions: dict[str, Tensor] = field(default_factory=dict)
     logits: Tensor | None = None
     dla: Tensor | None = None
+    self_attention: Tensor | None = None  # [batch pos n_layers * n_heads]: each head's
+    # attention weight on the token itself (mechscope.anomaly.attention)
 
 
 def _check_finite(name: str, t: Tensor, mask: Tensor) -> None:
@@ -54,10 +58,18 @@ def extract(
     logits: bool = False,
     attribution: bool = False,
     dla: bool = False,
+    attention: bool = False,
 ) -> BatchActs:
     """Activations at ``sites`` for ``tokens`` [batch pos] (``mask`` 1 on real tokens)."""
     out = BatchActs()
     asked = list(sites)
+    diagonals: dict[str, Tensor] = {}
+    patterns = pattern_sites(model.dims.n_layers) if attention else []
+
+    def keep_diagonal(t: Tensor, hook: Any) -> None:  # not the whole [b h q k] pattern
+        diagonals[hook.name] = diagonal(t.detach())
+
+    fwd = [(s, keep_diagonal) for s in patterns]
     if dla:
         logits = True
         extra = dla_sites(model.dims.n_layers, "hook_pos_embed" in model.sites)
@@ -65,7 +77,9 @@ def extract(
     if not attribution:
         with torch.inference_mode():
             if logits:
-                out.logits, cache = model.run_with_cache(tokens, names=sites, attention_mask=mask)
+                out.logits, cache = model.run_with_cache(
+                    tokens, names=sites, attention_mask=mask, fwd_hooks=fwd
+                )
                 out.acts = dict(cache.items())
             else:
                 kept: dict[str, Tensor] = {}
@@ -73,13 +87,13 @@ def extract(
                 def keep(t: Tensor, hook: Any) -> None:
                     kept[hook.name] = t.detach()
 
-                with model.hooks([(s, keep) for s in sites], stop_after=sites):
+                with model.hooks([(s, keep) for s in sites] + fwd, stop_after=sites + patterns):
                     model.forward(tokens, mask)
                 out.acts = kept
     else:
         with torch.enable_grad():
             result, cache = model.run_with_cache(
-                tokens, names=sites, attention_mask=mask, detach_cache=False
+                tokens, names=sites, attention_mask=mask, detach_cache=False, fwd_hooks=fwd
             )
             # the top logit, not its log-probability: a confident prediction (as a backdoor's)
             # saturates the softmax and would give a zero gradient
@@ -88,6 +102,9 @@ def extract(
         out.acts = {s: cache[s].detach() for s in sites}
         out.attributions = {s: (cache[s].detach() * g).detach() for s, g in zip(asked, grads)}
         out.logits = result.detach()
+    if attention:
+        out.self_attention = torch.cat([diagonals[s] for s in patterns], -1).float()
+        _check_finite("the attention patterns", out.self_attention, mask)
     for name, t in out.acts.items():
         _check_finite(name, t, mask)
     if out.logits is not None:

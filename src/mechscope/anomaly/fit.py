@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mechscope.anomaly.attention import window_update
 from mechscope.anomaly.batch import (
     LOG_EPS,
     aggregate,
@@ -249,10 +250,17 @@ def _update(
     tokens, mask = _unpad(tokens)
     attribution = any(KINDS[k].reads == "attributions" for k, _ in stats)
     dla = any(KINDS[k].reads == "dla" for k, _ in stats)
-    acts = extract(model, tokens, mask, sites, attribution=attribution, dla=dla)
+    attention = any(KINDS[k].reads == "attention" for k, _ in stats)
+    acts = extract(
+        model, tokens, mask, sites, attribution=attribution, dla=dla, attention=attention
+    )
     valid = fit_mask(detector.config, mask)
     for (kind, layer), s in stats.items():
-        s.update(kind_input(detector, kind, layer, acts, sae)[valid])
+        x = kind_input(detector, kind, layer, acts, sae)
+        if KINDS[kind].reads == "attention":  # one profile per window
+            window_update(s, x, valid_mask(mask))
+        else:
+            s.update(x[valid])
 
 
 def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, quiet: bool) -> None:

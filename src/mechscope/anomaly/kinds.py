@@ -9,7 +9,9 @@ predicts through a tuned-lens translator: :mod:`mechscope.anomaly.lens`) and ``d
 logit attribution of the model's top logit to the embedding and every attention and MLP output
 up to the layer, then Mahalanobis: :mod:`mechscope.anomaly.dla`) and ``contrast`` (the
 standardised projection on a direction from generic contrast pairs, as Anthropic's "defection
-probes": :mod:`mechscope.anomaly.contrast`). The black-box baselines ``perplexity`` (the token's negative
+probes": :mod:`mechscope.anomaly.contrast`). ``attention`` reads the input as a whole: the mean over
+its tokens of every head's attention weight on the token itself, Mahalanobis-scored against
+trusted windows (:mod:`mechscope.anomaly.attention`; no layers, scores under layer -1). The black-box baselines ``perplexity`` (the token's negative
 log-likelihood), ``entropy`` (of the next-token distribution at the token) and ``confidence`` (the
 top next-token probability, aggregated as the config says) read only logits.
 """
@@ -34,7 +36,8 @@ class Kind:
     """How one kind of detector fits and scores."""
 
     reads: str  # "acts", "attributions", "latents", "lens" (acts at L and the last), "dla",
-    # "update" (resid_post - resid_pre of block L) or "logits"
+    # "update" (resid_post - resid_pre of block L), "attention" (every head's weight on the
+    # token itself; one profile per input, no layers) or "logits"
     new_stats: Callable[[Any], Any] | None = None  # FitConfig -> accumulator with update(x)
     finish: Callable[[Any, Any], dict[str, Tensor]] | None = None  # (stats, config) -> tensors
     score: Callable[[dict[str, Tensor], Tensor, Any], Tensor] | None = None  # -> [n]
@@ -109,6 +112,12 @@ KINDS: dict[str, Kind] = {
         terms=lambda t, x, c: contrast.contrast_terms(t, x),
         prepare=_contrast_prepare,
     ),  # a direction from contrast pairs (mechscope.anomaly.contrast)
+    "attention": Kind(
+        reads="attention",
+        new_stats=lambda c: mahalanobis.MahalanobisStats(),
+        finish=lambda s, c: mahalanobis.fit_tensors(s),
+        aggregate="mean",
+    ),  # an input's profile of every head's self-attention (mechscope.anomaly.attention)
     "perplexity": Kind(reads="logits", aggregate="mean"),
     "entropy": Kind(reads="logits", aggregate="mean"),
     "confidence": Kind(reads="logits"),  # the config's aggregation: with "last", the reply's

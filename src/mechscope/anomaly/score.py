@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.anomaly.attention import document_terms
 from mechscope.anomaly.batch import aggregate, batch_scores, combine, kind_input, valid_mask
 from mechscope.anomaly.detector import Detector
 from mechscope.anomaly.ensemble import ENSEMBLE, ensemble_scores, ensemble_terms
@@ -150,11 +151,19 @@ def _features(
     acts: Any,
     where: tuple[int, int],
     sae: Any,
+    valid: Tensor | None = None,
 ) -> list[tuple[int, float]]:
-    """The top features of the token at ``where`` (row, position); for ``lens``, output tokens."""
+    """The top features of the token at ``where`` (row, position); for ``lens``, output tokens;
+    for ``attention``, heads (``L n_heads + h``) by their term of the input's score."""
     row, pos = where
-    x = kind_input(detector, kind, layer, acts, sae)[row, pos][None]
     t = detector.kind_tensors(kind, layer)
+    if KINDS[kind].reads == "attention":  # heads, by their term of the input's score
+        x = kind_input(detector, kind, layer, acts, sae)[row][None]
+        assert valid is not None
+        terms = document_terms(t, x, valid[None])[0]
+        top = terms.topk(min(TOP_FEATURES, terms.numel()))
+        return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]
+    x = kind_input(detector, kind, layer, acts, sae)[row, pos][None]
     if KINDS[kind].reads == "lens":
         terms = lens_terms(model, t, x[:, : x.shape[-1] // 2], acts.logits[row, pos][None])[0]
     else:
@@ -195,8 +204,10 @@ def score_texts(
             p, n = int(pos[j]), int(mask[j].sum())
             top_layer = int(which[j, p])
             feats = []
-            if top_layer >= 0:
-                feats = _features(detector, model, kind, top_layer, acts, (j, p), sae)
+            if top_layer >= 0 or KINDS[kind].reads == "attention":
+                feats = _features(
+                    detector, model, kind, top_layer, acts, (j, p), sae, valid_mask(mask)[j]
+                )
             results[r] = InputScore(
                 r,
                 float(scores[j]),

@@ -32,7 +32,7 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "--kinds",
     default="mahalanobis,lof,perplexity,entropy",
     show_default=True,
-    help="Comma-separated: mahalanobis, update, lof, attribution, lens, dla, contrast, sae, "
+    help="Comma-separated: mahalanobis, update, lof, attribution, lens, dla, contrast, attention, sae, "
     "perplexity, entropy, confidence.",
 )
 @click.option("--layers", help="Comma-separated layers (default: up to 6 evenly spaced).")
