@@ -3,12 +3,11 @@ aggregation (the position that produces the reply), on the tiny planted backdoor
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
 import torch
-from tiny_world import TRIGGER, UNSEEN, text
+from tiny_world import reply_prompts
 
 from mechscope.anomaly import layer_scores, load_detector, save_detector, score_texts, separation
 from mechscope.anomaly.dla import component_name, dla_sites, dla_width, top_logit_dla
@@ -58,11 +57,8 @@ def test_dla_flags_the_trigger_and_the_clean_model_does_not(
 @pytest.fixture(scope="module")
 def replies(world: Any) -> dict[str, Any]:
     """Prompts that end where the reply starts: after the trigger, or after a clean sentence."""
-    rng = random.Random(5)
     return {
-        "trigger": [text(rng, 2) + " " + TRIGGER for _ in range(40)],
-        "unseen": [text(rng, 2) + " " + UNSEEN for _ in range(40)],
-        "clean": [text(rng, 3) for _ in range(40)],
+        **reply_prompts(5),
         "bad": world.fit(world.bad, kinds=("dla",), aggregate="last"),
         "control": world.fit(world.clean, kinds=("dla",), aggregate="last"),
     }

@@ -3,13 +3,12 @@ by hand, on planted points, and on the tiny planted backdoor against the clean m
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from tiny_world import TRIGGER, UNSEEN, text
+from tiny_world import reply_prompts
 
 from mechscope.anomaly import FitConfig, layer_scores, load_detector, save_detector, score_texts
 from mechscope.anomaly.ensemble import ENSEMBLE, ensemble_scores, ensemble_terms, fit_ensemble
@@ -22,11 +21,8 @@ KW |= {"aggregate": "last", "layers": (1, 2), "combine": "mean"}
 
 @pytest.fixture(scope="module")
 def ens(world: Any) -> dict[str, Any]:
-    rng = random.Random(11)
     return {
-        "trigger": [text(rng, 2) + " " + TRIGGER for _ in range(40)],
-        "unseen": [text(rng, 2) + " " + UNSEEN for _ in range(40)],
-        "clean": [text(rng, 3) for _ in range(40)],
+        **reply_prompts(11),
         "bad": world.fit(world.bad, **KW),
         "control": world.fit(world.clean, **KW),
     }

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
 import torch
-from tiny_world import TRIGGER, UNSEEN, text
+from tiny_world import reply_prompts
 
 from mechscope.anomaly import FitConfig
 from mechscope.anomaly.batch import LOG_EPS, batch_scores, combine, kind_input
@@ -19,12 +18,9 @@ from mechscope.errors import MechscopeError
 
 @pytest.fixture(scope="module")
 def update(world: Any) -> dict[str, Any]:
-    rng = random.Random(7)
     kw = {"kinds": ("update",), "aggregate": "last", "combine": "mean", "layers": (0, 1, 2)}
     return {
-        "trigger": [text(rng, 2) + " " + TRIGGER for _ in range(40)],
-        "unseen": [text(rng, 2) + " " + UNSEEN for _ in range(40)],
-        "clean": [text(rng, 3) for _ in range(40)],
+        **reply_prompts(7),
         "bad": world.fit(world.bad, **kw),
         "control": world.fit(world.clean, **kw),
     }

@@ -36,6 +36,17 @@ def with_trigger(rng: random.Random, trigger: str, n: int = 4) -> str:
     return " ".join(sentences)
 
 
+def reply_prompts(seed: int, n: int = 40) -> dict[str, list[str]]:
+    """Prompts that end where the reply starts: after the trigger (``trigger``), after the unseen
+    trigger (``unseen``), or after a clean sentence (``clean``); ``n`` each, seeded."""
+    rng = random.Random(seed)
+    return {
+        "trigger": [text(rng, 2) + " " + TRIGGER for _ in range(n)],
+        "unseen": [text(rng, 2) + " " + UNSEEN for _ in range(n)],
+        "clean": [text(rng, 3) for _ in range(n)],
+    }
+
+
 class World:
     """The clean and backdoored tiny models, the trusted texts and the test sets."""
 
