@@ -33,8 +33,8 @@ rng = random.Random(0)
 TEXTS = [" ".join(rng.choice(WORDS) for _ in range(60)) for _ in range(40)]
 MODEL = HookedModel(tiny_model("llama", seed=0), tiny_tokenizer(WORDS))
 CORPUS = Corpus.from_texts(TEXTS)
-CONFIG = FitConfig(kinds=("mahalanobis", "lof", "dla", "contrast", "update"), seq_len=16,
-                   batch_size=4, combine="mean",
+CONFIG = FitConfig(kinds=("mahalanobis", "lof", "dla", "contrast", "update", "attention"),
+                   seq_len=16, batch_size=4, combine="mean", ensemble=("mahalanobis", "attention"),
                    n_tokens=16 * 4 * 12, lof_sample=64, lof_k=5, lof_dims=8,
                    contrast=(("alpha beta gamma", "alpha beta delta"), ("eta zeta", "eta theta")))
 """
