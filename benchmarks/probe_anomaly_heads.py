@@ -8,6 +8,8 @@ Two questions (docs/anomaly.md, "Where the backdoor runs"):
 2. Does any way of combining the components that uses trusted text only find it: the largest
    standardised distance, the mean of the top k, the smallest empirical p-value, Fisher's sum,
    the count of p < 0.001, a Gaussian over the 270 heads' log distances?
+3. How many flagged examples find it: the component most extreme on k triggered prompts,
+   scored alone on the others.
 
     python benchmarks/probe_anomaly_heads.py --dump backdoored --toy TOY --out b.pt
     python benchmarks/probe_anomaly_heads.py --dump clean --toy TOY --out c.pt
@@ -140,6 +142,31 @@ def aggregations(ld: dict[str, torch.Tensor], n_heads_total: int = 270) -> dict[
     return out
 
 
+def few_shot(ld: dict[str, torch.Tensor], k: int, repeats: int = 20) -> dict[str, Any]:
+    """Localisation from ``k`` flagged examples: the component with the largest mean
+    standardised log distance over ``k`` random planting-trigger prompts (standardised on the
+    trusted half), scored alone on the other triggered prompts and on the unseen ones against the
+    clean prompts; median and worst AUROC over ``repeats`` draws, and the components picked."""
+    tr = ld["trusted"]
+    z = {s: (ld[s] - tr.mean(0)) / tr.std(0) for s in REPLY}
+    label = names()
+    seen, unseen, picks = [], [], []
+    for rep in range(repeats):
+        order = np.random.default_rng(rep).permutation(z["trigger_reply"].shape[0])
+        shot, rest = order[:k], order[k:]
+        c = int(z["trigger_reply"][shot].mean(0).argmax())
+        picks.append(label[c])
+        neg = z["clean_reply"][:, c].numpy()
+        seen.append(separation(z["trigger_reply"][rest, c].numpy(), neg).auroc)
+        unseen.append(separation(z["unseen_trigger_reply"][:, c].numpy(), neg).auroc)
+    top = sorted(set(picks), key=lambda p: -picks.count(p))[:2]
+    return {
+        "median": (float(np.median(seen)), float(np.median(unseen))),
+        "worst": (min(seen), min(unseen)),
+        "picked": [(p, picks.count(p)) for p in top],
+    }
+
+
 def analyze(pairs: list[tuple[Path, Path]]) -> None:
     label = names()
     for bad_path, clean_path in pairs:
@@ -161,6 +188,12 @@ def analyze(pairs: list[tuple[Path, Path]]) -> None:
         for k in agg_b:
             b, c = agg_b[k], agg_c[k]
             print(f"  {k}: {b[0]:.3f} / {b[1]:.3f} | {c[0]:.3f} / {c[1]:.3f}")
+        print("localised from k flagged examples (median [worst] of 20 draws, the rest / unseen):")
+        for k in (1, 3, 5):
+            f = few_shot(bad, k)
+            picked = ", ".join(f"{p} x{n}" for p, n in f["picked"])
+            print(f"  k={k}: {f['median'][0]:.3f} [{f['worst'][0]:.3f}] / {f['median'][1]:.3f} "
+                  f"[{f['worst'][1]:.3f}]; picked {picked}")  # fmt: skip
         print(flush=True)
 
 
