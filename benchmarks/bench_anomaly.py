@@ -94,6 +94,7 @@ def evaluate(
         combine=args.combine,
         fit_on=args.fit_on,
         ensemble=tuple(args.ensemble.split(",")) if args.ensemble else (),
+        ensemble_combine=args.ensemble_combine,
         seq_len=48,
         n_tokens=args.n_tokens,
         batch_size=8,
@@ -295,6 +296,7 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", help="comma-separated kinds combined into the 'ensemble' detector"
     )
+    parser.add_argument("--ensemble-combine", choices=["gaussian", "sum"], default="gaussian")
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens read per input")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

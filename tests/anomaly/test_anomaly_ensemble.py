@@ -157,3 +157,34 @@ def test_the_command_line_fits_scores_and_evaluates_it(
               "--kinds", "update", "--ensemble", "update,confidence", *common)  # fmt: skip
     assert bad.exit_code == 2
     assert bad.output.strip().splitlines()[-1].endswith("add it to --kinds")
+
+
+def test_the_sum_is_one_sided_and_is_the_sum_of_standardised_scores(
+    world: Any, ens: dict[str, Any]
+) -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(2, 3, size=300), rng.normal(-1, 0.5, size=300)
+    cal = {"a": {"scores": a.tolist()}, "b": {"scores": b.tolist()}}
+    entry = fit_ensemble(cal, ("a", "b"), combine="sum")
+
+    def score(x: float, y: float) -> float:
+        return float(ensemble_scores(entry, {"a": torch.tensor([x]), "b": torch.tensor([y])}))
+
+    by_hand = (5 - a.mean()) / a.std(ddof=1) + (0 - b.mean()) / b.std(ddof=1)
+    assert score(5, 0) == pytest.approx(by_hand, rel=1e-5)
+    assert score(a.mean() - 9, b.mean()) < 0 < score(a.mean() + 9, b.mean())  # low is ordinary
+    np.testing.assert_allclose(entry["scores"], [score(x, y) for x, y in zip(a, b)], rtol=1e-5)
+    # fitted through the detector: the members' held-out scores, confidence through its logit
+    det = world.fit(world.bad, **{**KW, "ensemble_combine": "sum"})
+    texts = ens["trigger"][:3] + ens["clean"][:3]
+    got = layer_scores(det, world.bad, texts, quiet=True)
+    cal = det.calibration
+    conf = np.clip(np.asarray(cal["confidence"]["scores"]), 1e-6, 1 - 1e-6)
+    held = {"update": np.asarray(cal["update"]["scores"]), "confidence": np.log(conf / (1 - conf))}
+    c = np.clip(np.asarray(got["confidence"]["all"]), 1e-6, 1 - 1e-6)
+    now = {"update": np.asarray(got["update"]["all"]), "confidence": np.log(c / (1 - c))}
+    expect = sum((now[m] - held[m].mean()) / held[m].std(ddof=1) for m in held)
+    np.testing.assert_allclose(got[ENSEMBLE]["all"], expect, rtol=1e-3, atol=1e-4)
+    with pytest.raises(MechscopeError, match="ensemble_combine must be one of gaussian, sum"):
+        FitConfig(kinds=("update", "confidence"), ensemble=("update", "confidence"),
+                  ensemble_combine="max")  # fmt: skip

@@ -10,7 +10,13 @@ trusted inputs never do), and it splits into one term per member (``y_i (P y)_i`
 which member drove a flag. Nothing beyond the members' own fits is read: the ensemble is fitted
 during calibration and costs no extra forward pass.
 
-Token scores for display apply the same Gaussian to each token's member scores (with ``mean``
+With ``combine="sum"`` the score is instead the sum of the members' standardised scores
+(``(y_i - mean_i) / std_i`` on the held-out trusted inputs): one-sided, high only when members
+are high, each member a term. On the planted backdoors of docs/anomaly.md the sum of `update`
+and `confidence` is ahead of both members where the Gaussian falls behind them (the Gaussian
+also scores ordinary inputs whose confidence is unusually low).
+
+Token scores for display apply the same combination to each token's member scores (with ``mean``
 aggregation a token's scores are noisier than the input's mean, so they run higher).
 """
 
@@ -24,9 +30,17 @@ from torch import Tensor
 
 from mechscope.errors import MechscopeError
 
-__all__ = ["ENSEMBLE", "check_members", "ensemble_scores", "ensemble_terms", "fit_ensemble"]
+__all__ = [
+    "COMBINES",
+    "ENSEMBLE",
+    "check_members",
+    "ensemble_scores",
+    "ensemble_terms",
+    "fit_ensemble",
+]
 
 ENSEMBLE = "ensemble"
+COMBINES = ("gaussian", "sum")
 _PROBABILITIES = ("confidence",)  # members read through their logit
 _CLAMP = 1e-6
 _RIDGE = 1e-6  # of the mean variance, so that a constant member does not make it singular
@@ -55,8 +69,14 @@ def _values(kind: str, scores: Any) -> Tensor:
     return x
 
 
-def fit_ensemble(calibration: dict[str, dict[str, Any]], members: tuple[str, ...]) -> dict:
+def fit_ensemble(
+    calibration: dict[str, dict[str, Any]], members: tuple[str, ...], combine: str = "gaussian"
+) -> dict:
     """The ensemble's calibration entry from the members' held-out input scores."""
+    if combine not in COMBINES:
+        raise MechscopeError(
+            f"ensemble combine must be one of {', '.join(COMBINES)}, got {combine!r}"
+        )
     y = torch.stack([_values(m, calibration[m]["scores"]) for m in members], -1)
     if y.shape[0] < len(members) + 2:
         raise MechscopeError(
@@ -68,7 +88,9 @@ def fit_ensemble(calibration: dict[str, dict[str, Any]], members: tuple[str, ...
     cov += _RIDGE * max(float(torch.diagonal(cov).mean()), 1e-12) * torch.eye(len(members))
     entry = {
         "members": list(members),
+        "combine": combine,
         "mean": mean.tolist(),
+        "scale": torch.diagonal(cov).sqrt().tolist(),
         "precision": torch.linalg.inv(cov).tolist(),
         "aggregate": "input",
         "layers": {},
@@ -82,17 +104,20 @@ def fit_ensemble(calibration: dict[str, dict[str, Any]], members: tuple[str, ...
 
 
 def ensemble_terms(entry: dict, scores: dict[str, Tensor], raw: bool = True) -> Tensor:
-    """Per-member terms [..., members] of the squared distance (they sum to it). ``scores``
-    maps each member to its scores (any shape, the same for all); ``raw``: not yet through
-    the member's transform."""
+    """Per-member terms [..., members] of the score (they sum to it): of the squared distance,
+    or with ``combine="sum"`` the standardised scores. ``scores`` maps each member to its
+    scores (any shape, the same for all); ``raw``: not yet through the member's transform."""
     members = entry["members"]
     y = torch.stack(
         [(_values(m, scores[m]) if raw else scores[m].double()) for m in members], -1
     ) - torch.tensor(entry["mean"], dtype=torch.float64)
+    if entry.get("combine", "gaussian") == "sum":
+        return y / torch.tensor(entry["scale"], dtype=torch.float64).clamp(min=1e-12)
     p = torch.tensor(entry["precision"], dtype=torch.float64)
     return y * (y @ p)
 
 
 def ensemble_scores(entry: dict, scores: dict[str, Tensor], raw: bool = True) -> Tensor:
-    """Squared Mahalanobis distances of the members' scores from the trusted inputs'."""
+    """Squared Mahalanobis distances of the members' scores from the trusted inputs' (with
+    ``combine="sum"``: the sum of their standardised scores)."""
     return ensemble_terms(entry, scores, raw).sum(-1).float()

@@ -297,7 +297,9 @@ def _calibrate(detector: Detector, model: Any, held: list[Tensor], sae: Any, qui
         if not np.isfinite(entry["scores"]).all():
             raise MechscopeError(f"the {kind} detector gave non-finite scores on trusted text")
     if cfg.ensemble:
-        detector.calibration[ENSEMBLE] = fit_ensemble(detector.calibration, cfg.ensemble)
+        detector.calibration[ENSEMBLE] = fit_ensemble(
+            detector.calibration, cfg.ensemble, cfg.ensemble_combine
+        )
 
 
 def _widen(t: Tensor, width: int) -> Tensor:

@@ -59,6 +59,14 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "their input scores on the held-out trusted inputs (e.g. update,confidence).",
 )
 @click.option(
+    "--ensemble-combine",
+    type=click.Choice(["gaussian", "sum"]),
+    default="gaussian",
+    show_default=True,
+    help="How the ensemble combines its members: a Gaussian (two-sided) or the sum of their "
+    "standardised scores (one-sided).",
+)
+@click.option(
     "--fit-on",
     type=click.Choice(["windows", "prompts"]),
     default="windows",
@@ -97,6 +105,7 @@ def fit(
     aggregate: str,
     combine: str,
     ensemble: str,
+    ensemble_combine: str,
     fit_on: str,
     contrast_path: str | None,
     seed: int,
@@ -126,6 +135,7 @@ def fit(
         combine=combine,
         fit_on=fit_on,
         ensemble=tuple(k.strip() for k in ensemble.split(",") if k.strip()),
+        ensemble_combine=ensemble_combine,
         contrast=_pairs(contrast_path),
         seed=seed,
     )
