@@ -25,7 +25,14 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["document_terms", "head_name", "pattern_sites", "profiles", "token_terms"]
+__all__ = [
+    "diagonal",
+    "document_terms",
+    "pattern_sites",
+    "profiles",
+    "token_terms",
+    "window_update",
+]
 
 
 def pattern_sites(n_layers: int) -> list[str]:
@@ -35,10 +42,6 @@ def pattern_sites(n_layers: int) -> list[str]:
 def diagonal(pattern: Tensor) -> Tensor:
     """[batch pos heads] of a pattern [batch heads query key]: each query's weight on itself."""
     return pattern.diagonal(dim1=-2, dim2=-1).transpose(1, 2)
-
-
-def head_name(index: int, n_heads: int) -> str:
-    return f"L{index // n_heads}H{index % n_heads}"
 
 
 def profiles(x: Tensor, valid: Tensor) -> Tensor:

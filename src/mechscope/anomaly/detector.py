@@ -17,8 +17,7 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from mechscope.anomaly.ensemble import COMBINES as ENSEMBLE_COMBINES
-from mechscope.anomaly.ensemble import check_members
+from mechscope.anomaly.ensemble import check_combine, check_members
 from mechscope.errors import MechscopeError
 from mechscope.files import atomic_folder
 
@@ -76,11 +75,7 @@ class FitConfig:
                 "fitting on prompts scores their last token: use aggregate 'last' with it"
             )
         check_members(self.ensemble, self.kinds)
-        if self.ensemble_combine not in ENSEMBLE_COMBINES:
-            raise MechscopeError(
-                f"ensemble_combine must be one of {', '.join(ENSEMBLE_COMBINES)}, "
-                f"got {self.ensemble_combine!r}"
-            )
+        check_combine(self.ensemble_combine)
         if self.seq_len < 4 or self.n_tokens < 1 or self.batch_size < 1:
             raise MechscopeError("seq_len must be >= 4, n_tokens and batch_size >= 1")
 

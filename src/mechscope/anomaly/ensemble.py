@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,6 +32,7 @@ from mechscope.errors import MechscopeError
 __all__ = [
     "COMBINES",
     "ENSEMBLE",
+    "check_combine",
     "check_members",
     "ensemble_scores",
     "ensemble_terms",
@@ -62,6 +62,13 @@ def check_members(members: tuple[str, ...], kinds: tuple[str, ...]) -> None:
         )
 
 
+def check_combine(combine: str) -> None:
+    if combine not in COMBINES:
+        raise MechscopeError(
+            f"ensemble_combine must be one of {', '.join(COMBINES)}, got {combine!r}"
+        )
+
+
 def _values(kind: str, scores: Any) -> Tensor:
     x = torch.as_tensor(scores, dtype=torch.float64)
     if kind in _PROBABILITIES:
@@ -73,10 +80,7 @@ def fit_ensemble(
     calibration: dict[str, dict[str, Any]], members: tuple[str, ...], combine: str = "gaussian"
 ) -> dict:
     """The ensemble's calibration entry from the members' held-out input scores."""
-    if combine not in COMBINES:
-        raise MechscopeError(
-            f"ensemble combine must be one of {', '.join(COMBINES)}, got {combine!r}"
-        )
+    check_combine(combine)
     y = torch.stack([_values(m, calibration[m]["scores"]) for m in members], -1)
     if y.shape[0] < len(members) + 2:
         raise MechscopeError(
@@ -96,9 +100,9 @@ def fit_ensemble(
         "layers": {},
         "layer_scores": {},
     }
-    entry["scores"] = ensemble_scores(entry, {m: y[:, i] for i, m in enumerate(members)}, raw=False)
-    entry["scores"] = entry["scores"].tolist()
-    if not np.isfinite(entry["scores"]).all():
+    held = ensemble_scores(entry, {m: y[:, i] for i, m in enumerate(members)}, raw=False)
+    entry["scores"] = held.tolist()
+    if not torch.isfinite(held).all():
         raise MechscopeError("the ensemble gave non-finite scores on trusted text")
     return entry
 

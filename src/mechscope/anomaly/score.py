@@ -199,15 +199,14 @@ def score_texts(
         detector, model, texts, (kind,), sae, max_tokens, batch_size, quiet
     ):
         token, which = _token_scores(detector, kind, raw[kind], layer)
-        scores, pos = aggregate(token, valid_mask(mask), how)
+        valid = valid_mask(mask)
+        scores, pos = aggregate(token, valid, how)
         for j, r in enumerate(rows):
             p, n = int(pos[j]), int(mask[j].sum())
             top_layer = int(which[j, p])
             feats = []
             if top_layer >= 0 or KINDS[kind].reads == "attention":
-                feats = _features(
-                    detector, model, kind, top_layer, acts, (j, p), sae, valid_mask(mask)[j]
-                )
+                feats = _features(detector, model, kind, top_layer, acts, (j, p), sae, valid[j])
             results[r] = InputScore(
                 r,
                 float(scores[j]),
@@ -224,12 +223,22 @@ def default_kind(detector: Detector) -> str:
     return ENSEMBLE if ENSEMBLE in detector.calibration else detector.config.kinds[0]
 
 
+def _ensemble_entry(detector: Detector) -> dict[str, Any]:
+    """The fitted ensemble's calibration entry, or a one-line error when there is none."""
+    if ENSEMBLE not in detector.calibration:
+        raise MechscopeError(
+            "the detector has no ensemble; fit one with --ensemble KIND,KIND (fitted: "
+            f"{', '.join(detector.calibration)})"
+        )
+    return detector.calibration[ENSEMBLE]
+
+
 def _ensemble_batch(
     detector: Detector, raw: dict[str, dict[int, Tensor]], mask: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """Input scores [batch], token scores [batch pos], per-member terms of the input scores
     [batch members] and each member's layer per token ([batch pos], -1: none) of one batch."""
-    entry = detector.calibration[ENSEMBLE]
+    entry = _ensemble_entry(detector)
     valid = valid_mask(mask)
     inputs, tokens, layers = {}, {}, {}
     for member in entry["members"]:
@@ -254,14 +263,9 @@ def _score_ensemble(
 ) -> AnomalyScores:
     """:func:`score_texts` for the ensemble: features are ``(member index, term)``; the layer is
     the one that drove the largest member's score at the input's top token, if it has layers."""
-    if ENSEMBLE not in detector.calibration:
-        raise MechscopeError(
-            "the detector has no ensemble; fit one with --ensemble KIND,KIND (fitted: "
-            f"{', '.join(detector.calibration)})"
-        )
+    entry = _ensemble_entry(detector)
     if layer is not None:
         raise MechscopeError("the ensemble combines kinds, not layers: drop --layer")
-    entry = detector.calibration[ENSEMBLE]
     members = tuple(entry["members"])
     threshold = detector.threshold(ENSEMBLE, fpr)
     last = all(detector.calibration[m]["aggregate"] == "last" for m in members)
@@ -330,10 +334,7 @@ def layer_scores(
     if kinds is None:
         kinds = tuple(detector.config.kinds)
         kinds += (ENSEMBLE,) if ENSEMBLE in detector.calibration else ()
-    with_ensemble = ENSEMBLE in kinds
-    if with_ensemble and ENSEMBLE not in detector.calibration:
-        raise MechscopeError("the detector has no ensemble; fit one with --ensemble KIND,KIND")
-    members = tuple(detector.calibration[ENSEMBLE]["members"]) if with_ensemble else ()
+    members = tuple(_ensemble_entry(detector)["members"]) if ENSEMBLE in kinds else ()
     run = tuple(k for k in kinds if k != ENSEMBLE)
     run += tuple(m for m in members if m not in run)
     out: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}
