@@ -296,7 +296,9 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", help="comma-separated kinds combined into the 'ensemble' detector"
     )
-    parser.add_argument("--ensemble-combine", choices=["gaussian", "sum"], default="gaussian")
+    parser.add_argument(
+        "--ensemble-combine", choices=["gaussian", "sum", "max"], default="gaussian"
+    )
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens read per input")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

@@ -33,8 +33,10 @@ def att(world: Any) -> dict[str, Any]:
     }
 
 
-def _profile_by_hand(model: Any, text_: str) -> torch.Tensor:
-    ids = torch.tensor([model.tokenizer(text_, add_special_tokens=False)["input_ids"]])
+def _profile_by_hand(model: Any, text_: str | list[int]) -> torch.Tensor:
+    if isinstance(text_, str):
+        text_ = model.tokenizer(text_, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([text_])
     names = [f"blocks.{L}.attn.hook_pattern" for L in range(model.dims.n_layers)]
     with torch.inference_mode():
         _, cache = model.run_with_cache(ids, names=names)
@@ -98,3 +100,25 @@ def test_padding_does_not_change_a_score(world: Any, att: dict[str, Any]) -> Non
     assert len(_batches(ids, 8, 0)) == 1  # batched together: the short one is padded
     both = layer_scores(att["det"], world.clean, [short, long_], kinds=("attention",), quiet=True)
     assert both["attention"]["all"][0] == pytest.approx(alone["attention"]["all"][0], rel=1e-4)
+
+
+def test_a_long_input_is_read_over_the_fitted_window(world: Any, att: dict[str, Any]) -> None:
+    # the profile covers the first seq_len positions (attention is causal: what the input cut to
+    # that length gives), and the later tokens carry the input score
+    det = att["det"]
+    length = det.config.seq_len
+    long_ = " ".join(att["clean"][:8])
+    ids = _tokenize(world.clean, [long_], 256)[0]
+    assert len(ids) > length + 8
+    got = layer_scores(det, world.clean, [long_], kinds=("attention",), quiet=True)
+    t = det.kind_tensors("attention", -1)
+    d = _profile_by_hand(world.clean, ids[:length]) - t["mean"]
+    assert got["attention"]["all"][0] == pytest.approx(float(d @ t["precision"] @ d), rel=1e-4)
+    whole = _profile_by_hand(world.clean, ids) - t["mean"]  # the whole input would differ
+    assert float(whole @ t["precision"] @ whole) != pytest.approx(got["attention"]["all"][0])
+    item = score_texts(det, world.clean, [long_], kind="attention", quiet=True).inputs[0]
+    scores = [s for _, s in item.token_scores]
+    assert sum(scores) / len(scores) == pytest.approx(item.score, rel=1e-4)
+    assert scores[length - 1 :] == pytest.approx(
+        [item.score] * (len(scores) - length + 1), rel=1e-4
+    )

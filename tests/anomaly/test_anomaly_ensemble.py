@@ -110,7 +110,7 @@ def test_it_flags_the_planted_trigger_and_not_on_the_clean_model(
 
 
 def test_bad_ensembles_are_one_line_errors(world: Any, ens: dict[str, Any]) -> None:
-    with pytest.raises(MechscopeError, match="at least two different kinds"):
+    with pytest.raises(MechscopeError, match="at least two different terms"):
         FitConfig(kinds=("update",), ensemble=("update",))
     with pytest.raises(MechscopeError, match="'entropy' is not among the fitted kinds"):
         FitConfig(kinds=("update", "confidence"), ensemble=("update", "entropy"))
@@ -185,6 +185,68 @@ def test_the_sum_is_one_sided_and_is_the_sum_of_standardised_scores(
     now = {"update": np.asarray(got["update"]["all"]), "confidence": np.log(c / (1 - c))}
     expect = sum((now[m] - held[m].mean()) / held[m].std(ddof=1) for m in held)
     np.testing.assert_allclose(got[ENSEMBLE]["all"], expect, rtol=1e-3, atol=1e-4)
-    with pytest.raises(MechscopeError, match="ensemble_combine must be one of gaussian, sum"):
+    with pytest.raises(MechscopeError, match="ensemble_combine must be one of gaussian, sum, max"):
         FitConfig(kinds=("update", "confidence"), ensemble=("update", "confidence"),
+                  ensemble_combine="median")  # fmt: skip
+
+
+def test_the_max_is_the_largest_standardised_term(world: Any, ens: dict[str, Any]) -> None:
+    rng = np.random.default_rng(2)
+    a, b, c = rng.normal(2, 3, 300), rng.normal(-1, 0.5, 300), rng.normal(0, 2, 300)
+    cal = {k: {"scores": v.tolist()} for k, v in zip("abc", (a, b, c), strict=True)}
+    entry = fit_ensemble(cal, ("a", "b+c"), combine="max")
+    assert entry["members"] == ["a", "b", "c"] and entry["terms"] == [[0], [1, 2]]
+
+    def z(v: np.ndarray, x: Any) -> Any:
+        return (x - v.mean()) / v.std(ddof=1)
+
+    joined = z(b, b) + z(c, c)  # the joined term, standardised again on the same inputs
+
+    def by_hand(x: float, y: float, w: float) -> float:
+        t = (z(b, y) + z(c, w) - joined.mean()) / joined.std(ddof=1)
+        return max(z(a, x), t)
+
+    def got(x: float, y: float, w: float) -> Any:
+        scores = {k: torch.tensor([v]) for k, v in zip("abc", (x, y, w), strict=True)}
+        return ensemble_terms(entry, scores)[0], float(ensemble_scores(entry, scores)[0])
+
+    for point in [(20.0, -1.0, 0.0), (2.0, 1.5, 6.0), (-7.0, -3.0, -5.0), (3.0, 0.0, 1.0)]:
+        terms, score = got(*point)
+        assert score == pytest.approx(by_hand(*point), rel=1e-5)
+        assert float(terms.sum()) == pytest.approx(score, rel=1e-5)
+    terms, _ = got(20.0, -1.0, 0.0)  # a wins: the joined term's members carry nothing
+    assert terms[1] == 0 and terms[2] == 0
+    terms, _ = got(2.0, 1.5, 6.0)  # the joined term wins
+    assert terms[0] == 0 and terms[1] > 0 and terms[2] > 0
+    assert got(-7.0, -3.0, -5.0)[1] < 0  # one-sided: low on every term is ordinary
+    np.testing.assert_allclose(
+        entry["scores"], [by_hand(*p) for p in zip(a, b, c)], rtol=1e-4, atol=1e-4
+    )
+    # fitted through the detector: the members' held-out scores read as above
+    det = world.fit(world.bad, kinds=("update", "confidence", "perplexity"), layers=(1,),
+                    aggregate="last", ensemble=("update", "confidence+perplexity"),
+                    ensemble_combine="max")  # fmt: skip
+    texts = ens["trigger"][:3] + ens["clean"][:3]
+    out = layer_scores(det, world.bad, texts, quiet=True)
+    cal = det.calibration
+
+    def logit(x: Any) -> np.ndarray:
+        x = np.clip(np.asarray(x), 1e-6, 1 - 1e-6)
+        return np.log(x / (1 - x))
+
+    held = {"update": np.asarray(cal["update"]["scores"]),
+            "confidence": logit(cal["confidence"]["scores"]),
+            "perplexity": np.asarray(cal["perplexity"]["scores"])}  # fmt: skip
+    now = {"update": np.asarray(out["update"]["all"]),
+           "confidence": logit(out["confidence"]["all"]),
+           "perplexity": np.asarray(out["perplexity"]["all"])}  # fmt: skip
+    pair = z(held["confidence"], held["confidence"]) + z(held["perplexity"], held["perplexity"])
+    second = z(held["confidence"], now["confidence"]) + z(held["perplexity"], now["perplexity"])
+    expect = np.maximum(z(held["update"], now["update"]), (second - pair.mean()) / pair.std(ddof=1))
+    np.testing.assert_allclose(out[ENSEMBLE]["all"], expect, rtol=1e-3, atol=1e-4)
+    with pytest.raises(MechscopeError, match="use --ensemble-combine max"):
+        FitConfig(kinds=("update", "confidence", "perplexity"),
+                  ensemble=("update", "confidence+perplexity"))  # fmt: skip
+    with pytest.raises(MechscopeError, match="name each kind once"):
+        FitConfig(kinds=("update", "confidence"), ensemble=("update", "confidence+update"),
                   ensemble_combine="max")  # fmt: skip

@@ -15,14 +15,20 @@ their mean, ``m`` and ``P`` the fitted mean and precision). The features of a fl
 by their term ``(xbar - m)_j (P (xbar - m))_j`` of the score.
 
 The profile depends on the input's length (a head's weight on the token itself falls as there
-are more tokens to attend to), so fit on windows as long as the inputs to score (``--seq-len``)
-and read them up to that length (``--max-tokens``).
+are more tokens to attend to), so an input's profile is read over its first ``seq_len``
+positions only, the length of the fitted windows. Attention is causal, so those positions' weights
+are exactly what the input cut to that length gives: inputs longer than the windows are scored
+like the windows, in the same pass as kinds that read the whole input. Positions past the window
+are not in the profile; their token score is the input's score, so that the mean over all tokens
+still equals it. Inputs shorter than the windows have fewer tokens to attend to and higher
+diagonal weights: fit on windows no longer than the inputs to score (``--seq-len``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "pattern_sites",
     "profiles",
     "token_terms",
+    "window",
     "window_update",
 ]
 
@@ -50,17 +57,26 @@ def profiles(x: Tensor, valid: Tensor) -> Tensor:
     return (x * w).sum(1) / w.sum(1).clamp(min=1)
 
 
-def token_terms(t: dict[str, Tensor], x: Tensor, valid: Tensor) -> Tensor:
-    """Token scores [batch pos] whose mean over the valid positions is each row's score."""
-    x = x.float()
-    direction = (profiles(x, valid) - t["mean"]) @ t["precision"]  # P (xbar - m)
+def window(valid: Tensor, length: int) -> Tensor:
+    """The valid positions [batch pos] that are in the profile: those before ``length``."""
+    return valid & (torch.arange(valid.shape[-1]) < length)
+
+
+def token_terms(t: dict[str, Tensor], x: Tensor, valid: Tensor, length: int) -> Tensor:
+    """Token scores [batch pos] whose mean over the valid positions is each row's score: the
+    profile's positions (before ``length``) by their term, later ones the row's score."""
+    x, inside = x.float(), window(valid, length)
+    centred = profiles(x, inside) - t["mean"]
+    direction = centred @ t["precision"]  # P (xbar - m)
     out = ((x - t["mean"]) * direction[:, None]).sum(-1)
+    score = (centred * direction).sum(-1)
+    out = torch.where(inside, out, score[:, None])
     return out.masked_fill(~valid, 0.0)
 
 
-def document_terms(t: dict[str, Tensor], x: Tensor, valid: Tensor) -> Tensor:
+def document_terms(t: dict[str, Tensor], x: Tensor, valid: Tensor, length: int) -> Tensor:
     """Per-head terms [batch d] of each row's score (they sum to it)."""
-    centred = profiles(x.float(), valid) - t["mean"]
+    centred = profiles(x.float(), window(valid, length)) - t["mean"]
     return centred * (centred @ t["precision"])
 
 

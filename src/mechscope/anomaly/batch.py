@@ -125,7 +125,9 @@ def batch_scores(
             x = kind_input(detector, kind, layer, acts, sae)
             t = detector.kind_tensors(kind, layer)
             if spec.reads == "attention":  # one profile per input: scores under layer -1
-                out[kind][layer] = token_terms(t, x, valid_mask(mask)).cpu()
+                out[kind][layer] = token_terms(
+                    t, x, valid_mask(mask), detector.config.seq_len
+                ).cpu()
                 continue
             if spec.reads == "lens":
                 assert acts.logits is not None

@@ -53,7 +53,8 @@ class FitConfig:
     seed: int = 0
     ensemble: tuple[str, ...] = ()  # kinds whose input scores are combined by a Gaussian
     # fitted on the held-out trusted inputs (mechscope.anomaly.ensemble); scored as "ensemble"
-    ensemble_combine: str = "gaussian"  # or "sum": of the members' standardised scores
+    ensemble_combine: str = "gaussian"  # "sum": of the members' standardised scores; "max": the
+    # largest term's (a term is a kind or kinds joined by "+", summed and standardised again)
 
     def __post_init__(self) -> None:
         if "{layer}" not in self.site:
@@ -74,8 +75,8 @@ class FitConfig:
             raise MechscopeError(
                 "fitting on prompts scores their last token: use aggregate 'last' with it"
             )
-        check_members(self.ensemble, self.kinds)
         check_combine(self.ensemble_combine)
+        check_members(self.ensemble, self.kinds, self.ensemble_combine)
         if self.seq_len < 4 or self.n_tokens < 1 or self.batch_size < 1:
             raise MechscopeError("seq_len must be >= 4, n_tokens and batch_size >= 1")
 

@@ -16,6 +16,14 @@ are high, each member a term. On the planted backdoors of docs/anomaly.md the su
 and `confidence` is ahead of both members where the Gaussian falls behind them (the Gaussian
 also scores ordinary inputs whose confidence is unusually low).
 
+With ``combine="max"`` the score is the largest of the terms' standardised scores, where a term
+is one kind or several joined by ``+`` (``--ensemble mahalanobis,perplexity+attention``): a joined
+term is the sum of its kinds' standardised scores, itself standardised on the held-out inputs, so
+that every term is on one scale. One-sided, like the sum; an input is flagged when any term is
+high, and kinds that see the same shift from two sides (perplexity and the attention profile on
+shuffled words) reinforce each other inside their term. The members of the largest term carry
+the score (their shares of it), the others zero.
+
 Token scores for display apply the same combination to each token's member scores (with ``mean``
 aggregation a token's scores are noisier than the input's mean, so they run higher).
 """
@@ -37,28 +45,55 @@ __all__ = [
     "ensemble_scores",
     "ensemble_terms",
     "fit_ensemble",
+    "parse_terms",
 ]
 
 ENSEMBLE = "ensemble"
-COMBINES = ("gaussian", "sum")
+COMBINES = ("gaussian", "sum", "max")
 _PROBABILITIES = ("confidence",)  # members read through their logit
 _CLAMP = 1e-6
 _RIDGE = 1e-6  # of the mean variance, so that a constant member does not make it singular
 
 
-def check_members(members: tuple[str, ...], kinds: tuple[str, ...]) -> None:
-    """One-line errors for an ensemble of fewer than two kinds or of kinds not fitted."""
+def parse_terms(ensemble: tuple[str, ...]) -> tuple[list[str], list[list[int]]]:
+    """The member kinds of an ensemble (each once, in order) and its terms as member indices:
+    ``("a", "b+c")`` gives ``(["a", "b", "c"], [[0], [1, 2]])``."""
+    members: list[str] = []
+    terms = []
+    for entry in ensemble:
+        term = []
+        for kind in (k.strip() for k in entry.split("+")):
+            if kind in members or not kind:
+                raise MechscopeError(
+                    f"ensemble {','.join(ensemble)!r} names {kind or 'an empty kind'!r} twice "
+                    "or not at all; name each kind once"
+                )
+            members.append(kind)
+            term.append(len(members) - 1)
+        terms.append(term)
+    return members, terms
+
+
+def check_members(members: tuple[str, ...], kinds: tuple[str, ...], combine: str) -> None:
+    """One-line errors for an ensemble of fewer than two terms, of kinds not fitted, or of
+    ``+``-joined terms without ``combine="max"``."""
     if not members:
         return
-    if len(set(members)) != len(members) or len(members) < 2:
+    flat, terms = parse_terms(members)
+    if len(terms) < 2:
         raise MechscopeError(
-            f"an ensemble needs at least two different kinds, got {','.join(members)}"
+            f"an ensemble needs at least two different terms, got {','.join(members)}"
         )
-    missing = [m for m in members if m not in kinds]
+    missing = [m for m in flat if m not in kinds]
     if missing:
         raise MechscopeError(
             f"ensemble member {missing[0]!r} is not among the fitted kinds "
             f"({', '.join(kinds)}); add it to --kinds"
+        )
+    if len(flat) > len(terms) and combine != "max":
+        raise MechscopeError(
+            f"kinds joined by '+' ({','.join(members)}) form one term of a maximum: use "
+            "--ensemble-combine max"
         )
 
 
@@ -77,10 +112,11 @@ def _values(kind: str, scores: Any) -> Tensor:
 
 
 def fit_ensemble(
-    calibration: dict[str, dict[str, Any]], members: tuple[str, ...], combine: str = "gaussian"
+    calibration: dict[str, dict[str, Any]], ensemble: tuple[str, ...], combine: str = "gaussian"
 ) -> dict:
     """The ensemble's calibration entry from the members' held-out input scores."""
     check_combine(combine)
+    members, terms = parse_terms(ensemble)
     y = torch.stack([_values(m, calibration[m]["scores"]) for m in members], -1)
     if y.shape[0] < len(members) + 2:
         raise MechscopeError(
@@ -91,7 +127,8 @@ def fit_ensemble(
     cov = torch.cov(y.T).reshape(len(members), len(members))
     cov += _RIDGE * max(float(torch.diagonal(cov).mean()), 1e-12) * torch.eye(len(members))
     entry = {
-        "members": list(members),
+        "members": members,
+        "terms": terms,
         "combine": combine,
         "mean": mean.tolist(),
         "scale": torch.diagonal(cov).sqrt().tolist(),
@@ -100,6 +137,10 @@ def fit_ensemble(
         "layers": {},
         "layer_scores": {},
     }
+    if combine == "max":  # every term standardised on the same held-out inputs
+        g = _term_sums(entry, (y - mean) / torch.tensor(entry["scale"], dtype=torch.float64))
+        entry["term_mean"] = g.mean(0).tolist()
+        entry["term_scale"] = g.std(0).clamp(min=1e-12).tolist()
     held = ensemble_scores(entry, {m: y[:, i] for i, m in enumerate(members)}, raw=False)
     entry["scores"] = held.tolist()
     if not torch.isfinite(held).all():
@@ -107,21 +148,41 @@ def fit_ensemble(
     return entry
 
 
+def _term_sums(entry: dict, z: Tensor) -> Tensor:
+    """[..., terms]: each term's sum of its members' standardised scores ``z`` [..., members]."""
+    return torch.stack([z[..., term].sum(-1) for term in entry["terms"]], -1)
+
+
+def _max_terms(entry: dict, z: Tensor) -> Tensor:
+    """Per-member terms of the largest standardised term: its members' shares, others zero."""
+    mean = torch.tensor(entry["term_mean"], dtype=torch.float64)
+    scale = torch.tensor(entry["term_scale"], dtype=torch.float64)
+    best = ((_term_sums(entry, z) - mean) / scale).argmax(-1)
+    out = torch.zeros_like(z)
+    for k, term in enumerate(entry["terms"]):
+        share = (z[..., term] - mean[k] / len(term)) / scale[k]
+        out[..., term] = torch.where((best == k)[..., None], share, out[..., term])
+    return out
+
+
 def ensemble_terms(entry: dict, scores: dict[str, Tensor], raw: bool = True) -> Tensor:
     """Per-member terms [..., members] of the score (they sum to it): of the squared distance,
-    or with ``combine="sum"`` the standardised scores. ``scores`` maps each member to its
-    scores (any shape, the same for all); ``raw``: not yet through the member's transform."""
+    with ``combine="sum"`` the standardised scores, with ``"max"`` the largest term's members'
+    shares. ``scores`` maps each member to its scores (any shape, the same for all); ``raw``:
+    not yet through the member's transform."""
     members = entry["members"]
     y = torch.stack(
         [(_values(m, scores[m]) if raw else scores[m].double()) for m in members], -1
     ) - torch.tensor(entry["mean"], dtype=torch.float64)
-    if entry.get("combine", "gaussian") == "sum":
-        return y / torch.tensor(entry["scale"], dtype=torch.float64).clamp(min=1e-12)
+    combine = entry.get("combine", "gaussian")
+    if combine in ("sum", "max"):
+        z = y / torch.tensor(entry["scale"], dtype=torch.float64).clamp(min=1e-12)
+        return z if combine == "sum" else _max_terms(entry, z)
     p = torch.tensor(entry["precision"], dtype=torch.float64)
     return y * (y @ p)
 
 
 def ensemble_scores(entry: dict, scores: dict[str, Tensor], raw: bool = True) -> Tensor:
     """Squared Mahalanobis distances of the members' scores from the trusted inputs' (with
-    ``combine="sum"``: the sum of their standardised scores)."""
+    ``combine="sum"``: the sum of their standardised scores; ``"max"``: the largest term)."""
     return ensemble_terms(entry, scores, raw).sum(-1).float()

@@ -160,7 +160,7 @@ def _features(
     if KINDS[kind].reads == "attention":  # heads, by their term of the input's score
         x = kind_input(detector, kind, layer, acts, sae)[row][None]
         assert valid is not None
-        terms = document_terms(t, x, valid[None])[0]
+        terms = document_terms(t, x, valid[None], detector.config.seq_len)[0]
         top = terms.topk(min(TOP_FEATURES, terms.numel()))
         return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]
     x = kind_input(detector, kind, layer, acts, sae)[row, pos][None]

@@ -56,15 +56,16 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "--ensemble",
     default="",
     help="Comma-separated fitted kinds to combine into one detector, 'ensemble': a Gaussian over "
-    "their input scores on the held-out trusted inputs (e.g. update,confidence).",
+    "their input scores on the held-out trusted inputs (e.g. update,confidence); with "
+    "--ensemble-combine max, kinds joined by '+' are one term (mahalanobis,perplexity+attention).",
 )
 @click.option(
     "--ensemble-combine",
-    type=click.Choice(["gaussian", "sum"]),
+    type=click.Choice(["gaussian", "sum", "max"]),
     default="gaussian",
     show_default=True,
-    help="How the ensemble combines its members: a Gaussian (two-sided) or the sum of their "
-    "standardised scores (one-sided).",
+    help="How the ensemble combines its members: a Gaussian (two-sided), the sum of their "
+    "standardised scores, or the largest term's (one-sided).",
 )
 @click.option(
     "--fit-on",

@@ -270,8 +270,10 @@ def passages(model: Any, corpus: Any, split: str, n: int, seq_len: int, seed: in
     return out
 
 
-def code_passages(n: int, lines: int = 12, seed: int = 0) -> list[str]:
-    """``n`` chunks of ``lines`` lines of the Python standard library's own source files."""
+def code_passages(n: int, lines: int = 12, seed: int = 0, per_file: int = 2) -> list[str]:
+    """``n`` chunks of ``lines`` lines of the Python standard library's own source files, at most
+    ``per_file`` from each file (chosen at random among its non-overlapping chunks), so that the
+    set spans many modules rather than the few long files a seed happens to draw first."""
     import sysconfig
 
     files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
@@ -280,7 +282,8 @@ def code_passages(n: int, lines: int = 12, seed: int = 0) -> list[str]:
     out = []
     for f in files:
         text = [ln for ln in f.read_text(errors="replace").splitlines() if ln.strip()]
-        for i in range(0, len(text) - lines, lines * 4):
+        starts = list(range(0, len(text) - lines, lines * 4))
+        for i in sorted(rng.sample(starts, min(per_file, len(starts)))):
             out.append("\n".join(text[i : i + lines]))
             if len(out) == n:
                 return out
