@@ -157,6 +157,11 @@ def test_the_command_line_fits_scores_and_evaluates_it(
               "--kinds", "update", "--ensemble", "update,confidence", *common)  # fmt: skip
     assert bad.exit_code == 2
     assert bad.output.strip().splitlines()[-1].endswith("add it to --kinds")
+    joined = run("anomaly", "fit", "--model", str(model_folder), "--trusted", trusted, "--out",
+                 det, "--kinds", "update,perplexity,entropy", "--ensemble",
+                 "update,perplexity+entropy", *common)  # fmt: skip
+    assert joined.exit_code == 2
+    assert joined.output.strip().splitlines()[-1].endswith("use --ensemble-combine max")
 
 
 def test_the_sum_is_one_sided_and_is_the_sum_of_standardised_scores(
