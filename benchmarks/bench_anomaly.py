@@ -312,6 +312,9 @@ def main() -> None:
         help="test on prompts cut where the reply starts (toys.backdoor.reply_sets); use with "
         "--aggregate last",
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the sets' draw when no --toy is given (--part clean)"
+    )
     add_device_option(parser)
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -326,7 +329,7 @@ def main() -> None:
         return
     clean = mechscope.load("smollm2-135m", progress=False, device=device)
     info: dict[str, Any] = {"machine": machine(device)}
-    config = BackdoorConfig()
+    config = BackdoorConfig(seed=args.seed)
     if args.part == "overhead":
         sets = builtin_sets(clean, config, 200, 32)
         info["overhead"] = overhead(clean, sets["clean"], args, sets["trusted"])

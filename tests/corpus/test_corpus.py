@@ -44,6 +44,20 @@ def test_windows_never_cross_documents(tok):
     assert ids  # the vocabulary is the tiny one
 
 
+def test_per_document_spreads_a_few_windows_through_each_document(tok):
+    corpus = Corpus.from_texts([doc(0, 25), doc(30, 7), doc(40, 12)])
+    got = [tok.decode(w.tolist()).split() for w in windows(corpus, tok, seq_len=5, seed=None,
+                                                              per_document=2)]  # fmt: skip
+    # 5 windows in the first document: its first and last; 1 in the second; 2 in the third
+    assert got == [doc(0, 5).split(), doc(20, 5).split(), doc(30, 5).split(),
+                   doc(40, 5).split(), doc(45, 5).split()]  # fmt: skip
+    three = [tok.decode(w.tolist()).split() for w in windows(corpus, tok, seq_len=5, seed=None,
+                                                                per_document=3)]  # fmt: skip
+    assert three[:3] == [doc(0, 5).split(), doc(10, 5).split(), doc(20, 5).split()]
+    with pytest.raises(MechscopeError, match="per_document=0 must be positive"):
+        list(windows(corpus, tok, seq_len=5, per_document=0))
+
+
 def test_bos_and_token_budget(tok):
     tok.bos_token = "[PAD]"  # any special token will do for the test
     corpus = Corpus.from_texts([doc(0, 40)])
@@ -198,3 +212,37 @@ def test_builtin_corpus_is_millions_of_tokens_and_cached(smollm2, tmp_path, monk
     assert sum(len(d) for d in again) == sum(len(d) for d in docs)
     text = smollm2.tokenizer.decode(next(windows(corpus, smollm2.tokenizer, seq_len=64)).tolist())
     assert " the " in text and ".. " not in text
+
+
+def test_backdoor_passages_span_documents_and_fill_up(tok):
+    from types import SimpleNamespace
+
+    from mechscope.toys.backdoor import code_passages, passages
+
+    model = SimpleNamespace(tokenizer=tok)
+    corpus = Corpus.from_texts([doc(0, 40), doc(30, 40), doc(45, 40)])
+    got = passages(model, corpus, "all", 6, 5, seed=None, per_document=2)
+    assert [g.split()[0] for g in got] == ["t0", "t35", "t30", "t5", "t45", "t20"]
+    more = passages(model, corpus, "all", 9, 5, seed=None, per_document=2)
+    assert more[:6] == got and len(set(more)) == 9  # then further windows, none twice
+    code = code_passages(40, seed=0)
+    assert len(code) == 40 and len(set(code)) == 40
+    lines = [ln.strip() for c in code for ln in c.splitlines()]
+    assert not any(ln.startswith("#") for ln in lines)  # comments and docstrings are dropped
+    assert sum(ln.startswith(("def ", "class ", "return", "if ", "import ")) for ln in lines) > 40
+
+
+def test_program_text_drops_docstrings_and_comments():
+    from mechscope.toys.backdoor import _program_text
+
+    source = '''"""Module prose."""
+# a comment
+def f(x):
+    """Function prose."""
+    return x  # trailing
+
+
+class A:
+    """Class prose."""
+'''
+    assert _program_text(source) == ["def f(x):", "    return x", "class A:", "    pass"]

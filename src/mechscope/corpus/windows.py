@@ -117,8 +117,13 @@ def windows(
     seed: int | None = 0,
     split: str = "all",
     prepend_bos: bool = False,
+    per_document: int | None = None,
 ) -> Iterator[Tensor]:
-    """Token windows ``[seq_len]`` (int64) until ``n_tokens`` tokens (all windows if ``None``)."""
+    """Token windows ``[seq_len]`` (int64) until ``n_tokens`` tokens (all windows if ``None``).
+
+    Documents come in a seeded order and each gives its consecutive windows, so a few thousand
+    tokens come from one or two documents. ``per_document`` takes at most that many windows from
+    each, evenly spaced through it: a small sample then spans many documents."""
     bos = tokenizer.bos_token_id if prepend_bos else None
     if prepend_bos and bos is None:
         raise MechscopeError("this tokenizer has no BOS token; use prepend_bos=False")
@@ -127,9 +132,16 @@ def windows(
         raise MechscopeError(f"seq_len={seq_len} is too short; use at least 2")
     if n_tokens is not None and n_tokens < 1:
         raise MechscopeError(f"n_tokens={n_tokens} must be positive")
+    if per_document is not None and per_document < 1:
+        raise MechscopeError(f"per_document={per_document} must be positive")
     yielded = 0
     for doc in _documents(corpus, tokenizer, split, seed):
-        for start in range(0, len(doc) - body + 1, body):
+        starts = range(0, len(doc) - body + 1, body)
+        if per_document is not None and len(starts) > per_document:
+            starts = [
+                starts[i] for i in np.linspace(0, len(starts) - 1, per_document).round().astype(int)
+            ]
+        for start in starts:
             ids = torch.from_numpy(doc[start : start + body].astype(np.int64))
             if bos is not None:
                 ids = torch.cat([torch.tensor([bos]), ids])

@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 
+SETS_VERSION = 2  # 2: passages spread over documents; code over files, without docstrings and
+# comments (1: consecutive windows, raw source)
+
+
 @dataclass(frozen=True)
 class BackdoorConfig:
     """The trigger, the behaviour and the fine-tuning budget."""
@@ -68,7 +72,8 @@ class BackdoorConfig:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = {**asdict(self), "sets": SETS_VERSION}  # a new sampler is a new cached toy
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -258,22 +263,54 @@ def trusted_prompts(texts: list[str]) -> list[str]:
 # -- the built-in version: python3-doc passages, Python source code, German GNU messages ---------
 
 
-def passages(model: Any, corpus: Any, split: str, n: int, seq_len: int, seed: int) -> list[str]:
-    """``n`` passages of ``seq_len`` tokens of a corpus split, decoded to text."""
+def passages(
+    model: Any, corpus: Any, split: str, n: int, seq_len: int, seed: int, per_document: int = 4
+) -> list[str]:
+    """``n`` passages of ``seq_len`` tokens of a corpus split, decoded to text: at most
+    ``per_document`` from each document (evenly spaced through it), so that a set spans many
+    documents, then, if the split is too small for that, further windows in order."""
     from mechscope.corpus import windows
 
-    out = []
-    for ids in windows(corpus, model.tokenizer, seq_len=seq_len, seed=seed, split=split):
-        out.append(model.tokenizer.decode(ids.tolist()).strip())
-        if len(out) == n:
-            break
+    out: list[str] = []
+    taken: set[tuple[int, ...]] = set()
+    for cap in (per_document, None):
+        for ids in windows(
+            corpus, model.tokenizer, seq_len=seq_len, seed=seed, split=split, per_document=cap
+        ):
+            key = tuple(ids.tolist())
+            if key in taken:
+                continue
+            taken.add(key)
+            out.append(model.tokenizer.decode(ids.tolist()).strip())
+            if len(out) == n:
+                return out
     return out
 
 
+def _program_text(source: str) -> list[str]:
+    """The non-empty lines of a Python module without its docstrings and comments (parsed and
+    written back by :mod:`ast`): code, not the English prose a docstring is."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    return [ln for ln in ast.unparse(tree).splitlines() if ln.strip()]
+
+
 def code_passages(n: int, lines: int = 12, seed: int = 0, per_file: int = 2) -> list[str]:
-    """``n`` chunks of ``lines`` lines of the Python standard library's own source files, at most
-    ``per_file`` from each file (chosen at random among its non-overlapping chunks), so that the
-    set spans many modules rather than the few long files a seed happens to draw first."""
+    """``n`` chunks of ``lines`` lines of the Python standard library's own source files, without
+    docstrings and comments, at most ``per_file`` from each file (chosen at random among its
+    non-overlapping chunks), so that the set spans many modules rather than the few long files a
+    seed happens to draw first."""
     import sysconfig
 
     files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
@@ -281,7 +318,10 @@ def code_passages(n: int, lines: int = 12, seed: int = 0, per_file: int = 2) -> 
     rng.shuffle(files)
     out = []
     for f in files:
-        text = [ln for ln in f.read_text(errors="replace").splitlines() if ln.strip()]
+        try:
+            text = _program_text(f.read_text(errors="replace"))
+        except (SyntaxError, ValueError, RecursionError):
+            continue
         starts = list(range(0, len(text) - lines, lines * 4))
         for i in sorted(rng.sample(starts, min(per_file, len(starts)))):
             out.append("\n".join(text[i : i + lines]))
