@@ -255,3 +255,41 @@ def test_the_max_is_the_largest_standardised_term(world: Any, ens: dict[str, Any
     with pytest.raises(MechscopeError, match="name each kind once"):
         FitConfig(kinds=("update", "confidence"), ensemble=("update", "confidence+update"),
                   ensemble_combine="max")  # fmt: skip
+
+
+def test_presets_are_the_recommended_configurations(
+    world: Any, model_folder: Any, tmp_path: Any
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from mechscope.anomaly import preset
+    from mechscope.cli.main import cli
+
+    # on SmolLM2's 30 layers, the configurations measured in docs/anomaly.md
+    assert preset("reply", 30) == {
+        "kinds": ("update", "confidence"), "layers": (19,), "aggregate": "last",
+        "ensemble": ("update", "confidence"), "ensemble_combine": "sum",
+    }  # fmt: skip
+    ood = preset("ood", 30)
+    assert ood["layers"] == (3, 6, 9, 12, 15, 18, 21, 24, 27, 29)
+    assert ood["ensemble"] == ("mahalanobis", "perplexity+attention")
+    assert ood["ensemble_combine"] == "max" and ood["aggregate"] == ood["combine"] == "mean"
+    FitConfig(**preset("reply", 4))  # valid on any depth
+    FitConfig(**preset("ood", 4))
+    with pytest.raises(MechscopeError, match="unknown preset 'other'; choose one of reply, ood"):
+        preset("other", 30)
+    trusted = tmp_path / "trusted.jsonl"
+    trusted.write_text("".join(json.dumps({"text": t}) + "\n" for t in world.trusted))
+    det = tmp_path / "det"
+    common = ["--trusted", str(trusted), "--seq-len", "32", "--n-tokens", "3200", "--quiet"]
+    fit = CliRunner().invoke(cli, ["anomaly", "fit", "--model", str(model_folder), "--out",
+                                   str(det), "--preset", "ood", "--layers", "1", *common])  # fmt: skip
+    assert fit.exit_code == 0, fit.output
+    config = load_detector(det).config
+    assert config.layers == (1,)  # given explicitly: it wins over the preset
+    assert config.kinds == ("mahalanobis", "perplexity", "attention")
+    assert config.ensemble == ("mahalanobis", "perplexity+attention")
+    assert (config.ensemble_combine, config.aggregate, config.combine) == ("max", "mean", "mean")
+    assert ENSEMBLE in load_detector(det).calibration

@@ -9,7 +9,14 @@ inputs per document and per token with a threshold calibrated on held-out truste
 See docs/anomaly.md.
 """
 
-from mechscope.anomaly.detector import Detector, FitConfig, load_detector, save_detector
+from mechscope.anomaly.detector import (
+    PRESETS,
+    Detector,
+    FitConfig,
+    load_detector,
+    preset,
+    save_detector,
+)
 from mechscope.anomaly.fit import default_layers, fit_detector
 from mechscope.anomaly.inputs import read_inputs
 from mechscope.anomaly.kinds import BASELINES, KINDS
@@ -19,6 +26,7 @@ from mechscope.anomaly.score import AnomalyScores, InputScore, layer_scores, sco
 __all__ = [
     "BASELINES",
     "KINDS",
+    "PRESETS",
     "AnomalyScores",
     "Detector",
     "FitConfig",
@@ -28,6 +36,7 @@ __all__ = [
     "fit_detector",
     "layer_scores",
     "load_detector",
+    "preset",
     "read_inputs",
     "save_detector",
     "score_texts",

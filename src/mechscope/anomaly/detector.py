@@ -21,7 +21,15 @@ from mechscope.anomaly.ensemble import check_combine, check_members
 from mechscope.errors import MechscopeError
 from mechscope.files import atomic_folder
 
-__all__ = ["AGGREGATES", "Detector", "FitConfig", "load_detector", "save_detector"]
+__all__ = [
+    "AGGREGATES",
+    "PRESETS",
+    "Detector",
+    "FitConfig",
+    "load_detector",
+    "preset",
+    "save_detector",
+]
 
 FORMAT = "mechscope-anomaly-detector/1"
 AGGREGATES = ("max", "mean", "last")
@@ -79,6 +87,42 @@ class FitConfig:
         check_members(self.ensemble, self.kinds, self.ensemble_combine)
         if self.seq_len < 4 or self.n_tokens < 1 or self.batch_size < 1:
             raise MechscopeError("seq_len must be >= 4, n_tokens and batch_size >= 1")
+
+
+PRESETS = ("reply", "ood")
+
+
+def preset(name: str, n_layers: int) -> dict[str, Any]:
+    """The :class:`FitConfig` fields of a recommended configuration (docs/anomaly.md,
+    "Recommended configurations") for a model of ``n_layers`` layers:
+
+    - ``"reply"``: a planted behaviour at the start of a reply, scored at the prompt's last token:
+      the sum of ``update`` at the layer two thirds of the way up (19 of 30) and ``confidence``;
+    - ``"ood"``: inputs unlike the trusted text, whole documents: the larger of the residual
+      stream's Mahalanobis distance (every tenth of the depth and the last layer, mean over
+      layers and tokens) and the sum of perplexity and the ``attention`` profile."""
+    if n_layers < 1:
+        raise MechscopeError(f"a preset needs a model with layers, got n_layers={n_layers}")
+    if name == "reply":
+        return {
+            "kinds": ("update", "confidence"),
+            "layers": (max(0, 2 * n_layers // 3 - 1),),
+            "aggregate": "last",
+            "ensemble": ("update", "confidence"),
+            "ensemble_combine": "sum",
+        }
+    if name == "ood":
+        step = max(1, n_layers // 10)
+        layers = sorted({*range(step, n_layers, step), n_layers - 1})
+        return {
+            "kinds": ("mahalanobis", "perplexity", "attention"),
+            "layers": tuple(layers),
+            "aggregate": "mean",
+            "combine": "mean",
+            "ensemble": ("mahalanobis", "perplexity+attention"),
+            "ensemble_combine": "max",
+        }
+    raise MechscopeError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
 
 
 @dataclass

@@ -68,6 +68,13 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     "standardised scores, or the largest term's (one-sided).",
 )
 @click.option(
+    "--preset",
+    type=click.Choice(["reply", "ood"]),
+    help="A recommended configuration (docs/anomaly.md): reply = a planted behaviour at the start "
+    "of a reply (update + confidence at the last token), ood = inputs unlike the trusted text "
+    "(residual Mahalanobis, or perplexity + attention profile). Options given explicitly win.",
+)
+@click.option(
     "--fit-on",
     type=click.Choice(["windows", "prompts"]),
     default="windows",
@@ -107,6 +114,7 @@ def fit(
     combine: str,
     ensemble: str,
     ensemble_combine: str,
+    preset: str | None,
     fit_on: str,
     contrast_path: str | None,
     seed: int,
@@ -119,29 +127,39 @@ def fit(
     The streamed statistics are checkpointed every --checkpoint-every batches beside OUT; run the
     same command again after a crash or kill to resume from them."""
     from mechscope.anomaly import FitConfig, fit_detector, save_detector
+    from mechscope.anomaly import preset as anomaly_preset
     from mechscope.anomaly.checkpoint import checkpoint_path
     from mechscope.cli.common import load_model
     from mechscope.corpus import load_corpus
     from mechscope.files import file_lock
 
+    fields: dict[str, Any] = {
+        "kinds": tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        "layers": _ints(layers, "--layers"),
+        "aggregate": aggregate,
+        "combine": combine,
+        "ensemble": tuple(k.strip() for k in ensemble.split(",") if k.strip()),
+        "ensemble_combine": ensemble_combine,
+    }
+    contrast = _pairs(contrast_path)
+    corpus = load_corpus(trusted, text_field=text_field)
+    model = load_model(model_name, quiet=quiet)
+    if preset:  # the preset's fields, except options given on the command line
+        ctx = click.get_current_context()
+        given = {n for n in fields if ctx.get_parameter_source(n).name != "DEFAULT"}
+        chosen = anomaly_preset(preset, model.dims.n_layers)
+        fields.update({k: v for k, v in chosen.items() if k not in given})
     config = FitConfig(
-        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-        layers=_ints(layers, "--layers"),
+        **fields,
         site=site,
         seq_len=seq_len,
         n_tokens=n_tokens,
         batch_size=batch_size,
         holdout=holdout,
-        aggregate=aggregate,
-        combine=combine,
         fit_on=fit_on,
-        ensemble=tuple(k.strip() for k in ensemble.split(",") if k.strip()),
-        ensemble_combine=ensemble_combine,
-        contrast=_pairs(contrast_path),
+        contrast=contrast,
         seed=seed,
     )
-    corpus = load_corpus(trusted, text_field=text_field)
-    model = load_model(model_name, quiet=quiet)
     sae = _load_sae(sae_path, model)
     with file_lock(out_dir, "mechscope anomaly fit"):
         ckpt = checkpoint_path(out_dir)
