@@ -249,6 +249,11 @@ def test_the_max_is_the_largest_standardised_term(world: Any, ens: dict[str, Any
     second = z(held["confidence"], now["confidence"]) + z(held["perplexity"], now["perplexity"])
     expect = np.maximum(z(held["update"], now["update"]), (second - pair.mean()) / pair.std(ddof=1))
     np.testing.assert_allclose(out[ENSEMBLE]["all"], expect, rtol=1e-3, atol=1e-4)
+    scored = score_texts(det, world.bad, texts, quiet=True)  # the default kind: the ensemble
+    assert scored.kind == ENSEMBLE
+    for item, want in zip(scored.inputs, expect, strict=True):
+        assert item.score == pytest.approx(want, rel=1e-3, abs=1e-4)
+        assert sum(v for _, v in item.features) == pytest.approx(item.score, rel=1e-3, abs=1e-4)
     with pytest.raises(MechscopeError, match="use --ensemble-combine max"):
         FitConfig(kinds=("update", "confidence", "perplexity"),
                   ensemble=("update", "confidence+perplexity"))  # fmt: skip
