@@ -99,7 +99,7 @@ def preset(name: str, n_layers: int) -> dict[str, Any]:
     - ``"reply"``: a planted behaviour at the start of a reply, scored at the prompt's last token:
       the sum of ``update`` at the layer two thirds of the way up (19 of 30) and ``confidence``;
     - ``"ood"``: inputs unlike the trusted text, whole documents: the larger of the residual
-      stream's Mahalanobis distance (every tenth of the depth and the last layer, mean over
+      stream's Mahalanobis distance (at 60% and 70% of the depth, 18 and 21 of 30; mean over
       layers and tokens) and the sum of perplexity and the ``attention`` profile."""
     if n_layers < 1:
         raise MechscopeError(f"a preset needs a model with layers, got n_layers={n_layers}")
@@ -112,8 +112,7 @@ def preset(name: str, n_layers: int) -> dict[str, Any]:
             "ensemble_combine": "sum",
         }
     if name == "ood":
-        step = max(1, n_layers // 10)
-        layers = sorted({*range(step, n_layers, step), n_layers - 1})
+        layers = sorted({min(n_layers - 1, round(f * n_layers)) for f in (0.6, 0.7)})
         return {
             "kinds": ("mahalanobis", "perplexity", "attention"),
             "layers": tuple(layers),
