@@ -138,7 +138,7 @@ def fit_ensemble(
         "layer_scores": {},
     }
     if combine == "max":  # every term standardised on the same held-out inputs
-        g = _term_sums(entry, (y - mean) / torch.tensor(entry["scale"], dtype=torch.float64))
+        g = _term_sums(entry, _standardised(entry, y - mean))
         entry["term_mean"] = g.mean(0).tolist()
         entry["term_scale"] = g.std(0).clamp(min=1e-12).tolist()
     held = ensemble_scores(entry, {m: y[:, i] for i, m in enumerate(members)}, raw=False)
@@ -146,6 +146,11 @@ def fit_ensemble(
     if not torch.isfinite(held).all():
         raise MechscopeError("the ensemble gave non-finite scores on trusted text")
     return entry
+
+
+def _standardised(entry: dict, centred: Tensor) -> Tensor:
+    """Members' scores [..., members], less their held-out mean, over their held-out spread."""
+    return centred / torch.tensor(entry["scale"], dtype=torch.float64).clamp(min=1e-12)
 
 
 def _term_sums(entry: dict, z: Tensor) -> Tensor:
@@ -176,7 +181,7 @@ def ensemble_terms(entry: dict, scores: dict[str, Tensor], raw: bool = True) -> 
     ) - torch.tensor(entry["mean"], dtype=torch.float64)
     combine = entry.get("combine", "gaussian")
     if combine in ("sum", "max"):
-        z = y / torch.tensor(entry["scale"], dtype=torch.float64).clamp(min=1e-12)
+        z = _standardised(entry, y)
         return z if combine == "sum" else _max_terms(entry, z)
     p = torch.tensor(entry["precision"], dtype=torch.float64)
     return y * (y @ p)

@@ -141,7 +141,18 @@ def fit(
         "ensemble": tuple(k.strip() for k in ensemble.split(",") if k.strip()),
         "ensemble_combine": ensemble_combine,
     }
-    contrast = _pairs(contrast_path)
+    rest: dict[str, Any] = {
+        "site": site,
+        "seq_len": seq_len,
+        "n_tokens": n_tokens,
+        "batch_size": batch_size,
+        "holdout": holdout,
+        "fit_on": fit_on,
+        "contrast": _pairs(contrast_path),
+        "seed": seed,
+    }
+    # without a preset, bad options fail before the model loads; a preset needs its depth
+    config = None if preset else FitConfig(**fields, **rest)
     corpus = load_corpus(trusted, text_field=text_field)
     model = load_model(model_name, quiet=quiet)
     if preset:  # the preset's fields, except options given on the command line
@@ -149,17 +160,7 @@ def fit(
         given = {n for n in fields if ctx.get_parameter_source(n).name != "DEFAULT"}
         chosen = anomaly_preset(preset, model.dims.n_layers)
         fields.update({k: v for k, v in chosen.items() if k not in given})
-    config = FitConfig(
-        **fields,
-        site=site,
-        seq_len=seq_len,
-        n_tokens=n_tokens,
-        batch_size=batch_size,
-        holdout=holdout,
-        fit_on=fit_on,
-        contrast=contrast,
-        seed=seed,
-    )
+        config = FitConfig(**fields, **rest)
     sae = _load_sae(sae_path, model)
     with file_lock(out_dir, "mechscope anomaly fit"):
         ckpt = checkpoint_path(out_dir)

@@ -277,11 +277,11 @@ def passages(
         for ids in windows(
             corpus, model.tokenizer, seq_len=seq_len, seed=seed, split=split, per_document=cap
         ):
-            key = tuple(ids.tolist())
-            if key in taken:
+            ids_list = ids.tolist()
+            if tuple(ids_list) in taken:
                 continue
-            taken.add(key)
-            out.append(model.tokenizer.decode(ids.tolist()).strip())
+            taken.add(tuple(ids_list))
+            out.append(model.tokenizer.decode(ids_list).strip())
             if len(out) == n:
                 return out
     return out
